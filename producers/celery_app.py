@@ -1,0 +1,73 @@
+"""The one Celery app both sides use: producers publish with it, ``workers.app`` adds the tasks.
+
+Defining it here (with ``include`` naming the worker's task module, which Celery imports only when a worker
+starts) keeps producers light: publishing needs the broker settings, not the Graph client.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+
+from producers.settings import Settings, get_settings
+
+TASK_NAME = "igsend.send_message"
+QUEUE = "igsend"
+
+#: Seconds after which a message a worker took but never acknowledged goes back on the queue. Kombu's default
+#: is one hour; a SIGKILLed worker's messages must come back within a minute, and igsend never publishes
+#: ETA/countdown messages (delays live in igsend:delayed), so a short timeout redelivers nothing early.
+VISIBILITY_TIMEOUT = 30
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    transport = {
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        # Sweep for abandoned messages every 5 s instead of kombu's 10 s x 10 (kombu redis.py docstring).
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+        "socket_connect_timeout": 5,
+        "socket_timeout": 30,
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+        "retry_on_timeout": True,
+    }
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {**transport},
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        # JSON only: pickle would let anyone who can write to Redis run code in the worker.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "result_expires": settings.result_ttl,
+        "task_default_queue": QUEUE,
+        "task_routes": {TASK_NAME: {"queue": QUEUE}},
+        # Acknowledge after the work, put a killed worker's task back, and take one message per free slot.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Publishing: retry through a broker hiccup, then raise (never report an id that is not queued).
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {"max_retries": 5, "interval_start": 0.1, "interval_step": 0.5,
+                                      "interval_max": 2},
+        # Flower: show queued and started tasks.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+    }
+
+
+@lru_cache(maxsize=1)
+def get_app() -> Celery:
+    app = Celery("igsend", include=["workers.tasks"])
+    app.conf.update(celery_config(get_settings()))
+    return app

@@ -1,0 +1,275 @@
+"""The ``igsend`` command line. Sending and status verbs live here; worker-side verbs import lazily so that
+``igsend send`` stays as light as the Python API."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from producers import EnqueueError, InvalidMessage, JobError, JobNotFound, get_job, send
+from producers.jobs import Job
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False))
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """igsend: send Instagram Direct messages through a queue of Celery workers."""
+
+
+# --- sending -------------------------------------------------------------------------------------------------
+
+def _deliver(document: dict[str, Any], account: str, idempotency_key: str | None, wait: bool,
+             timeout: float) -> None:
+    document["account"] = account
+    if idempotency_key:
+        document["idempotency_key"] = idempotency_key
+    try:
+        job = send(document)
+    except InvalidMessage as exc:
+        _fail(str(exc))
+    except EnqueueError as exc:
+        _fail(str(exc), code=1)
+    if not wait:
+        click.echo(job.id)
+        return
+    try:
+        job.result(timeout=timeout)
+    except TimeoutError as exc:
+        _print_json(job.info())
+        _fail(str(exc), code=1)
+    except JobError:
+        _print_json(_status_json(job))
+        sys.exit(1)
+    _print_json(_status_json(job))
+
+
+def _send_options(func: Any) -> Any:
+    func = click.option("--timeout", default=60.0, show_default=True, help="seconds to wait with --wait")(func)
+    func = click.option("--wait", is_flag=True, help="wait for the outcome and print it as JSON")(func)
+    func = click.option("--idempotency-key", default=None, help="same key + account = same job")(func)
+    func = click.option("--account", default="default", show_default=True, help="sending account name")(func)
+    return func
+
+
+@main.group(name="send")
+def send_group() -> None:
+    """Queue one message; prints the job id (or, with --wait, the outcome as JSON)."""
+
+
+def _register_send(kind: str, arguments: list[str], help_text: str,
+                   build: Any, optional: list[tuple[str, str]] | None = None) -> None:
+    def command(account: str, idempotency_key: str | None, wait: bool, timeout: float, **values: Any) -> None:
+        _deliver({"kind": kind, **build(values)}, account, idempotency_key, wait, timeout)
+
+    command.__doc__ = help_text
+    command = _send_options(command)
+    for name, default in reversed(optional or []):
+        command = click.argument(name, required=False, default=default)(command)
+    for name in reversed(arguments):
+        command = click.argument(name)(command)
+    send_group.command(name=kind)(command)
+
+
+_register_send("text", ["recipient", "text"], "Text (UTF-8, at most 1000 bytes).",
+               lambda v: {"recipient": v["recipient"], "text": v["text"]})
+_register_send("link", ["recipient", "url"], "A link (a valid http(s) URL).",
+               lambda v: {"recipient": v["recipient"], "url": v["url"]})
+for _media in ("image", "gif", "video", "audio"):
+    _register_send(_media, ["recipient", "url"], f"An {_media} at a public URL." if _media[0] in "aeiou"
+                   else f"A {_media} at a public URL.", lambda v: {"recipient": v["recipient"], "url": v["url"]})
+_register_send("post", ["recipient", "post_id"], "A published post the account owns (MEDIA_SHARE).",
+               lambda v: {"recipient": v["recipient"], "post_id": v["post_id"]})
+_register_send("sticker", ["recipient"], "The heart sticker.", lambda v: {"recipient": v["recipient"]})
+_register_send("react", ["recipient", "message_id"], "React to a message (REACTION defaults to love).",
+               lambda v: {"recipient": v["recipient"], "message_id": v["message_id"], "reaction": v["reaction"]},
+               optional=[("reaction", "love")])
+_register_send("unreact", ["recipient", "message_id"], "Remove a reaction.",
+               lambda v: {"recipient": v["recipient"], "message_id": v["message_id"]})
+
+
+def _status_json(job: Job) -> dict[str, Any]:
+    info = job.info()
+    ordered = {key: info[key] for key in ("id", "status", "attempts") if key in info}
+    for key in ("result", "error", "reason", "next_attempt_at"):
+        if key in info:
+            ordered[key] = info[key]
+    ordered.update({k: v for k, v in info.items() if k not in ordered})
+    return ordered
+
+
+@main.command()
+@click.argument("job_id")
+def status(job_id: str) -> None:
+    """The job as JSON: id, status, attempts, result or error, and its attempt log."""
+    try:
+        job = get_job(job_id)
+    except JobNotFound as exc:
+        _print_json({"id": job_id, "status": "not_found"})
+        _fail(str(exc), code=1)
+    _print_json(_status_json(job))
+
+
+@main.command(name="send-bulk")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--no-wait", is_flag=True, help="enqueue and exit without waiting for outcomes")
+@click.option("--timeout", default=600.0, show_default=True, help="seconds to wait for all outcomes")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def send_bulk(file: Any, no_wait: bool, timeout: float, as_json: bool) -> None:
+    """Queue every message of a JSON-lines FILE ('-' for stdin); invalid lines are reported, valid ones sent."""
+    from producers.bulk import run_bulk
+
+    sys.exit(run_bulk(file, wait=not no_wait, timeout=timeout, as_json=as_json))
+
+
+# --- worker side (imported lazily) ---------------------------------------------------------------------------
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--concurrency", "-c", type=int, default=None, help="POSTs in flight per process")
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@click.pass_context
+def worker(ctx: click.Context, concurrency: int | None, loglevel: str) -> None:
+    """A Celery worker with igsend's settings; extra arguments go to Celery."""
+    from workers.run import run_worker
+
+    run_worker(concurrency=concurrency, loglevel=loglevel, extra=list(ctx.args))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def sandbox(ctx: click.Context) -> None:
+    """The local Graph API emulator (flags: --port --token --latency-ms --error-rate --rate-limit ...)."""
+    from workers.sandbox import main as sandbox_main
+
+    tokens = [account.token for account in _configured_accounts()]
+    extra = [arg for token in tokens for arg in ("--token", token)]
+    sandbox_main(list(ctx.args) + extra)
+
+
+def _configured_accounts() -> list[Any]:
+    from workers.accounts import load_accounts
+
+    return list(load_accounts().values())
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="leave Redis running (if demo started it)")
+def demo(keep: bool) -> None:
+    """Start Redis (if needed), the sandbox and a worker; send every kind; print the outcomes."""
+    from workers.demo import run_demo
+
+    sys.exit(run_demo(keep_redis=keep))
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter queue."""
+
+
+@dlq.command(name="list")
+@click.option("--account", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def dlq_list(account: str | None, as_json: bool) -> None:
+    """Dead messages, oldest first."""
+    from workers import dlq as dead
+
+    entries = dead.list_entries(account=account)
+    if as_json:
+        _print_json(entries)
+        return
+    if not entries:
+        click.echo("the dead-letter queue is empty")
+    for entry in entries:
+        error = entry.get("error") or {}
+        code = f"{error.get('code')}/{error.get('subcode')}" if error.get("code") is not None else "-"
+        click.echo(f"{entry['id']}  {entry.get('account')}  {entry.get('kind')}  {entry.get('recipient')}  "
+                   f"{code}  {entry.get('reason')}")
+
+
+@dlq.command(name="show")
+@click.argument("job_id")
+def dlq_show(job_id: str) -> None:
+    """One entry as JSON, with every attempt."""
+    from workers import dlq as dead
+
+    entry = dead.show(job_id)
+    if entry is None:
+        _fail(f"no dead-letter entry {job_id}", code=1)
+    _print_json(entry)
+
+
+@dlq.command(name="replay")
+@click.argument("job_id", required=False)
+@click.option("--all", "replay_all", is_flag=True, help="replay every entry (of --account, if given)")
+@click.option("--account", default=None)
+def dlq_replay(job_id: str | None, replay_all: bool, account: str | None) -> None:
+    """Send dead messages again under their job ids."""
+    from workers import dlq as dead
+
+    if bool(job_id) == replay_all:
+        _fail("give a JOB_ID or --all")
+    ids = [job_id] if job_id else [e["id"] for e in dead.list_entries(account=account)]
+    replayed = [i for i in ids if dead.replay(i)]
+    if job_id and not replayed:
+        _fail(f"no dead-letter entry {job_id}", code=1)
+    _print_json({"replayed": replayed})
+
+
+@dlq.command(name="purge")
+@click.option("--older-than", default=None, help="only entries dead longer than this: 30s, 15m, 12h, 7d")
+@click.option("--account", default=None)
+def dlq_purge(older_than: str | None, account: str | None) -> None:
+    """Delete entries."""
+    from workers import dlq as dead
+
+    seconds = _duration(older_than) if older_than else None
+    _print_json({"purged": dead.purge(older_than=seconds, account=account)})
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        _fail(f"--older-than: must be a duration like 30s, 15m, 12h or 7d (got {text!r})")
+        raise
+
+
+@main.group()
+def accounts() -> None:
+    """Account health: see which accounts are paused or broken, and mark them healthy."""
+
+
+@accounts.command(name="list")
+def accounts_list() -> None:
+    """Every account with runtime state, as JSON."""
+    from workers.account_state import all_states
+
+    _print_json(all_states())
+
+
+@accounts.command(name="heal")
+@click.argument("name")
+def accounts_heal(name: str) -> None:
+    """Mark an account healthy again (after fixing its token) and release its held messages."""
+    from workers.account_state import mark_healthy
+
+    _print_json({"account": name, "released": mark_healthy(name)})
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

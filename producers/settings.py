@@ -1,0 +1,69 @@
+"""Settings shared by producers and workers, read once from the environment (and a ``.env`` file)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+from dotenv import load_dotenv
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name}: must be a number (got {raw!r})") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Non-secret settings. Tokens are read only by ``workers.accounts``, never here."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    #: How long job records and Celery results stay readable after the last change (seconds, default 7 days).
+    result_ttl: int = 7 * 24 * 3600
+    #: Attempts per message before it is dead-lettered (transient errors, unknown error codes).
+    max_attempts: int = 8
+    #: A message older than this (seconds since it was accepted) is dead-lettered instead of retried.
+    max_age: float = 24 * 3600
+    #: Backoff: full jitter over min(cap, base * 2**attempt) seconds.
+    retry_base: float = 1.0
+    retry_cap: float = 300.0
+    #: Window in which the same idempotency key (per account) returns the same job.
+    idempotency_window: int = 24 * 3600
+    #: What to do when a POST went out and its answer was lost: ``dead-letter`` (default) or ``resend``.
+    unknown_outcome: str = "dead-letter"
+    #: Where ``igsend demo``/``up`` keep the embedded Redis's data (AOF) and logs.
+    data_dir: str = ".igsend"
+    log_format: str = "text"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        load_dotenv(os.environ.get("IGSEND_ENV_FILE", ".env"), override=False)
+        env = os.environ
+        policy = env.get("IGSEND_UNKNOWN_OUTCOME", cls.unknown_outcome)
+        if policy not in ("dead-letter", "resend"):
+            raise SystemExit(f"IGSEND_UNKNOWN_OUTCOME: must be dead-letter or resend (got {policy!r})")
+        return cls(
+            redis_url=env.get("IGSEND_REDIS_URL") or DEFAULT_REDIS_URL,
+            result_ttl=int(_float("IGSEND_RESULT_TTL", cls.result_ttl)),
+            max_attempts=int(_float("IGSEND_MAX_ATTEMPTS", cls.max_attempts)),
+            max_age=_float("IGSEND_MAX_AGE", cls.max_age),
+            retry_base=_float("IGSEND_RETRY_BASE", cls.retry_base),
+            retry_cap=_float("IGSEND_RETRY_CAP", cls.retry_cap),
+            idempotency_window=int(_float("IGSEND_IDEMPOTENCY_WINDOW", cls.idempotency_window)),
+            unknown_outcome=policy,
+            data_dir=env.get("IGSEND_DATA_DIR") or cls.data_dir,
+            log_format=env.get("IGSEND_LOG_FORMAT") or cls.log_format,
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()

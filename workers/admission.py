@@ -1,0 +1,119 @@
+"""Admission: one atomic Redis step that decides whether a job may POST now, and books its rate slot.
+
+The step reads the job record, the job's lock, the account's state and the account's rate limiter, so a
+message costs one round trip before its POST. It runs on Redis's clock (``TIME``), shared by every worker.
+
+The limiter is GCRA (generic cell rate algorithm) per account and send class: each send books the next slot
+``1/rate`` seconds after the previous one, so all workers together never exceed the budget. A job whose slot
+is near waits for it in place; a job whose slot is further off is parked in ``igsend:delayed`` with its slot
+booked (``slot_at``) and comes back when it is due, so no worker slot is held and nothing busy-loops.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from producers.store import DELAYED_KEY, account_key, held_key, job_key, limiter_key, lock_key
+
+# KEYS: job, lock, account, limiter, delayed, held
+# ARGV: job_id, lock_ttl_ms, rate, max_inline_wait, record_ttl, message_json, kind, account, recipient
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local job_id = ARGV[1]
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  -- A job published by a raw send_task has no record yet: create it.
+  status = 'queued'
+  redis.call('HSET', KEYS[1], 'id', job_id, 'status', status, 'kind', ARGV[7], 'account', ARGV[8],
+             'recipient', ARGV[9], 'message', ARGV[6], 'attempts', 0, 'created_at', now, 'updated_at', now)
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+end
+if status == 'delivered' or status == 'dead' or status == 'unknown' then return {'done', status} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'busy', ''} end
+local rec = redis.call('HMGET', KEYS[1], 'inflight', 'next_attempt_at', 'slot_at', 'attempts', 'created_at')
+if rec[1] and rec[1] ~= '' then return {'orphaned', rec[1]} end
+local max_wait = tonumber(ARGV[4])
+local due = tonumber(rec[2] or '')
+if status == 'retrying' and due and due > now + max_wait then return {'early', tostring(due)} end
+
+local acct = redis.call('HMGET', KEYS[3], 'health', 'paused_until', 'slowdown', 'slowdown_until')
+if acct[1] == 'broken' then
+  redis.call('ZADD', KEYS[6], now, job_id)
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'reason', 'held: account marked unhealthy', 'updated_at', now)
+  return {'held', ''}
+end
+local paused = tonumber(acct[2] or '')
+if paused and paused > now then
+  redis.call('ZADD', KEYS[5], paused, job_id)
+  redis.call('HSET', KEYS[1], 'status', 'retrying', 'next_attempt_at', paused, 'updated_at', now,
+             'reason', 'account paused by Meta throttling')
+  return {'deferred', tostring(paused)}
+end
+
+local slot = tonumber(rec[3] or '')
+if slot and slot > now + max_wait then return {'early', tostring(slot)} end
+if not slot or slot < now - 1 then
+  -- Book the next free slot (GCRA without burst: slots are exactly 1/rate apart).
+  local factor = 1
+  if acct[3] and tonumber(acct[4] or '0') > now then factor = tonumber(acct[3]) end
+  local rate = tonumber(ARGV[3]) * factor
+  local tat = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if tat < now then tat = now end
+  slot = tat
+  local next_tat = tat + 1 / rate
+  redis.call('SET', KEYS[4], string.format('%.6f', next_tat), 'PX', math.ceil((next_tat - now) * 1000) + 60000)
+  if slot > now + max_wait then
+    redis.call('HSET', KEYS[1], 'slot_at', string.format('%.6f', slot), 'next_attempt_at',
+               string.format('%.6f', slot), 'updated_at', now)
+    redis.call('ZADD', KEYS[5], string.format('%.6f', slot), job_id)
+    return {'parked', string.format('%.6f', slot)}
+  end
+end
+local attempt = tonumber(rec[4] or '0') + 1
+redis.call('HSET', KEYS[1], 'status', 'sending', 'inflight', attempt, 'attempts', attempt, 'updated_at', now)
+redis.call('HDEL', KEYS[1], 'slot_at', 'next_attempt_at', 'reason')
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+return {'go', string.format('%.6f', math.max(0, slot - now)), tostring(attempt), rec[5] or tostring(now)}
+"""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """``action`` is one of: go (POST after ``wait`` s), done (already final), busy (another execution has
+    it), orphaned (an earlier POST's answer was lost), early (a stale copy; the parked one will come),
+    held (account unhealthy), deferred (account paused), parked (rate slot booked for later)."""
+
+    action: str
+    wait: float = 0.0
+    attempt: int = 0
+    created_at: float = 0.0
+    detail: str = ""
+
+
+class Admitter:
+    """Runs the admission step; keyword options are the policy knobs."""
+
+    def __init__(self, client: redis.Redis, *, lock_ttl: float = 30.0, max_inline_wait: float = 0.5,
+                 record_ttl: int = 7 * 24 * 3600):
+        self.client = client
+        self.lock_ttl_ms = int(lock_ttl * 1000)
+        self.max_inline_wait = max_inline_wait
+        self.record_ttl = record_ttl
+        self.script = client.register_script(_ADMIT)
+
+    def admit(self, job_id: str, message: dict[str, Any], send_class: str, rate: float) -> Admission:
+        account = message["account"]
+        keys = [job_key(job_id), lock_key(job_id), account_key(account), limiter_key(account, send_class),
+                DELAYED_KEY, held_key(account)]
+        args = [job_id, self.lock_ttl_ms, rate, self.max_inline_wait, self.record_ttl,
+                json.dumps(message, ensure_ascii=False), message["kind"], account, message["recipient"]]
+        reply = self.script(keys=keys, args=args)
+        action = reply[0]
+        if action == "go":
+            return Admission("go", wait=float(reply[1]), attempt=int(reply[2]), created_at=float(reply[3]))
+        return Admission(action, detail=reply[1] if len(reply) > 1 else "")

@@ -1,0 +1,99 @@
+"""``igsend demo``: the whole send path on embedded defaults, one message of every kind, as a table."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+DEMO_ACCOUNT_ID = "17841400000000000"
+DEMO_RECIPIENT = "6543210987654321"
+
+
+def _messages(first_message_id: str) -> list[dict[str, str]]:
+    recipient = DEMO_RECIPIENT
+    return [
+        {"kind": "link", "recipient": recipient, "url": "https://example.com/spring-sale"},
+        {"kind": "image", "recipient": recipient, "url": "https://cdn.example.com/photos/shoe.png"},
+        {"kind": "gif", "recipient": recipient, "url": "https://cdn.example.com/anim/wave.gif"},
+        {"kind": "video", "recipient": recipient, "url": "https://cdn.example.com/clips/unboxing.mp4"},
+        {"kind": "audio", "recipient": recipient, "url": "https://cdn.example.com/voice/thanks.m4a"},
+        {"kind": "post", "recipient": recipient, "post_id": "17895695668004550"},
+        {"kind": "sticker", "recipient": recipient},
+        {"kind": "react", "recipient": recipient, "message_id": first_message_id, "reaction": "love"},
+        {"kind": "unreact", "recipient": recipient, "message_id": first_message_id},
+    ]
+
+
+def run_demo(*, keep_redis: bool = False, timeout: float = 60.0) -> int:
+    from producers.settings import get_settings
+    from workers.embedded_redis import ensure_redis
+    from workers.processes import start_sandbox, start_worker
+
+    console = Console()
+    settings = get_settings()
+    data_dir = Path(settings.data_dir)
+    redis = ensure_redis(settings.redis_url, data_dir / "redis")
+    token = "IGDEMO" + secrets.token_urlsafe(24)  # fresh per run; only the worker and the sandbox see it
+    services = []
+    try:
+        where = f"started, data in {redis.data_dir}" if redis.process else "already running"
+        console.print(f"[bold]redis[/]    {redis.url} ({where})")
+        sandbox = start_sandbox(tokens=[token], latency_ms=30, log_path=data_dir / "demo-sandbox.log")
+        services.append(sandbox)
+        console.print(f"[bold]sandbox[/]  {sandbox.url}")
+        worker_env = {"IGSEND_REDIS_URL": redis.url, "IGSEND_ACCESS_TOKEN": token,
+                      "IGSEND_ACCOUNT_ID": DEMO_ACCOUNT_ID, "IGSEND_GRAPH_URL": sandbox.url,
+                      "IGSEND_LOGIN": "instagram", "IGSEND_ACCOUNTS_FILE": ""}
+        worker = start_worker(env=worker_env, log_path=data_dir / "demo-worker.log", concurrency=16)
+        services.append(worker)
+        console.print(f"[bold]worker[/]   pid {worker.process.pid}, log {worker.log_path}")
+        return _send_all(console, redis.url, timeout)
+    finally:
+        for service in reversed(services):
+            service.stop()
+        if not keep_redis:
+            redis.stop()
+
+
+def _send_all(console: Console, redis_url: str, timeout: float) -> int:
+    os.environ["IGSEND_REDIS_URL"] = redis_url
+    from producers import JobError, send, send_text
+    from producers.settings import get_settings
+    from producers.store import get_redis
+
+    get_settings.cache_clear()
+    assert get_redis().ping()
+    first = send_text(DEMO_RECIPIENT, "Hi from igsend 👋 — your order has shipped.")
+    rows = [("text", first)]
+    try:  # react/unreact need the id of a message in the thread: use the one just sent
+        first_message_id = first.result(timeout=timeout)["message_id"]
+    except (JobError, TimeoutError) as exc:
+        console.print(f"[red]the first message did not go through: {exc}[/]")
+        first_message_id = "unknown"
+    for document in _messages(first_message_id):
+        rows.append((document["kind"], send(document)))
+
+    table = Table(title="igsend demo: one message of every kind, through Redis, a worker and the sandbox")
+    for column in ("kind", "job id", "status", "recipient_id", "message_id", "attempts", "ms"):
+        table.add_column(column, no_wrap=column != "message_id")
+    delivered = 0
+    for kind, job in rows:
+        try:
+            result = job.result(timeout=timeout)
+        except (JobError, TimeoutError):
+            result = {}
+        info = job.info()
+        finished = info.get("delivered_at") or info.get("updated_at") or info["created_at"]
+        elapsed_ms = (finished - info["created_at"]) * 1000
+        ok = info["status"] == "delivered"
+        delivered += ok
+        table.add_row(kind, job.id, f"[green]{info['status']}[/]" if ok else f"[red]{info['status']}[/]",
+                      result.get("recipient_id", ""), result.get("message_id", "—"), str(info.get("attempts", 0)),
+                      f"{elapsed_ms:.0f}")
+    console.print(table)
+    console.print(f"{delivered}/{len(rows)} delivered")
+    return 0 if delivered == len(rows) else 1

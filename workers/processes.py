@@ -1,0 +1,117 @@
+"""Starting and stopping igsend's own processes (sandbox, worker) for the demo, ``igsend up``, tests and
+the ops scripts, so each of them starts things one way."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from workers.embedded_redis import free_port
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen
+    url: str = ""
+    log_path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (a warm shutdown for Celery), then SIGKILL if it lingers."""
+        if not self.alive():
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.alive():
+            self.process.kill()
+        self.process.wait()
+
+
+def _open_log(log_path: Path | None):
+    if log_path is None:
+        return subprocess.DEVNULL
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    return open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed with it
+
+
+def start_sandbox(*, tokens: list[str], port: int | None = None, latency_ms: float = 0, error_rate: float = 0,
+                  rate_limit: float | None = None, media_rate_limit: float | None = None,
+                  log_path: Path | None = None, wait: float = 20.0) -> Service:
+    port = port or free_port()
+    args = [sys.executable, "-m", "workers.sandbox", "--port", str(port), "--latency-ms", str(latency_ms),
+            "--error-rate", str(error_rate)]
+    if rate_limit is not None:
+        args += ["--rate-limit", str(rate_limit)]
+    if media_rate_limit is not None:
+        args += ["--media-rate-limit", str(media_rate_limit)]
+    env = {**os.environ, "IGSEND_SANDBOX_TOKENS": ",".join(tokens), "PYTHONUNBUFFERED": "1"}
+    log = _open_log(log_path)
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    service = Service("sandbox", process, f"http://127.0.0.1:{port}", log_path)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if not service.alive():
+            raise RuntimeError(f"the sandbox exited with {process.returncode} (log: {log_path})")
+        try:
+            if requests.get(f"{service.url}/healthz", timeout=0.5).ok:
+                return service
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    service.kill()
+    raise RuntimeError(f"the sandbox did not answer on {service.url} within {wait:.0f} s")
+
+
+def start_worker(*, env: dict[str, str], log_path: Path | None = None, concurrency: int | None = None,
+                 extra: list[str] | None = None, wait: float = 60.0) -> Service:
+    """Run ``igsend worker`` in a child process with ``env`` added; return once it answers a ping."""
+    args = [sys.executable, "-m", "producers.cli", "worker", "--loglevel", "INFO"]
+    if concurrency:
+        args += ["--concurrency", str(concurrency)]
+    args += extra or []
+    child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    log = _open_log(log_path)
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=child_env,
+                               start_new_session=True)
+    service = Service("worker", process, log_path=log_path, env=env)
+    wait_for_worker(service, env.get("IGSEND_REDIS_URL"), wait)
+    return service
+
+
+def wait_for_worker(service: Service, redis_url: str | None, wait: float) -> None:
+    from celery import Celery
+
+    from producers.celery_app import celery_config
+    from producers.settings import Settings
+
+    probe = Celery("igsend-probe")
+    probe.conf.update(celery_config(Settings(redis_url=redis_url or Settings.redis_url)))
+    hostname = f"igsend-{service.process.pid}@"
+    deadline = time.monotonic() + wait
+    try:
+        while time.monotonic() < deadline:
+            if not service.alive():
+                raise RuntimeError(f"the worker exited with {service.process.returncode} (log: {service.log_path})")
+            replies = probe.control.ping(timeout=0.5) or []
+            if any(name.startswith(hostname) for reply in replies for name in reply):
+                return
+        service.kill()
+        raise RuntimeError(f"the worker did not come up within {wait:.0f} s (log: {service.log_path})")
+    finally:
+        probe.close()

@@ -1,0 +1,136 @@
+"""Moves due jobs from ``igsend:delayed`` back onto the Celery queue.
+
+Why not Celery's countdown/ETA: with the Redis transport an ETA message sits unacknowledged in the worker and
+is redelivered every visibility timeout (redis.rst "Caveats"; kombu#337), and it holds a prefetch slot. So
+delayed jobs wait in a sorted set instead, and one mover (elected with a Redis lease, in whichever worker
+holds it) publishes them when due.
+
+A due id is moved atomically into ``igsend:moving`` before it is published and removed after; a mover that
+dies in between leaves it there, and the next leader publishes it again. The worker's admission step makes
+such a second copy harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+
+import redis
+
+from producers.celery_app import QUEUE, TASK_NAME, get_app
+from producers.store import DELAYED_KEY, PREFIX, get_redis, held_key, job_key
+
+log = logging.getLogger("igsend.scheduler")
+
+MOVING_KEY = f"{PREFIX}moving"
+LEADER_KEY = f"{PREFIX}scheduler:leader"
+
+# KEYS: delayed, moving. ARGV: batch size. Moves due ids to the moving list and returns them.
+_CLAIM_DUE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+if #ids > 0 then
+  redis.call('ZREM', KEYS[1], unpack(ids))
+  redis.call('RPUSH', KEYS[2], unpack(ids))
+end
+return ids
+"""
+
+# KEYS: leader. ARGV: me, ttl_ms. Take or keep the lease; returns 1 when this process leads.
+_LEAD = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class Scheduler:
+    """One background thread per worker process; only the lease holder moves jobs."""
+
+    def __init__(self, client: redis.Redis | None = None, *, interval: float = 0.05, batch: int = 500,
+                 lease: float = 3.0):
+        self.client = client or get_redis()
+        self.interval = interval
+        self.batch = batch
+        self.lease_ms = int(lease * 1000)
+        self.me = uuid.uuid4().hex
+        self.claim = self.client.register_script(_CLAIM_DUE)
+        self.lead = self.client.register_script(_LEAD)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._leading = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="igsend-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        if self._leading:
+            try:
+                self.client.delete(LEADER_KEY)
+            except redis.RedisError:
+                pass
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                moved = self.tick()
+            except Exception:  # keep moving after a Redis restart or a broker hiccup
+                log.exception("scheduler tick failed; retrying")
+                moved = 0
+                self._stop.wait(1.0)
+            if not moved:
+                self._stop.wait(self.interval)
+
+    def tick(self) -> int:
+        """Publish what is due (and what a dead leader left half-moved). Returns how many were published."""
+        leading = bool(self.lead(keys=[LEADER_KEY], args=[self.me, self.lease_ms]))
+        if leading and not self._leading:
+            self._republish(self.client.lrange(MOVING_KEY, 0, -1))  # left by a previous leader
+        self._leading = leading
+        if not leading:
+            return 0
+        ids = self.claim(keys=[DELAYED_KEY, MOVING_KEY], args=[self.batch])
+        self._republish(ids)
+        return len(ids)
+
+    def _republish(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(job_key(job_id), "message")
+        messages = pipe.execute()
+        app = get_app()
+        with app.producer_or_acquire() as producer:
+            for job_id, raw in zip(ids, messages, strict=True):
+                if raw:  # a record that expired has nothing left to send
+                    app.send_task(TASK_NAME, args=[json.loads(raw)], task_id=job_id, queue=QUEUE,
+                                  producer=producer)
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.lrem(MOVING_KEY, 1, job_id)
+        pipe.execute()
+
+
+def release_held(account: str, client: redis.Redis | None = None) -> int:
+    """Put an account's held jobs back in line (after an operator marks the account healthy)."""
+    client = client or get_redis()
+    ids = client.zrange(held_key(account), 0, -1)
+    if ids:
+        now = time.time()
+        pipe = client.pipeline()
+        pipe.zadd(DELAYED_KEY, dict.fromkeys(ids, now))
+        pipe.zrem(held_key(account), *ids)
+        pipe.execute()
+    return len(ids)

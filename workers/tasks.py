@@ -1,0 +1,177 @@
+"""The ``igsend.send_message`` task: validate, get admitted, POST once, record what happened.
+
+The task's argument is the flat message document (an account *name*, never a token); the Celery task id is
+the job id. Any Celery client can publish it with ``send_task("igsend.send_message", args=[document])``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import requests
+from celery.exceptions import Ignore
+
+from producers.celery_app import TASK_NAME, get_app
+from producers.settings import get_settings
+from producers.store import get_redis, job_key
+from schemas import SEND_CLASS, InvalidMessage, graph_body, load_message
+from workers.accounts import AccountError, get_account
+from workers.admission import Admitter
+from workers.errors import Outcome, Verdict, classify_error, classify_transport
+from workers.graph import GraphClient
+from workers.outcomes import Recorder
+from workers.retry import RetryPolicy, throttle_wait
+from workers.usage import read_usage, retry_after
+
+log = logging.getLogger("igsend.send")
+app = get_app()
+
+MAX_DLQ_DOCUMENT = 10_000  # characters of a malformed document kept in its DLQ entry
+
+
+class DeadLettered(Exception):
+    """Raised so Celery (and Flower) show the task as failed; the text carries the reason, never a token."""
+
+
+class _Context:
+    """Per-process parts, built once on first use: clients, policy, and the last slowdown written."""
+
+    def __init__(self) -> None:
+        settings = get_settings()
+        self.settings = settings
+        self.redis = get_redis()
+        self.admitter = Admitter(self.redis, record_ttl=settings.result_ttl)
+        self.recorder = Recorder(self.redis, record_ttl=settings.result_ttl)
+        self.policy = RetryPolicy(max_attempts=settings.max_attempts, max_age=settings.max_age,
+                                  base=settings.retry_base, cap=settings.retry_cap)
+        pool = int(app.conf.worker_concurrency or 10)
+        self.graph = GraphClient(pool_size=max(10, pool))
+        self.slowdown: dict[str, float] = {}
+
+
+_context: _Context | None = None
+_context_lock = threading.Lock()
+
+
+def context() -> _Context:
+    global _context
+    if _context is None:
+        with _context_lock:
+            if _context is None:
+                _context = _Context()
+    return _context
+
+
+@app.task(name=TASK_NAME, bind=True)
+def send_message(self, message: Any = None, **unexpected: Any) -> dict[str, Any]:
+    job_id = self.request.id
+    ctx = context()
+    try:
+        if unexpected:
+            raise InvalidMessage({name: ["is not an argument of igsend.send_message"] for name in unexpected})
+        msg = load_message(message)
+    except InvalidMessage as exc:
+        _dead(ctx, job_id, f"invalid message: {exc}", None, None, raw=message)
+    msg.pop("idempotency_key", None)
+    try:
+        account = get_account(msg["account"])
+    except AccountError as exc:
+        _dead(ctx, job_id, str(exc), None, None, raw=msg)
+    send_class = SEND_CLASS[msg["kind"]]
+
+    while True:
+        admission = ctx.admitter.admit(job_id, msg, send_class, account.rate(send_class))
+        if admission.action == "go":
+            break
+        if admission.action == "orphaned":
+            ctx.recorder.count("orphaned_total")
+            if ctx.settings.unknown_outcome == "resend":
+                ctx.redis.hset(job_key(job_id), "inflight", "")
+                continue
+            _dead(ctx, job_id, "outcome unknown: a worker stopped while its POST was in flight; not resent",
+                  None, None, status="unknown")
+        if admission.action == "done":
+            ctx.recorder.count("skipped_redeliveries_total")
+        raise Ignore()  # parked, held, deferred, early, busy, done: another copy or the scheduler has it
+
+    if admission.wait > 0:
+        time.sleep(admission.wait)
+    started = time.time()
+    try:
+        response = ctx.graph.send(account, graph_body(msg))
+    except requests.RequestException as exc:
+        verdict = classify_transport(exc)
+        headers: dict[str, str] = {}
+        latency = time.time() - started
+        body: Any = None
+    else:
+        headers, latency, body = response.headers, response.elapsed, response.body
+        if 200 <= response.status < 300 and isinstance(body, dict) and body.get("recipient_id"):
+            verdict = Verdict(Outcome.DELIVERED, "accepted by Meta", response.status)
+        else:
+            verdict = classify_error(response.status, body)
+        _note_usage(ctx, msg["account"], headers)
+
+    entry = {"attempt": admission.attempt, "at": started, "latency_ms": round(latency * 1000, 1),
+             "outcome": verdict.outcome.value, **{k: v for k, v in verdict.error().items() if k != "class"}}
+    log.info("send job=%s account=%s kind=%s attempt=%s outcome=%s code=%s latency_ms=%.0f", job_id,
+             msg["account"], msg["kind"], admission.attempt, verdict.outcome.value, verdict.code, latency * 1000)
+
+    if verdict.outcome is Outcome.DELIVERED:
+        result = {"recipient_id": body["recipient_id"]}
+        if body.get("message_id"):
+            result["message_id"] = body["message_id"]
+        ctx.recorder.delivered(job_id, result, entry)
+        return result
+    _handle_failure(ctx, job_id, msg, verdict, entry, headers, admission.created_at)
+    raise Ignore()
+
+
+def _handle_failure(ctx: _Context, job_id: str, msg: dict[str, Any], verdict: Verdict, entry: dict[str, Any],
+                    headers: dict[str, str], created_at: float) -> None:
+    outcome = verdict.outcome
+    if outcome is Outcome.THROTTLED:
+        wait = throttle_wait(retry_after(headers), read_usage(headers).regain_seconds)
+        until = time.time() + wait
+        ctx.recorder.pause_account(msg["account"], until, f"throttled by Meta (code {verdict.code})")
+        ctx.recorder.retry(job_id, until, verdict, entry, count_failure=False)
+        return
+    if outcome is Outcome.UNKNOWN and ctx.settings.unknown_outcome == "resend":
+        outcome = Outcome.TRANSIENT
+    if outcome is Outcome.TRANSIENT:
+        failures = int(ctx.redis.hget(job_key(job_id), "failures") or 0) + 1
+        reason = ctx.policy.give_up(failures, time.time() - created_at, bounded=verdict.bounded)
+        if reason is None:
+            ctx.recorder.retry(job_id, time.time() + ctx.policy.backoff(failures), verdict, entry)
+            return
+        _dead(ctx, job_id, f"{reason}; last error: {verdict.reason}", verdict.error(), entry)
+    if outcome is Outcome.ACCOUNT_BROKEN:
+        ctx.recorder.break_account(msg["account"], verdict.reason, verdict.error())
+    status = "unknown" if outcome is Outcome.UNKNOWN else "dead"
+    _dead(ctx, job_id, f"{outcome.value}: {verdict.reason}", verdict.error(), entry, status=status)
+
+
+def _dead(ctx: _Context, job_id: str, reason: str, error: dict[str, Any] | None, entry: dict[str, Any] | None,
+          *, status: str = "dead", raw: Any = None) -> None:
+    """Finish the job as dead/unknown, file it in the DLQ, and fail the Celery task with the reason."""
+    defaults = None
+    if raw is not None:
+        document = raw if isinstance(raw, dict) else {"value": raw}
+        text = json.dumps(document, ensure_ascii=False, default=repr)
+        defaults = {"message": json.loads(text) if len(text) <= MAX_DLQ_DOCUMENT else {"truncated": text[:2000]}}
+        for field in ("kind", "account", "recipient"):
+            value = document.get(field)
+            defaults[field] = value[:100] if isinstance(value, str) else ""
+    ctx.recorder.dead(job_id, reason, error, entry, status=status, defaults=defaults)
+    raise DeadLettered(f"{status}: {reason}")
+
+
+def _note_usage(ctx: _Context, account: str, headers: dict[str, str]) -> None:
+    factor = read_usage(headers).factor
+    if ctx.slowdown.get(account, 1.0) != factor:
+        ctx.slowdown[account] = factor
+        ctx.recorder.slow_account(account, factor)

@@ -57,8 +57,8 @@ def run_bulk(file: TextIO, *, wait: bool = True, timeout: float = 600.0, as_json
     counts: Counter = Counter()
     if wait and jobs:
         counts = _follow(jobs, timeout, console)
-    summary = {"lines": len(documents) + unparsable, "queued": len(jobs), "invalid": len(errors), "statuses": dict(counts),
-               "job_ids": [job.id for job in jobs]}
+    summary = {"lines": len(documents) + unparsable, "queued": len(jobs), "invalid": len(errors),
+               "statuses": dict(counts), "job_ids": [job.id for job in jobs]}
     if as_json:
         print(json.dumps(summary))
     else:
@@ -71,7 +71,8 @@ def run_bulk(file: TextIO, *, wait: bool = True, timeout: float = 600.0, as_json
 
 def _follow(jobs: list[Job], timeout: float, console: Console) -> Counter:
     deadline = time.monotonic() + timeout
-    columns = (TextColumn("[bold]sending"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
+    columns = (TextColumn("[bold]sending"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[detail]}"),
                TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task("send", total=len(jobs), detail="")

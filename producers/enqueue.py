@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from producers.celery_app import QUEUE, TASK_NAME, get_app
 from producers.jobs import Job
@@ -29,7 +32,12 @@ return {1, ARGV[1]}
 
 
 class EnqueueError(RuntimeError):
-    """The broker did not take the message; nothing was queued and no job id is valid."""
+    """The broker did not take the message(s). ``queued`` lists the jobs of a batch that did get queued
+    before the failure; every other message of the call was not queued and has no valid job id."""
+
+    def __init__(self, message: str, queued: list[Job] | None = None):
+        super().__init__(message)
+        self.queued = queued or []
 
 
 def _record_fields(job_id: str, message: dict[str, Any], key: str | None, now: float) -> list[Any]:
@@ -49,17 +57,21 @@ def enqueue(document: dict[str, Any]) -> Job:
     redis = get_redis()
     job_id = str(uuid.uuid4())
     idem = idempotency_key(message["account"], key) if key else ""
-    created, job_id = redis.eval(
-        _CREATE_JOB, 2, job_key(job_id), idem, job_id, settings.result_ttl, settings.idempotency_window,
-        *_record_fields(job_id, message, key, time.time()),
-    )
+    try:
+        created, job_id = redis.eval(
+            _CREATE_JOB, 2, job_key(job_id), idem, job_id, settings.result_ttl, settings.idempotency_window,
+            *_record_fields(job_id, message, key, time.time()),
+        )
+    except RedisError as exc:
+        raise EnqueueError(f"could not record the message: {type(exc).__name__}: {exc}") from exc
     if not created:
         return Job(job_id)
     try:
         get_app().send_task(TASK_NAME, args=[message], task_id=job_id, queue=QUEUE)
     except Exception as exc:
         # Undo the record so the id (and the idempotency key) do not point at a message that is not queued.
-        redis.delete(job_key(job_id), *([idem] if idem else []))
+        with contextlib.suppress(RedisError):
+            redis.delete(job_key(job_id), *([idem] if idem else []))
         raise EnqueueError(f"could not queue the message: {type(exc).__name__}: {exc}") from exc
     return Job(job_id)
 
@@ -78,33 +90,41 @@ def validate_many(documents: Iterable[Any]) -> tuple[list[dict[str, Any]], dict[
 
 def enqueue_many(messages: list[dict[str, Any]]) -> list[Job]:
     """Queue already-validated messages: records in one pipelined round trip, then one publish each over a
-    single broker connection. A message whose publish fails has its record removed and raises EnqueueError
-    (the jobs queued before it stay queued)."""
+    single broker connection. If the broker fails part-way, the records of the messages not published are
+    removed and EnqueueError says which jobs did get queued."""
     settings = get_settings()
     redis = get_redis()
     script = redis.register_script(_CREATE_JOB)
     now = time.time()
     planned = []
-    pipe = redis.pipeline(transaction=False)
-    for message in messages:
-        message = dict(message)
-        key = message.pop("idempotency_key", None)
-        job_id = str(uuid.uuid4())
-        idem = idempotency_key(message["account"], key) if key else ""
-        script(keys=[job_key(job_id), idem],
-               args=[job_id, settings.result_ttl, settings.idempotency_window,
-                     *_record_fields(job_id, message, key, now)], client=pipe)
-        planned.append((message, idem))
-    outcomes = pipe.execute()
+    try:
+        pipe = redis.pipeline(transaction=False)
+        for message in messages:
+            message = dict(message)
+            key = message.pop("idempotency_key", None)
+            job_id = str(uuid.uuid4())
+            idem = idempotency_key(message["account"], key) if key else ""
+            script(keys=[job_key(job_id), idem],
+                   args=[job_id, settings.result_ttl, settings.idempotency_window,
+                         *_record_fields(job_id, message, key, now)], client=pipe)
+            planned.append((message, idem))
+        outcomes = pipe.execute()
+    except RedisError as exc:
+        raise EnqueueError(f"could not record the messages: {type(exc).__name__}: {exc}") from exc
     app = get_app()
     jobs: list[Job] = []
-    with app.producer_or_acquire() as producer:
-        for (message, idem), (created, job_id) in zip(planned, outcomes, strict=True):
-            if created:
-                try:
+    try:
+        with app.producer_or_acquire() as producer:
+            for (message, _), (created, job_id) in zip(planned, outcomes, strict=True):
+                if created:
                     app.send_task(TASK_NAME, args=[message], task_id=job_id, queue=QUEUE, producer=producer)
-                except Exception as exc:
-                    redis.delete(job_key(job_id), *([idem] if idem else []))
-                    raise EnqueueError(f"could not queue message {len(jobs)}: {exc}") from exc
-            jobs.append(Job(job_id))
+                jobs.append(Job(job_id))
+    except Exception as exc:
+        unpublished = [(planned[i][1], outcomes[i]) for i in range(len(jobs), len(planned)) if outcomes[i][0]]
+        with contextlib.suppress(RedisError):
+            keys = [k for idem, (_, job_id) in unpublished for k in (job_key(job_id), idem) if k]
+            if keys:
+                redis.delete(*keys)
+        raise EnqueueError(f"queued {len(jobs)} of {len(planned)} messages, then: {type(exc).__name__}: {exc}",
+                           queued=jobs) from exc
     return jobs

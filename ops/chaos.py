@@ -1,0 +1,153 @@
+"""The chaos run behind ``ops/chaos``: send while workers are SIGKILLed and Redis restarts, then count.
+
+    ops/chaos            # 2,000 messages, 3 accounts, 5 % transient errors, 40 ms latency, 3 kills, 1 restart
+    ops/chaos --small    # 200 messages, 1 kill, 1 restart (what CI runs)
+
+Reports accepted, delivered, dead by reason, lost (accepted but neither delivered nor dead nor unknown),
+duplicates (the sandbox accepted the same message twice) and unknown outcomes. Exit 0 when lost == 0 and
+duplicates <= unknown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from workers.embedded_redis import start_redis  # noqa: E402
+from workers.processes import Service, start_sandbox, start_worker  # noqa: E402
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def run(*, messages: int, kills: int, seed: int | None) -> int:
+    rng = random.Random(seed)
+    tmp = Path(tempfile.mkdtemp(prefix="igsend-chaos-"))
+    redis = start_redis(tmp / "redis")
+    port = int(redis.url.rsplit(":", 1)[1].split("/")[0])
+    os.environ["IGSEND_REDIS_URL"] = redis.url
+    tokens = [f"chaos-token-{i}-{os.urandom(6).hex()}" for i in range(3)]
+    sandbox = start_sandbox(tokens=tokens, latency_ms=40, error_rate=0.05, rate_limit=1000,
+                            log_path=tmp / "sandbox.log")
+    accounts = tmp / "accounts.toml"
+    accounts.write_text("".join(f'[accounts.acct{i}]\nid = "1784140000001{i:04d}"\ntoken = "{t}"\n'
+                                f"[accounts.acct{i}.limits]\ntext_per_second = 60\n\n" for i, t in enumerate(tokens)))
+    env = {"IGSEND_REDIS_URL": redis.url, "IGSEND_GRAPH_URL": sandbox.url, "IGSEND_ACCOUNTS_FILE": str(accounts),
+           "IGSEND_ACCESS_TOKEN": "", "IGSEND_RETRY_BASE": "0.5", "IGSEND_RETRY_CAP": "5"}
+    worker_count = 0
+
+    def new_worker() -> Service:
+        nonlocal worker_count
+        worker_count += 1
+        return start_worker(env=env, log_path=tmp / f"worker{worker_count}.log", concurrency=16)
+
+    workers = [new_worker(), new_worker()]
+    from producers import EnqueueError, send_many
+
+    accepted = []
+    documents = [{"kind": "text", "recipient": f"c{i}", "text": f"chaos message {i}", "account": f"acct{i % 3}"}
+                 for i in range(messages)]
+
+    def produce() -> None:
+        pending = list(documents)
+        while pending:
+            batch, pending = pending[:50], pending[50:]
+            while batch:
+                try:
+                    accepted.extend(send_many(batch).queued)
+                    batch = []
+                except EnqueueError as exc:  # Redis is restarting: keep what was queued, retry the rest
+                    accepted.extend(exc.queued)
+                    batch = batch[len(exc.queued):]
+                    time.sleep(0.5)
+            time.sleep(0.05)
+
+    started = time.monotonic()
+    producer = threading.Thread(target=produce)
+    producer.start()
+    send_window = max(6.0, messages / 150)
+    events = sorted([("kill", rng.uniform(1, send_window)) for _ in range(kills)]
+                    + [("restart", rng.uniform(1, send_window))], key=lambda e: e[1])
+    log(f"{messages} messages, {len(workers)} workers, events: "
+        + ", ".join(f"{name}@{at:.1f}s" for name, at in events))
+    try:
+        for name, at in events:
+            time.sleep(max(0.0, at - (time.monotonic() - started)))
+            if name == "kill":
+                victim = rng.choice(workers)
+                victim.kill()
+                workers.remove(victim)
+                log(f"SIGKILLed worker pid {victim.process.pid}")
+                workers.append(new_worker())
+                log("started a replacement worker")
+            else:
+                redis.stop()
+                log("Redis stopped")
+                time.sleep(1.0)
+                redis = start_redis(tmp / "redis", port=port)
+                log("Redis restarted (AOF replayed)")
+        producer.join()
+        log(f"all {len(accepted)} accepted; waiting for outcomes")
+        statuses = wait_final(accepted, timeout=180)
+        delivered_wire = requests.get(f"{sandbox.url}/_sandbox/messages", timeout=30).json()["messages"]
+    finally:
+        for service in [*workers, sandbox]:
+            service.stop()
+        redis.stop()
+
+    counts = Counter(s for s, _ in statuses.values())
+    reasons = Counter(reason for s, reason in statuses.values() if s in ("dead", "unknown"))
+    texts = Counter(m["body"].get("message", {}).get("text") for m in delivered_wire)
+    duplicates = sum(n - 1 for n in texts.values() if n > 1)
+    lost = len(accepted) - counts["delivered"] - counts["dead"] - counts["unknown"]
+    report = {"accepted": len(accepted), "delivered": counts["delivered"], "dead": counts["dead"],
+              "unknown": counts["unknown"], "lost": lost, "duplicates": duplicates,
+              "not_final": {s: n for s, n in counts.items() if s not in ("delivered", "dead", "unknown")},
+              "dead_or_unknown_by_reason": dict(reasons), "seconds": round(time.monotonic() - started, 1)}
+    print(json.dumps(report, indent=2))
+    ok = lost == 0 and duplicates <= counts["unknown"] and len(accepted) == messages
+    print("target (lost 0, duplicates <= unknown outcomes):", "MET" if ok else "MISSED")
+    return 0 if ok else 1
+
+
+def wait_final(jobs, timeout: float) -> dict[str, tuple[str, str]]:
+    from producers.store import get_redis, job_key
+
+    redis = get_redis()
+    deadline = time.monotonic() + timeout
+    while True:
+        pipe = redis.pipeline(transaction=False)
+        for job in jobs:
+            pipe.hmget(job_key(job.id), "status", "reason")
+        statuses = {job.id: (s or "missing", r or "") for job, (s, r) in zip(jobs, pipe.execute(), strict=True)}
+        if all(s in ("delivered", "dead", "unknown") for s, _ in statuses.values()) or time.monotonic() > deadline:
+            return statuses
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ops/chaos", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", action="store_true", help="200 messages, 1 kill (CI)")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.small:
+        return run(messages=200, kills=1, seed=args.seed)
+    return run(messages=2000, kills=3, seed=args.seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Shared fixtures: a real Redis, the sandbox Graph API and a real ``igsend worker`` process.
+
+The suite starts its own Redis (AOF on, in a temporary directory) instead of using whatever answers on 6379,
+so it never touches anyone's data and runs the same on a machine with no Redis service.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+import requests
+
+TOKEN = "IGQtesttoken" + "x" * 40  # shaped like an Instagram-Login token, so the redaction filter knows it
+SHOP_TOKEN = "EAAshoptoken" + "y" * 40  # shaped like a Page token (Facebook Login)
+SLOW_TOKEN = "slow-account-token-1234567890"
+ACCOUNT_ID = "17841400000000001"
+SHOP_PAGE_ID = "104000000000001"
+SLOW_ACCOUNT_ID = "17841400000000003"
+ALL_TOKENS = [TOKEN, SHOP_TOKEN, SLOW_TOKEN]
+
+
+def reset_client_caches() -> None:
+    """Settings, Redis clients and the Celery app are cached per process; tests that change the env reset them."""
+    from producers.celery_app import get_app
+    from producers.settings import get_settings
+    from producers.store import _client
+
+    get_settings.cache_clear()
+    _client.cache_clear()
+    get_app.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from workers.embedded_redis import start_redis
+
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: str) -> Iterator[str]:
+    previous = os.environ.get("IGSEND_REDIS_URL")
+    os.environ["IGSEND_REDIS_URL"] = redis_server
+    reset_client_caches()
+    yield redis_server
+    if previous is None:
+        os.environ.pop("IGSEND_REDIS_URL", None)
+    else:
+        os.environ["IGSEND_REDIS_URL"] = previous
+    reset_client_caches()
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from workers.processes import start_sandbox
+
+    service = start_sandbox(tokens=ALL_TOKENS, log_path=tmp_path_factory.mktemp("logs") / "sandbox.log")
+    yield service.url
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def accounts_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("accounts") / "accounts.toml"
+    path.write_text(f"""
+[accounts.shop]
+id = "{SHOP_PAGE_ID}"
+login = "facebook"
+token_env = "TEST_SHOP_TOKEN"
+
+[accounts.slow]
+id = "{SLOW_ACCOUNT_ID}"
+token = "{SLOW_TOKEN}"
+[accounts.slow.limits]
+text_per_second = 4
+media_per_second = 1
+""")
+    return path
+
+
+def worker_env(redis_url: str, sandbox: str, accounts_file: Path, **extra: str) -> dict[str, str]:
+    return {
+        "IGSEND_REDIS_URL": redis_url,
+        "IGSEND_GRAPH_URL": sandbox,
+        "IGSEND_ACCESS_TOKEN": TOKEN,
+        "IGSEND_ACCOUNT_ID": ACCOUNT_ID,
+        "IGSEND_LOGIN": "instagram",
+        "IGSEND_ACCOUNTS_FILE": str(accounts_file),
+        "TEST_SHOP_TOKEN": SHOP_TOKEN,
+        "IGSEND_RETRY_BASE": "0.2",
+        "IGSEND_RETRY_CAP": "1",
+        "IGSEND_MAX_ATTEMPTS": "4",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs") / "worker.log"
+
+
+@pytest.fixture(scope="session")
+def worker(redis_url: str, sandbox: str, accounts_file: Path, worker_log: Path) -> Iterator[object]:
+    from workers.processes import start_worker
+
+    service = start_worker(env=worker_env(redis_url, sandbox, accounts_file), log_path=worker_log, concurrency=16)
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def r(redis_url: str) -> redis_lib.Redis:
+    return redis_lib.Redis.from_url(redis_url, decode_responses=True)
+
+
+@pytest.fixture
+def clean(r: redis_lib.Redis, sandbox: str) -> Iterator[None]:
+    """Each integration test starts with an empty sandbox and no igsend state (Celery's keys are left)."""
+    _wipe(r)
+    requests.delete(f"{sandbox}/_sandbox/messages", timeout=5).raise_for_status()
+    requests.delete(f"{sandbox}/_sandbox/faults", timeout=5)
+    requests.post(f"{sandbox}/_sandbox/config", json={"latency_ms": 0, "error_rate": 0, "rate_limit": 300,
+                                                      "media_rate_limit": 10}, timeout=5).raise_for_status()
+    yield
+    _wipe(r)
+
+
+def _wipe(r: redis_lib.Redis) -> None:
+    keys = list(r.scan_iter("igsend:*", count=1000))
+    keys = [k for k in keys if k not in ("igsend:scheduler:leader",)]
+    if keys:
+        r.delete(*keys)
+
+
+def received(sandbox: str, **params: str) -> list[dict]:
+    """What the sandbox accepted, oldest first."""
+    response = requests.get(f"{sandbox}/_sandbox/messages", params=params, timeout=5)
+    response.raise_for_status()
+    return response.json()["messages"]
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")

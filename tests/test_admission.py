@@ -1,0 +1,121 @@
+"""The admission step and the scheduler against a real Redis: slots, parking, holding, stale copies."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis as redis_lib
+
+from producers.store import DELAYED_KEY, account_key, held_key, job_key, lock_key
+from workers.admission import Admitter
+from tests.conftest import reset_client_caches
+from workers.scheduler import MOVING_KEY, Scheduler
+
+MESSAGE = {"kind": "text", "recipient": "r1", "account": "acct", "text": "hi"}
+
+
+@pytest.fixture
+def r(redis_url, monkeypatch):
+    """A database of its own (1), so the session's worker and its scheduler never see these keys."""
+    url = redis_url.rsplit("/", 1)[0] + "/1"
+    monkeypatch.setenv("IGSEND_REDIS_URL", url)
+    reset_client_caches()
+    client = redis_lib.Redis.from_url(url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    monkeypatch.setenv("IGSEND_REDIS_URL", redis_url)
+    reset_client_caches()
+
+
+@pytest.fixture
+def admitter(r):
+    return Admitter(r, max_inline_wait=0.5)
+
+
+def test_slots_are_spaced_at_the_rate_across_concurrent_callers(admitter, r) -> None:
+    rate = 50.0
+    decisions = []
+
+    def admit(n: int) -> None:
+        decisions.append(admitter.admit(f"job-{n}", MESSAGE, "text", rate))
+
+    threads = [threading.Thread(target=admit, args=(n,)) for n in range(60)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    go = sorted(d.wait for d in decisions if d.action == "go")
+    parked = [d for d in decisions if d.action == "parked"]
+    # 0.5 s of inline waiting at 50/s admits 26 now (slot 0 .. 0.5 s); the rest get later slots.
+    assert 24 <= len(go) <= 27
+    assert len(go) + len(parked) == 60
+    gaps = [b - a for a, b in zip(go, go[1:], strict=False)]
+    assert all(gap >= 1 / rate - 0.005 for gap in gaps)
+    slots = sorted(float(d.detail) for d in parked)
+    assert all(b - a >= 1 / rate - 1e-6 for a, b in zip(slots, slots[1:], strict=False))
+    assert r.zcard(DELAYED_KEY) == len(parked)
+
+
+def test_a_parked_job_uses_its_booked_slot_when_it_returns(admitter, r) -> None:
+    for n in range(30):
+        admitter.admit(f"fill-{n}", MESSAGE, "text", 10.0)  # books 3 s of slots
+    parked = admitter.admit("late", MESSAGE, "text", 10.0)
+    assert parked.action == "parked"
+    assert admitter.admit("late", MESSAGE, "text", 10.0).action == "early"  # a stale copy stands back
+    r.hset(job_key("late"), "slot_at", f"{time.time() + 0.1:.6f}")  # as if its time had come
+    again = admitter.admit("late", MESSAGE, "text", 10.0)
+    assert again.action == "go" and again.wait <= 0.2
+
+
+def test_final_jobs_are_never_sent_again(admitter, r) -> None:
+    first = admitter.admit("once", MESSAGE, "text", 100.0)
+    assert first.action == "go" and first.attempt == 1
+    assert admitter.admit("once", MESSAGE, "text", 100.0).action == "busy"  # lock held while in flight
+    r.hset(job_key("once"), mapping={"status": "delivered", "inflight": ""})
+    r.delete(lock_key("once"))
+    assert admitter.admit("once", MESSAGE, "text", 100.0).action == "done"
+
+
+def test_a_post_in_flight_when_its_worker_died_is_orphaned(admitter, r) -> None:
+    assert admitter.admit("crash", MESSAGE, "text", 100.0).action == "go"
+    r.delete(lock_key("crash"))  # the lock expired: the worker is gone
+    decision = admitter.admit("crash", MESSAGE, "text", 100.0)
+    assert decision.action == "orphaned" and decision.detail == "1"
+
+
+def test_broken_account_holds_and_paused_account_defers(admitter, r) -> None:
+    r.hset(account_key("acct"), "health", "broken")
+    assert admitter.admit("h1", MESSAGE, "text", 100.0).action == "held"
+    assert r.zrange(held_key("acct"), 0, -1) == ["h1"]
+    r.hdel(account_key("acct"), "health")
+    until = time.time() + 5
+    r.hset(account_key("acct"), "paused_until", until)
+    decision = admitter.admit("p1", MESSAGE, "text", 100.0)
+    assert decision.action == "deferred" and abs(float(decision.detail) - until) < 0.01
+    assert r.zscore(DELAYED_KEY, "p1") == pytest.approx(until, abs=0.01)
+
+
+def test_a_raw_job_gets_a_record(admitter, r) -> None:
+    assert admitter.admit("raw", MESSAGE, "text", 100.0).action == "go"
+    record = r.hgetall(job_key("raw"))
+    assert record["status"] == "sending" and record["recipient"] == "r1" and record["attempts"] == "1"
+
+
+def test_scheduler_moves_due_jobs_once_and_recovers_a_dead_movers_leftovers(r) -> None:
+    r.hset(job_key("due"), "message", '{"kind": "text"}')
+    r.hset(job_key("later"), "message", '{"kind": "text"}')
+    r.hset(job_key("left"), "message", '{"kind": "text"}')
+    r.zadd(DELAYED_KEY, {"due": time.time() - 1, "later": time.time() + 60})
+    r.rpush(MOVING_KEY, "left")  # as if a mover died between claiming and publishing
+    before = r.llen("igsend")
+    scheduler = Scheduler(r)
+    moved = scheduler.tick()
+    assert moved == 1
+    assert r.llen("igsend") - before == 2  # "due" and the leftover "left"
+    assert r.zrange(DELAYED_KEY, 0, -1) == ["later"]
+    assert r.llen(MOVING_KEY) == 0
+    other = Scheduler(r)
+    assert other.tick() == 0  # only the lease holder moves

@@ -9,8 +9,8 @@ import pytest
 import redis as redis_lib
 
 from producers.store import DELAYED_KEY, account_key, held_key, job_key, lock_key
-from workers.admission import Admitter
 from tests.conftest import reset_client_caches
+from workers.admission import Admitter
 from workers.scheduler import MOVING_KEY, Scheduler
 
 MESSAGE = {"kind": "text", "recipient": "r1", "account": "acct", "text": "hi"}

@@ -136,14 +136,19 @@ def send_bulk(file: Any, no_wait: bool, timeout: float, as_json: bool) -> None:
 # --- worker side (imported lazily) ---------------------------------------------------------------------------
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--concurrency", "-c", type=int, default=None, help="POSTs in flight per process")
+@click.option("--concurrency", "-c", type=int, default=None,
+              help="POSTs in flight per process [IGSEND_CONCURRENCY or 64]")
+@click.option("--processes", "-p", type=int, default=None,
+              help="worker processes [IGSEND_PROCESSES or one per CPU core]")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
+@click.option("--name", default=None, hidden=True)
 @click.pass_context
-def worker(ctx: click.Context, concurrency: int | None, loglevel: str) -> None:
-    """A Celery worker with igsend's settings; extra arguments go to Celery."""
+def worker(ctx: click.Context, concurrency: int | None, processes: int | None, loglevel: str,
+           name: str | None) -> None:
+    """Celery workers with igsend's settings (threads pool); arguments after -- go to Celery."""
     from workers.run import run_worker
 
-    run_worker(concurrency=concurrency, loglevel=loglevel, extra=list(ctx.args))
+    run_worker(concurrency=concurrency, processes=processes, loglevel=loglevel, extra=list(ctx.args), name=name)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -246,6 +251,28 @@ def _duration(text: str) -> float:
     except (ValueError, IndexError):
         _fail(f"--older-than: must be a duration like 30s, 15m, 12h or 7d (got {text!r})")
         raise
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--port", default=5555, show_default=True)
+@click.pass_context
+def flower(ctx: click.Context, port: int) -> None:
+    """Flower on igsend's app, with basic auth from IGSEND_FLOWER_AUTH=user:password (required)."""
+    auth = os.environ.get("IGSEND_FLOWER_AUTH", "")
+    if ":" not in auth:
+        _fail("IGSEND_FLOWER_AUTH must be set to user:password (Flower never runs without authentication)")
+    os.environ["FLOWER_BASIC_AUTH"] = auth  # via the environment, so the password is not in `ps` output
+    os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}",
+                               "--purge_offline_workers=60", *ctx.args])
+
+
+@main.command()
+@click.option("--port", default=9808, show_default=True)
+def metrics(port: int) -> None:
+    """Prometheus exporter for queue depth, delayed/held jobs, DLQ size and account health."""
+    from workers.metrics import serve_exporter
+
+    serve_exporter(port)
 
 
 @main.group()

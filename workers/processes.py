@@ -79,9 +79,10 @@ def start_sandbox(*, tokens: list[str], port: int | None = None, latency_ms: flo
 
 
 def start_worker(*, env: dict[str, str], log_path: Path | None = None, concurrency: int | None = None,
-                 extra: list[str] | None = None, wait: float = 60.0) -> Service:
-    """Run ``igsend worker`` in a child process with ``env`` added; return once it answers a ping."""
-    args = [sys.executable, "-m", "producers.cli", "worker", "--loglevel", "INFO"]
+                 processes: int = 1, extra: list[str] | None = None, wait: float = 60.0) -> Service:
+    """Run ``igsend worker`` in a child process with ``env`` added; return once every worker process answers
+    a ping."""
+    args = [sys.executable, "-m", "producers.cli", "worker", "--loglevel", "INFO", "--processes", str(processes)]
     if concurrency:
         args += ["--concurrency", str(concurrency)]
     args += extra or []
@@ -90,11 +91,11 @@ def start_worker(*, env: dict[str, str], log_path: Path | None = None, concurren
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=child_env,
                                start_new_session=True)
     service = Service("worker", process, log_path=log_path, env=env)
-    wait_for_worker(service, env.get("IGSEND_REDIS_URL"), wait)
+    wait_for_worker(service, env.get("IGSEND_REDIS_URL"), wait, processes)
     return service
 
 
-def wait_for_worker(service: Service, redis_url: str | None, wait: float) -> None:
+def wait_for_worker(service: Service, redis_url: str | None, wait: float, processes: int = 1) -> None:
     from celery import Celery
 
     from producers.celery_app import celery_config
@@ -102,14 +103,14 @@ def wait_for_worker(service: Service, redis_url: str | None, wait: float) -> Non
 
     probe = Celery("igsend-probe")
     probe.conf.update(celery_config(Settings(redis_url=redis_url or Settings.redis_url)))
-    hostname = f"igsend-{service.process.pid}@"
+    prefix = f"igsend-{service.process.pid}-"
     deadline = time.monotonic() + wait
     try:
         while time.monotonic() < deadline:
             if not service.alive():
                 raise RuntimeError(f"the worker exited with {service.process.returncode} (log: {service.log_path})")
             replies = probe.control.ping(timeout=0.5) or []
-            if any(name.startswith(hostname) for reply in replies for name in reply):
+            if sum(name.startswith(prefix) for reply in replies for name in reply) >= processes:
                 return
         service.kill()
         raise RuntimeError(f"the worker did not come up within {wait:.0f} s (log: {service.log_path})")

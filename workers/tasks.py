@@ -23,6 +23,7 @@ from workers.accounts import AccountError, get_account
 from workers.admission import Admitter
 from workers.errors import Outcome, Verdict, classify_error, classify_transport
 from workers.graph import GraphClient
+from workers.metrics import ATTEMPTS, FINISHED, GRAPH_LATENCY, RATE_WAITS, RETRIES
 from workers.outcomes import Recorder
 from workers.retry import RetryPolicy, throttle_wait
 from workers.usage import read_usage, retry_after
@@ -93,12 +94,15 @@ def send_message(self, message: Any = None, **unexpected: Any) -> dict[str, Any]
                 ctx.redis.hset(job_key(job_id), "inflight", "")
                 continue
             _dead(ctx, job_id, "outcome unknown: a worker stopped while its POST was in flight; not resent",
-                  None, None, status="unknown")
+                  None, None, status="unknown", msg=msg)
         if admission.action == "done":
             ctx.recorder.count("skipped_redeliveries_total")
+        elif admission.action == "parked":
+            RATE_WAITS.labels(msg["account"], "parked").inc()
         raise Ignore()  # parked, held, deferred, early, busy, done: another copy or the scheduler has it
 
     if admission.wait > 0:
+        RATE_WAITS.labels(msg["account"], "inline").inc()
         time.sleep(admission.wait)
     started = time.time()
     try:
@@ -118,6 +122,8 @@ def send_message(self, message: Any = None, **unexpected: Any) -> dict[str, Any]
 
     entry = {"attempt": admission.attempt, "at": started, "latency_ms": round(latency * 1000, 1),
              "outcome": verdict.outcome.value, **{k: v for k, v in verdict.error().items() if k != "class"}}
+    ATTEMPTS.labels(msg["account"], msg["kind"], verdict.outcome.value, str(verdict.code or "")).inc()
+    GRAPH_LATENCY.labels(msg["account"]).observe(latency)
     log.info("send job=%s account=%s kind=%s attempt=%s outcome=%s code=%s latency_ms=%.0f", job_id,
              msg["account"], msg["kind"], admission.attempt, verdict.outcome.value, verdict.code, latency * 1000)
 
@@ -126,7 +132,9 @@ def send_message(self, message: Any = None, **unexpected: Any) -> dict[str, Any]
         if body.get("message_id"):
             result["message_id"] = body["message_id"]
         ctx.recorder.delivered(job_id, result, entry)
-        return result
+        FINISHED.labels(msg["account"], msg["kind"], "delivered").inc()
+        # What Flower shows as the task's result: Meta's answer plus who/what/how many tries; no secrets.
+        return {**result, "account": msg["account"], "kind": msg["kind"], "attempts": admission.attempt}
     _handle_failure(ctx, job_id, msg, verdict, entry, headers, admission.created_at)
     raise Ignore()
 
@@ -139,6 +147,7 @@ def _handle_failure(ctx: _Context, job_id: str, msg: dict[str, Any], verdict: Ve
         until = time.time() + wait
         ctx.recorder.pause_account(msg["account"], until, f"throttled by Meta (code {verdict.code})")
         ctx.recorder.retry(job_id, until, verdict, entry, count_failure=False)
+        RETRIES.labels(msg["account"], "throttled").inc()
         return
     if outcome is Outcome.UNKNOWN and ctx.settings.unknown_outcome == "resend":
         outcome = Outcome.TRANSIENT
@@ -147,16 +156,17 @@ def _handle_failure(ctx: _Context, job_id: str, msg: dict[str, Any], verdict: Ve
         reason = ctx.policy.give_up(failures, time.time() - created_at, bounded=verdict.bounded)
         if reason is None:
             ctx.recorder.retry(job_id, time.time() + ctx.policy.backoff(failures), verdict, entry)
+            RETRIES.labels(msg["account"], verdict.outcome.value).inc()
             return
-        _dead(ctx, job_id, f"{reason}; last error: {verdict.reason}", verdict.error(), entry)
+        _dead(ctx, job_id, f"{reason}; last error: {verdict.reason}", verdict.error(), entry, msg=msg)
     if outcome is Outcome.ACCOUNT_BROKEN:
         ctx.recorder.break_account(msg["account"], verdict.reason, verdict.error())
     status = "unknown" if outcome is Outcome.UNKNOWN else "dead"
-    _dead(ctx, job_id, f"{outcome.value}: {verdict.reason}", verdict.error(), entry, status=status)
+    _dead(ctx, job_id, f"{outcome.value}: {verdict.reason}", verdict.error(), entry, status=status, msg=msg)
 
 
 def _dead(ctx: _Context, job_id: str, reason: str, error: dict[str, Any] | None, entry: dict[str, Any] | None,
-          *, status: str = "dead", raw: Any = None) -> None:
+          *, status: str = "dead", raw: Any = None, msg: dict[str, Any] | None = None) -> None:
     """Finish the job as dead/unknown, file it in the DLQ, and fail the Celery task with the reason."""
     defaults = None
     if raw is not None:
@@ -167,6 +177,8 @@ def _dead(ctx: _Context, job_id: str, reason: str, error: dict[str, Any] | None,
             value = document.get(field)
             defaults[field] = value[:100] if isinstance(value, str) else ""
     ctx.recorder.dead(job_id, reason, error, entry, status=status, defaults=defaults)
+    labels = msg or defaults or {}
+    FINISHED.labels(labels.get("account") or "", labels.get("kind") or "", status).inc()
     raise DeadLettered(f"{status}: {reason}")
 
 

@@ -1,0 +1,70 @@
+"""Prometheus metrics for what Flower does not show.
+
+Per worker process (served on ``IGSEND_METRICS_PORT`` when set): attempts and outcomes by account, kind
+and Graph error code, retries, rate-limiter waits, Graph latency. From Redis (``igsend metrics``, one
+exporter per deployment): queue depth, delayed and held jobs, DLQ size, account health.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+ATTEMPTS = Counter("igsend_attempts", "POSTs to the Graph API by outcome and Graph error code",
+                   ["account", "kind", "outcome", "code"])
+FINISHED = Counter("igsend_messages", "Messages that reached a final status", ["account", "kind", "status"])
+RETRIES = Counter("igsend_retries", "Messages scheduled for another attempt", ["account", "reason"])
+RATE_WAITS = Counter("igsend_rate_limit_waits", "Admissions that had to wait for a rate slot",
+                     ["account", "how"])
+GRAPH_LATENCY = Histogram("igsend_graph_latency_seconds", "Time from POST to Meta's answer", ["account"],
+                          buckets=(0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 15))
+
+
+def serve_worker_metrics() -> int | None:
+    """Start the per-process endpoint when ``IGSEND_METRICS_PORT`` is set; returns the port."""
+    port = os.environ.get("IGSEND_METRICS_PORT")
+    if not port:
+        return None
+    start_http_server(int(port))
+    return int(port)
+
+
+class RedisStateCollector(Collector):
+    """Reads queue and DLQ sizes from Redis at scrape time, so every replica reports the same truth."""
+
+    def collect(self):
+        from producers.celery_app import QUEUE
+        from producers.store import DELAYED_KEY, DLQ_INDEX_KEY, get_redis
+        from workers.account_state import all_states
+
+        client = get_redis()
+        pipe = client.pipeline(transaction=False)
+        pipe.llen(QUEUE)
+        pipe.zcard(DELAYED_KEY)
+        pipe.zcard(DLQ_INDEX_KEY)
+        depth, delayed, dead = pipe.execute()
+        yield GaugeMetricFamily("igsend_queue_depth", "Messages waiting on the Celery queue", value=depth)
+        yield GaugeMetricFamily("igsend_delayed", "Jobs waiting for a retry or a rate slot", value=delayed)
+        yield GaugeMetricFamily("igsend_dlq_size", "Entries in the dead-letter queue", value=dead)
+        held = GaugeMetricFamily("igsend_held", "Jobs held while their account is unhealthy", labels=["account"])
+        healthy = GaugeMetricFamily("igsend_account_healthy", "1 when the account may send", labels=["account"])
+        for state in all_states(client=client):
+            held.add_metric([state["account"]], state["held"])
+            ok = state["health"] == "healthy" and not state["paused_until"]
+            healthy.add_metric([state["account"]], 1.0 if ok else 0.0)
+        yield held
+        yield healthy
+
+
+def serve_exporter(port: int) -> None:
+    """``igsend metrics``: the Redis-state exporter, in the foreground."""
+    import time
+
+    REGISTRY.register(RedisStateCollector())
+    start_http_server(port)
+    print(f"igsend metrics on http://0.0.0.0:{port}/metrics", flush=True)
+    while True:
+        time.sleep(3600)

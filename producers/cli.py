@@ -267,6 +267,19 @@ def flower(ctx: click.Context, port: int) -> None:
 
 
 @main.command()
+@click.option("--port", default=8000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--workers", "processes", default=2, show_default=True, help="gunicorn worker processes")
+def api(port: int, host: str, processes: int) -> None:
+    """The HTTP producer API under gunicorn (keys from IGSEND_API_KEYS, required)."""
+    if not os.environ.get("IGSEND_API_KEYS", "").strip():
+        _fail("IGSEND_API_KEYS must hold at least one key (comma-separated)")
+    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers",
+                               str(processes), "--threads", "8", "--access-logfile", "-",
+                               "producers.api:create_app()"])
+
+
+@main.command()
 @click.option("--port", default=9808, show_default=True)
 def metrics(port: int) -> None:
     """Prometheus exporter for queue depth, delayed/held jobs, DLQ size and account health."""

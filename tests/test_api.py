@@ -1,0 +1,76 @@
+"""The HTTP producer API: contract tests with schemathesis against its own OpenAPI document, and the
+behaviours a caller relies on (auth, 422 messages, idempotency, batch, status, DLQ)."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
+
+from producers.api import create_app
+
+KEY = "test-api-key"
+app = create_app(api_keys=[KEY])
+schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture
+def client(redis_url):
+    return app.test_client()
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_honours_its_openapi_document(case, redis_url) -> None:
+    case.call_and_validate(headers=AUTH, checks=[not_a_server_error, status_code_conformance,
+                                                 response_schema_conformance])
+
+
+def test_openapi_comes_from_the_message_schemas(client) -> None:
+    spec = client.get("/openapi.json").get_json()
+    text = spec["components"]["schemas"]["TextMessage"]
+    assert text["required"] == ["kind", "recipient", "text"]
+    assert text["properties"]["kind"]["enum"] == ["text"]
+    body = spec["paths"]["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert len(body["oneOf"]) == 10
+
+
+def test_keys_are_required(client) -> None:
+    assert client.post("/v1/messages", json={}).status_code == 401
+    assert client.post("/v1/messages", json={}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    with pytest.raises(RuntimeError, match="IGSEND_API_KEYS"):
+        create_app(api_keys=[])
+
+
+def test_a_refused_message_names_the_field_and_queues_nothing(client, r) -> None:
+    before = r.llen("igsend")
+    response = client.post("/v1/messages", json={"kind": "text", "recipient": "x", "text": "é" * 501}, headers=AUTH)
+    assert response.status_code == 422
+    assert response.get_json()["errors"]["json"] == {"text": ["must be at most 1000 UTF-8 bytes (got 1002)"]}
+    assert r.llen("igsend") == before
+
+
+def test_queue_poll_and_idempotency(client, r) -> None:
+    headers = {**AUTH, "Idempotency-Key": "order-42"}
+    first = client.post("/v1/messages", json={"kind": "sticker", "recipient": "abc"}, headers=headers)
+    assert first.status_code == 202
+    job_id = first.get_json()["id"]
+    assert first.headers["Location"] == f"/v1/messages/{job_id}"
+    again = client.post("/v1/messages", json={"kind": "sticker", "recipient": "abc"}, headers=headers)
+    assert again.get_json()["id"] == job_id
+    status = client.get(f"/v1/messages/{job_id}", headers=AUTH).get_json()
+    assert status["status"] == "queued" and status["kind"] == "sticker"
+    assert client.get("/v1/messages/nope", headers=AUTH).status_code == 404
+
+
+def test_batch_queues_the_valid_and_reports_the_rest(client) -> None:
+    documents = [{"kind": "text", "recipient": "a", "text": "ok"}, {"kind": "text", "recipient": "a"},
+                 {"kind": "link", "recipient": "a", "url": "https://example.com"}]
+    body = client.post("/v1/messages:batch", json={"messages": documents}, headers=AUTH).get_json()
+    assert body["queued"] == 2 and body["invalid"] == 1
+    assert body["results"][1] == {"index": 1, "errors": {"text": ["is required"]}}
+    assert "id" in body["results"][0] and "id" in body["results"][2]
+    too_many = client.post("/v1/messages:batch", json={"messages": [documents[0]] * 1001}, headers=AUTH)
+    assert too_many.status_code == 422

@@ -116,3 +116,24 @@ def wait_for_worker(service: Service, redis_url: str | None, wait: float, proces
         raise RuntimeError(f"the worker did not come up within {wait:.0f} s (log: {service.log_path})")
     finally:
         probe.close()
+
+
+def start_command(name: str, args: list[str], *, env: dict[str, str], ready_url: str, log_path: Path | None = None,
+                  wait: float = 30.0, auth: tuple[str, str] | None = None) -> Service:
+    """Run an ``igsend`` subcommand (``args`` after ``igsend``) and wait until ``ready_url`` answers."""
+    log = _open_log(log_path)
+    process = subprocess.Popen([sys.executable, "-m", "producers.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    service = Service(name, process, ready_url, log_path, env)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if not service.alive():
+            raise RuntimeError(f"{name} exited with {process.returncode} (log: {log_path})")
+        try:
+            if requests.get(ready_url, timeout=0.5, auth=auth).status_code < 500:
+                return service
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    service.kill()
+    raise RuntimeError(f"{name} did not answer on {ready_url} within {wait:.0f} s (log: {log_path})")

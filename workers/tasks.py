@@ -124,8 +124,7 @@ def send_message(self, message: Any = None, **unexpected: Any) -> dict[str, Any]
              "outcome": verdict.outcome.value, **{k: v for k, v in verdict.error().items() if k != "class"}}
     ATTEMPTS.labels(msg["account"], msg["kind"], verdict.outcome.value, str(verdict.code or "")).inc()
     GRAPH_LATENCY.labels(msg["account"]).observe(latency)
-    log.info("send job=%s account=%s kind=%s attempt=%s outcome=%s code=%s latency_ms=%.0f", job_id,
-             msg["account"], msg["kind"], admission.attempt, verdict.outcome.value, verdict.code, latency * 1000)
+    _log_attempt(ctx, job_id, msg, admission.attempt, verdict, latency)
 
     if verdict.outcome is Outcome.DELIVERED:
         result = {"recipient_id": body["recipient_id"]}
@@ -187,3 +186,16 @@ def _note_usage(ctx: _Context, account: str, headers: dict[str, str]) -> None:
     if ctx.slowdown.get(account, 1.0) != factor:
         ctx.slowdown[account] = factor
         ctx.recorder.slow_account(account, factor)
+
+
+def _log_attempt(ctx: _Context, job_id: str, msg: dict[str, Any], attempt: int, verdict: Verdict,
+                 latency: float) -> None:
+    """One line per POST; with IGSEND_LOG_FORMAT=json, one JSON object per line for log pipelines."""
+    if ctx.settings.log_format == "json":
+        log.info(json.dumps({"event": "send_attempt", "job_id": job_id, "account": msg["account"],
+                             "kind": msg["kind"], "attempt": attempt, "status": verdict.outcome.value,
+                             "http_status": verdict.http_status, "graph_code": verdict.code,
+                             "graph_subcode": verdict.subcode, "latency_ms": round(latency * 1000, 1)}))
+    else:
+        log.info("send job=%s account=%s kind=%s attempt=%s outcome=%s code=%s latency_ms=%.0f", job_id,
+                 msg["account"], msg["kind"], attempt, verdict.outcome.value, verdict.code, latency * 1000)

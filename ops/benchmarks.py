@@ -1,7 +1,9 @@
 """Benchmarks behind ``ops/bench``: each starts its own Redis, sandbox and workers, measures, prints a table.
 
-    ops/bench rate          # 3 workers, 3 accounts at 20 text/s each, 600 messages per account
-    ops/bench rate --small  # the same, scaled down (what the test suite runs)
+    ops/bench rate               # 3 workers, 3 accounts at 20 text/s each, 600 messages per account
+    ops/bench throughput         # naive Celery vs a bare thread pool vs igsend, 5,000 messages at 100 ms
+    ops/bench rate --small       # scaled down, no targets enforced (what the test suite runs)
+    ops/bench throughput --small
 """
 
 from __future__ import annotations
@@ -106,13 +108,282 @@ def bench_rate(small: bool) -> int:
     return 0 if ok else 1
 
 
+# --- throughput ---------------------------------------------------------------------------------------------
+
+LATENCY_MS = 100
+
+
+class ProcessMeter:
+    """CPU seconds and peak RSS of a set of processes (and their children), sampled in the background."""
+
+    def __init__(self, pids: list[int]):
+        import psutil
+
+        self.processes = [psutil.Process(pid) for pid in pids]
+        self.peak_rss = 0
+        self._cpu0 = self._cpu()
+        self._stop = False
+        import threading
+
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _tree(self):
+        import psutil
+
+        for process in self.processes:
+            try:
+                yield process
+                yield from process.children(recursive=True)
+            except psutil.NoSuchProcess:
+                continue
+
+    def _cpu(self) -> float:
+        import psutil
+
+        total = 0.0
+        for process in self._tree():
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self._stop:
+            rss = 0
+            for process in self._tree():
+                try:
+                    rss = max(rss, process.memory_info().rss)  # per process: the target is "worker RSS"
+                except psutil.NoSuchProcess:
+                    pass
+            self.peak_rss = max(self.peak_rss, rss)
+            time.sleep(0.2)
+
+    def stop(self) -> tuple[float, int]:
+        self._stop = True
+        self._thread.join()
+        return self._cpu() - self._cpu0, self.peak_rss
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def _wire_latencies(sandbox: str, sent_at: dict[str, float]) -> tuple[list[float], float, float]:
+    """Enqueue-to-accepted latency per message (the sandbox's clock, same host), first and last acceptance."""
+    messages = requests.get(f"{sandbox}/_sandbox/messages", timeout=60).json()["messages"]
+    latencies, times = [], []
+    for message in messages:
+        text = (message["body"].get("message") or {}).get("text", "")
+        if text in sent_at:
+            done = message["received_at"] + LATENCY_MS / 1000
+            latencies.append(done - sent_at[text])
+            times.append(done)
+    return latencies, min(times, default=0), max(times, default=0)
+
+
+def _row(name: str, count: int, elapsed: float, latencies: list[float], cpu: float, rss: int) -> dict:
+    return {"name": name, "count": count, "rate": count / elapsed, "p50": _percentile(latencies, 0.5) * 1000,
+            "p99": _percentile(latencies, 0.99) * 1000, "cpu_per_1000": cpu / count * 1000,
+            "rss_mb": rss / 2**20}
+
+
+def run_naive(tmp: Path, redis_url: str, sandbox: str, token: str, count: int) -> dict:
+    import subprocess
+
+    from celery import Celery
+
+    cores = os.cpu_count() or 2
+    env = {**os.environ, "NAIVE_BROKER": redis_url, "PYTHONPATH": str(Path(__file__).parent)}
+    log = open(tmp / "naive.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "naive_app", "worker", "-P", "prefork",
+                               "-c", str(cores), "-Q", "naive", "--loglevel", "WARNING"], env=env,
+                              stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parent)
+    client = Celery("naive", broker=redis_url)
+    client.conf.update(task_serializer="json", task_default_queue="naive")
+    try:
+        while not (client.control.ping(timeout=0.5) or []):
+            time.sleep(0.2)
+        meter = ProcessMeter([worker.pid])
+        url = f"{sandbox}/v25.0/17841400000000000/messages"
+        sent_at = {}
+        started = time.time()
+        with client.producer_or_acquire() as producer:
+            for i in range(count):
+                text = f"naive {i}"
+                sent_at[text] = time.time()
+                client.send_task("naive.send", args=[url, token, {"recipient": {"id": f"r{i}"},
+                                                                  "message": {"text": text}}], producer=producer)
+        _wait_sandbox_count(sandbox, count, timeout=count / 5 + 60)
+        cpu, rss = meter.stop()
+        latencies, _, last = _wire_latencies(sandbox, sent_at)
+        return _row(f"naive (prefork, c={cores})", len(latencies), last - started, latencies, cpu, rss)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        client.close()
+
+
+def run_ceiling(sandbox: str, token: str, count: int, threads: int = 200) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(pool_maxsize=threads))
+    url = f"{sandbox}/v25.0/17841400000000000/messages"
+    me = psutil.Process()
+    cpu0 = sum(me.cpu_times()[:2])
+    sent_at = {}
+
+    def post(i: int) -> None:
+        text = f"ceiling {i}"
+        sent_at[text] = time.time()
+        session.post(url, json={"recipient": {"id": f"r{i}"}, "message": {"text": text}},
+                     headers={"Authorization": f"Bearer {token}"}, timeout=30).raise_for_status()
+
+    started = time.time()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(post, range(count)))
+    elapsed = time.time() - started
+    cpu = sum(me.cpu_times()[:2]) - cpu0
+    latencies = []
+    for message in requests.get(f"{sandbox}/_sandbox/messages", timeout=60).json()["messages"]:
+        text = message["body"]["message"]["text"]
+        if text in sent_at:
+            latencies.append(message["received_at"] + LATENCY_MS / 1000 - sent_at[text])
+    return _row(f"ceiling (thread pool, {threads})", count, elapsed, latencies, cpu, me.memory_info().rss)
+
+
+def run_igsend(worker_pids: list[int], sandbox: str, accounts: list[str], count: int, label: str) -> dict:
+    from producers import send_many
+
+    meter = ProcessMeter(worker_pids)
+    sent_at = {}
+    documents = []
+    for i in range(count):
+        text = f"{label} {i}"
+        documents.append({"kind": "text", "recipient": f"r{i}", "text": text, "account": accounts[i % len(accounts)]})
+    started = time.time()
+    jobs = []
+    for start in range(0, count, 500):
+        chunk = documents[start:start + 500]
+        now = time.time()
+        for document in chunk:
+            sent_at[document["text"]] = now
+        jobs += send_many(chunk).queued
+    counts = wait_all(jobs, timeout=count / 20 + 60)
+    cpu, rss = meter.stop()
+    latencies, _, last = _wire_latencies(sandbox, sent_at)
+    assert counts.get("delivered") == count, counts
+    return _row(label, count, last - started, latencies, cpu, rss)
+
+
+def _wait_sandbox_count(sandbox: str, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if requests.get(f"{sandbox}/_sandbox/stats", timeout=10).json()["accepted"] >= count:
+            return
+        time.sleep(0.5)
+    raise RuntimeError("the naive worker did not finish in time")
+
+
+def _reset(sandbox: str) -> None:
+    requests.delete(f"{sandbox}/_sandbox/messages", timeout=10).raise_for_status()
+
+
+def bench_enqueue(count: int) -> tuple[float, float]:
+    from producers import send_many, send_text
+    from producers.store import get_redis
+
+    documents = [{"kind": "text", "recipient": f"r{i}", "text": f"enqueue {i}"} for i in range(count)]
+    started = time.perf_counter()
+    for start in range(0, count, 1000):
+        send_many(documents[start:start + 1000])
+    many = count / (time.perf_counter() - started)
+    get_redis().flushdb()
+    started = time.perf_counter()
+    for document in documents:
+        send_text(document["recipient"], document["text"])
+    loop = count / (time.perf_counter() - started)
+    get_redis().flushdb()
+    return many, loop
+
+
+def bench_throughput(small: bool) -> int:
+    count = 300 if small else 5000
+    naive_count = 60 if small else 5000
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        with stack(tmp, accounts=100, budget=1_000_000, workers=0, latency_ms=LATENCY_MS,
+                   concurrency=None) as (redis_url, sandbox, names):
+            token = _account_tokens(tmp)[0]
+            print(f"ops/bench throughput: sandbox latency {LATENCY_MS} ms, {os.cpu_count()} cores", flush=True)
+            rows.append(run_naive(tmp, redis_url, sandbox, token, naive_count))
+            print(_format(rows[-1]), flush=True)
+            _reset(sandbox)
+            rows.append(run_ceiling(sandbox, token, count))
+            print(_format(rows[-1]), flush=True)
+            _reset(sandbox)
+            env = {"IGSEND_REDIS_URL": redis_url, "IGSEND_GRAPH_URL": sandbox,
+                   "IGSEND_ACCOUNTS_FILE": str(tmp / "accounts.toml"), "IGSEND_ACCESS_TOKEN": ""}
+            worker = start_worker(env=env, log_path=tmp / "igsend-worker.log",
+                                  processes=int(os.environ.get("IGSEND_PROCESSES") or os.cpu_count() or 1))
+            try:
+                rows.append(run_igsend([worker.process.pid], sandbox, names[:1], count, "igsend (defaults)"))
+                print(_format(rows[-1]), flush=True)
+                by_accounts = []
+                for n in (1, 10, 100):
+                    _reset(sandbox)
+                    row = run_igsend([worker.process.pid], sandbox, names[:n], count, f"igsend, {n} accounts")
+                    by_accounts.append(row)
+                    print(_format(row), flush=True)
+            finally:
+                worker.stop()
+            many, loop = bench_enqueue(2000 if small else 20000)
+
+    naive, ceiling, igsend = rows
+    print()
+    print(f"{'variant':<32} {'msgs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU s/1k':>9} {'peak RSS MB':>12}")
+    for row in rows + by_accounts:
+        print(_format(row))
+    print(f"igsend/naive   = {igsend['rate'] / naive['rate']:.1f}x   (target >= 15x)")
+    print(f"igsend/ceiling = {igsend['rate'] / ceiling['rate'] * 100:.0f}%   (target >= 60%)")
+    print(f"enqueue: send_many {many:,.0f} msgs/s vs send_text loop {loop:,.0f} msgs/s "
+          f"= {many / loop:.1f}x   (target send_many >= 5,000/s)")
+    print(f"worker peak RSS {igsend['rss_mb']:.0f} MB (target < 300 MB)")
+    return 0
+
+
+def _account_tokens(tmp: Path) -> list[str]:
+    import tomllib
+
+    accounts = tomllib.loads((tmp / "accounts.toml").read_text())["accounts"]
+    return [spec["token"] for spec in accounts.values()]
+
+
+def _format(row: dict) -> str:
+    return (f"{row['name']:<32} {row['rate']:>8.1f} {row['p50']:>8.0f} {row['p99']:>8.0f} "
+            f"{row['cpu_per_1000']:>9.2f} {row['rss_mb']:>12.0f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ops/bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["rate"])
-    parser.add_argument("--small", action="store_true", help="scaled-down counts (CI)")
+    parser.add_argument("which", choices=["rate", "throughput"])
+    parser.add_argument("--small", action="store_true", help="scaled-down counts, targets not enforced (CI)")
     args = parser.parse_args(argv)
-    return bench_rate(args.small)
+    if args.which == "rate":
+        code = bench_rate(args.small)
+        return 0 if args.small else code
+    return bench_throughput(args.small)
 
 
 if __name__ == "__main__":

@@ -107,10 +107,19 @@ def worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def worker(redis_url: str, sandbox: str, accounts_file: Path, worker_log: Path) -> Iterator[object]:
+def worker_metrics_port() -> int:
+    from workers.embedded_redis import free_port
+
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def worker(redis_url: str, sandbox: str, accounts_file: Path, worker_log: Path,
+           worker_metrics_port: int) -> Iterator[object]:
     from workers.processes import start_worker
 
-    service = start_worker(env=worker_env(redis_url, sandbox, accounts_file), log_path=worker_log, concurrency=16)
+    env = worker_env(redis_url, sandbox, accounts_file, IGSEND_METRICS_PORT=str(worker_metrics_port))
+    service = start_worker(env=env, log_path=worker_log, concurrency=16)
     yield service
     service.stop()
 

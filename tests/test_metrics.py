@@ -1,0 +1,58 @@
+"""Prometheus metrics: the worker's and the exporter's endpoints export what the Grafana dashboard queries."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import requests
+
+import producers
+from tests.conftest import wait_until
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "ops" / "grafana" / "dashboards" / "igsend.json"
+PROMQL_WORDS = {"sum", "by", "rate", "histogram_quantile", "le", "account", "status", "outcome", "code", "reason",
+                "how", "m"}
+
+pytestmark = pytest.mark.usefixtures("worker", "clean")
+
+
+@pytest.fixture
+def exporter(redis_url, tmp_path):
+    from workers.embedded_redis import free_port
+    from workers.processes import start_command
+
+    port = free_port()
+    service = start_command("metrics", ["metrics", "--port", str(port)], env={"IGSEND_REDIS_URL": redis_url},
+                            ready_url=f"http://127.0.0.1:{port}/metrics", log_path=tmp_path / "metrics.log")
+    yield f"http://127.0.0.1:{port}/metrics"
+    service.stop()
+
+
+def _names(text: str) -> set[str]:
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_every_metric_the_dashboard_queries_is_exported(exporter, worker_metrics_port) -> None:
+    producers.send_text("m1", "counted").result(timeout=30)
+    with pytest.raises(producers.MessageDead):
+        producers.send_text("ERR_100_2018001", "dead one").result(timeout=30)
+    worker_text = requests.get(f"http://127.0.0.1:{worker_metrics_port}/metrics", timeout=5).text
+    exporter_text = requests.get(exporter, timeout=5).text
+    exported = _names(worker_text) | _names(exporter_text)
+
+    queried = set()
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        for target in panel["targets"]:
+            queried |= {w for w in re.findall(r"[a-z_][a-z0-9_]*", target["expr"]) if w not in PROMQL_WORDS}
+    assert queried, "the dashboard queries nothing"
+    assert queried <= exported, f"queried but not exported: {sorted(queried - exported)}"
+
+    delivered = re.search(r'igsend_messages_total\{account="default",kind="text",status="delivered"\} (\S+)',
+                          worker_text)
+    assert delivered and float(delivered.group(1)) >= 1
+    assert re.search(r'igsend_attempts_total\{account="default",code="100",kind="text",outcome="permanent"\}',
+                     worker_text)
+    wait_until(lambda: "igsend_dlq_size 1.0" in requests.get(exporter, timeout=5).text, timeout=10)

@@ -1,0 +1,37 @@
+"""The ops scripts run in CI at a small size so they cannot rot: chaos (with its targets), rate, throughput."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+OPS = Path(__file__).resolve().parent.parent / "ops"
+
+
+def _run(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(OPS / script), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=OPS.parent)
+
+
+def test_chaos_small_loses_nothing_and_doubles_nothing() -> None:
+    run = _run("chaos.py", "--small", "--seed", "7", timeout=400)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(run.stdout[run.stdout.index("{"):run.stdout.rindex("}") + 1])
+    assert report["accepted"] == 200
+    assert report["lost"] == 0
+    assert report["duplicates"] <= report["unknown"]
+    assert report["delivered"] + report["dead"] + report["unknown"] == 200
+
+
+def test_rate_bench_small_runs() -> None:
+    run = _run("benchmarks.py", "rate", "--small", timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "throttling errors returned by the sandbox" in run.stdout
+
+
+def test_throughput_bench_small_runs() -> None:
+    run = _run("benchmarks.py", "throughput", "--small", timeout=400)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "igsend/naive" in run.stdout and "send_many" in run.stdout

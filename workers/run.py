@@ -56,7 +56,10 @@ def _supervise(processes: int, concurrency: int, loglevel: str, extra: list[str]
     def spawn(index: int) -> subprocess.Popen:
         argv = [sys.executable, "-m", "producers.cli", "worker", "--processes", "1", "--concurrency",
                 str(concurrency), "--loglevel", loglevel, "--name", f"{name}-{index}", "--", *extra]
-        return subprocess.Popen(argv, preexec_fn=_die_with_parent)
+        env = dict(os.environ)
+        if env.get("IGSEND_METRICS_PORT"):  # one metrics endpoint per process: base port + index
+            env["IGSEND_METRICS_PORT"] = str(int(env["IGSEND_METRICS_PORT"]) + index)
+        return subprocess.Popen(argv, preexec_fn=_die_with_parent, env=env)
 
     children = {index: spawn(index) for index in range(processes)}
     stopping = False

@@ -31,7 +31,10 @@ class JobError(Exception):
         self.job_id = job_id
         self.info = info
         error = info.get("error") or {}
-        detail = error.get("message") or info.get("reason") or "no detail"
+        detail = info.get("reason") or "no reason recorded"
+        if error.get("code") is not None:
+            code = f"{error['code']}/{error['subcode']}" if error.get("subcode") is not None else str(error["code"])
+            detail += f" (Graph error {code}: {error.get('message')})"
         super().__init__(f"job {job_id} is {info.get('status')}: {detail}")
 
 

@@ -35,8 +35,17 @@ def _names(text: str) -> set[str]:
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
-def test_every_metric_the_dashboard_queries_is_exported(exporter, worker_metrics_port) -> None:
-    producers.send_text("m1", "counted").result(timeout=30)
+def test_every_metric_the_dashboard_queries_is_exported(exporter, worker_metrics_port, sandbox) -> None:
+    # one of each event the dashboard plots: a delivery, a dead letter, a retry, rate waits, a paused account
+    requests.post(f"{sandbox}/_sandbox/faults", json={"recipient": "m2", "faults": [{"code": 2, "status": 500}]},
+                  timeout=5).raise_for_status()
+    requests.post(f"{sandbox}/_sandbox/faults", json={"recipient": "m3", "faults": [{"code": 4, "retry_after": 1}]},
+                  timeout=5).raise_for_status()
+    jobs = [producers.send_text("m1", "counted"), producers.send_text("m2", "retried"),
+            producers.send_text("m3", "throttled")]
+    jobs += [producers.send_text(f"slow{i}", "rate limited", account="slow") for i in range(4)]
+    for job in jobs:
+        job.result(timeout=30)
     with pytest.raises(producers.MessageDead):
         producers.send_text("ERR_100_2018001", "dead one").result(timeout=30)
     worker_text = requests.get(f"http://127.0.0.1:{worker_metrics_port}/metrics", timeout=5).text

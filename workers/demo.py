@@ -34,6 +34,8 @@ def run_demo(*, keep_redis: bool = False, timeout: float = 60.0) -> int:
     from workers.processes import start_sandbox, start_worker
 
     console = Console()
+    if not console.is_terminal:  # a log or a pipe: do not squeeze the table into 80 columns
+        console = Console(width=200)
     settings = get_settings()
     data_dir = Path(settings.data_dir)
     redis = ensure_redis(settings.redis_url, data_dir / "redis")

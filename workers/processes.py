@@ -109,7 +109,11 @@ def wait_for_worker(service: Service, redis_url: str | None, wait: float, proces
         while time.monotonic() < deadline:
             if not service.alive():
                 raise RuntimeError(f"the worker exited with {service.process.returncode} (log: {service.log_path})")
-            replies = probe.control.ping(timeout=0.5) or []
+            try:
+                replies = probe.control.ping(timeout=0.5) or []
+            except Exception:  # Redis restarting or the connection went stale: ask again
+                replies = []
+                time.sleep(0.2)
             if sum(name.startswith(prefix) for reply in replies for name in reply) >= processes:
                 return
         service.kill()

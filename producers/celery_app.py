@@ -16,6 +16,19 @@ from producers.settings import Settings, get_settings
 TASK_NAME = "igsend.send_message"
 QUEUE = "igsend"
 
+# Kombu's Redis transport keeps one list per priority step and always pops the lower number first
+# (kombu redis.py, _brpop_start). New messages go in at NEW_PRIORITY; jobs whose retry time or rate slot has
+# come are put back at DUE_PRIORITY so they never wait behind a backlog of new ones.
+PRIORITY_STEPS = [0, 3, 6, 9]
+DUE_PRIORITY = 0
+NEW_PRIORITY = 6
+_PRIORITY_SEP = "\x06\x16"
+
+
+def queue_keys() -> list[str]:
+    """The Redis lists that hold the igsend queue, highest priority first."""
+    return [QUEUE if step == 0 else f"{QUEUE}{_PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
 #: Seconds after which a message a worker took but never acknowledged goes back on the queue. Kombu's default
 #: is one hour; a SIGKILLed worker's messages must come back within a minute, and igsend never publishes
 #: ETA/countdown messages (delays live in igsend:delayed), so a short timeout redelivers nothing early.
@@ -33,6 +46,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "socket_keepalive": True,
         "health_check_interval": 10,
         "retry_on_timeout": True,
+        "priority_steps": PRIORITY_STEPS,
+        "sep": _PRIORITY_SEP,
     }
     return {
         "broker_url": settings.redis_url,

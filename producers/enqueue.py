@@ -11,7 +11,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from producers.celery_app import QUEUE, TASK_NAME, get_app
+from producers.celery_app import NEW_PRIORITY, QUEUE, TASK_NAME, get_app
 from producers.jobs import Job
 from producers.settings import get_settings
 from producers.store import get_redis, idempotency_key, job_key
@@ -67,7 +67,7 @@ def enqueue(document: dict[str, Any]) -> Job:
     if not created:
         return Job(job_id)
     try:
-        get_app().send_task(TASK_NAME, args=[message], task_id=job_id, queue=QUEUE)
+        get_app().send_task(TASK_NAME, args=[message], task_id=job_id, queue=QUEUE, priority=NEW_PRIORITY)
     except Exception as exc:
         # Undo the record so the id (and the idempotency key) do not point at a message that is not queued.
         with contextlib.suppress(RedisError):
@@ -117,7 +117,8 @@ def enqueue_many(messages: list[dict[str, Any]]) -> list[Job]:
         with app.producer_or_acquire() as producer:
             for (message, _), (created, job_id) in zip(planned, outcomes, strict=True):
                 if created:
-                    app.send_task(TASK_NAME, args=[message], task_id=job_id, queue=QUEUE, producer=producer)
+                    app.send_task(TASK_NAME, args=[message], task_id=job_id, queue=QUEUE, producer=producer,
+                                  priority=NEW_PRIORITY)
                 jobs.append(Job(job_id))
     except Exception as exc:
         unpublished = [(planned[i][1], outcomes[i]) for i in range(len(jobs), len(planned)) if outcomes[i][0]]

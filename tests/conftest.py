@@ -148,6 +148,13 @@ def _wipe(r: redis_lib.Redis) -> None:
         r.delete(*keys)
 
 
+def queue_depth(r: redis_lib.Redis) -> int:
+    """Messages waiting on the igsend queue, across kombu's priority lists."""
+    from producers.celery_app import queue_keys
+
+    return sum(r.llen(key) for key in queue_keys())
+
+
 def received(sandbox: str, **params: str) -> list[dict]:
     """What the sandbox accepted, oldest first."""
     response = requests.get(f"{sandbox}/_sandbox/messages", params=params, timeout=5)

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
 
 from producers.api import create_app
+from tests.conftest import queue_depth
 
 KEY = "test-api-key"
 app = create_app(api_keys=[KEY])
@@ -45,11 +46,11 @@ def test_keys_are_required(client) -> None:
 
 
 def test_a_refused_message_names_the_field_and_queues_nothing(client, r) -> None:
-    before = r.llen("igsend")
+    before = queue_depth(r)
     response = client.post("/v1/messages", json={"kind": "text", "recipient": "x", "text": "é" * 501}, headers=AUTH)
     assert response.status_code == 422
     assert response.get_json()["errors"]["json"] == {"text": ["must be at most 1000 UTF-8 bytes (got 1002)"]}
-    assert r.llen("igsend") == before
+    assert queue_depth(r) == before
 
 
 def test_queue_poll_and_idempotency(client, r) -> None:

@@ -11,7 +11,7 @@ import requests
 
 import producers
 from schemas import graph_body, load_message
-from tests.conftest import ACCOUNT_ID, ALL_TOKENS, SHOP_PAGE_ID, TOKEN, received, wait_until
+from tests.conftest import ACCOUNT_ID, ALL_TOKENS, SHOP_PAGE_ID, TOKEN, queue_depth, received, wait_until
 
 pytestmark = pytest.mark.usefixtures("worker", "clean")
 
@@ -92,11 +92,11 @@ def test_unknown_job_id_is_reported() -> None:
 
 
 def test_invalid_input_raises_and_enqueues_nothing(r) -> None:
-    before = r.llen("igsend")
+    before = queue_depth(r)
     with pytest.raises(producers.InvalidMessage) as caught:
         producers.send_text(RECIPIENT, "é" * 501)
     assert str(caught.value) == "text: must be at most 1000 UTF-8 bytes (got 1002)"
-    assert r.llen("igsend") == before
+    assert queue_depth(r) == before
     assert not list(r.scan_iter("igsend:job:*"))
 
 

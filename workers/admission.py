@@ -20,7 +20,8 @@ import redis
 from producers.store import DELAYED_KEY, account_key, held_key, job_key, limiter_key, lock_key
 
 # KEYS: job, lock, account, limiter, delayed, held
-# ARGV: job_id, lock_ttl_ms, rate, max_inline_wait, record_ttl, message_json, kind, account, recipient
+# ARGV: job_id, lock_ttl_ms, rate, max_inline_wait, record_ttl, message_json, kind, account, recipient,
+#       late_tolerance
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -57,7 +58,7 @@ end
 
 local slot = tonumber(rec[3] or '')
 if slot and slot > now + max_wait then return {'early', tostring(slot)} end
-if not slot or slot < now - 1 then
+if not slot or slot < now - tonumber(ARGV[10]) then
   -- Book the next free slot (GCRA without burst: slots are exactly 1/rate apart).
   local factor = 1
   if acct[3] and tonumber(acct[4] or '0') > now then factor = tonumber(acct[3]) end
@@ -99,10 +100,13 @@ class Admitter:
     """Runs the admission step; keyword options are the policy knobs."""
 
     def __init__(self, client: redis.Redis, *, lock_ttl: float = 30.0, max_inline_wait: float = 0.5,
-                 record_ttl: int = 7 * 24 * 3600):
+                 late_tolerance: float = 0.25, record_ttl: int = 7 * 24 * 3600):
         self.client = client
         self.lock_ttl_ms = int(lock_ttl * 1000)
         self.max_inline_wait = max_inline_wait
+        # A booked slot used later than this is booked anew: sending late alongside on-time slots would bunch
+        # up to rate x lateness extra calls into one second.
+        self.late_tolerance = late_tolerance
         self.record_ttl = record_ttl
         self.script = client.register_script(_ADMIT)
 
@@ -111,7 +115,8 @@ class Admitter:
         keys = [job_key(job_id), lock_key(job_id), account_key(account), limiter_key(account, send_class),
                 DELAYED_KEY, held_key(account)]
         args = [job_id, self.lock_ttl_ms, rate, self.max_inline_wait, self.record_ttl,
-                json.dumps(message, ensure_ascii=False), message["kind"], account, message["recipient"]]
+                json.dumps(message, ensure_ascii=False), message["kind"], account, message["recipient"],
+                self.late_tolerance]
         reply = self.script(keys=keys, args=args)
         action = reply[0]
         if action == "go":

@@ -36,16 +36,19 @@ class RedisStateCollector(Collector):
     """Reads queue and DLQ sizes from Redis at scrape time, so every replica reports the same truth."""
 
     def collect(self):
-        from producers.celery_app import QUEUE
+        from producers.celery_app import queue_keys
         from producers.store import DELAYED_KEY, DLQ_INDEX_KEY, get_redis
         from workers.account_state import all_states
 
         client = get_redis()
         pipe = client.pipeline(transaction=False)
-        pipe.llen(QUEUE)
+        keys = queue_keys()
+        for key in keys:
+            pipe.llen(key)
         pipe.zcard(DELAYED_KEY)
         pipe.zcard(DLQ_INDEX_KEY)
-        depth, delayed, dead = pipe.execute()
+        *lengths, delayed, dead = pipe.execute()
+        depth = sum(lengths)
         yield GaugeMetricFamily("igsend_queue_depth", "Messages waiting on the Celery queue", value=depth)
         yield GaugeMetricFamily("igsend_delayed", "Jobs waiting for a retry or a rate slot", value=delayed)
         yield GaugeMetricFamily("igsend_dlq_size", "Entries in the dead-letter queue", value=dead)

@@ -242,8 +242,15 @@ class Sandbox:
         version, account_id = request.match_info["version"], request.match_info["account"]
         if not VERSION.fullmatch(version):
             return GraphError(2500, f"Unknown path components: /{version}/{account_id}/messages").response()
-        if self.config.latency_ms:
+        response = await self._answer(request, version, account_id)
+        if self.config.latency_ms:  # Meta counts a call when it arrives and answers later
             await asyncio.sleep(self.config.latency_ms / 1000)
+        if response is None:  # a "hang" fault: Meta got it, the answer never arrives
+            request.transport.close()
+            raise asyncio.CancelledError
+        return response
+
+    async def _answer(self, request: web.Request, version: str, account_id: str) -> web.Response | None:
         headers: dict[str, str] = {}
         try:
             token, placement, body, content_type = await self._read(request)
@@ -274,9 +281,7 @@ class Sandbox:
             answer["message_id"] = "aWdfZAG1faXRlbToxOklH" + uuid.uuid4().hex
         self._record(account, request.path, version, placement, content_type, body, answer, request)
         if fault and fault.get("hang"):
-            # Meta got it, the answer never arrives: drop the connection without a response.
-            request.transport.close()
-            raise asyncio.CancelledError
+            return None
         return web.json_response(answer, headers=headers)
 
     def _record(self, account: str, path: str, version: str, placement: str, content_type: str,

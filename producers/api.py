@@ -145,7 +145,7 @@ def post_message():
         "type": "array", "maxItems": MAX_BATCH, "items": _message_body()["content"]["application/json"]["schema"]}}}}}})
 @blp.response(200, BatchResponseSchema, description="per-item results; valid items are queued")
 @blp.alt_response(422, description="the body is not a list of at most 1000 messages")
-@blp.alt_response(503, description="the broker failed part-way; see which were queued")
+@blp.alt_response(503, description="the broker did not take the batch; nothing was queued")
 def post_batch():
     """Queue up to 1,000 messages; invalid ones are reported by index, the valid ones still queued."""
     body = _json_body()
@@ -155,7 +155,7 @@ def post_batch():
     try:
         batch = send_many(documents)
     except EnqueueError as exc:
-        abort(503, message=str(exc), queued=[job.id for job in exc.queued])
+        abort(503, message=str(exc))
     results = []
     for index, job in enumerate(batch.jobs):
         if job is None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from producers.celery_app import NEW_PRIORITY, QUEUE, TASK_NAME, get_app
+from producers.celery_app import NEW_PRIORITY, get_app, publish
 from producers.jobs import Job
 from producers.settings import get_settings
 from producers.store import get_redis, idempotency_key, job_key
@@ -22,6 +22,7 @@ from schemas import InvalidMessage, load_message
 _CREATE_JOB = """
 if KEYS[2] ~= '' then
   local existing = redis.call('GET', KEYS[2])
+  if existing == ARGV[1] then return {1, existing} end  -- this very call, replayed after a timeout
   if existing then return {0, existing} end
   redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
 end
@@ -32,12 +33,7 @@ return {1, ARGV[1]}
 
 
 class EnqueueError(RuntimeError):
-    """The broker did not take the message(s). ``queued`` lists the jobs of a batch that did get queued
-    before the failure; every other message of the call was not queued and has no valid job id."""
-
-    def __init__(self, message: str, queued: list[Job] | None = None):
-        super().__init__(message)
-        self.queued = queued or []
+    """The broker did not take the message(s): none of the call's job ids is valid; sending again is safe."""
 
 
 def _record_fields(job_id: str, message: dict[str, Any], key: str | None, now: float) -> list[Any]:
@@ -51,29 +47,7 @@ def _record_fields(job_id: str, message: dict[str, Any], key: str | None, now: f
 
 def enqueue(document: dict[str, Any]) -> Job:
     """Validate one message document and queue it. Raises InvalidMessage (nothing queued) or EnqueueError."""
-    message = load_message(document)
-    key = message.pop("idempotency_key", None)
-    settings = get_settings()
-    redis = get_redis()
-    job_id = str(uuid.uuid4())
-    idem = idempotency_key(message["account"], key) if key else ""
-    try:
-        created, job_id = redis.eval(
-            _CREATE_JOB, 2, job_key(job_id), idem, job_id, settings.result_ttl, settings.idempotency_window,
-            *_record_fields(job_id, message, key, time.time()),
-        )
-    except RedisError as exc:
-        raise EnqueueError(f"could not record the message: {type(exc).__name__}: {exc}") from exc
-    if not created:
-        return Job(job_id)
-    try:
-        get_app().send_task(TASK_NAME, args=[message], task_id=job_id, queue=QUEUE, priority=NEW_PRIORITY)
-    except Exception as exc:
-        # Undo the record so the id (and the idempotency key) do not point at a message that is not queued.
-        with contextlib.suppress(RedisError):
-            redis.delete(job_key(job_id), *([idem] if idem else []))
-        raise EnqueueError(f"could not queue the message: {type(exc).__name__}: {exc}") from exc
-    return Job(job_id)
+    return enqueue_many([load_message(document)])[0]
 
 
 def validate_many(documents: Iterable[Any]) -> tuple[list[dict[str, Any]], dict[int, InvalidMessage]]:
@@ -88,10 +62,26 @@ def validate_many(documents: Iterable[Any]) -> tuple[list[dict[str, Any]], dict[
     return valid, errors
 
 
+def _argsrepr(message: dict[str, Any]) -> str:
+    """What logs and Flower show as the task's arguments: who, to whom, what kind (Celery's generic
+    saferepr of the whole document costs more than the rest of the publish)."""
+    return repr([{key: message.get(key) for key in ("kind", "recipient", "account")}])
+
+
+def _abandon(redis: Any, job_ids: list[str]) -> None:
+    """Mark records whose publish failed as cancelled: should the message reach a worker after all, the
+    worker refuses it (the caller was told it failed and may send it again)."""
+    with contextlib.suppress(RedisError):
+        pipe = redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hset(job_key(job_id), mapping={"status": "cancelled", "reason": "publish failed"})
+        pipe.execute()
+
+
 def enqueue_many(messages: list[dict[str, Any]]) -> list[Job]:
-    """Queue already-validated messages: records in one pipelined round trip, then one publish each over a
-    single broker connection. If the broker fails part-way, the records of the messages not published are
-    removed and EnqueueError says which jobs did get queued."""
+    """Queue already-validated messages in pipelined round trips: the job records (one Lua call each, so an
+    idempotency key is claimed atomically) in one pipeline, then the Celery messages in one kombu publish
+    batch. If the broker fails, nothing of the call counts as queued and EnqueueError is raised."""
     settings = get_settings()
     redis = get_redis()
     script = redis.register_script(_CREATE_JOB)
@@ -111,21 +101,18 @@ def enqueue_many(messages: list[dict[str, Any]]) -> list[Job]:
         outcomes = pipe.execute()
     except RedisError as exc:
         raise EnqueueError(f"could not record the messages: {type(exc).__name__}: {exc}") from exc
+    fresh = [(message, idem, job_id) for (message, idem), (created, job_id) in zip(planned, outcomes, strict=True)
+             if created]
     app = get_app()
-    jobs: list[Job] = []
     try:
-        with app.producer_or_acquire() as producer:
-            for (message, _), (created, job_id) in zip(planned, outcomes, strict=True):
-                if created:
-                    app.send_task(TASK_NAME, args=[message], task_id=job_id, queue=QUEUE, producer=producer,
-                                  priority=NEW_PRIORITY)
-                jobs.append(Job(job_id))
+        with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
+            for message, _, job_id in fresh:
+                publish(app, producer, job_id, message, priority=NEW_PRIORITY, argsrepr=_argsrepr(message))
     except Exception as exc:
-        unpublished = [(planned[i][1], outcomes[i]) for i in range(len(jobs), len(planned)) if outcomes[i][0]]
+        _abandon(redis, [job_id for _, _, job_id in fresh])
         with contextlib.suppress(RedisError):
-            keys = [k for idem, (_, job_id) in unpublished for k in (job_key(job_id), idem) if k]
-            if keys:
-                redis.delete(*keys)
-        raise EnqueueError(f"queued {len(jobs)} of {len(planned)} messages, then: {type(exc).__name__}: {exc}",
-                           queued=jobs) from exc
-    return jobs
+            idems = [idem for _, idem, _ in fresh if idem]
+            if idems:
+                redis.delete(*idems)
+        raise EnqueueError(f"could not queue {len(fresh)} message(s): {type(exc).__name__}: {exc}") from exc
+    return [Job(job_id) for _, job_id in outcomes]

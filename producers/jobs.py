@@ -82,7 +82,9 @@ class Job:
 
     def status(self) -> JobStatus:
         value = get_redis().hget(job_key(self.id), "status")
-        return JobStatus(value) if value else JobStatus.NOT_FOUND
+        if not value or value == "cancelled":  # cancelled: its publish failed and the caller was told so
+            return JobStatus.NOT_FOUND
+        return JobStatus(value)
 
     def result(self, timeout: float | None = 30.0, *, poll: float = 0.05) -> dict[str, Any]:
         """Wait for the job to finish and return Meta's answer (``recipient_id``, ``message_id``).

@@ -42,6 +42,8 @@ class Settings:
     #: Where ``igsend demo``/``up`` keep the embedded Redis's data (AOF) and logs.
     data_dir: str = ".igsend"
     log_format: str = "text"
+    #: Workers publish task events for Flower (three small publishes per message).
+    task_events: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -61,6 +63,7 @@ class Settings:
             unknown_outcome=policy,
             data_dir=env.get("IGSEND_DATA_DIR") or cls.data_dir,
             log_format=env.get("IGSEND_LOG_FORMAT") or cls.log_format,
+            task_events=(env.get("IGSEND_TASK_EVENTS") or "1") not in ("0", "false", "no", "off"),
         )
 
 

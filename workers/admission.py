@@ -34,7 +34,9 @@ if not status then
              'recipient', ARGV[9], 'message', ARGV[6], 'attempts', 0, 'created_at', now, 'updated_at', now)
   redis.call('EXPIRE', KEYS[1], ARGV[5])
 end
-if status == 'delivered' or status == 'dead' or status == 'unknown' then return {'done', status} end
+if status == 'delivered' or status == 'dead' or status == 'unknown' or status == 'cancelled' then
+  return {'done', status}
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'busy', ''} end
 local rec = redis.call('HMGET', KEYS[1], 'inflight', 'next_attempt_at', 'slot_at', 'attempts', 'created_at')
 if rec[1] and rec[1] ~= '' then return {'orphaned', rec[1]} end

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from producers.celery_app import NEW_PRIORITY, QUEUE, TASK_NAME, get_app
+from producers.celery_app import NEW_PRIORITY, get_app, publish
 from producers.store import DLQ_INDEX_KEY, DLQ_KEY, attempts_key, get_redis, job_key
 
 
@@ -78,7 +78,9 @@ def replay(job_id: str, *, client: redis.Redis | None = None) -> bool:
     pipe.hdel(job_key(job_id), "error", "result", "dead_at", "next_attempt_at", "slot_at")
     pipe.hsetnx(job_key(job_id), "attempts", len(entry.get("attempts") or []))
     pipe.execute()
-    get_app().send_task(TASK_NAME, args=[message], task_id=job_id, queue=QUEUE, priority=NEW_PRIORITY)
+    app = get_app()
+    with app.producer_or_acquire() as producer:
+        publish(app, producer, job_id, message, priority=NEW_PRIORITY)
     pipe = client.pipeline()
     pipe.hdel(DLQ_KEY, job_id)
     pipe.zrem(DLQ_INDEX_KEY, job_id)

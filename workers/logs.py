@@ -45,6 +45,10 @@ def configure_logging() -> None:
     from workers.accounts import registry
 
     def install(logger: logging.Logger | None = None, **_: object) -> None:
+        # igsend logs one line per POST itself; Celery's "received"/"succeeded" lines per task would triple
+        # the log volume (and its CPU cost) without adding anything. Failures still log.
+        for name in ("celery.app.trace", "celery.worker.strategy"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         secrets = [account.token for account in registry().values()]
         for target in {logger or logging.getLogger(), logging.getLogger()}:
             for handler in target.handlers:

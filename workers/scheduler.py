@@ -20,7 +20,7 @@ import uuid
 
 import redis
 
-from producers.celery_app import DUE_PRIORITY, QUEUE, TASK_NAME, get_app
+from producers.celery_app import DUE_PRIORITY, get_app, publish
 from producers.store import DELAYED_KEY, PREFIX, get_redis, held_key, job_key
 
 log = logging.getLogger("igsend.scheduler")
@@ -115,8 +115,7 @@ class Scheduler:
         with app.producer_or_acquire() as producer:
             for job_id, raw in zip(ids, messages, strict=True):
                 if raw:  # a record that expired has nothing left to send
-                    app.send_task(TASK_NAME, args=[json.loads(raw)], task_id=job_id, queue=QUEUE,
-                                  producer=producer, priority=DUE_PRIORITY)
+                    publish(app, producer, job_id, json.loads(raw), priority=DUE_PRIORITY)
         pipe = self.client.pipeline(transaction=False)
         for job_id in ids:
             pipe.lrem(MOVING_KEY, 1, job_id)

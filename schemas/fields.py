@@ -65,7 +65,7 @@ class Identifier(Str):
         if len(value) > self.max_length:
             raise ValidationError(f"must be at most {self.max_length} characters (got {len(value)})")
         if not self.regex.fullmatch(value):
-            raise ValidationError(f"must be a {self.what}: letters, digits, '_', '.' or '-' (got {value!r})")
+            raise ValidationError(f"must contain only letters, digits, '_', '.' or '-' (got {value!r})")
         return value
 
 

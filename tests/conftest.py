@@ -130,6 +130,21 @@ def r(redis_url: str) -> redis_lib.Redis:
 
 
 @pytest.fixture
+def private_db(redis_url: str) -> Iterator[redis_lib.Redis]:
+    """A Redis database no worker consumes (db 1), made the process's IGSEND_REDIS_URL for the test: for tests
+    that look at the queue itself, so the session's worker cannot take a message away under them."""
+    url = redis_url.rsplit("/", 1)[0] + "/1"
+    os.environ["IGSEND_REDIS_URL"] = url
+    reset_client_caches()
+    client = redis_lib.Redis.from_url(url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    os.environ["IGSEND_REDIS_URL"] = redis_url
+    reset_client_caches()
+
+
+@pytest.fixture
 def clean(r: redis_lib.Redis, sandbox: str) -> Iterator[None]:
     """Each integration test starts with an empty sandbox and no igsend state (Celery's keys are left)."""
     _wipe(r)

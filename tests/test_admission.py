@@ -6,10 +6,8 @@ import threading
 import time
 
 import pytest
-import redis as redis_lib
 
 from producers.store import DELAYED_KEY, account_key, held_key, job_key, lock_key
-from tests.conftest import reset_client_caches
 from workers.admission import Admitter
 from workers.scheduler import MOVING_KEY, Scheduler
 
@@ -17,17 +15,9 @@ MESSAGE = {"kind": "text", "recipient": "r1", "account": "acct", "text": "hi"}
 
 
 @pytest.fixture
-def r(redis_url, monkeypatch):
-    """A database of its own (1), so the session's worker and its scheduler never see these keys."""
-    url = redis_url.rsplit("/", 1)[0] + "/1"
-    monkeypatch.setenv("IGSEND_REDIS_URL", url)
-    reset_client_caches()
-    client = redis_lib.Redis.from_url(url, decode_responses=True)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    monkeypatch.setenv("IGSEND_REDIS_URL", redis_url)
-    reset_client_caches()
+def r(private_db):
+    """A database of its own, so the session's worker and its scheduler never see these keys."""
+    return private_db
 
 
 @pytest.fixture

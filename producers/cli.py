@@ -181,11 +181,13 @@ def demo(keep: bool) -> None:
 @click.option("--api-port", default=8000, show_default=True)
 @click.option("--flower-port", default=5555, show_default=True)
 @click.option("--metrics-port", default=9808, show_default=True)
-def up(api_port: int, flower_port: int, metrics_port: int) -> None:
+@click.option("--sandbox-port", default=8899, show_default=True, help="used when no account token is configured")
+def up(api_port: int, flower_port: int, metrics_port: int, sandbox_port: int) -> None:
     """The whole stack as local processes (Redis if needed, worker, Flower, API, metrics) until Ctrl-C."""
     from workers.up import run_up
 
-    sys.exit(run_up(api_port=api_port, flower_port=flower_port, metrics_port=metrics_port))
+    sys.exit(run_up(api_port=api_port, flower_port=flower_port, metrics_port=metrics_port,
+                    sandbox_port=sandbox_port))
 
 
 @main.group()

@@ -198,3 +198,19 @@ def test_redaction() -> None:
         logger.exception("failed")
     assert "plain-secret-value" not in stream.getvalue()
     assert stream.getvalue().count("[redacted]") == 3  # the message, the traceback line, the exception
+
+
+def test_json_log_line_per_attempt(caplog) -> None:
+    from types import SimpleNamespace
+
+    from workers.errors import Verdict
+    from workers.tasks import _log_attempt
+
+    ctx = SimpleNamespace(settings=SimpleNamespace(log_format="json"))
+    message = {"account": "shop", "kind": "text"}
+    with caplog.at_level(logging.INFO, logger="igsend.send"):
+        _log_attempt(ctx, "job-1", message, 2, Verdict(Outcome.PERMANENT, "no user", 400, 100, 2018001), 0.1234)
+    line = json.loads(caplog.records[-1].getMessage())
+    assert line == {"event": "send_attempt", "job_id": "job-1", "account": "shop", "kind": "text", "attempt": 2,
+                    "status": "permanent", "http_status": 400, "graph_code": 100, "graph_subcode": 2018001,
+                    "latency_ms": 123.4}

@@ -58,6 +58,7 @@ def run(*, messages: int, kills: int, seed: int | None) -> int:
     from producers import EnqueueError, send_many
 
     accepted = []
+    accepted_documents = []
     documents = [{"kind": "text", "recipient": f"c{i}", "text": f"chaos message {i}", "account": f"acct{i % 3}"}
                  for i in range(messages)]
 
@@ -68,6 +69,7 @@ def run(*, messages: int, kills: int, seed: int | None) -> int:
             while batch:
                 try:
                     accepted.extend(send_many(batch).queued)
+                    accepted_documents.extend(batch)
                     batch = []
                 except EnqueueError:  # Redis is restarting: nothing of this batch counts as queued; again
                     time.sleep(0.5)
@@ -111,8 +113,12 @@ def run(*, messages: int, kills: int, seed: int | None) -> int:
     texts = Counter(m["body"].get("message", {}).get("text") for m in delivered_wire)
     duplicates = sum(n - 1 for n in texts.values() if n > 1)
     lost = len(accepted) - counts["delivered"] - counts["dead"] - counts["unknown"]
+    # Of the unknown outcomes, how many Meta (the sandbox) did receive: what an operator's check would find.
+    text_of = {job.id: document["text"] for job, document in zip(accepted, accepted_documents, strict=True)}
+    unknown_arrived = sum(1 for job_id, (s, _) in statuses.items() if s == "unknown" and texts[text_of[job_id]])
     report = {"accepted": len(accepted), "delivered": counts["delivered"], "dead": counts["dead"],
-              "unknown": counts["unknown"], "lost": lost, "duplicates": duplicates,
+              "unknown": counts["unknown"], "unknown_that_reached_meta": unknown_arrived, "lost": lost,
+              "duplicates": duplicates,
               "not_final": {s: n for s, n in counts.items() if s not in ("delivered", "dead", "unknown")},
               "dead_or_unknown_by_reason": dict(reasons), "seconds": round(time.monotonic() - started, 1)}
     print(json.dumps(report, indent=2))

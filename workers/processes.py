@@ -64,18 +64,23 @@ def start_sandbox(*, tokens: list[str], port: int | None = None, latency_ms: flo
     log = _open_log(log_path)
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     service = Service("sandbox", process, f"http://127.0.0.1:{port}", log_path)
+    return _wait_ready(service, f"{service.url}/healthz", wait)
+
+
+def _wait_ready(service: Service, ready_url: str, wait: float, auth: tuple[str, str] | None = None) -> Service:
+    """Return the service once ``ready_url`` answers (any status below 500); kill it if it never does."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if not service.alive():
-            raise RuntimeError(f"the sandbox exited with {process.returncode} (log: {log_path})")
+            raise RuntimeError(f"{service.name} exited with {service.process.returncode} (log: {service.log_path})")
         try:
-            if requests.get(f"{service.url}/healthz", timeout=0.5).ok:
+            if requests.get(ready_url, timeout=0.5, auth=auth).status_code < 500:
                 return service
         except requests.RequestException:
             pass
         time.sleep(0.05)
     service.kill()
-    raise RuntimeError(f"the sandbox did not answer on {service.url} within {wait:.0f} s")
+    raise RuntimeError(f"{service.name} did not answer on {ready_url} within {wait:.0f} s (log: {service.log_path})")
 
 
 def start_worker(*, env: dict[str, str], log_path: Path | None = None, concurrency: int | None = None,
@@ -128,16 +133,4 @@ def start_command(name: str, args: list[str], *, env: dict[str, str], ready_url:
     log = _open_log(log_path)
     process = subprocess.Popen([sys.executable, "-m", "producers.cli", *args], stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
-    service = Service(name, process, ready_url, log_path, env)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if not service.alive():
-            raise RuntimeError(f"{name} exited with {process.returncode} (log: {log_path})")
-        try:
-            if requests.get(ready_url, timeout=0.5, auth=auth).status_code < 500:
-                return service
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    service.kill()
-    raise RuntimeError(f"{name} did not answer on {ready_url} within {wait:.0f} s (log: {log_path})")
+    return _wait_ready(Service(name, process, ready_url, log_path, env), ready_url, wait, auth)

@@ -86,9 +86,10 @@ _register_send("text", ["recipient", "text"], "Text (UTF-8, at most 1000 bytes).
                lambda v: {"recipient": v["recipient"], "text": v["text"]})
 _register_send("link", ["recipient", "url"], "A link (a valid http(s) URL).",
                lambda v: {"recipient": v["recipient"], "url": v["url"]})
-for _media in ("image", "gif", "video", "audio"):
-    _register_send(_media, ["recipient", "url"], f"An {_media} at a public URL." if _media[0] in "aeiou"
-                   else f"A {_media} at a public URL.", lambda v: {"recipient": v["recipient"], "url": v["url"]})
+for _media, _what in (("image", "An image (png, jpeg, gif)"), ("gif", "A GIF"),
+                      ("video", "A video (mp4, ogg, avi, mov, webm)"), ("audio", "An audio file (aac, m4a, wav, mp4)")):
+    _register_send(_media, ["recipient", "url"], f"{_what} at a public http(s) URL.",
+                   lambda v: {"recipient": v["recipient"], "url": v["url"]})
 _register_send("post", ["recipient", "post_id"], "A published post the account owns (MEDIA_SHARE).",
                lambda v: {"recipient": v["recipient"], "post_id": v["post_id"]})
 _register_send("sticker", ["recipient"], "The heart sticker.", lambda v: {"recipient": v["recipient"]})
@@ -151,7 +152,7 @@ def worker(ctx: click.Context, concurrency: int | None, processes: int | None, l
     run_worker(concurrency=concurrency, processes=processes, loglevel=loglevel, extra=list(ctx.args), name=name)
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False)
 @click.pass_context
 def sandbox(ctx: click.Context) -> None:
     """The local Graph API emulator (flags: --port --token --latency-ms --error-rate --rate-limit ...)."""

@@ -52,7 +52,7 @@ def _open_log(log_path: Path | None):
 
 def start_sandbox(*, tokens: list[str], port: int | None = None, latency_ms: float = 0, error_rate: float = 0,
                   rate_limit: float | None = None, media_rate_limit: float | None = None,
-                  log_path: Path | None = None, wait: float = 20.0) -> Service:
+                  log_path: Path | None = None, extra: list[str] | None = None, wait: float = 20.0) -> Service:
     port = port or free_port()
     args = [sys.executable, "-m", "workers.sandbox", "--port", str(port), "--latency-ms", str(latency_ms),
             "--error-rate", str(error_rate)]
@@ -60,6 +60,7 @@ def start_sandbox(*, tokens: list[str], port: int | None = None, latency_ms: flo
         args += ["--rate-limit", str(rate_limit)]
     if media_rate_limit is not None:
         args += ["--media-rate-limit", str(media_rate_limit)]
+    args += extra or []
     env = {**os.environ, "IGSEND_SANDBOX_TOKENS": ",".join(tokens), "PYTHONUNBUFFERED": "1"}
     log = _open_log(log_path)
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

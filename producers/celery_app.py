@@ -93,6 +93,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
+        # igsend limits rates in Redis; Celery's per-worker token buckets would only cost time per message.
+        "worker_disable_rate_limits": True,
         "enable_utc": True,
     }
 

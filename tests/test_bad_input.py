@@ -107,7 +107,7 @@ def test_cli_refuses_with_a_field_and_exit_2(kind, text, nothing_enqueued) -> No
         expected = str(exc)
     if "\x00" in text or max(text or "a") >= "\ud800" and any(0xD800 <= ord(c) <= 0xDFFF for c in text):
         return  # argv cannot carry NUL or lone surrogates; the Python API covers them
-    result = CliRunner().invoke(cli, ["send", kind, *args])
+    result = CliRunner().invoke(cli, ["send", kind, "--", *args])  # "--": a value may start with "-"
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {expected}"
 

@@ -1,0 +1,472 @@
+"""The sandbox (workers/sandbox.py) run as a real process and spoken to over HTTP, as igsend speaks to Meta:
+the seed's request shapes, tokens, validation, limits, usage headers, injected and scripted faults, and the
+introspection endpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOKEN = "tok-1"
+ENV_TOKEN = "tok-from-env-7f3a"
+ACCOUNT = "17841400000000000"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+
+    def post(self, body: dict | None = None, *, token: str | None = TOKEN, account: str = ACCOUNT,
+             version: str = "v25.0", **kwargs) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return requests.post(f"{self.url}/{version}/{account}/messages", json=body, headers=headers,
+                             timeout=5, **kwargs)
+
+    def get(self, path: str, **params) -> dict:
+        response = requests.get(f"{self.url}{path}", params=params, timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def messages(self, **params) -> list[dict]:
+        return self.get("/_sandbox/messages", **params)["messages"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(*args: str, env_tokens: str = "") -> Server:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+           "IGSEND_SANDBOX_TOKENS": env_tokens}
+    command = [sys.executable, "-m", "workers.sandbox", "--port", str(port), *args]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    server = Server(process, f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        try:
+            if requests.get(f"{server.url}/healthz", timeout=0.5).json() == {"ok": True}:
+                return server
+        except requests.RequestException:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("the sandbox did not start")
+
+
+def stop(server: Server) -> str:
+    server.process.terminate()
+    try:
+        output, _ = server.process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        raise
+    return output
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Server]:
+    server = start("--token", TOKEN, "--seed", "1", env_tokens=ENV_TOKEN)
+    yield server
+    output = stop(server)
+    assert f"sandbox listening on {server.url}" in output
+    assert server.process.returncode == 0  # SIGTERM is a clean stop
+
+
+@pytest.fixture(autouse=True)
+def fresh(request) -> None:
+    if "sandbox" in request.fixturenames:
+        server = request.getfixturevalue("sandbox")
+        requests.delete(f"{server.url}/_sandbox/messages", timeout=5).raise_for_status()
+        requests.post(f"{server.url}/_sandbox/config", timeout=5,
+                      json={"latency_ms": 0, "error_rate": 0, "rate_limit": 300, "media_rate_limit": 10})
+
+
+def text(recipient: str = "IGSID", value: str = "hi") -> dict:
+    return {"recipient": {"id": recipient}, "message": {"text": value}}
+
+
+def attachment(kind: str, payload: dict | None = None, recipient: str = "IGSID") -> dict:
+    body: dict = {"type": kind}
+    if payload is not None:
+        body["payload"] = payload
+    return {"recipient": {"id": recipient}, "message": {"attachment": body}}
+
+
+def graph_error(response: requests.Response, status: int = 400) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["type"] == "OAuthException" and error["fbtrace_id"]
+    return error
+
+
+# --- success ------------------------------------------------------------------------------------------------
+
+MESSAGE_KINDS = {
+    "text": text(),
+    "link": text(value="https://example.com/offer?a=1"),
+    "image": attachment("image", {"url": "https://cdn.example.com/a.png"}),
+    "video": attachment("video", {"url": "https://cdn.example.com/a.mp4"}),
+    "audio": attachment("audio", {"url": "http://cdn.example.com/a.m4a"}),
+    "file": attachment("file", {"url": "https://cdn.example.com/a.pdf"}),
+    "MEDIA_SHARE": attachment("MEDIA_SHARE", {"id": "17900000000000000"}),
+    "like_heart": attachment("like_heart"),
+}
+
+
+@pytest.mark.parametrize("kind", MESSAGE_KINDS)
+def test_json_bearer_message_kinds_answer_a_message_id(sandbox: Server, kind: str) -> None:
+    answer = sandbox.post(MESSAGE_KINDS[kind])
+    assert answer.status_code == 200, answer.text
+    assert set(answer.json()) == {"recipient_id", "message_id"}
+    assert answer.json()["recipient_id"] == "IGSID" and answer.json()["message_id"]
+    [seen] = sandbox.messages()
+    assert seen["body"] == MESSAGE_KINDS[kind] and seen["message_id"] == answer.json()["message_id"]
+    assert (seen["token_placement"], seen["content_type"]) == ("header", "application/json")
+    assert (seen["account"], seen["version"]) == (ACCOUNT, "v25.0")
+    assert seen["path"] == f"/v25.0/{ACCOUNT}/messages"
+
+
+@pytest.mark.parametrize("action,payload", [
+    ("react", {"message_id": "MID", "reaction": "love"}),
+    ("unreact", {"message_id": "MID"}),
+    ("typing_on", None),
+    ("mark_seen", None),
+])
+def test_sender_actions_answer_the_recipient_only(sandbox: Server, action: str, payload: dict | None) -> None:
+    body: dict = {"recipient": {"id": "IGSID"}, "sender_action": action}
+    if payload:
+        body["payload"] = payload
+    answer = sandbox.post(body)
+    assert answer.status_code == 200 and answer.json() == {"recipient_id": "IGSID"}
+    assert sandbox.messages()[0]["message_id"] is None
+
+
+def test_message_ids_are_fresh_and_unique(sandbox: Server) -> None:
+    ids = [sandbox.post(text(value="same")).json()["message_id"] for _ in range(10)]
+    ids += [sandbox.post(body).json()["message_id"] for body in MESSAGE_KINDS.values()]
+    assert len(set(ids)) == len(ids) == 18
+
+
+def test_the_seeds_form_requests_with_a_query_token(sandbox: Server) -> None:
+    url = f"{sandbox.url}/v25.0/me/messages?access_token={TOKEN}"
+    shapes = [  # the seed's --data strings (its typographic quotes and trailing commas left out)
+        ('recipient={"id":"IGSID"}&message={"text":"TEXT-OR-LINK"}', True),
+        ('recipient={"id":"IGSID"}&message={\n      "attachment": \n        {\n'
+         '          "type":"MEDIA_SHARE", \n          "payload":{"id":"POST-ID"}\n        }\n}', True),
+        ('recipient={"id":"IGSID"}&message={\n      "attachment": \n        {\n'
+         '          "type":"like_heart"\n        }\n}', True),
+        ('recipient={"id":"IGSID"}&sender_action=react&payload={\n      "message_id":"MESSAGE-ID",\n'
+         '      "reaction":"love"\n}', False),
+        ('recipient={"id":"IGSID"}&sender_action="unreact"&payload={\n      "message_id":"MESSAGE-ID"\n}',
+         False),
+    ]
+    for data, has_id in shapes:
+        answer = requests.post(url, data=data, headers=FORM, timeout=5)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["recipient_id"] == "IGSID" and ("message_id" in answer.json()) == has_id
+    seen = sandbox.messages()
+    assert len(seen) == 5
+    assert {(m["token_placement"], m["content_type"]) for m in seen} == {
+        ("query", "application/x-www-form-urlencoded")}
+    assert seen[0]["body"] == text(value="TEXT-OR-LINK")
+    assert seen[1]["body"]["message"]["attachment"] == {"type": "MEDIA_SHARE", "payload": {"id": "POST-ID"}}
+    assert seen[4]["body"] == {"recipient": {"id": "IGSID"}, "sender_action": "unreact",
+                               "payload": {"message_id": "MESSAGE-ID"}}
+    assert seen[0]["account"].startswith("me-") and TOKEN not in seen[0]["account"]
+
+
+def test_a_token_in_a_form_field_and_one_from_the_environment(sandbox: Server) -> None:
+    data = {"access_token": TOKEN, "recipient": '{"id":"IGSID"}', "message": '{"text":"hi"}'}
+    answer = requests.post(f"{sandbox.url}/v25.0/{ACCOUNT}/messages", data=data, timeout=5)
+    assert answer.status_code == 200, answer.text
+    assert sandbox.post(text(), token=ENV_TOKEN).status_code == 200
+    seen = sandbox.messages()
+    assert [m["token_placement"] for m in seen] == ["form", "header"]
+    assert "access_token" not in seen[0]["body"]
+
+
+def test_unknown_versions_and_account_ids_are_refused(sandbox: Server) -> None:
+    assert graph_error(sandbox.post(text(), version="latest"))["code"] == 2500
+    assert graph_error(sandbox.post(text(), account="a-b"))["code"] == 803
+    assert sandbox.messages() == []
+
+
+# --- refusals -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("token", [None, "nope", ""])
+def test_missing_or_unknown_tokens_answer_190(sandbox: Server, token: str | None) -> None:
+    error = graph_error(sandbox.post(text(), token=token))
+    assert error["code"] == 190
+    assert error["message"] == "Invalid OAuth access token - Cannot parse access token"
+    assert sandbox.messages() == []
+
+
+@pytest.mark.parametrize("body", [
+    text(value="é" * 500 + "a"),  # 501 characters but 1001 UTF-8 bytes
+    text(value="😀" * 250 + "a"),
+    text(value=""),
+    {"recipient": {"id": "IGSID"}, "message": {"text": "hi", "attachment": {"type": "like_heart"}}},
+    {"recipient": {"id": "IGSID"}, "message": {}},
+    attachment("hologram"),
+    attachment("image", {"url": "ftp://cdn.example.com/a.png"}),
+    attachment("video"),
+    attachment("MEDIA_SHARE", {}),
+    {"recipient": {"id": "IGSID"}, "sender_action": "react", "payload": {"reaction": "love"}},
+    {"recipient": {"id": "IGSID"}, "sender_action": "react", "payload": {"message_id": "MID"}},
+    {"recipient": {"id": "IGSID"}, "sender_action": "unreact"},
+    {"recipient": {"id": "IGSID"}, "sender_action": "dance"},
+    {"recipient": {"id": "IGSID"}, "message": {"text": "hi"}, "sender_action": "typing_on"},
+    {"recipient": {"id": "IGSID"}},
+    {"recipient": {"id": ""}, "message": {"text": "hi"}},
+    {"recipient": "IGSID", "message": {"text": "hi"}},
+    {"message": {"text": "hi"}},
+], ids=lambda body: json.dumps(body, ensure_ascii=False)[:60])
+def test_invalid_bodies_answer_100(sandbox: Server, body: dict) -> None:
+    error = graph_error(sandbox.post(body))
+    assert error["code"] == 100 and error["message"].startswith("(#100) ") and error["error_subcode"]
+    assert sandbox.messages() == [] and sandbox.get("/_sandbox/stats")["errors"] == {"100": 1}
+
+
+def test_exactly_1000_bytes_is_accepted(sandbox: Server) -> None:
+    assert sandbox.post(text(value="é" * 500)).status_code == 200
+    assert sandbox.post(text(value="a" * 1000)).status_code == 200
+
+
+@pytest.mark.parametrize("data,content_type", [
+    ("{not json", "application/json"),
+    ('["a list"]', "application/json"),
+    ('recipient={"id":"IGSID"}&message={"text":', "application/x-www-form-urlencoded"),
+])
+def test_unparseable_bodies_answer_100(sandbox: Server, data: str, content_type: str) -> None:
+    answer = requests.post(f"{sandbox.url}/v25.0/{ACCOUNT}/messages", data=data, timeout=5,
+                           headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": content_type})
+    assert graph_error(answer)["code"] == 100
+
+
+# --- limits and usage headers -------------------------------------------------------------------------------
+
+def usage(response: requests.Response, account: str = ACCOUNT) -> tuple[dict, dict]:
+    app = json.loads(response.headers["X-App-Usage"])
+    [buc] = json.loads(response.headers["X-Business-Use-Case-Usage"])[account]
+    return app, buc
+
+
+def test_rate_limits_per_account_and_class() -> None:
+    server = start("--token", TOKEN, "--rate-limit", "5", "--media-rate-limit", "2")
+    try:
+        with requests.Session() as session:
+            session.headers["Authorization"] = f"Bearer {TOKEN}"
+
+            def burst(body: dict, count: int, account: str = ACCOUNT) -> list[requests.Response]:
+                return [session.post(f"{server.url}/v25.0/{account}/messages", json=body, timeout=5)
+                        for _ in range(count)]
+
+            answers = burst(text(), 12)
+            accepted = [a for a in answers if a.status_code == 200]
+            throttled = [a for a in answers if a.status_code != 200]
+            assert 5 <= len(accepted) <= 6 and len(throttled) == 12 - len(accepted)
+            for answer in throttled:
+                error = graph_error(answer)
+                assert (error["code"], error["error_subcode"]) == (613, 2534040)
+                assert int(answer.headers["Retry-After"]) >= 1
+                app, buc = usage(answer)
+                assert app["call_count"] == buc["call_count"] == 100 and buc["type"] == "instagram"
+                assert buc["estimated_time_to_regain_access"] >= 1
+            # video and audio share their own budget; images count as text
+            videos = burst(attachment("video", {"url": "https://v.example/a.mp4"}), 2)
+            audios = burst(attachment("audio", {"url": "https://v.example/a.m4a"}), 2)
+            assert [a.status_code for a in videos] == [200, 200]
+            assert graph_error(audios[0])["code"] == 613
+            [image] = burst(attachment("image", {"url": "https://i.example/a.png"}), 1)
+            assert graph_error(image)["code"] == 613
+            # another account has budgets of its own
+            assert [a.status_code for a in burst(text(), 5, account="999")] == [200] * 5
+        stats = server.get("/_sandbox/stats")
+        assert stats["throttled"] == len(throttled) + 3 and stats["errors"]["613"] == stats["throttled"]
+        assert stats["by_account"][ACCOUNT]["throttled"] == len(throttled) + 3
+        assert stats["accepted"] == len(accepted) + 2 + 5
+    finally:
+        stop(server)
+
+
+def test_usage_headers_on_every_answer(sandbox: Server) -> None:
+    first = sandbox.post(text())
+    app, buc = usage(first)
+    assert set(app) == {"call_count", "total_time", "total_cputime"}
+    assert set(buc) == {"type", "call_count", "total_cputime", "total_time",
+                        "estimated_time_to_regain_access"}
+    assert all(isinstance(v, int) and 0 <= v <= 100 for v in app.values())
+    assert buc["estimated_time_to_regain_access"] == 0
+    requests.post(f"{sandbox.url}/_sandbox/config", json={"rate_limit": 10}, timeout=5)
+    percents = [usage(sandbox.post(text()))[0]["call_count"] for _ in range(5)]
+    assert percents == sorted(percents) and percents[-1] >= 40  # 5 of 10 spent
+    assert usage(sandbox.post(text(value="")))[0]["call_count"] >= 40  # errors carry them too
+    assert "X-App-Usage" in sandbox.post(text(), token="nope").headers
+
+
+def test_error_rate_one_answers_transient_code_2() -> None:
+    server = start("--token", TOKEN, "--error-rate", "1.0", "--seed", "7")
+    try:
+        for _ in range(5):
+            error = graph_error(server.post(text()), status=500)
+            assert error["code"] == 2 and error["is_transient"] is True
+            assert error["message"] == "An unexpected error has occurred. Please retry your request later."
+        assert server.messages() == []
+        stats = server.get("/_sandbox/stats")
+        assert stats["accepted"] == 0 and stats["errors"] == {"2": 5}
+        assert graph_error(server.post(text(), token="nope"))["code"] == 190  # auth comes first
+    finally:
+        stop(server)
+
+
+# --- scripted faults and magic ids --------------------------------------------------------------------------
+
+def add_faults(sandbox: Server, recipient: str, *faults: dict) -> None:
+    spec = {"recipient": recipient, "faults": faults}
+    response = requests.post(f"{sandbox.url}/_sandbox/faults", json=spec, timeout=5)
+    response.raise_for_status()
+
+
+def test_scripted_faults_are_consumed_in_order(sandbox: Server) -> None:
+    add_faults(sandbox, "f1", {"code": 2, "status": 500, "is_transient": True},
+               {"code": 4, "retry_after": 3}, {"code": 100, "subcode": 2018001, "message": "(#100) gone"})
+    first, second, third, fourth = (sandbox.post(text("f1")) for _ in range(4))
+    assert graph_error(first, status=500)["is_transient"] is True
+    assert graph_error(second)["code"] == 4 and second.headers["Retry-After"] == "3"
+    assert graph_error(third) | {"fbtrace_id": "x"} == {
+        "message": "(#100) gone", "type": "OAuthException", "code": 100, "error_subcode": 2018001,
+        "fbtrace_id": "x"}
+    assert fourth.status_code == 200
+    assert sandbox.post(text("other")).status_code == 200
+    assert [m["recipient_id"] for m in sandbox.messages()] == ["f1", "other"]
+
+
+def test_a_sticky_fault_lasts_until_faults_are_cleared(sandbox: Server) -> None:
+    add_faults(sandbox, "s1", {"sticky": True, "code": 10, "subcode": 2534022})
+    for _ in range(3):
+        assert graph_error(sandbox.post(text("s1")))["error_subcode"] == 2534022
+    requests.delete(f"{sandbox.url}/_sandbox/faults", timeout=5).raise_for_status()
+    assert sandbox.post(text("s1")).status_code == 200
+
+
+def test_bad_fault_specs_are_refused(sandbox: Server) -> None:
+    for spec in [{"faults": [{"code": 2}]}, {"recipient": "r", "faults": [{"status": 500}]},
+                 {"recipient": "r", "faults": [{"code": 2, "status": 200}]}]:
+        assert requests.post(f"{sandbox.url}/_sandbox/faults", json=spec, timeout=5).status_code == 400
+
+
+def test_a_hang_is_accepted_but_the_answer_is_lost(sandbox: Server) -> None:
+    add_faults(sandbox, "h1", {"hang": True})
+    with pytest.raises((requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                        requests.ReadTimeout)):
+        sandbox.post(text("h1", "lost answer"))
+    [seen] = sandbox.messages()
+    assert seen["body"]["message"]["text"] == "lost answer" and seen["message_id"]
+    assert sandbox.get("/_sandbox/stats")["accepted"] == 1
+    assert sandbox.post(text("h1")).status_code == 200  # consumed
+
+
+@pytest.mark.parametrize("recipient,code,subcode", [
+    ("ERR_551_1545041", 551, 1545041), ("ERR_100_2018001", 100, 2018001), ("ERR_190_463", 190, 463),
+    ("ERR_2_0", 2, None),
+])
+def test_magic_error_recipients(sandbox: Server, recipient: str, code: int, subcode: int | None) -> None:
+    for _ in range(2):  # always, not once
+        error = graph_error(sandbox.post(text(recipient)))
+        assert (error["code"], error.get("error_subcode")) == (code, subcode)
+        assert error["message"]
+    assert sandbox.messages() == []
+
+
+# --- introspection ------------------------------------------------------------------------------------------
+
+def test_duplicates_are_counted_per_account(sandbox: Server) -> None:
+    for body, account in [(text(value="same"), ACCOUNT), (text(value="same"), ACCOUNT),
+                          (text(value="other"), ACCOUNT), (text(value="same"), "999")]:
+        assert sandbox.post(body, account=account).status_code == 200
+    stats = sandbox.get("/_sandbox/stats")
+    assert (stats["accepted"], stats["duplicates"]) == (4, 1)
+    mine = stats["by_account"][ACCOUNT]
+    assert mine["accepted"] == 3 and mine["throttled"] == 0 and mine["first_at"] <= mine["last_at"]
+    assert [m["seq"] for m in sandbox.messages(account="999")] == [4]
+
+
+def test_tokens_never_appear_in_introspection(sandbox: Server) -> None:
+    sandbox.post(text(), account="me")
+    sandbox.post(text(), token=ENV_TOKEN)
+    requests.post(f"{sandbox.url}/v25.0/me/messages", params={"access_token": TOKEN}, data={
+        "recipient": '{"id":"x"}', "message": '{"text":"x"}'}, timeout=5)
+    requests.post(f"{sandbox.url}/v25.0/me/messages", data={
+        "access_token": ENV_TOKEN, "recipient": '{"id":"x"}', "message": '{"text":"x"}'}, timeout=5)
+    shown = json.dumps([sandbox.get("/_sandbox/messages"), sandbox.get("/_sandbox/stats"),
+                        sandbox.get("/_sandbox/config")])
+    assert sandbox.get("/_sandbox/stats")["accepted"] == 4
+    assert TOKEN not in shown and ENV_TOKEN not in shown
+    assert sandbox.get("/_sandbox/config")["tokens"] == 2
+
+
+def test_reset_clears_messages_stats_faults_and_buckets(sandbox: Server) -> None:
+    requests.post(f"{sandbox.url}/_sandbox/config", json={"rate_limit": 2}, timeout=5)
+    add_faults(sandbox, "z", {"code": 2})
+    for _ in range(3):
+        sandbox.post(text())
+    assert sandbox.get("/_sandbox/stats")["throttled"] == 1
+    requests.delete(f"{sandbox.url}/_sandbox/messages", timeout=5).raise_for_status()
+    assert sandbox.messages() == []
+    assert sandbox.get("/_sandbox/stats") == {"accepted": 0, "throttled": 0, "errors": {}, "duplicates": 0,
+                                              "by_account": {}}
+    assert sandbox.post(text()).status_code == 200 and sandbox.post(text("z")).status_code == 200
+
+
+def test_live_config_and_latency(sandbox: Server) -> None:
+    changed = requests.post(f"{sandbox.url}/_sandbox/config", json={"latency_ms": 200}, timeout=5).json()
+    assert changed["latency_ms"] == 200 and sandbox.get("/_sandbox/config")["latency_ms"] == 200
+    started = time.monotonic()
+    assert sandbox.post(text()).status_code == 200
+    assert time.monotonic() - started >= 0.2
+    for bad in [{"error_rate": 2}, {"rate_limit": 0}, {"latency_ms": "slow"}]:
+        assert requests.post(f"{sandbox.url}/_sandbox/config", json=bad, timeout=5).status_code == 400
+
+
+# --- appsecret_proof ----------------------------------------------------------------------------------------
+
+def test_appsecret_proof_is_required_when_the_app_secret_is_set() -> None:
+    server = start("--app-secret", "s3cret", env_tokens=f"{TOKEN},{ENV_TOKEN}")
+    try:
+        proof = hmac.new(b"s3cret", TOKEN.encode(), hashlib.sha256).hexdigest()
+        assert server.post(text(), params={"appsecret_proof": proof}).status_code == 200
+        form = {"access_token": TOKEN, "appsecret_proof": proof, "recipient": '{"id":"r"}',
+                "message": '{"text":"x"}'}
+        assert requests.post(f"{server.url}/v25.0/me/messages", data=form, timeout=5).status_code == 200
+        missing = graph_error(server.post(text()))
+        assert missing["code"] == 100 and "appsecret_proof" in missing["message"]
+        # a proof made for another token
+        wrong = server.post(text(), token=ENV_TOKEN, params={"appsecret_proof": proof})
+        assert graph_error(wrong)["code"] == 100
+        seen = server.messages()
+        assert len(seen) == 2 and all(m["appsecret_proof"] for m in seen)
+        assert "appsecret_proof" not in seen[1]["body"]
+    finally:
+        stop(server)

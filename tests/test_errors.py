@@ -1,0 +1,322 @@
+"""The error taxonomy, row by row from the code table in shared/GRAPH_API_NOTES.md.
+
+"Graph API / Handling Errors" and "Messenger Platform / Common Error Codes" (2026): the class is decided by
+the Graph code (and subcode), never by the HTTP status alone. Transport failures are classified by whether the
+request can have reached Meta.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
+
+from workers.accounts import Account
+from workers.errors import Outcome, Verdict, classify_error, classify_transport
+from workers.graph import GraphClient
+
+T, X, P, B, U = Outcome.TRANSIENT, Outcome.THROTTLED, Outcome.PERMANENT, Outcome.ACCOUNT_BROKEN, Outcome.UNKNOWN
+
+THROTTLE_CODES = [4, 17, 32, 341, 613, 80001, 80002, 80006]
+INVALID_DATA_SUBCODES = [2018001, 2534014, 2534015, 2018008, 2018047, 2018074, 2018109, 2018294, 2534025]
+TOKEN_SUBCODES = [463, 467, 458, 459, 460, 464, 492]
+
+
+def graph_error(code: Any, subcode: Any = None, *, is_transient: bool | None = None,
+                message: str = "An error occurred", fbtrace_id: str = "AbCdEfGhIjK") -> dict[str, Any]:
+    error: dict[str, Any] = {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": fbtrace_id}
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    if is_transient is not None:
+        error["is_transient"] = is_transient
+    return {"error": error}
+
+
+# (HTTP status, code, subcode, is_transient, expected outcome)
+ROWS: list[tuple[int, int, int | None, bool | None, Outcome]] = [
+    # 1 (1357046): Meta says it was sent but answers with an error -> never resend blindly
+    (500, 1, 1357046, None, U),
+    (400, 1, 1357046, True, U),
+    # 1, 2: unknown / temporary
+    (500, 1, None, True, T),
+    (400, 1, None, None, T),
+    (503, 2, None, True, T),
+    (400, 2, None, None, T),
+    # throttling: decided by code whatever the HTTP status
+    *[(status, code, None, None, X) for code in THROTTLE_CODES for status in (400, 429)],
+    (400, 613, 2534040, None, X),  # Instagram send limit
+    (429, 613, 2534040, True, X),
+    (400, 4, None, True, X),
+    # 613 (2018338): misuse of message tags
+    (400, 613, 2018338, None, P),
+    (429, 613, 2018338, None, P),
+    # 100: no matching user / invalid message data, media fetch, upload, id, size, timeout, bad comment
+    *[(400, 100, subcode, None, P) for subcode in INVALID_DATA_SUBCODES],
+    (400, 100, None, None, P),
+    (400, 100, 2018999, None, P),  # "others"
+    (400, 100, 2018001, True, P),  # is_transient does not override a permanent code
+    # 10: outside the allowed window / person can't receive messages now
+    (400, 10, 2534022, None, P),
+    (400, 10, 2018278, None, P),
+    (400, 10, 2018108, None, P),
+    # 551 and 551 (1545041)
+    (400, 551, None, None, P),
+    (400, 551, 1545041, None, P),
+    # 200 (2534041): the account owner disabled message access
+    (403, 200, 2534041, None, B),
+    (400, 200, 2534041, None, B),
+    # 10 and 200-299 (others): permission missing or removed
+    (400, 10, None, None, B),
+    (403, 10, 2018065, None, B),
+    (400, 200, None, None, B),
+    (400, 230, None, None, B),
+    (400, 250, 1234, None, B),
+    (400, 299, None, None, B),
+    # 190: token invalid
+    *[(400, 190, subcode, None, B) for subcode in TOKEN_SUBCODES],
+    (401, 190, None, None, B),
+    # 368, 10 (1893063): blocked / restricted for policy
+    (400, 368, None, None, B),
+    (400, 368, 1390008, None, B),
+    (400, 10, 1893063, None, B),
+    # 2534068: multi-image not enabled (documented as a bare subcode)
+    (400, 100, 2534068, None, P),
+    (400, 10, 2534068, None, P),  # would be account_broken by code 10 alone
+    (400, 2534068, None, None, P),
+]
+
+
+@pytest.mark.parametrize(("status", "code", "subcode", "is_transient", "expected"), ROWS,
+                         ids=[f"{s}-{c}-{sc}-{t}" for s, c, sc, t, _ in ROWS])
+def test_documented_codes(status: int, code: int, subcode: int | None, is_transient: bool | None,
+                          expected: Outcome) -> None:
+    verdict = classify_error(status, graph_error(code, subcode, is_transient=is_transient))
+    assert verdict.outcome is expected
+    assert verdict.code == code
+    assert verdict.subcode == subcode
+    assert verdict.http_status == status
+    assert verdict.bounded is False  # only unrecognised errors get the small attempt budget
+    assert verdict.reason
+
+
+def test_codes_sent_as_strings_are_read_as_numbers() -> None:
+    verdict = classify_error(400, graph_error("100", "2018001"))
+    assert (verdict.outcome, verdict.code, verdict.subcode) == (P, 100, 2018001)
+
+
+@pytest.mark.parametrize("status", [400, 403, 429])
+def test_bare_subcode_2534068_without_code(status: int) -> None:
+    body = {"error": {"message": "multi-image", "error_subcode": 2534068}}
+    assert classify_error(status, body).outcome is P
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, 99999), (400, 300), (403, 12345), (429, 99999)])
+def test_unrecognised_code_is_transient_but_bounded(status: int, code: int) -> None:
+    verdict = classify_error(status, graph_error(code))
+    assert verdict.outcome is T
+    assert verdict.bounded is True
+    assert verdict.code == code
+
+
+@pytest.mark.parametrize("body", [None, "", "<html><body>502 Bad Gateway</body></html>", {}, {"data": []},
+                                  {"error": "upstream"}, [1, 2]])
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_5xx_without_a_graph_error_is_transient(status: int, body: Any) -> None:
+    verdict = classify_error(status, body)
+    assert verdict.outcome is T
+    assert verdict.bounded is False
+    assert verdict.http_status == status
+    assert verdict.code is None
+
+
+def test_non_json_502_from_the_client_is_transient() -> None:
+    # GraphClient hands over body=None when the answer is not JSON (e.g. a load balancer's HTML page)
+    verdict = classify_error(502, None)
+    assert verdict.outcome is T
+    assert verdict.error()["http_status"] == 502
+
+
+def test_4xx_with_an_unexpected_body_is_bounded() -> None:
+    verdict = classify_error(400, "<html>nope</html>")
+    assert verdict.outcome is T
+    assert verdict.bounded is True
+
+
+def test_verdict_error_carries_the_details() -> None:
+    verdict = classify_error(400, graph_error(100, 2018001, message="No matching user found",
+                                             fbtrace_id="A1b2C3d4E5"))
+    assert verdict.error() == {"code": 100, "subcode": 2018001, "message": "No matching user found",
+                               "fbtrace_id": "A1b2C3d4E5", "http_status": 400, "class": "permanent"}
+
+
+def test_verdict_error_falls_back_to_the_reason_and_truncates_long_messages() -> None:
+    bare = classify_error(400, {"error": {"code": 190, "error_subcode": 463}}).error()
+    assert bare["message"]  # the taxonomy's reason stands in
+    assert bare["fbtrace_id"] is None
+    assert bare["class"] == "account_broken"
+    long = classify_error(400, graph_error(100, message="x" * 5000)).error()
+    assert len(long["message"]) == 500
+
+
+def test_verdict_error_without_graph_details() -> None:
+    error = Verdict(Outcome.TRANSIENT, "could not connect").error()
+    assert error == {"code": None, "subcode": None, "message": "could not connect", "fbtrace_id": None,
+                     "http_status": None, "class": "transient"}
+
+
+# --- transport failures -------------------------------------------------------------------------------------
+
+
+class OneShotServer:
+    """A TCP server on 127.0.0.1 that reads each HTTP request and then either closes or stays silent."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.requests: list[bytes] = []
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v25.0/me/messages"
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(5)
+            self.requests.append(self._read_request(conn))
+            if self.mode == "close":
+                conn.close()
+            else:
+                self.held.append(conn)
+
+    @staticmethod
+    def _read_request(conn: socket.socket) -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return head + b"\r\n\r\n" + body
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def closing_server() -> Iterator[OneShotServer]:
+    server = OneShotServer("close")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[OneShotServer]:
+    server = OneShotServer("silent")
+    yield server
+    server.close()
+
+
+def _account(url: str) -> Account:
+    base = url.split("/v25.0/")[0]
+    return Account(name="t", id="me", login="instagram", graph_url=base, api_version="v25.0",
+                   token="IGQtesttoken" + "x" * 40)
+
+
+def _via_requests(url: str, timeout: tuple[float, float]) -> None:
+    requests.post(url, json={"recipient": {"id": "1"}, "message": {"text": "hi"}}, timeout=timeout)
+
+
+def _via_client(url: str, timeout: tuple[float, float]) -> None:
+    client = GraphClient(connect_timeout=timeout[0], read_timeout=timeout[1])
+    try:
+        client.send(_account(url), {"recipient": {"id": "1"}, "message": {"text": "hi"}})
+    finally:
+        client.session.close()
+
+
+SENDERS: list[Callable[[str, tuple[float, float]], None]] = [_via_requests, _via_client]
+
+
+def _raised(send: Callable[[str, tuple[float, float]], None], url: str,
+            timeout: tuple[float, float] = (2.0, 2.0)) -> requests.RequestException:
+    with pytest.raises(requests.RequestException) as info:
+        send(url, timeout)
+    return info.value
+
+
+def test_connect_timeout_is_transient() -> None:
+    assert classify_transport(requests.ConnectTimeout()).outcome is T
+    wrapped = requests.ConnectTimeout(MaxRetryError(None, "/x", ConnectTimeoutError("timed out")))
+    assert classify_transport(wrapped).outcome is T
+
+
+@pytest.mark.parametrize("send", SENDERS, ids=lambda f: f.__name__)
+def test_connection_refused_is_transient(send: Callable[[str, tuple[float, float]], None]) -> None:
+    exc = _raised(send, "http://127.0.0.1:1/x")  # nothing listens on port 1
+    assert isinstance(exc, requests.ConnectionError)
+    assert not isinstance(exc, requests.ConnectTimeout)
+    verdict = classify_transport(exc)
+    assert verdict.outcome is T
+    assert verdict.bounded is False
+
+
+def test_read_timeout_is_unknown() -> None:
+    assert classify_transport(requests.ReadTimeout()).outcome is U
+
+
+@pytest.mark.parametrize("send", SENDERS, ids=lambda f: f.__name__)
+def test_real_read_timeout_is_unknown(silent_server: OneShotServer,
+                                      send: Callable[[str, tuple[float, float]], None]) -> None:
+    exc = _raised(send, silent_server.url, timeout=(2.0, 0.3))
+    assert isinstance(exc, requests.ReadTimeout)
+    assert classify_transport(exc).outcome is U
+    assert silent_server.requests and b"POST" in silent_server.requests[0]
+
+
+@pytest.mark.parametrize("send", SENDERS, ids=lambda f: f.__name__)
+def test_server_closing_without_an_answer_is_unknown(closing_server: OneShotServer,
+                                                     send: Callable[[str, tuple[float, float]], None]) -> None:
+    exc = _raised(send, closing_server.url)
+    assert isinstance(exc, requests.ConnectionError)
+    assert not isinstance(exc, requests.ConnectTimeout)
+    assert classify_transport(exc).outcome is U
+    # the request did reach the server: resending could deliver the message twice
+    assert closing_server.requests and b'"text": "hi"' in closing_server.requests[0]
+
+
+def test_chunked_encoding_error_is_unknown() -> None:
+    assert classify_transport(requests.exceptions.ChunkedEncodingError()).outcome is U

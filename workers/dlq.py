@@ -13,7 +13,11 @@ from typing import Any
 import redis
 
 from producers.celery_app import NEW_PRIORITY, get_app, publish
+from producers.errors import ReplayRefused
 from producers.store import DLQ_INDEX_KEY, DLQ_KEY, attempts_key, get_redis, job_key
+
+#: Only a job whose record still says it ended without delivery may be replayed.
+REPLAYABLE = ("dead", "unknown")
 
 
 def entry_for(record: dict[str, Any], attempts: list[dict[str, Any]], reason: str,
@@ -60,31 +64,39 @@ def size(*, client: redis.Redis | None = None) -> int:
 def replay(job_id: str, *, client: redis.Redis | None = None) -> bool:
     """Send a dead message again under the same job id; its new outcome shows in ``igsend status``.
 
-    Returns False when there is no such entry. The job's record is reset to ``queued`` first, so the worker's
-    no-double-send check lets this one deliberate resend through.
+    Returns False when there is no such entry; raises :class:`ReplayRefused` when the job's record says it
+    is not dead now (delivered, queued, sending, retrying, cancelled): replaying those could send twice. The
+    record is reset to ``queued`` first, so the worker's no-double-send check lets this one resend through.
     """
     client = client or get_redis()
     entry = show(job_id, client=client)
     if entry is None:
         return False
     message = entry["message"]
-    now = time.time()
-    pipe = client.pipeline()
-    pipe.hset(job_key(job_id), mapping={
-        "id": job_id, "status": "queued", "kind": entry.get("kind") or "", "account": entry.get("account") or "",
-        "recipient": entry.get("recipient") or "", "message": json.dumps(message, ensure_ascii=False),
-        "failures": 0, "inflight": "", "updated_at": now, "created_at": now, "reason": "replayed from the DLQ",
-    })
-    pipe.hdel(job_key(job_id), "error", "result", "dead_at", "next_attempt_at", "slot_at")
-    pipe.hsetnx(job_key(job_id), "attempts", len(entry.get("attempts") or []))
-    pipe.execute()
+    key = job_key(job_id)
+    with client.pipeline() as pipe:
+        # WATCH: a worker finishing the job between the check and the reset would abort the reset.
+        pipe.watch(key)
+        current, result = pipe.hmget(key, "status", "result")
+        if result or (current is not None and current not in REPLAYABLE):
+            state = "delivered" if result else current
+            raise ReplayRefused(f"job {job_id} is {state}, not dead: not replayed (a replay could send it twice)")
+        now = time.time()
+        pipe.multi()
+        pipe.hset(key, mapping={
+            "id": job_id, "status": "queued", "kind": entry.get("kind") or "",
+            "account": entry.get("account") or "", "recipient": entry.get("recipient") or "",
+            "message": json.dumps(message, ensure_ascii=False), "failures": 0, "inflight": "",
+            "updated_at": now, "created_at": now, "reason": "replayed from the DLQ",
+        })
+        pipe.hdel(key, "error", "result", "dead_at", "next_attempt_at", "slot_at")
+        pipe.hsetnx(key, "attempts", len(entry.get("attempts") or []))
+        pipe.hdel(DLQ_KEY, job_id)
+        pipe.zrem(DLQ_INDEX_KEY, job_id)
+        pipe.execute()
     app = get_app()
     with app.producer_or_acquire() as producer:
         publish(app, producer, job_id, message, priority=NEW_PRIORITY)
-    pipe = client.pipeline()
-    pipe.hdel(DLQ_KEY, job_id)
-    pipe.zrem(DLQ_INDEX_KEY, job_id)
-    pipe.execute()
     return True
 
 

@@ -1,0 +1,20 @@
+"""The root of every error igsend raises, so a caller can ``except IgsendError`` once."""
+
+from __future__ import annotations
+
+
+class IgsendError(Exception):
+    """Base class of igsend's own errors. Messages never contain an access token."""
+
+
+class IdempotencyConflict(IgsendError):
+    """The idempotency key is already bound to a different message (HTTP 409, CLI exit 1)."""
+
+    def __init__(self, key: str, job_id: str):
+        self.key = key
+        self.job_id = job_id
+        super().__init__(f"idempotency key {key!r} was already used for a different message (job {job_id})")
+
+
+class ReplayRefused(IgsendError):
+    """``dlq replay`` of a job that is not dead-lettered now (e.g. it was delivered, or is already queued)."""

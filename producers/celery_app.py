@@ -25,6 +25,14 @@ NEW_PRIORITY = 6
 _PRIORITY_SEP = "\x06\x16"
 
 
+def summarize_arguments(args: Any) -> str:
+    """What logs and Flower show as the task's arguments: who, to whom, what kind; never the text."""
+    document = args[0] if isinstance(args, list | tuple) and args else None
+    if not isinstance(document, dict):
+        return f"[<{type(document).__name__}>]" if args else "[]"
+    return repr([{key: str(document.get(key))[:100] for key in ("kind", "recipient", "account")}])
+
+
 def publish(app: Celery, producer: Any, job_id: str, message: dict[str, Any], *, priority: int,
             argsrepr: str | None = None) -> None:
     """Publish one ``igsend.send_message`` with Celery's own message builder and sender.
@@ -33,6 +41,8 @@ def publish(app: Celery, producer: Any, job_id: str, message: dict[str, Any], *,
     AsyncResult, for callers that ``.get()`` Celery results; igsend's callers poll job records instead, and
     skipping that halves the cost of a bulk enqueue.
     """
+    if argsrepr is None:  # Celery's default would be the whole document, text included
+        argsrepr = summarize_arguments([message])
     task_message = app.amqp.create_task_message(job_id, TASK_NAME, [message], {}, argsrepr=argsrepr)
     # declare=[]: workers declare the queue; re-declaring it on every publish costs a check per message.
     app.amqp.send_task_message(producer, TASK_NAME, task_message, queue=QUEUE, priority=priority, declare=[])
@@ -42,15 +52,13 @@ def queue_keys() -> list[str]:
     """The Redis lists that hold the igsend queue, highest priority first."""
     return [QUEUE if step == 0 else f"{QUEUE}{_PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
 
-#: Seconds after which a message a worker took but never acknowledged goes back on the queue. Kombu's default
-#: is one hour; a SIGKILLed worker's messages must come back within a minute, and igsend never publishes
-#: ETA/countdown messages (delays live in igsend:delayed), so a short timeout redelivers nothing early.
-VISIBILITY_TIMEOUT = 30
-
-
 def celery_config(settings: Settings) -> dict[str, Any]:
+    # The visibility timeout: seconds after which a message a worker took but never acknowledged goes back on
+    # the queue. Kombu's default is one hour; a SIGKILLed worker's messages must come back within a minute, and
+    # igsend never publishes ETA/countdown messages (delays live in igsend:delayed), so a short timeout
+    # redelivers nothing early. It is derived from the send deadline (Settings.visibility_timeout).
     transport = {
-        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "visibility_timeout": settings.visibility_timeout,
         # Sweep for abandoned messages every 5 s instead of kombu's 10 s x 10 (kombu redis.py docstring).
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
@@ -68,7 +76,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend": settings.redis_url,
         "broker_transport_options": transport,
         "result_backend_transport_options": {**transport},
-        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "visibility_timeout": settings.visibility_timeout,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         # JSON only: pickle would let anyone who can write to Redis run code in the worker.
@@ -93,6 +101,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
+        # Ends the job of a message whose body does not decode (workers/raw.py); imported by workers only.
+        "worker_consumer": "workers.raw:Consumer",
         # igsend limits rates in Redis; Celery's per-worker token buckets would only cost time per message.
         "worker_disable_rate_limits": True,
         "enable_utc": True,

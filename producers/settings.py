@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -9,6 +10,11 @@ from functools import lru_cache
 from dotenv import load_dotenv
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: Media sends get this many times the text deadline: Meta fetches the file while the POST is open.
+MEDIA_DEADLINE_FACTOR = 3
+#: Room between a POST's deadline and its job lock (admission, the inline rate wait, recording the answer),
+#: and again between the longest lock and the broker's visibility timeout.
+DEADLINE_MARGIN = 5.0
 
 
 def _float(name: str, default: float) -> float:
@@ -19,6 +25,13 @@ def _float(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SystemExit(f"{name}: must be a number (got {raw!r})") from None
+
+
+def _positive(name: str, default: float) -> float:
+    value = _float(name, default)
+    if not math.isfinite(value) or value <= 0:
+        raise SystemExit(f"{name}: must be a positive number of seconds (got {value!r})")
+    return value
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,23 @@ class Settings:
     log_format: str = "text"
     #: Workers publish task events for Flower (three small publishes per message).
     task_events: bool = True
+    #: Total deadline of one text-class POST, in seconds (IGSEND_SEND_DEADLINE). Everything that must outlast a
+    #: POST derives from it, so they cannot drift: the media deadline, the job lock, the visibility timeout.
+    send_deadline: float = 15.0
+
+    def deadline(self, send_class: str) -> float:
+        """Total seconds one POST of this class may take, answer included."""
+        return self.send_deadline * (MEDIA_DEADLINE_FACTOR if send_class == "media" else 1)
+
+    def lock_ttl(self, send_class: str) -> float:
+        """How long a job's lock lives: its POST's deadline plus the margin, so it never expires under a POST."""
+        return self.deadline(send_class) + DEADLINE_MARGIN
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Seconds before the broker hands an unacknowledged message to another worker: past the longest lock,
+        so a live POST is never raced by a second copy of its job."""
+        return math.ceil(self.lock_ttl("media") + DEADLINE_MARGIN)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -64,6 +94,7 @@ class Settings:
             data_dir=env.get("IGSEND_DATA_DIR") or cls.data_dir,
             log_format=env.get("IGSEND_LOG_FORMAT") or cls.log_format,
             task_events=(env.get("IGSEND_TASK_EVENTS") or "1") not in ("0", "false", "no", "off"),
+            send_deadline=_positive("IGSEND_SEND_DEADLINE", cls.send_deadline),
         )
 
 

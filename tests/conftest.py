@@ -97,6 +97,8 @@ def worker_env(redis_url: str, sandbox: str, accounts_file: Path, **extra: str) 
         "IGSEND_RETRY_BASE": "0.2",
         "IGSEND_RETRY_CAP": "1",
         "IGSEND_MAX_ATTEMPTS": "4",
+        # short deadlines: a killed worker's message is back in ~25 s (visibility timeout = 3 x 5 + 10)
+        "IGSEND_SEND_DEADLINE": "5",
         **extra,
     }
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.accounts import DEFAULT_API_VERSION, DEFAULT_MEDIA_RATE, DEFAULT_TEXT_RATE, AccountError, load_accounts
+from workers.accounts import BUDGETS, DEFAULT_API_VERSION, AccountError, default_rate, load_accounts
 from workers.logs import RedactTokens, redact
 
 IG_TOKEN = "IGQtesttoken" + "x" * 40
@@ -33,7 +33,8 @@ def test_default_account_from_env_defaults() -> None:
     assert account.token == IG_TOKEN
     assert account.app_secret is None
     assert account.appsecret_proof() is None
-    assert (account.text_per_second, account.media_per_second) == (DEFAULT_TEXT_RATE, DEFAULT_MEDIA_RATE)
+    # Meta's Instagram-Login budget: 100/s for text-class sends, 10/s for audio and video
+    assert (account.text_per_second, account.media_per_second) == (100.0, 10.0)
     assert account.messages_url == f"https://graph.instagram.com/{DEFAULT_API_VERSION}/me/messages"
 
 
@@ -43,6 +44,7 @@ def test_default_account_facebook_login() -> None:
     assert account.login == "facebook"
     assert account.graph_url == "https://graph.facebook.com"
     assert account.messages_url == "https://graph.facebook.com/v26.0/104000000000001/messages"
+    assert (account.text_per_second, account.media_per_second) == (300.0, 10.0)  # Facebook Login: 300/s
 
 
 def test_default_account_overrides() -> None:
@@ -123,21 +125,13 @@ login = "instagram"
 token = "{PLAIN_TOKEN}"
 graph_url = "http://127.0.0.1:9000"
 
-[accounts.no_token]
-id = "17841400000000009"
-
-[accounts.missing_env]
-token_env = "NOT_SET_ANYWHERE"
-
-[accounts.empty_token]
-token = ""
 """
 
 
 def test_accounts_file(write) -> None:
     path = write(ACCOUNTS_TOML)
     accounts = load_accounts({"IGSEND_ACCOUNTS_FILE": path, "SHOP_TOKEN": PAGE_TOKEN, "IGSEND_API_VERSION": "v24.0"})
-    assert set(accounts) == {"shop", "studio", "sandboxed"}  # accounts without a token are skipped
+    assert set(accounts) == {"shop", "studio", "sandboxed"}
 
     shop = accounts["shop"]
     assert (shop.name, shop.id, shop.login, shop.token) == ("shop", "104000000000001", "facebook", PAGE_TOKEN)
@@ -150,7 +144,7 @@ def test_accounts_file(write) -> None:
     assert studio.login == "instagram"
     assert studio.token == IG_TOKEN
     assert studio.messages_url == "https://graph.instagram.com/v26.0/17841400000000002/messages"
-    assert (studio.text_per_second, studio.media_per_second) == (DEFAULT_TEXT_RATE, DEFAULT_MEDIA_RATE)
+    assert (studio.text_per_second, studio.media_per_second) == (100.0, 10.0)
     assert studio.app_secret is None
 
     sandboxed = accounts["sandboxed"]
@@ -160,9 +154,9 @@ def test_accounts_file(write) -> None:
 
 def test_accounts_file_next_to_default_account(write) -> None:
     path = write(ACCOUNTS_TOML)
-    accounts = load_accounts({"IGSEND_ACCOUNTS_FILE": path, "IGSEND_ACCESS_TOKEN": IG_TOKEN,
+    accounts = load_accounts({"IGSEND_ACCOUNTS_FILE": path, "IGSEND_ACCESS_TOKEN": IG_TOKEN, "SHOP_TOKEN": PAGE_TOKEN,
                               "IGSEND_APP_SECRET": "global-secret-123", "IGSEND_GRAPH_URL": "http://sandbox:8080"})
-    assert set(accounts) == {"default", "studio", "sandboxed"}  # SHOP_TOKEN not set
+    assert set(accounts) == {"default", "shop", "studio", "sandboxed"}
     assert accounts["studio"].app_secret == "global-secret-123"  # the env's app secret is the fallback
     assert accounts["studio"].graph_url == "http://sandbox:8080"  # IGSEND_GRAPH_URL applies to file accounts
     assert accounts["sandboxed"].graph_url == "http://127.0.0.1:9000"  # ... unless the account names one
@@ -220,26 +214,72 @@ def test_invalid_toml_error_never_contains_a_token(write, text: str) -> None:
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
-@pytest.mark.xfail(strict=True, reason="accounts.py _load_file: tomllib raises UnicodeDecodeError for a non-UTF-8 "
-                                       "file, which is neither OSError nor TOMLDecodeError and escapes as-is")
 def test_non_utf8_accounts_file_is_an_account_error(write) -> None:
     path = write(b'# caf\xe9 account (Latin-1)\n[accounts.a]\ntoken = "' + PAGE_TOKEN.encode() + b'"\n')
     with pytest.raises(AccountError):
         load_accounts({"IGSEND_ACCOUNTS_FILE": path})
 
 
-@pytest.mark.xfail(strict=True, reason="accounts.py _load_file assumes every entry and its limits are tables/"
-                                       "numbers: a malformed but valid-TOML file raises AttributeError/ValueError "
-                                       "instead of AccountError")
 @pytest.mark.parametrize("text", [
     f'[accounts]\nshop = "{PAGE_TOKEN}"\n',
     'accounts = ["shop"]\n',
     f'[accounts.a]\ntoken = "{PAGE_TOKEN}"\nlimits = 5\n',
     f'[accounts.a]\ntoken = "{PAGE_TOKEN}"\n[accounts.a.limits]\ntext_per_second = "fast"\n',
-], ids=["entry-not-a-table", "accounts-a-list", "limits-not-a-table", "limit-not-a-number"])
+    f'[accounts.a]\ntoken = "{PAGE_TOKEN}"\n[accounts.a.limits]\ntext_per_second = 0\n',
+    f'[accounts.a]\ntoken = "{PAGE_TOKEN}"\n[accounts.a.limits]\ntext_per_second = -5\n',
+    f'[accounts.a]\ntoken = "{PAGE_TOKEN}"\n[accounts.a.limits]\ntext_per_second = nan\n',
+    f'[accounts.a]\ntoken = "{PAGE_TOKEN}"\n[accounts.a.limits]\ntext_per_sec = 5\n',
+    f'[accounts.a]\ntokn = "{PAGE_TOKEN}"\n',
+    '[accounts.a]\nid = "1"\n',
+    '[accounts.a]\ntoken = ""\n',
+    '[accounts.a]\ntoken_env = "NOT_SET_ANYWHERE"\n',
+    f'[accounts.a]\ntoken = "{PAGE_TOKEN}"\napp_secret_env = "NOT_SET_ANYWHERE"\n',
+    f'[accounts.a]\ntoken = "{PAGE_TOKEN}"\ngraph_url = "graph.facebook.com"\n',
+    f'[accounts.a]\ntoken = "{PAGE_TOKEN}"\n[accounts.a]\nid = "2"\n',
+], ids=["entry-not-a-table", "accounts-a-list", "limits-not-a-table", "limit-not-a-number", "limit-zero",
+        "limit-negative", "limit-nan", "unknown-limit", "unknown-field", "no-token", "empty-token", "token-env-unset",
+        "app-secret-env-unset", "graph-url-not-a-url", "duplicate-account"])
 def test_malformed_accounts_file_is_an_account_error(write, text: str) -> None:
-    with pytest.raises(AccountError):
-        load_accounts({"IGSEND_ACCOUNTS_FILE": write(text)})
+    path = write(text)
+    with pytest.raises(AccountError) as info:
+        load_accounts({"IGSEND_ACCOUNTS_FILE": path})
+    message = str(info.value)
+    assert path in message or "IGSEND_ACCOUNTS_FILE" in message  # names the file ...
+    assert PAGE_TOKEN not in message  # ... never the token
+    assert "\n" not in message  # one line
+
+
+def test_file_account_may_not_take_the_default_name(write) -> None:
+    path = write(f'[accounts.default]\ntoken = "{PAGE_TOKEN}"\n')
+    with pytest.raises(AccountError, match="accounts.default"):
+        load_accounts({"IGSEND_ACCOUNTS_FILE": path, "IGSEND_ACCESS_TOKEN": IG_TOKEN})
+
+
+@pytest.mark.parametrize("bad", [IG_TOKEN + "\u200b", " " + IG_TOKEN, IG_TOKEN + "\n", "IGQ\u00e9token" + "x" * 30,
+                                 "IGQ token"])
+def test_token_a_header_cannot_carry_is_refused_without_showing_it(write, bad: str) -> None:
+    for env in ({"IGSEND_ACCESS_TOKEN": bad},
+                {"IGSEND_ACCOUNTS_FILE": write('[accounts.shop]\ntoken_env = "SHOP"\n'), "SHOP": bad}):
+        with pytest.raises(AccountError) as info:
+            load_accounts(env)
+        assert bad.strip() not in str(info.value) and "U+" in str(info.value)
+
+
+def test_app_id_and_per_account_app_secret(write) -> None:
+    path = write(f'[accounts.a]\ntoken = "{PAGE_TOKEN}"\nlogin = "facebook"\napp_id = "shop-app"\n'
+                 f'app_secret_env = "A_SECRET"\n[accounts.b]\ntoken = "{IG_TOKEN}"\n')
+    accounts = load_accounts({"IGSEND_ACCOUNTS_FILE": path, "A_SECRET": "per-account-secret",
+                              "IGSEND_APP_SECRET": "global-secret-123"})
+    assert (accounts["a"].app_id, accounts["a"].app_secret) == ("shop-app", "per-account-secret")
+    assert (accounts["b"].app_id, accounts["b"].app_secret) == ("default", "global-secret-123")
+    assert accounts["a"].public() == {"name": "a", "id": "me", "login": "facebook", "app_id": "shop-app",
+                                      "budgets": {"text": 300.0, "media": 10.0}}
+
+
+def test_budget_table_follows_the_login_kind() -> None:
+    assert default_rate("text", "instagram") == 100.0 and default_rate("text", "facebook") == 300.0
+    assert default_rate("media", "instagram") == default_rate("media", "facebook") == 10.0
+    assert set(BUDGETS) >= {"text", "media"}
 
 
 # --- the token never shows -----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import requests
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
 from workers.accounts import Account
-from workers.errors import Outcome, Verdict, classify_error, classify_transport
+from workers.errors import Outcome, Verdict, classify_answer, classify_error, classify_transport
 from workers.graph import GraphClient
 
 T, X, P, B, U = Outcome.TRANSIENT, Outcome.THROTTLED, Outcome.PERMANENT, Outcome.ACCOUNT_BROKEN, Outcome.UNKNOWN
@@ -70,13 +70,18 @@ ROWS: list[tuple[int, int, int | None, bool | None, Outcome]] = [
     # 200 (2534041): the account owner disabled message access
     (403, 200, 2534041, None, B),
     (400, 200, 2534041, None, B),
-    # 10 and 200-299 (others): permission missing or removed
-    (400, 10, None, None, B),
-    (403, 10, 2018065, None, B),
-    (400, 200, None, None, B),
-    (400, 230, None, None, B),
-    (400, 250, 1234, None, B),
-    (400, 299, None, None, B),
+    # refusals about one recipient: that message only, never the account (issue 10)
+    (400, 200, 1545041, None, P),
+    (403, 200, 1545041, None, P),
+    (400, 200, 2018028, None, P),
+    (403, 10, 2018065, None, P),
+    # 10 and 200-299 (others): permission missing, or a refusal about one person -> the message only; the
+    # circuit breaker holds the account when the same error repeats across recipients (test_breaker.py)
+    (400, 10, None, None, P),
+    (400, 200, None, None, P),
+    (400, 230, None, None, P),
+    (400, 250, 1234, None, P),
+    (400, 299, None, None, P),
     # 190: token invalid
     *[(400, 190, subcode, None, B) for subcode in TOKEN_SUBCODES],
     (401, 190, None, None, B),
@@ -100,8 +105,68 @@ def test_documented_codes(status: int, code: int, subcode: int | None, is_transi
     assert verdict.code == code
     assert verdict.subcode == subcode
     assert verdict.http_status == status
-    assert verdict.bounded is False  # only unrecognised errors get the small attempt budget
+    # unrecognised errors and the "wait and retry" codes 1 and 2 get the small attempt budget
+    assert verdict.bounded is (expected is T and code in (1, 2))
     assert verdict.reason
+
+
+@pytest.mark.parametrize(("code", "subcode", "suspect"), [
+    (100, None, True), (10, None, True), (200, None, True), (230, None, True), (250, 1234, True),
+    (200, 1545041, False), (200, 2018028, False), (10, 2018065, False), (10, 2534022, False), (551, None, False),
+    (100, 2018001, False), (100, 2534015, False),
+])
+def test_errors_that_may_be_the_accounts_setup_are_suspect(code: int, subcode: int | None, suspect: bool) -> None:
+    # Suspect errors count toward the account's circuit breaker; per-recipient refusals never do.
+    assert classify_error(400, graph_error(code, subcode)).suspect is suspect
+
+
+@pytest.mark.parametrize(("code", "message", "outcome", "suspect"), [
+    (2, "An unexpected error has occurred. Please retry your request later.", T, False),
+    (2, "The user has blocked the business from messaging them", P, False),
+    (1, "Permissions error: the app does not have permission for this action", P, True),
+    (2, "(#2) Service temporarily unavailable. Requires instagram_manage_messages permission", P, True),
+])
+def test_codes_1_and_2_read_the_message(code: int, message: str, outcome: Outcome, suspect: bool) -> None:
+    verdict = classify_error(400, graph_error(code, message=message))
+    assert (verdict.outcome, verdict.suspect) == (outcome, suspect)
+
+
+@pytest.mark.parametrize("body", [None, {}, {"ok": True}, {"message_id": "m"}, {"recipient_id": ""}, "", [1]])
+@pytest.mark.parametrize("status", [200, 201, 204])
+def test_2xx_without_recipient_id_is_an_unknown_outcome_never_a_retry(status: int, body: Any) -> None:
+    verdict = classify_answer(status, body)
+    assert verdict.outcome is U
+    assert "may have sent" in verdict.reason
+
+
+def test_2xx_with_recipient_id_is_delivered() -> None:
+    assert classify_answer(200, {"recipient_id": "1", "message_id": "m"}).outcome is Outcome.DELIVERED
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_its_own_class_and_holds_the_account(status: int) -> None:
+    verdict = classify_answer(status, None, location="http://elsewhere.example/v25.0/me/messages")
+    assert verdict.outcome is B and verdict.error()["class"] == "redirect"
+    assert "elsewhere.example" in verdict.reason and "graph_url" in verdict.reason
+
+
+@pytest.mark.parametrize("body", [None, "", "Too Many Requests", {}])
+def test_429_without_a_graph_body_is_throttling(body: Any) -> None:
+    verdict = classify_answer(429, body)
+    assert verdict.outcome is X and not verdict.app_wide
+
+
+def test_code_4_is_app_wide_and_other_throttles_are_not() -> None:
+    assert classify_error(400, graph_error(4)).app_wide
+    assert not classify_error(400, graph_error(80002)).app_wide
+
+
+def test_scrubbed_blanks_configured_and_token_shaped_secrets() -> None:
+    configured = "plain-configured-secret-99"
+    shaped = "EAA" + "Z" * 40
+    verdict = classify_error(400, graph_error(190, message=f"token {configured} and {shaped} invalid"))
+    clean = verdict.scrubbed([configured]).error()["message"]
+    assert configured not in clean and shaped not in clean and "[redacted]" in clean
 
 
 def test_codes_sent_as_strings_are_read_as_numbers() -> None:

@@ -39,7 +39,8 @@ TABLE = [
     *[(400, 100, sub, P) for sub in (2018001, 2534014, 2534015, 2018008, 2018047, 2018074, 2018109, 2018294, 2534025)],
     (400, 100, None, P),
     (400, 10, 2534022, P), (400, 10, 2018278, P), (400, 10, 2018108, P), (400, 551, None, P), (400, 551, 1545041, P),
-    (400, 200, 2534041, AB), (403, 10, None, AB), (403, 200, None, AB), (403, 230, None, AB), (403, 299, None, AB),
+    (400, 200, 2534041, AB), (403, 10, None, P), (403, 200, None, P), (403, 230, None, P), (403, 299, None, P),
+    (403, 200, 1545041, P), (400, 200, 2018028, P), (400, 10, 2018065, P),
     *[(400, 190, sub, AB) for sub in (463, 467, 458, 459, 460, 464, 492, None)],
     (400, 368, None, AB), (400, 10, 1893063, AB), (400, 999, 2534068, P),
 ]
@@ -167,8 +168,7 @@ def test_accounts_from_env_and_file(tmp_path) -> None:
     assert page.messages_url == "https://graph.facebook.com/v26.0/99/messages"
     path = tmp_path / "accounts.toml"
     path.write_text('[accounts.shop]\nid = "1"\nlogin = "facebook"\ntoken_env = "SHOP"\n'
-                    '[accounts.shop.limits]\ntext_per_second = 50\nmedia_per_second = 2\n'
-                    '[accounts.notoken]\nid = "2"\n')
+                    '[accounts.shop.limits]\ntext_per_second = 50\nmedia_per_second = 2\n')
     accounts = load_accounts({"IGSEND_ACCOUNTS_FILE": str(path), "SHOP": "shop-token-xyz"})
     assert set(accounts) == {"shop"}
     assert accounts["shop"].rate("text") == 50 and accounts["shop"].rate("media") == 2

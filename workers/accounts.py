@@ -7,28 +7,64 @@ from the TOML file named by ``IGSEND_ACCOUNTS_FILE``::
     id = "17841400000000001"      # IG user id (Instagram Login) or Page id (Facebook Login); "me" works too
     login = "instagram"            # or "facebook"
     token_env = "SHOP_IG_TOKEN"    # or token = "..." (keep the file out of version control)
+    app_id = "shop-app"            # optional: accounts of one Meta app share its app-wide limit (code 4)
+    app_secret_env = "SHOP_APP_SECRET"   # optional, or app_secret = "..."; default IGSEND_APP_SECRET
     # graph_url = "https://graph.instagram.com"   # optional; defaults by login kind
     [accounts.shop.limits]
-    text_per_second = 300          # Meta's budget for text, links, reactions, stickers (and images/posts)
-    media_per_second = 10          # Meta's budget for audio and video
+    text_per_second = 100          # default: Meta's budget for the login kind (see BUDGETS)
+    media_per_second = 10
+
+Every mistake in the configuration is an :class:`AccountError` naming the file, the account and the field,
+raised when the accounts are loaded, so a worker that cannot send refuses to start instead of dead-lettering.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
+
+from producers.errors import IgsendError
 
 LOGIN_HOSTS = {"instagram": "https://graph.instagram.com", "facebook": "https://graph.facebook.com"}
 DEFAULT_API_VERSION = "v25.0"
-DEFAULT_TEXT_RATE = 300.0
-DEFAULT_MEDIA_RATE = 10.0
+DEFAULT_APP = "default"
 
 
-class AccountError(LookupError):
+@dataclass(frozen=True)
+class Budget:
+    """``calls`` per ``per`` seconds, for one account."""
+
+    calls: float
+    per: float = 1.0
+
+    @property
+    def per_second(self) -> float:
+        return self.calls / self.per
+
+
+#: Meta's Send API budgets per professional account, by send class and login kind ("Messenger Platform rate
+#: limits" / Graph API rate limiting, checked 2026-11: Instagram Login 100/s, Facebook Login 300/s, audio and
+#: video 10/s on both). A new class is one line here plus its kinds in ``schemas.SEND_CLASS``; e.g. private
+#: replies will be ``"private_reply": {"instagram": Budget(750, per=3600), "facebook": Budget(750, per=3600)}``.
+BUDGETS: dict[str, dict[str, Budget]] = {
+    # text, links, reactions, stickers; and images, GIFs and posts, which Meta names in neither class (README)
+    "text": {"instagram": Budget(100), "facebook": Budget(300)},
+    "media": {"instagram": Budget(10), "facebook": Budget(10)},  # audio and video
+}
+
+
+def default_rate(send_class: str, login: str) -> float:
+    return BUDGETS[send_class][login].per_second
+
+
+class AccountError(IgsendError, LookupError):
     """An account is missing or misconfigured. The message never contains a token."""
 
 
@@ -41,8 +77,9 @@ class Account:
     api_version: str
     token: str = field(repr=False)
     app_secret: str | None = field(default=None, repr=False)
-    text_per_second: float = DEFAULT_TEXT_RATE
-    media_per_second: float = DEFAULT_MEDIA_RATE
+    #: calls per second by send class; classes left out get Meta's budget for the login kind
+    limits: Mapping[str, float] = field(default_factory=dict)
+    app_id: str = DEFAULT_APP
 
     @property
     def messages_url(self) -> str:
@@ -55,17 +92,57 @@ class Account:
         return hmac.new(self.app_secret.encode(), self.token.encode(), hashlib.sha256).hexdigest()
 
     def rate(self, send_class: str) -> float:
-        return self.media_per_second if send_class == "media" else self.text_per_second
+        return self.limits.get(send_class) or default_rate(send_class, self.login)
+
+    @property
+    def text_per_second(self) -> float:
+        return self.rate("text")
+
+    @property
+    def media_per_second(self) -> float:
+        return self.rate("media")
+
+    def public(self) -> dict[str, Any]:
+        """What may be shown anywhere (never the token or the app secret)."""
+        return {"name": self.name, "id": self.id, "login": self.login, "app_id": self.app_id,
+                "budgets": {send_class: self.rate(send_class) for send_class in BUDGETS}}
 
 
-def _login(value: str, where: str) -> str:
+def _login(value: Any, where: str) -> str:
     if value not in LOGIN_HOSTS:
         raise AccountError(f"{where}: login must be 'instagram' or 'facebook' (got {value!r})")
     return value
 
 
-def load_accounts(env: dict[str, str] | None = None) -> dict[str, Account]:
-    """Read every configured account. Accounts without a token are left out (they cannot send)."""
+def _token(value: Any, where: str) -> str:
+    """Refuse what the HTTP library could not put in a header: its error text would carry the token."""
+    if not isinstance(value, str) or not value:
+        raise AccountError(f"{where}: no token (set token or token_env)")
+    bad = next((ch for ch in value if not (ch.isascii() and ch.isprintable()) or ch.isspace()), None)
+    if bad is not None:
+        raise AccountError(f"{where}: the token holds a character tokens never hold (U+{ord(bad):04X}); "
+                           "check for pasted spaces or invisible characters (the token is not shown)")
+    return value
+
+
+def _rate(value: Any, where: str) -> float:
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise AccountError(f"{where}: must be a positive number of calls per second (got {value!r})") from None
+    if not math.isfinite(rate) or rate <= 0:
+        raise AccountError(f"{where}: must be a positive number of calls per second (got {value!r})")
+    return rate
+
+
+def _url(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+        raise AccountError(f"{where}: must be an http(s) URL (got {value!r})")
+    return value
+
+
+def load_accounts(env: Mapping[str, str] | None = None) -> dict[str, Account]:
+    """Read every configured account; raise :class:`AccountError` on the first mistake."""
     env = dict(os.environ if env is None else env)
     version = env.get("IGSEND_API_VERSION") or DEFAULT_API_VERSION
     app_secret = env.get("IGSEND_APP_SECRET") or None
@@ -73,17 +150,28 @@ def load_accounts(env: dict[str, str] | None = None) -> dict[str, Account]:
     token = env.get("IGSEND_ACCESS_TOKEN")
     if token:
         login = _login(env.get("IGSEND_LOGIN") or "instagram", "IGSEND_LOGIN")
+        limits = {}
+        for send_class, name in (("text", "IGSEND_TEXT_RATE"), ("media", "IGSEND_MEDIA_RATE")):
+            if env.get(name):
+                limits[send_class] = _rate(env[name], name)
         accounts["default"] = Account(
             name="default", id=env.get("IGSEND_ACCOUNT_ID") or "me", login=login,
-            graph_url=env.get("IGSEND_GRAPH_URL") or LOGIN_HOSTS[login], api_version=version, token=token,
-            app_secret=app_secret,
-            text_per_second=float(env.get("IGSEND_TEXT_RATE") or DEFAULT_TEXT_RATE),
-            media_per_second=float(env.get("IGSEND_MEDIA_RATE") or DEFAULT_MEDIA_RATE),
+            graph_url=_url(env.get("IGSEND_GRAPH_URL") or LOGIN_HOSTS[login], "IGSEND_GRAPH_URL"),
+            api_version=version, token=_token(token, "IGSEND_ACCESS_TOKEN"), app_secret=app_secret,
+            limits=limits, app_id=env.get("IGSEND_APP_ID") or DEFAULT_APP,
         )
     path = env.get("IGSEND_ACCOUNTS_FILE")
     if path:
-        accounts.update(_load_file(path, env, version, app_secret))
+        for name, account in _load_file(path, env, version, app_secret).items():
+            if name in accounts:
+                raise AccountError(f"{path}: accounts.{name}: the name is taken by the account from "
+                                   "IGSEND_ACCESS_TOKEN; choose another")
+            accounts[name] = account
     return accounts
+
+
+_FILE_FIELDS = {"id", "login", "token", "token_env", "graph_url", "api_version", "app_id", "app_secret",
+                "app_secret_env", "limits"}
 
 
 def _load_file(path: str, env: dict[str, str], version: str, app_secret: str | None) -> dict[str, Account]:
@@ -92,25 +180,57 @@ def _load_file(path: str, env: dict[str, str], version: str, app_secret: str | N
             data = tomllib.load(handle)
     except OSError as exc:
         raise AccountError(f"IGSEND_ACCOUNTS_FILE: cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except UnicodeDecodeError:
+        raise AccountError(f"IGSEND_ACCOUNTS_FILE: {path} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:  # also duplicate tables: "Cannot declare ... twice"
         raise AccountError(f"IGSEND_ACCOUNTS_FILE: {path} is not valid TOML: {exc}") from None
+    table = data.get("accounts", {})
+    if not isinstance(table, dict):
+        raise AccountError(f"{path}: 'accounts' must be a table of [accounts.NAME] sections")
     accounts = {}
-    for name, spec in (data.get("accounts") or {}).items():
+    for name, spec in table.items():
         where = f"{path}: accounts.{name}"
-        token = spec.get("token") or env.get(spec.get("token_env", ""), "")
-        if not token:
-            continue
-        login = _login(spec.get("login", "instagram"), where)
-        limits = spec.get("limits", {})
-        accounts[name] = Account(
-            name=name, id=str(spec.get("id", "me")), login=login,
-            graph_url=spec.get("graph_url") or env.get("IGSEND_GRAPH_URL") or LOGIN_HOSTS[login],
-            api_version=spec.get("api_version", version), token=token,
-            app_secret=spec.get("app_secret") or app_secret,
-            text_per_second=float(limits.get("text_per_second", DEFAULT_TEXT_RATE)),
-            media_per_second=float(limits.get("media_per_second", DEFAULT_MEDIA_RATE)),
-        )
+        if not isinstance(spec, dict):
+            raise AccountError(f"{where}: must be a table ([accounts.{name}]), got {type(spec).__name__}")
+        unknown = sorted(set(spec) - _FILE_FIELDS)
+        if unknown:
+            raise AccountError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(_FILE_FIELDS))})")
+        accounts[name] = _account_from(name, spec, where, env, version, app_secret)
     return accounts
+
+
+def _account_from(name: str, spec: dict[str, Any], where: str, env: dict[str, str], version: str,
+                  app_secret: str | None) -> Account:
+    if "token" in spec:
+        token = _token(spec["token"], f"{where}.token")
+    elif "token_env" in spec:
+        variable = spec["token_env"]
+        if not env.get(str(variable)):
+            raise AccountError(f"{where}.token_env: the variable {variable} is not set or empty")
+        token = _token(env[str(variable)], f"{where} (from {variable})")
+    else:
+        raise AccountError(f"{where}: no token (set token or token_env)")
+    login = _login(spec.get("login", "instagram"), f"{where}.login")
+    secret = spec.get("app_secret") or (env.get(str(spec["app_secret_env"])) if "app_secret_env" in spec else None)
+    if "app_secret_env" in spec and not secret:
+        raise AccountError(f"{where}.app_secret_env: the variable {spec['app_secret_env']} is not set or empty")
+    limits_spec = spec.get("limits", {})
+    if not isinstance(limits_spec, dict):
+        raise AccountError(f"{where}.limits: must be a table ([accounts.{name}.limits])")
+    limits = {}
+    for key, value in limits_spec.items():
+        send_class = key.removesuffix("_per_second")
+        if send_class not in BUDGETS or not key.endswith("_per_second"):
+            known = ", ".join(f"{c}_per_second" for c in BUDGETS)
+            raise AccountError(f"{where}.limits: unknown limit {key!r} (known: {known})")
+        limits[send_class] = _rate(value, f"{where}.limits.{key}")
+    return Account(
+        name=name, id=str(spec.get("id", "me")), login=login,
+        graph_url=_url(spec.get("graph_url") or env.get("IGSEND_GRAPH_URL") or LOGIN_HOSTS[login],
+                       f"{where}.graph_url"),
+        api_version=str(spec.get("api_version", version)), token=token, app_secret=secret or app_secret,
+        limits=limits, app_id=str(spec.get("app_id") or env.get("IGSEND_APP_ID") or DEFAULT_APP),
+    )
 
 
 @lru_cache(maxsize=1)
@@ -125,3 +245,18 @@ def get_account(name: str) -> Account:
     except KeyError:
         known = ", ".join(sorted(registry())) or "none"
         raise AccountError(f"account {name!r} is not configured on this worker (configured: {known})") from None
+
+
+def accounts_of_app(app_id: str) -> list[Account]:
+    """The accounts this worker serves that share one Meta app (and its app-wide limit)."""
+    return [account for account in registry().values() if account.app_id == app_id]
+
+
+def secrets() -> list[str]:
+    """Every configured token and app secret, for blanking out of anything stored or logged."""
+    values = []
+    for account in registry().values():
+        values.append(account.token)
+        if account.app_secret:
+            values.append(account.app_secret)
+    return values

@@ -112,11 +112,14 @@ class Admitter:
         self.record_ttl = record_ttl
         self.script = client.register_script(_ADMIT)
 
-    def admit(self, job_id: str, message: dict[str, Any], send_class: str, rate: float) -> Admission:
+    def admit(self, job_id: str, message: dict[str, Any], send_class: str, rate: float, *,
+              lock_ttl: float | None = None) -> Admission:
+        """``lock_ttl``: seconds the job's lock lives (its POST's deadline plus a margin; Settings.lock_ttl)."""
         account = message["account"]
         keys = [job_key(job_id), lock_key(job_id), account_key(account), limiter_key(account, send_class),
                 DELAYED_KEY, held_key(account)]
-        args = [job_id, self.lock_ttl_ms, rate, self.max_inline_wait, self.record_ttl,
+        lock_ttl_ms = int(lock_ttl * 1000) if lock_ttl else self.lock_ttl_ms
+        args = [job_id, lock_ttl_ms, rate, self.max_inline_wait, self.record_ttl,
                 json.dumps(message, ensure_ascii=False), message["kind"], account, message["recipient"],
                 self.late_tolerance]
         reply = self.script(keys=keys, args=args)

@@ -34,6 +34,11 @@ def add(pipe: redis.client.Pipeline, entry: dict[str, Any]) -> None:
     pipe.zadd(DLQ_INDEX_KEY, {entry["id"]: entry["dead_at"]})
 
 
+def remove(pipe: redis.client.Pipeline, job_id: str) -> None:
+    pipe.hdel(DLQ_KEY, job_id)
+    pipe.zrem(DLQ_INDEX_KEY, job_id)
+
+
 def list_entries(*, account: str | None = None, limit: int | None = None,
                  client: redis.Redis | None = None) -> list[dict[str, Any]]:
     """Entries, oldest death first."""

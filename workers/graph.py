@@ -1,20 +1,36 @@
-"""The Graph API client: one POST to ``/{version}/{account}/messages`` on a pooled ``requests.Session``."""
+"""The Graph API client: one POST to ``/{version}/{account}/messages`` on a pooled ``requests.Session``.
+
+Two rules keep a send from ever being made twice by the client itself:
+- redirects are never followed (a 3xx comes back as an answer; requests would re-POST to the new place);
+- every POST has a *total* deadline. ``requests`` only bounds each socket read, so an answer trickled a byte
+  at a time could keep a POST open past the job's lock and the broker's visibility timeout, after which a
+  second copy of the job would run. A watchdog thread shuts the socket of a POST that outlives its deadline.
+"""
 
 from __future__ import annotations
 
+import heapq
 import json
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from workers.accounts import Account
 
 CONNECT_TIMEOUT = 5.0
-#: Below the broker's visibility timeout (30 s) so a slow answer never outlives the message's lease.
+#: Default total deadline of one POST (the settings derive it per send class; see producers.settings).
 READ_TIMEOUT = 15.0
+
+
+class SendDeadlineExceeded(requests.exceptions.ReadTimeout):
+    """The POST was written but no complete answer came within its total deadline: the outcome is unknown."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +39,103 @@ class GraphResponse:
     body: Any
     headers: dict[str, str]
     elapsed: float
+
+
+class _Watch:
+    """One POST under a deadline: the connection it went out on, and whether the deadline cut it."""
+
+    __slots__ = ("conn", "done", "expired")
+
+    def __init__(self) -> None:
+        self.conn: HTTPConnection | None = None
+        self.done = False
+        self.expired = False
+
+
+_current = threading.local()
+
+
+def _bind(conn: HTTPConnection) -> None:
+    """Tie a connection to the POST watched on this thread (pooled connections serve many POSTs in turn)."""
+    watch = getattr(_current, "watch", None)
+    conn._igsend_watch = watch  # type: ignore[attr-defined]
+    if watch is not None:
+        watch.conn = conn
+
+
+class _WatchedConnection(HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _bind(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _bind(self)
+        super().request(*args, **kwargs)
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = _WatchedConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _Watchdog:
+    """One thread for every deadline of the process (a timer thread per POST would cost more than the POST)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._count = 0
+        self._thread: threading.Thread | None = None
+
+    def arm(self, watch: _Watch, deadline: float) -> None:
+        with self._lock:
+            self._count += 1
+            heapq.heappush(self._heap, (deadline, self._count, watch))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="igsend-send-deadline", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def disarm(self, watch: _Watch) -> None:
+        with self._lock:
+            watch.done = True
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                due = self._heap[0][0] if self._heap else None
+                now = time.monotonic()
+                if due is not None and due <= now:
+                    _, _, watch = heapq.heappop(self._heap)
+                    self._expire(watch)
+                    continue
+            self._wake.wait(None if due is None else due - now)
+            self._wake.clear()
+
+    @staticmethod
+    def _expire(watch: _Watch) -> None:
+        watch.expired = True
+        conn = watch.conn
+        sock = getattr(conn, "sock", None)
+        if sock is None or getattr(conn, "_igsend_watch", None) is not watch:
+            return
+        try:
+            # socket.socket.shutdown, not SSLSocket.shutdown: the reader's SSL object must stay in place so
+            # that it fails with a clean error instead of a crash.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+_watchdog = _Watchdog()
 
 
 class GraphClient:
@@ -35,31 +148,50 @@ class GraphClient:
 
     def __init__(self, *, pool_size: int = 10, connect_timeout: float = CONNECT_TIMEOUT,
                  read_timeout: float = READ_TIMEOUT):
+        self.connect_timeout = connect_timeout
+        self.deadline = read_timeout
         self.timeout = (connect_timeout, read_timeout)
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        adapter.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _HTTPSPool}
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
 
-    def send(self, account: Account, body: dict[str, Any]) -> GraphResponse:
-        """POST one message. Raises ``requests.RequestException`` when no HTTP answer arrives."""
+    def send(self, account: Account, body: dict[str, Any], *, deadline: float | None = None) -> GraphResponse:
+        """POST one message within ``deadline`` seconds in all (default: the client's).
+
+        Raises ``requests.RequestException`` when no HTTP answer arrives (:class:`SendDeadlineExceeded` when
+        the deadline cut it). A redirect is returned as it is, never followed."""
+        total = deadline or self.deadline
         headers = {"Authorization": f"Bearer {account.token}"}
         params = {}
         proof = account.appsecret_proof()
         if proof:
             params["appsecret_proof"] = proof
-        started = time.monotonic()
         if account.login == "facebook":
-            form = {key: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-                    for key, value in body.items()}
-            response = self.session.post(account.messages_url, params=params, data=form, headers=headers,
-                                         timeout=self.timeout)
+            payload: dict[str, Any] = {"data": {key: value if isinstance(value, str) else
+                                                json.dumps(value, ensure_ascii=False)
+                                                for key, value in body.items()}}
         else:
-            response = self.session.post(account.messages_url, params=params, json=body, headers=headers,
-                                         timeout=self.timeout)
+            payload = {"json": body}
+        watch = _Watch()
+        _current.watch = watch
+        started = time.monotonic()
+        _watchdog.arm(watch, started + total)
+        try:
+            response = self.session.post(account.messages_url, params=params, headers=headers,
+                                         timeout=(min(self.connect_timeout, total), total),
+                                         allow_redirects=False, **payload)
+        except requests.RequestException:
+            if watch.expired:
+                raise SendDeadlineExceeded(f"no complete answer within the send deadline ({total:g} s)") from None
+            raise
+        finally:
+            _watchdog.disarm(watch)
+            _current.watch = None
         elapsed = time.monotonic() - started
         try:
-            payload = response.json()
+            answer = response.json()
         except ValueError:
-            payload = None
-        return GraphResponse(response.status_code, payload, dict(response.headers), elapsed)
+            answer = None
+        return GraphResponse(response.status_code, answer, dict(response.headers), elapsed)

@@ -19,10 +19,11 @@ from producers.store import (
     account_key,
     attempts_key,
     decode_record,
+    held_key,
     job_key,
     lock_key,
 )
-from workers import dlq
+from workers import breaker, dlq
 from workers.errors import Verdict
 
 
@@ -43,9 +44,11 @@ class Recorder:
         pipe.delete(lock_key(job_id))
         pipe.execute()
 
-    def delivered(self, job_id: str, result: dict[str, Any], attempt_entry: dict[str, Any]) -> None:
+    def delivered(self, job_id: str, result: dict[str, Any], attempt_entry: dict[str, Any], *,
+                  account: str) -> None:
         now = time.time()
         pipe = self._begin(job_id, attempt_entry)
+        pipe.delete(*breaker.reset_keys(account))  # a delivery proves the account's setup works
         pipe.hset(job_key(job_id), mapping={"status": "delivered", "result": json.dumps(result), "inflight": "",
                                             "delivered_at": now, "updated_at": now})
         pipe.hdel(job_key(job_id), "error", "reason", "next_attempt_at")
@@ -91,6 +94,24 @@ class Recorder:
         dlq.add(pipe, dlq.entry_for(record, attempts, reason, error, now))
         pipe.hincrby(STATS_KEY, f"{status}_total", 1)
         self._end(pipe, job_id)
+
+    def record_attempt(self, job_id: str, attempt_entry: dict[str, Any]) -> None:
+        pipe = self._begin(job_id, attempt_entry)
+        pipe.execute()
+
+    def hold(self, account: str, job_ids: list[str], reason: str) -> None:
+        """Put jobs in the account's held set (out of the DLQ, if they were dead-lettered) until it is healed."""
+        now = time.time()
+        pipe = self.client.pipeline()
+        for job_id in job_ids:
+            pipe.hset(job_key(job_id), mapping={"status": "queued", "inflight": "", "reason": f"held: {reason}",
+                                                "updated_at": now})
+            pipe.hdel(job_key(job_id), "dead_at", "next_attempt_at", "slot_at")
+            pipe.expire(job_key(job_id), self.record_ttl)
+            pipe.delete(lock_key(job_id))
+            pipe.zadd(held_key(account), {job_id: now})
+            dlq.remove(pipe, job_id)
+        pipe.execute()
 
     def release(self, job_id: str) -> None:
         """Let go of a job without an outcome (it was parked, held or deferred before any POST)."""

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 UNRECOGNISED_MAX_ATTEMPTS = 3
 #: Wait after a throttling error when Meta names no time.
 DEFAULT_THROTTLE_WAIT = 30.0
+#: The longest pause one throttling answer can impose (an answer announcing ``Retry-After: 1e9`` would park an
+#: account for 30 years). If Meta still throttles after it, the next answer pauses the account again.
+MAX_THROTTLE_WAIT = 3600.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,6 @@ class RetryPolicy:
 
 
 def throttle_wait(retry_after: float, regain_seconds: float) -> float:
-    """How long an account pauses after a throttling error: at least what Meta announced."""
+    """How long an account pauses after a throttling error: what Meta announced, capped at MAX_THROTTLE_WAIT."""
     announced = max(retry_after, regain_seconds)
-    return announced if announced > 0 else DEFAULT_THROTTLE_WAIT
+    return min(announced, MAX_THROTTLE_WAIT) if announced > 0 else DEFAULT_THROTTLE_WAIT

@@ -19,9 +19,11 @@ from producers.celery_app import TASK_NAME, get_app
 from producers.settings import get_settings
 from producers.store import get_redis, job_key
 from schemas import SEND_CLASS, InvalidMessage, graph_body, load_message
-from workers.accounts import AccountError, get_account
+from workers import raw
+from workers.accounts import AccountError, accounts_of_app, get_account, registry, secrets
 from workers.admission import Admitter
-from workers.errors import Outcome, Verdict, classify_error, classify_transport
+from workers.breaker import Breaker
+from workers.errors import Outcome, Verdict, classify_answer, classify_transport
 from workers.graph import GraphClient
 from workers.metrics import ATTEMPTS, FINISHED, GRAPH_LATENCY, RATE_WAITS, RETRIES
 from workers.outcomes import Recorder
@@ -35,7 +37,8 @@ MAX_DLQ_DOCUMENT = 10_000  # characters of a malformed document kept in its DLQ 
 
 
 class DeadLettered(Exception):
-    """Raised so Celery (and Flower) show the task as failed; the text carries the reason, never a token."""
+    """Raised so Celery (and Flower) show the task as failed; the text carries the reason, never a token.
+    Declared in the task's ``throws``: Celery logs it as one line, without a traceback."""
 
 
 class _Context:
@@ -51,6 +54,8 @@ class _Context:
                                   base=settings.retry_base, cap=settings.retry_cap)
         pool = int(app.conf.worker_concurrency or 10)
         self.graph = GraphClient(pool_size=max(10, pool))
+        self.breaker = Breaker(self.redis)
+        self.secrets = secrets()
         self.slowdown: dict[str, float] = {}
 
 
@@ -67,11 +72,14 @@ def context() -> _Context:
     return _context
 
 
-@app.task(name=TASK_NAME, bind=True)
-def send_message(self, message: Any = None, **unexpected: Any) -> dict[str, Any]:
+@app.task(name=TASK_NAME, bind=True, throws=(DeadLettered,), Request=raw.Request)
+def send_message(self, message: Any = None, *extra: Any, **unexpected: Any) -> dict[str, Any]:
     job_id = self.request.id
     ctx = context()
     try:
+        if extra:
+            raise InvalidMessage({"_schema": [f"igsend.send_message takes one argument, the message document "
+                                              f"(got {1 + len(extra)})"]})
         if unexpected:
             raise InvalidMessage({name: ["is not an argument of igsend.send_message"] for name in unexpected})
         msg = load_message(message)
@@ -85,7 +93,8 @@ def send_message(self, message: Any = None, **unexpected: Any) -> dict[str, Any]
     send_class = SEND_CLASS[msg["kind"]]
 
     while True:
-        admission = ctx.admitter.admit(job_id, msg, send_class, account.rate(send_class))
+        admission = ctx.admitter.admit(job_id, msg, send_class, account.rate(send_class),
+                                       lock_ttl=ctx.settings.lock_ttl(send_class))
         if admission.action == "go":
             break
         if admission.action == "orphaned":
@@ -105,20 +114,22 @@ def send_message(self, message: Any = None, **unexpected: Any) -> dict[str, Any]
         RATE_WAITS.labels(msg["account"], "inline").inc()
         time.sleep(admission.wait)
     started = time.time()
+    headers: dict[str, str] = {}
+    body: Any = None
     try:
-        response = ctx.graph.send(account, graph_body(msg))
+        response = ctx.graph.send(account, graph_body(msg), deadline=ctx.settings.deadline(send_class))
     except requests.RequestException as exc:
         verdict = classify_transport(exc)
-        headers: dict[str, str] = {}
         latency = time.time() - started
-        body: Any = None
+    except Exception as exc:  # noqa: BLE001 - whatever it was, the POST may have gone out: never resend
+        # Only the exception's type is kept: its text could hold what was being sent, token included.
+        verdict = Verdict(Outcome.UNKNOWN, f"unexpected error while sending ({type(exc).__name__}); not resent")
+        latency = time.time() - started
     else:
         headers, latency, body = response.headers, response.elapsed, response.body
-        if 200 <= response.status < 300 and isinstance(body, dict) and body.get("recipient_id"):
-            verdict = Verdict(Outcome.DELIVERED, "accepted by Meta", response.status)
-        else:
-            verdict = classify_error(response.status, body)
+        verdict = classify_answer(response.status, body, location=headers.get("Location"))
         _note_usage(ctx, msg["account"], headers)
+    verdict = verdict.scrubbed(ctx.secrets)
 
     entry = {"attempt": admission.attempt, "at": started, "latency_ms": round(latency * 1000, 1),
              "outcome": verdict.outcome.value, **{k: v for k, v in verdict.error().items() if k != "class"}}
@@ -130,7 +141,7 @@ def send_message(self, message: Any = None, **unexpected: Any) -> dict[str, Any]
         result = {"recipient_id": body["recipient_id"]}
         if body.get("message_id"):
             result["message_id"] = body["message_id"]
-        ctx.recorder.delivered(job_id, result, entry)
+        ctx.recorder.delivered(job_id, result, entry, account=msg["account"])
         FINISHED.labels(msg["account"], msg["kind"], "delivered").inc()
         # What Flower shows as the task's result: Meta's answer plus who/what/how many tries; no secrets.
         return {**result, "account": msg["account"], "kind": msg["kind"], "attempts": admission.attempt}
@@ -144,7 +155,13 @@ def _handle_failure(ctx: _Context, job_id: str, msg: dict[str, Any], verdict: Ve
     if outcome is Outcome.THROTTLED:
         wait = throttle_wait(retry_after(headers), read_usage(headers).regain_seconds)
         until = time.time() + wait
-        ctx.recorder.pause_account(msg["account"], until, f"throttled by Meta (code {verdict.code})")
+        if verdict.app_wide:  # code 4: the app's limit, shared by every account of the app
+            app_id = get_account(msg["account"]).app_id
+            for name in {msg["account"], *(a.name for a in accounts_of_app(app_id))}:
+                ctx.recorder.pause_account(name, until, f"app {app_id} throttled by Meta (code 4, "
+                                                        f"answered to {msg['account']})")
+        else:
+            ctx.recorder.pause_account(msg["account"], until, f"throttled by Meta (code {verdict.code})")
         ctx.recorder.retry(job_id, until, verdict, entry, count_failure=False)
         RETRIES.labels(msg["account"], "throttled").inc()
         return
@@ -160,6 +177,17 @@ def _handle_failure(ctx: _Context, job_id: str, msg: dict[str, Any], verdict: Ve
         _dead(ctx, job_id, f"{reason}; last error: {verdict.reason}", verdict.error(), entry, msg=msg)
     if outcome is Outcome.ACCOUNT_BROKEN:
         ctx.recorder.break_account(msg["account"], verdict.reason, verdict.error())
+    if outcome is Outcome.PERMANENT and verdict.suspect:
+        tripped = ctx.breaker.count(msg["account"], verdict.signature, msg["recipient"], job_id)
+        if tripped:
+            reason = (f"circuit breaker: the same error for {len(tripped)} different recipients in a row "
+                      f"({verdict.code}/{verdict.subcode}: {verdict.message or verdict.reason}); the account's "
+                      "setup, not the people: held until `igsend accounts heal`")
+            ctx.recorder.break_account(msg["account"], reason, verdict.error())
+            ctx.recorder.record_attempt(job_id, entry)
+            ctx.recorder.hold(msg["account"], [job_id, *[j for j in tripped if j != job_id]], reason)
+            FINISHED.labels(msg["account"], msg["kind"], "held").inc()
+            return
     status = "unknown" if outcome is Outcome.UNKNOWN else "dead"
     _dead(ctx, job_id, f"{outcome.value}: {verdict.reason}", verdict.error(), entry, status=status, msg=msg)
 
@@ -176,8 +204,10 @@ def _dead(ctx: _Context, job_id: str, reason: str, error: dict[str, Any] | None,
             value = document.get(field)
             defaults[field] = value[:100] if isinstance(value, str) else ""
     ctx.recorder.dead(job_id, reason, error, entry, status=status, defaults=defaults)
-    labels = msg or defaults or {}
-    FINISHED.labels(labels.get("account") or "", labels.get("kind") or "", status).inc()
+    # Labels only from what igsend knows: a caller's invalid document must not mint new time series.
+    account = msg["account"] if msg and msg.get("account") in registry() else "invalid"
+    kind = msg["kind"] if msg else "invalid"
+    FINISHED.labels(account, kind, status).inc()
     raise DeadLettered(f"{status}: {reason}")
 
 

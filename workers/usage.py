@@ -8,6 +8,7 @@ percentages and ``estimated_time_to_regain_access`` in minutes ("Messenger Platf
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -73,7 +74,8 @@ def retry_after(headers: Mapping[str, str]) -> float:
     for key, value in headers.items():
         if key.lower() == "retry-after":
             try:
-                return max(0.0, float(value))
+                seconds = float(value)
             except ValueError:
                 return 0.0
+            return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
     return 0.0

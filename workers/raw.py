@@ -1,0 +1,104 @@
+"""Messages that never reach the task body still end their job, and never show their text.
+
+Other Celery clients publish ``igsend.send_message`` in shapes Celery itself trips over before igsend's code
+runs: celery-node's ``sendTask(name, [doc])`` sends ``kwargs: null`` (protocol 2), a pickled body is refused
+(igsend accepts JSON only), a body may not decode at all, and an operator may revoke a task in Flower. Each
+would leave its job ``queued`` forever. Here:
+- :class:`Request` reads ``kwargs: null`` as no keyword arguments (so celery-node's default call just works),
+  and shows only kind, recipient and account as the task's arguments in logs, events and Flower, whoever
+  published it;
+- :class:`Consumer` and the ``task_rejected`` / ``task_revoked`` handlers end the job: dead-lettered with the
+  reason when the message could not be read, ``cancelled`` when it was revoked before it was sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery.signals import task_rejected, task_revoked
+from celery.worker.consumer import Consumer as CeleryConsumer
+from celery.worker.request import Request as CeleryRequest
+
+from producers.celery_app import TASK_NAME, summarize_arguments
+from producers.store import get_redis, job_key
+
+log = logging.getLogger("igsend.raw")
+
+# KEYS: job. ARGV: reason, now. Cancel a job that has not started sending; returns the status it had.
+_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == false or status == 'queued' or status == 'retrying' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'reason', ARGV[1], 'inflight', '', 'updated_at', ARGV[2])
+  redis.call('HDEL', KEYS[1], 'next_attempt_at', 'slot_at')
+end
+return status or ''
+"""
+
+
+class Request(CeleryRequest):
+    def __init__(self, message: Any, **options: Any):
+        super().__init__(message, **options)
+        if self._kwargs is None:  # celery-node (protocol 2) sends null when the caller gave no kwargs
+            embed = self._body[2] if self._decoded else message.payload[2]
+            self._kwargs = self._request_dict["kwargs"] = {}
+            self._body = (self._args, {}, embed)
+            self._decoded = True
+            self._content_type = self._content_encoding = None
+
+    @property
+    def argsrepr(self) -> str:
+        return summarize_arguments(self._args)
+
+    @property
+    def kwargsrepr(self) -> str:
+        return repr(sorted(self._kwargs)) if isinstance(self._kwargs, dict) and self._kwargs else "{}"
+
+
+def _message_ids(message: Any) -> tuple[str | None, str | None]:
+    headers = getattr(message, "headers", None) or {}
+    return headers.get("id"), headers.get("task")
+
+
+def dead_letter_unreadable(message: Any, why: str) -> None:
+    """End the job of a message whose body igsend could not read (it cannot say what was in it)."""
+    job_id, task = _message_ids(message)
+    if task != TASK_NAME or not job_id:
+        return
+    from workers.tasks import DeadLettered, _dead, context  # the task module is loaded in every worker
+
+    content_type = getattr(message, "content_type", None)
+    try:
+        _dead(context(), job_id, f"unreadable message ({why}; content type {content_type}): send the message "
+              "document as JSON", None, None, raw={"content_type": content_type})
+    except DeadLettered:
+        pass
+    except Exception:  # Redis away: the message is gone either way; say so in the log
+        log.exception("could not dead-letter unreadable message %s", job_id)
+
+
+class Consumer(CeleryConsumer):
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        super().on_decode_error(message, exc)
+        dead_letter_unreadable(message, f"the body does not decode: {type(exc).__name__}")
+
+
+@task_rejected.connect
+def _on_rejected(message: Any = None, exc: Exception | None = None, **_: Any) -> None:
+    # ContentDisallowed (e.g. a pickled body) and other invalid task messages land here.
+    dead_letter_unreadable(message, type(exc).__name__ if exc else "rejected")
+
+
+@task_revoked.connect
+def _on_revoked(request: Any = None, terminated: bool = False, expired: bool = False, **_: Any) -> None:
+    if getattr(request, "name", None) != TASK_NAME or not getattr(request, "id", None):
+        return
+    reason = "expired before it was sent" if expired else "revoked (e.g. in Flower) before it was sent"
+    try:
+        before = get_redis().register_script(_CANCEL)(keys=[job_key(request.id)], args=[reason, time.time()])
+    except Exception:
+        log.exception("could not cancel revoked job %s", request.id)
+        return
+    if before not in ("", "queued", "retrying"):
+        log.warning("job %s was revoked while %s; its outcome stands", request.id, before)

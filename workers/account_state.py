@@ -9,7 +9,7 @@ from typing import Any
 import redis
 
 from producers.store import ACCOUNTS_INDEX_KEY, account_key, get_redis, held_key
-from workers.scheduler import release_held
+from workers.scheduler import release_held, release_paused
 
 
 def state(name: str, *, client: redis.Redis | None = None) -> dict[str, Any]:
@@ -37,7 +37,9 @@ def all_states(*, client: redis.Redis | None = None) -> list[dict[str, Any]]:
 
 
 def mark_healthy(name: str, *, client: redis.Redis | None = None) -> int:
-    """Clear the broken mark and any pause, then release the held messages. Returns how many were held."""
+    """Clear the broken mark and any pause, then release the held messages and those waiting out a throttle
+    pause. Returns how many were released."""
     client = client or get_redis()
-    client.hdel(account_key(name), "health", "health_reason", "health_error", "broken_at", "paused_until")
-    return release_held(name, client)
+    client.hdel(account_key(name), "health", "health_reason", "health_error", "broken_at", "paused_until",
+                "pause_reason")
+    return release_held(name, client) + release_paused(name, client)

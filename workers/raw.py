@@ -22,16 +22,22 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.request import Request as CeleryRequest
 
 from producers.celery_app import TASK_NAME, summarize_arguments
+from producers.settings import get_settings
 from producers.store import get_redis, job_key
 
 log = logging.getLogger("igsend.raw")
 
-# KEYS: job. ARGV: reason, now. Cancel a job that has not started sending; returns the status it had.
+# KEYS: job. ARGV: job id, reason, now, record ttl. Cancel a job that has not started sending; returns the
+# status it had ('' for a raw publish that no worker had taken yet: its record is created, cancelled).
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == false or status == 'queued' or status == 'retrying' then
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'reason', ARGV[1], 'inflight', '', 'updated_at', ARGV[2])
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'status', 'cancelled', 'reason', ARGV[2], 'inflight', '',
+             'updated_at', ARGV[3])
+  redis.call('HSETNX', KEYS[1], 'created_at', ARGV[3])
+  redis.call('HSETNX', KEYS[1], 'attempts', 0)
   redis.call('HDEL', KEYS[1], 'next_attempt_at', 'slot_at')
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
 end
 return status or ''
 """
@@ -91,12 +97,15 @@ def _on_rejected(message: Any = None, exc: Exception | None = None, **_: Any) ->
 
 
 @task_revoked.connect
-def _on_revoked(request: Any = None, terminated: bool = False, expired: bool = False, **_: Any) -> None:
-    if getattr(request, "name", None) != TASK_NAME or not getattr(request, "id", None):
+def _on_revoked(sender: Any = None, request: Any = None, expired: bool = False, **_: Any) -> None:
+    # sender: the task; request: its context (no task name on it)
+    if getattr(sender, "name", None) != TASK_NAME or not getattr(request, "id", None):
         return
     reason = "expired before it was sent" if expired else "revoked (e.g. in Flower) before it was sent"
     try:
-        before = get_redis().register_script(_CANCEL)(keys=[job_key(request.id)], args=[reason, time.time()])
+        before = get_redis().register_script(_CANCEL)(keys=[job_key(request.id)],
+                                                      args=[request.id, reason, time.time(),
+                                                            get_settings().result_ttl])
     except Exception:
         log.exception("could not cancel revoked job %s", request.id)
         return

@@ -133,3 +133,32 @@ def release_held(account: str, client: redis.Redis | None = None) -> int:
         pipe.zrem(held_key(account), *ids)
         pipe.execute()
     return len(ids)
+
+
+def release_paused(account: str, client: redis.Redis | None = None) -> int:
+    """Make an account's jobs that wait out a throttle pause due now (after an operator heals it).
+
+    The delayed set is not indexed by account; healing is rare, so it is read in chunks. Jobs parked for a
+    rate slot are left alone: their slots keep the account within its budget."""
+    client = client or get_redis()
+    now = time.time()
+    released = 0
+    cursor = 0
+    while True:
+        chunk = client.zrangebyscore(DELAYED_KEY, now, "+inf", start=cursor, num=1000)
+        if not chunk:
+            return released
+        cursor += len(chunk)
+        pipe = client.pipeline(transaction=False)
+        for job_id in chunk:
+            pipe.hmget(job_key(job_id), "account", "reason", "error")
+        due = [job_id for job_id, (owner, reason, error) in zip(chunk, pipe.execute(), strict=True)
+               if owner == account and ((reason or "").startswith("account paused")  # deferred by the pause
+                                        or '"class": "throttled"' in (error or ""))]  # throttled itself
+        if due:
+            pipe = client.pipeline()
+            pipe.zadd(DELAYED_KEY, dict.fromkeys(due, now))
+            for job_id in due:
+                pipe.hdel(job_key(job_id), "next_attempt_at")
+            pipe.execute()
+            released += len(due)

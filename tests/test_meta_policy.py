@@ -1,0 +1,182 @@
+"""Meta's real answers against the real worker and the sandbox: a person's refusal never holds an account, a
+repeated setup error does (the circuit breaker), code 4 pauses the whole app, healing releases everything,
+secrets in Meta's error text are blanked, replays never double a delivery, raw messages always end."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+import uuid
+
+import pytest
+import requests
+
+import producers
+from producers.celery_app import TASK_NAME, get_app
+from producers.errors import ReplayRefused
+from producers.store import get_redis, job_key
+from tests.conftest import TOKEN, received, wait_until
+from workers import dlq
+from workers.account_state import mark_healthy, state
+
+pytestmark = pytest.mark.usefixtures("worker", "clean")
+
+
+def fault(sandbox: str, recipient: str, *faults: dict) -> None:
+    requests.post(f"{sandbox}/_sandbox/faults", json={"recipient": recipient, "faults": list(faults)},
+                  timeout=5).raise_for_status()
+
+
+@pytest.mark.parametrize(("code", "subcode"), [(200, 1545041), (200, 2018028), (10, 2018065), (551, 1545041)])
+def test_a_persons_refusal_dead_letters_that_message_only(sandbox: str, code: int, subcode: int) -> None:
+    fault(sandbox, "refuser", {"code": code, "subcode": subcode, "status": 403, "sticky": True})
+    refused = producers.send_text("refuser", "no thanks")
+    with pytest.raises(producers.MessageDead):
+        refused.result(timeout=30)
+    assert state("default")["health"] == "healthy"
+    assert state("default")["held"] == 0
+    others = [producers.send_text(f"customer{i}", "still reaches everyone else") for i in range(3)]
+    for job in others:
+        job.result(timeout=30)
+
+
+SETUP_ERROR = {"code": 100, "message": "Unsupported request - method type: post", "sticky": True}
+
+
+def test_the_same_setup_error_for_five_recipients_holds_the_account_and_heal_sends_them(sandbox: str) -> None:
+    for i in range(5):
+        fault(sandbox, f"setup{i}", SETUP_ERROR)
+    jobs = []
+    for i in range(5):  # one after another, as a backlog would meet them
+        jobs.append(producers.send_text(f"setup{i}", f"message {i}"))
+        wait_until(lambda job=jobs[-1]: job.info()["attempts"] >= 1 and job.status().value != "sending")
+    account = wait_until(lambda: (s := state("default"))["health"] == "broken" and s)
+    assert "circuit breaker" in account["reason"] and "Unsupported request" in account["reason"]
+    assert account["held"] == 5  # the four dead-lettered before the trip came back out of the DLQ
+    assert dlq.list_entries() == []
+    assert all(job.status().value == "queued" for job in jobs)
+    later = producers.send_text("bystander", "waits with the rest")
+    wait_until(lambda: state("default")["held"] == 6)
+
+    requests.delete(f"{sandbox}/_sandbox/faults", timeout=5)  # the operator fixes the setup ...
+    assert mark_healthy("default") == 6  # ... and heals: everything held is sent, once
+    for job in [*jobs, later]:
+        job.result(timeout=30)
+    assert sorted(m["body"]["recipient"]["id"] for m in received(sandbox)) == sorted(
+        [f"setup{i}" for i in range(5)] + ["bystander"])
+
+
+def test_a_delivery_in_between_proves_the_setup_and_resets_the_breaker(sandbox: str) -> None:
+    def fail(recipient: str) -> None:
+        fault(sandbox, recipient, SETUP_ERROR)
+        with pytest.raises(producers.MessageDead):
+            producers.send_text(recipient, "x").result(timeout=30)
+
+    for i in range(4):
+        fail(f"early{i}")
+    producers.send_text("fine", "this one works").result(timeout=30)
+    for i in range(4):
+        fail(f"late{i}")
+    assert state("default")["health"] == "healthy"
+    assert len(dlq.list_entries()) == 8
+
+
+def test_code_4_pauses_every_account_of_the_app(sandbox: str) -> None:
+    fault(sandbox, "appwide", {"code": 4, "retry_after": 3})
+    job = producers.send_text("appwide", "app limit")
+    wait_until(lambda: job.info()["attempts"] >= 1 and job.status().value == "retrying")
+    for name in ("default", "shop", "slow"):  # all three share the default app
+        assert state(name)["paused_until"] is not None, name
+    job.result(timeout=30)
+
+
+def test_heal_releases_jobs_waiting_out_a_throttle_pause(sandbox: str) -> None:
+    fault(sandbox, "throttled", {"code": 613, "subcode": 2534040, "retry_after": 10**9})  # capped at an hour
+    first = producers.send_text("throttled", "pauses the account")
+    wait_until(lambda: first.status().value == "retrying")
+    second = producers.send_text("waiting", "deferred by the pause")
+    wait_until(lambda: second.status().value == "retrying")
+    paused_until = state("default")["paused_until"]
+    assert paused_until is not None and paused_until - time.time() <= 3600 + 5
+    assert mark_healthy("default") == 2
+    first.result(timeout=30)
+    second.result(timeout=30)
+
+
+def test_a_token_in_metas_error_text_never_reaches_the_record_or_the_dlq(sandbox: str) -> None:
+    fault(sandbox, "leaky", {"code": 100, "subcode": 2018001, "sticky": True,
+                             "message": f"(#100) Invalid parameter for access_token {TOKEN} (echoed)"})
+    job = producers.send_text("leaky", "x")
+    with pytest.raises(producers.MessageDead) as caught:
+        job.result(timeout=30)
+    stored = json.dumps(job.info()) + json.dumps(dlq.show(job.id)) + str(caught.value)
+    assert TOKEN not in stored and "[redacted]" in stored
+
+
+def test_replay_refuses_a_job_that_is_not_dead_now(sandbox: str) -> None:
+    fault(sandbox, "twice", {"code": 100, "subcode": 2018001})
+    job = producers.send_text("twice", "once only")
+    with pytest.raises(producers.MessageDead):
+        job.result(timeout=30)
+    redis = get_redis()
+    redis.hset(job_key(job.id), "result", json.dumps({"recipient_id": "twice"}))  # the record says delivered
+    with pytest.raises(ReplayRefused, match="delivered"):
+        dlq.replay(job.id)
+    redis.hdel(job_key(job.id), "result")
+    redis.hset(job_key(job.id), "status", "queued")  # e.g. a replay already under way
+    with pytest.raises(ReplayRefused, match="queued"):
+        dlq.replay(job.id)
+    redis.hset(job_key(job.id), "status", "dead")
+    assert dlq.replay(job.id) is True
+    job.result(timeout=30)
+    assert len(received(sandbox, recipient="twice")) == 1
+
+
+def _publish_raw(body: bytes, content_type: str, job_id: str) -> None:
+    """A message as another Celery client would write it (protocol 2 headers)."""
+    app = get_app()
+    with app.producer_or_acquire() as producer:
+        producer.publish(body, routing_key="igsend", exchange="", content_type=content_type,
+                         content_encoding="utf-8" if content_type == "application/json" else "binary",
+                         headers={"lang": "py", "task": TASK_NAME, "id": job_id, "root_id": job_id,
+                                  "parent_id": None, "group": None, "argsrepr": "", "kwargsrepr": ""},
+                         properties={"priority": 6}, declare=[])
+
+
+def test_celery_node_default_call_with_null_kwargs_is_delivered(sandbox: str) -> None:
+    job_id = str(uuid.uuid4())
+    document = {"kind": "text", "recipient": "node1", "text": "from celery-node"}
+    _publish_raw(json.dumps([[document], None, {"callbacks": None, "errbacks": None, "chain": None,
+                                                "chord": None}]).encode(), "application/json", job_id)
+    assert producers.Job(job_id).result(timeout=30)["recipient_id"] == "node1"
+
+
+@pytest.mark.parametrize("shape", ["two-positional", "pickle", "bad-json"])
+def test_raw_messages_that_never_reach_the_task_still_end_dead_lettered(sandbox: str, shape: str) -> None:
+    job_id = str(uuid.uuid4())
+    document = {"kind": "text", "recipient": "raw1", "text": "x"}
+    if shape == "two-positional":
+        _publish_raw(json.dumps([[document, "extra"], {}, {}]).encode(), "application/json", job_id)
+    elif shape == "pickle":
+        _publish_raw(pickle.dumps(([document], {}, {})), "application/x-python-serialize", job_id)
+    else:
+        _publish_raw(b"[[{\"kind\": \"text\",", "application/json", job_id)
+    job = producers.Job(job_id)
+    wait_until(lambda: job.status().value == "dead", timeout=30)
+    entry = dlq.show(job_id)
+    assert entry is not None and entry["reason"]
+    assert received(sandbox, recipient="raw1") == []
+
+
+def test_a_revoked_task_ends_cancelled_and_is_never_sent(sandbox: str) -> None:
+    app = get_app()
+    job_id = str(uuid.uuid4())
+    app.control.revoke(job_id)
+    time.sleep(0.5)  # the broadcast reaches the worker first
+    app.send_task(TASK_NAME, args=[{"kind": "text", "recipient": "revoked1", "text": "never"}], task_id=job_id,
+                  queue="igsend")
+    info = wait_until(lambda: (i := producers.Job(job_id).info())["status"] == "cancelled" and i, timeout=30)
+    assert "revoked" in info["reason"]
+    time.sleep(0.5)
+    assert received(sandbox, recipient="revoked1") == []

@@ -93,6 +93,9 @@ def test_an_explicit_login_wins_over_the_token(sandbox: Server) -> None:
     assert error_of(send(sandbox, PLAIN_TOKEN, PLAIN_ACCOUNT, body=bad), 400, "OAuthException")
     assert send(sandbox, PLAIN_TOKEN, PLAIN_ACCOUNT).status_code == 200
     assert sandbox.get("/_sandbox/stats")["by_account"][PLAIN_ACCOUNT]["budgets"]["text"] == 300
+    wrong_method = requests.get(f"{sandbox.url}/v25.0/{PLAIN_ACCOUNT}/messages", timeout=5,
+                                headers={"Authorization": f"Bearer {PLAIN_TOKEN}"})
+    assert error_of(wrong_method, 400, "GraphMethodException")["error_subcode"] == 33
     requests.post(f"{sandbox.url}/_sandbox/config", json={"default_login": "facebook"}, timeout=5)
     assert error_of(send(sandbox, PLAIN_TOKEN, "555", body=bad), 400, "OAuthException")
     for refused in [{"logins": {"x": "myspace"}}, {"default_login": "email"}, {"logins": ["x"]},

@@ -13,7 +13,8 @@ Request shapes for ``POST /_sandbox/faults`` (each answers ``{"ok": true, ...}``
   :data:`ACCOUNT_ERRORS`. Checked right after the token, before the body.
 - ``{"app": {"seconds": N, "accounts"?: [A, ...]}}`` — the app hit its limit: for N seconds every send of
   the listed accounts (all accounts when ``accounts`` is left out: the sandbox is one app by default)
-  answers ``(#4) Application request limit reached`` with Retry-After and X-App-Usage at 100.
+  answers ``(#4) Application request limit reached`` with Retry-After and X-App-Usage at 100. (Meta says
+  calls made while throttled extend the block; the sandbox keeps N fixed so tests stay predictable.)
 
 ``DELETE /_sandbox/faults`` clears everything; ``?recipient=R``, ``?account=A`` or ``?app=1`` clears one
 kind. ``GET /_sandbox/faults`` shows what is set and the named presets. Recipients named

@@ -151,9 +151,8 @@ class Sandbox:
         return self.route_error(request, segments)
 
     def route_error(self, request: web.Request, segments: list[str]) -> web.Response:
-        token = _request_token(request)
-        login = self.login_of("", token)
         node = segments[0] if segments else ""
+        login = self.login_of(node, _request_token(request))
         if node and node != "me" and not NODE_ID.fullmatch(node):
             error = GraphError(803, f"(#803) Some of the aliases you requested do not exist: {node}")
         elif len(segments) > 2 or (len(segments) == 2 and segments[1] != "messages"):

@@ -1,0 +1,50 @@
+"""A local emulator of Meta's Instagram Send API (``POST /{version}/{account}/messages``) for the demo,
+the tests and the benchmarks.
+
+Its one job: answer like Meta would. It checks what Meta checks — written from Meta's docs
+(/work/shared/seeds/instagram-send-a-message.txt, Meta's Postman collection in tests/data/meta/, "Graph API
+rate limiting", "Graph API / Handling Errors"), independently of ``schemas/`` so a mistake shared with
+igsend cannot pass both — answers with Meta's success and error bodies, enforces per-account, per-class
+limits with Meta's throttling codes and usage headers, and can add latency, random transient errors and
+scripted faults. ``/_sandbox/*`` shows what it accepted (never the tokens). asyncio, so latency costs no
+thread per request.
+
+Login kind. Meta has two hosts with different budgets and error types; the sandbox serves both on one
+port and tells an account's login kind by one rule: **the token's prefix** (Instagram-Login user tokens
+start ``IG``, Facebook-Login Page tokens ``EAA``), which is what the account is, whatever encoding a sender
+picks. A token with neither prefix counts as ``--default-login`` (instagram: the worker's default, and the
+smaller budget). An explicit setting wins: ``--login ACCOUNT=facebook`` or ``POST /_sandbox/config
+{"logins": {"ACCOUNT": "facebook"}}`` (ACCOUNT is the id in the path, or the ``me-…`` key of a /me call).
+
+Budgets (calls/s per account, token buckets holding one second): Instagram Login 100 text-class, Facebook
+Login 300; audio and video 10 for both. Meta names images, GIFs, files and shared posts in neither class:
+they count as text, as igsend's worker counts them. ``--rate-limit N`` / ``{"rate_limit": N}`` overrides
+the text budget of every account, ``--media-rate-limit`` / ``media_rate_limit`` the audio/video one;
+``null`` (the default) means Meta's per-login budgets. Above the budget: ``613/2534040`` with Retry-After
+and usage headers at 100.
+
+Errors: ``{"error": {"message", "type", "code", "error_subcode"?, "is_transient"?, "fbtrace_id"}}`` with
+``type`` IGApiException for Instagram-Login accounts, OAuthException for Facebook-Login ones
+(GraphMethodException for 100/33 there). HTTP status by code: 400 for bad parameters, tokens and most
+codes; 403 for code 10 (the 24-hour window 10/2534022 included) and 200-299; 500 for 1 and 2. Meta does
+not document the status of a throttled call (third parties report 400 and 429), so the sandbox picks per
+code: 400 for the Graph-wide limits 4, 17, 32, 341; 429 for 613 and the business-use-case limits 80001,
+80002, 80006 (but 400 for 613/2018338, tag misuse, a refusal). igsend must decide by code, never by status.
+
+Routes: anything but ``POST /{version}/{node}/messages`` gets a Graph error, never a plain-text 404/405:
+another method ``100/33 "Unsupported get request. Object with ID ..."``, an unknown edge or extra path
+``2500 "Unknown path components: /…"``, a malformed node ``803``. An unversioned ``POST /me/messages`` is
+served, as Meta serves it with the App Dashboard's version (introspection shows ``"version": null``).
+
+Faults (``POST /_sandbox/faults``, see :mod:`workers.sandbox.faults` for the shapes): queued or sticky
+errors per recipient; named per-recipient refusals (200/1545041, 200/2018028, 10/2018065, 10/2534022,
+551/1545041, 100/2018001) on every message to that recipient; one error for every send of an account until
+cleared; app-wide ``(#4) Application request limit reached`` for N seconds over a group of accounts (all
+of them by default). Magic recipients ``ERR_{code}_{subcode}`` always answer that error.
+
+Run it with ``python -m workers.sandbox --port 8899 --token T``.
+"""
+
+from workers.sandbox.server import Sandbox, SandboxConfig, create_app, main, run, serve
+
+__all__ = ["Sandbox", "SandboxConfig", "create_app", "main", "run", "serve"]

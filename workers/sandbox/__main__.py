@@ -1,0 +1,3 @@
+from workers.sandbox.server import main
+
+main()

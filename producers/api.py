@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections import Counter
 from typing import Any
 
 from flask import Flask, jsonify, request
 from flask_smorest import Api, Blueprint, abort
 from marshmallow import Schema, fields, validate
 
-from producers import EnqueueError, InvalidMessage, JobNotFound, get_job, send, send_many
+from producers import EnqueueError, IdempotencyConflict, InvalidMessage, JobNotFound, get_job, send, send_many
 from schemas import KINDS, SCHEMAS
 
 MAX_BATCH = 1000
@@ -71,15 +72,24 @@ class StatusSchema(Schema):
     attempt_log = fields.List(fields.Dict())
 
 
+BATCH_ITEM_STATUSES = ("queued", "duplicate", "invalid", "conflict")
+
+
 class BatchItemSchema(Schema):
     index = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(BATCH_ITEM_STATUSES), metadata={
+        "description": "queued: by this call; duplicate: its idempotency key already named job `id` (nothing "
+                       "new queued); invalid: refused, see errors; conflict: its idempotency key names a "
+                       "different message (job `id`)"})
     id = fields.String()
     errors = fields.Dict()
 
 
 class BatchResponseSchema(Schema):
-    queued = fields.Integer(required=True)
+    queued = fields.Integer(required=True, metadata={"description": "jobs this call queued, each counted once"})
+    duplicates = fields.Integer(required=True)
     invalid = fields.Integer(required=True)
+    conflicts = fields.Integer(required=True)
     results = fields.List(fields.Nested(BatchItemSchema), required=True)
 
 
@@ -123,6 +133,7 @@ def _json_body() -> Any:
     "in": "header", "name": "Idempotency-Key", "required": False, "schema": {"type": "string", "maxLength": 200},
     "description": "the same key for the same account returns the original job within the window"}])
 @blp.response(202, JobIdSchema, description="queued; poll the Location")
+@blp.alt_response(409, description="the Idempotency-Key already names a different message; nothing was queued")
 @blp.alt_response(422, description="the message broke a rule; errors name each field")
 @blp.alt_response(503, description="the broker did not take the message; nothing was queued")
 def post_message():
@@ -134,6 +145,8 @@ def post_message():
         job = send(document)
     except InvalidMessage as exc:
         _refused(exc)
+    except IdempotencyConflict as exc:
+        abort(409, message=str(exc))
     except EnqueueError as exc:
         abort(503, message=str(exc))
     return {"id": job.id}, 202, {"Location": f"/v1/messages/{job.id}"}
@@ -156,13 +169,20 @@ def post_batch():
         batch = send_many(documents)
     except EnqueueError as exc:
         abort(503, message=str(exc))
-    results = []
+    results: list[dict[str, Any]] = []
     for index, job in enumerate(batch.jobs):
-        if job is None:
-            results.append({"index": index, "errors": batch.errors[index].normalized_messages()})
+        error = batch.errors.get(index)
+        if isinstance(error, IdempotencyConflict):
+            results.append({"index": index, "status": "conflict", "id": error.job_id,
+                            "errors": {"idempotency_key": [str(error)]}})
+        elif error is not None:
+            results.append({"index": index, "status": "invalid", "errors": error.normalized_messages()})
         else:
-            results.append({"index": index, "id": job.id})
-    return {"queued": len(batch.queued), "invalid": len(batch.errors), "results": results}
+            status = "duplicate" if index in batch.duplicates else "queued"
+            results.append({"index": index, "status": status, "id": job.id})
+    counts = Counter(item["status"] for item in results)
+    return {"queued": counts["queued"], "duplicates": counts["duplicate"], "invalid": counts["invalid"],
+            "conflicts": counts["conflict"], "results": results}
 
 
 @blp.route("/messages/<job_id>", methods=["GET"])

@@ -47,7 +47,8 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_URL_CHARS = 2048
 JOB_ID = re.compile(r"[!-~]{1,255}")  # what a Celery task id can be in practice: printable ASCII, no spaces
 AUTH_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="igsend"'}
-REDIS_DOWN = "Redis does not answer: nothing was done; try again shortly"
+REDIS_DOWN = "Redis is unavailable: nothing was done; try again shortly"
+FAILED_MIDWAY = "Redis or the broker failed during the call: check the job's status, then try again"
 
 log = logging.getLogger("igsend.api")
 
@@ -395,7 +396,7 @@ def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True) 
     def _unavailable(exc: Exception) -> tuple[Any, int]:
         # Redis went away after the guard's check (or the broker refused a publish): the caller may retry.
         log.warning("answering 503: %s: %s", type(exc).__name__, exc)
-        return jsonify({"code": 503, "status": "Service Unavailable", "message": REDIS_DOWN}), 503
+        return jsonify({"code": 503, "status": "Service Unavailable", "message": FAILED_MIDWAY}), 503
 
     app.register_error_handler(RedisError, _unavailable)
     app.register_error_handler(BrokerError, _unavailable)

@@ -176,3 +176,34 @@ def test_with_redis_down_every_call_is_a_quick_503(redis_down) -> None:
     assert health.status_code == 503
     assert health.get_json() == {"ok": False, "redis": False, "workers": 0, "error": "ConnectionError"}
     assert client.get("/openapi.json").status_code == 200
+
+
+def test_redis_failing_after_the_check_is_still_503(tmp_path, redis_url) -> None:
+    """A Redis that answers PING and reads but refuses writes (a replica of a master that is gone): the guard
+    lets the call through, the write fails inside it, and the caller still gets a 503, not a 500."""
+    import redis as redis_lib
+
+    from workers import dlq
+    from workers.embedded_redis import free_port, start_redis
+
+    server = start_redis(tmp_path)
+    os.environ["IGSEND_REDIS_URL"] = server.url
+    reset_client_caches()
+    try:
+        direct = redis_lib.Redis.from_url(server.url, decode_responses=True)
+        entry = dlq.entry_for({"id": "dead-job", "account": "default", "recipient": "abc", "kind": "text",
+                               "status": "dead", "message": MESSAGE}, [], "test", None, time.time())
+        pipe = direct.pipeline()
+        dlq.add(pipe, entry)
+        pipe.hset(job_key("dead-job"), mapping={"id": "dead-job", "status": "dead"})
+        pipe.execute()
+        direct.replicaof("127.0.0.1", free_port())
+        client = create_app(api_keys=[KEY]).test_client()
+        assert client.get("/v1/messages/dead-job", headers=AUTH).get_json()["status"] == "dead"
+        assert_error_shape(client.post("/v1/dead-letters/dead-job/replay", headers=AUTH), 503)
+        assert_error_shape(client.post("/v1/messages", json=MESSAGE, headers=AUTH), 503)
+        direct.replicaof("NO", "ONE")
+    finally:
+        os.environ["IGSEND_REDIS_URL"] = redis_url
+        reset_client_caches()
+        server.stop()

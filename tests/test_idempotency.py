@@ -107,7 +107,8 @@ def test_cli_refuses_a_reused_key_with_exit_1(r) -> None:
 
 
 def test_every_producer_error_is_an_igsend_error() -> None:
-    for name in ("EnqueueError", "IdempotencyConflict", "JobError", "JobNotFound", "MessageDead", "OutcomeUnknown"):
+    for name in ("EnqueueError", "IdempotencyConflict", "JobError", "JobNotFound", "MessageDead", "OutcomeUnknown",
+                 "ReplayRefused"):
         assert issubclass(getattr(producers, name), IgsendError), name
     assert issubclass(producers.JobNotFound, LookupError) and issubclass(producers.EnqueueError, RuntimeError)
-    assert {"IgsendError", "IdempotencyConflict"} <= set(producers.__all__)
+    assert {"IgsendError", "IdempotencyConflict", "ReplayRefused"} <= set(producers.__all__)

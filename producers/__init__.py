@@ -1,7 +1,9 @@
 """What other apps import to send Instagram Direct messages through igsend, and to poll the outcome.
 
 Every sender validates first (raising :class:`InvalidMessage`, with nothing enqueued) and returns a
-:class:`Job`. Importing this package pulls in no worker code: no Graph client, no sandbox, no Flower.
+:class:`Job`; an idempotency key already bound to a different message raises :class:`IdempotencyConflict`.
+igsend's own errors derive from :class:`IgsendError` (``InvalidMessage`` is marshmallow's ValidationError).
+Importing this package pulls in no worker code: no Graph client, no sandbox, no Flower.
 """
 
 from __future__ import annotations
@@ -9,13 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from producers.enqueue import EnqueueError, enqueue, enqueue_many, validate_many
+# enqueue_many: importable from here as before, though send_many no longer uses it
+from producers.enqueue import EnqueueError, enqueue, place_many, validate_many
+from producers.enqueue import enqueue_many as enqueue_many
+from producers.errors import IdempotencyConflict, IgsendError, ReplayRefused
 from producers.jobs import Job, JobError, JobNotFound, JobStatus, MessageDead, OutcomeUnknown, get_job
 from schemas import InvalidMessage
 
 __all__ = [
-    "BatchResult", "EnqueueError", "InvalidMessage", "Job", "JobError", "JobNotFound", "JobStatus",
-    "MessageDead", "OutcomeUnknown", "get_job", "react", "send", "send_attachment", "send_link", "send_many",
+    "BatchResult", "EnqueueError", "IdempotencyConflict", "IgsendError", "InvalidMessage", "Job", "JobError",
+    "JobNotFound", "JobStatus", "MessageDead", "OutcomeUnknown", "ReplayRefused", "get_job", "react", "send",
+    "send_attachment", "send_link", "send_many",
     "send_post", "send_sticker", "send_text", "unreact",
 ]
 
@@ -73,18 +79,56 @@ def unreact(recipient: str, message_id: str, *, account: str = "default",
 
 @dataclass
 class BatchResult:
-    """Per position: ``jobs[i]`` is the Job, or None where ``errors[i]`` says why message i was refused."""
+    """Per position: ``jobs[i]`` is the Job, or None where ``errors[i]`` says why message i was refused (an
+    InvalidMessage, or an IdempotencyConflict when its key already names a different message).
+
+    ``duplicates`` holds the positions whose idempotency key already named a job, made earlier in the same
+    batch or before it: ``jobs[i]`` is that job and nothing new was queued for them. So every position is in
+    exactly one of ``queued`` (by index: ``new``), ``duplicates``, ``invalid`` and ``conflicts``.
+    """
 
     jobs: list[Job | None] = field(default_factory=list)
-    errors: dict[int, InvalidMessage] = field(default_factory=dict)
+    errors: dict[int, InvalidMessage | IdempotencyConflict] = field(default_factory=dict)
+    duplicates: set[int] = field(default_factory=set)
+
+    @property
+    def new(self) -> list[int]:
+        """Positions whose job this call queued."""
+        return [i for i, job in enumerate(self.jobs) if job is not None and i not in self.duplicates]
 
     @property
     def queued(self) -> list[Job]:
-        return [job for job in self.jobs if job is not None]
+        """The jobs this call put on the queue, each once."""
+        return [job for i, job in enumerate(self.jobs) if job is not None and i not in self.duplicates]
+
+    @property
+    def invalid(self) -> dict[int, InvalidMessage]:
+        return {i: e for i, e in self.errors.items() if not isinstance(e, IdempotencyConflict)}
+
+    @property
+    def conflicts(self) -> dict[int, IdempotencyConflict]:
+        return {i: e for i, e in self.errors.items() if isinstance(e, IdempotencyConflict)}
 
 
 def send_many(documents: list[dict[str, Any]]) -> BatchResult:
-    """Validate a batch of message documents and queue the valid ones in pipelined round trips."""
+    """Validate a batch of message documents and queue the valid ones in pipelined round trips.
+
+    A key repeated inside the batch queues one job: the same message again is a duplicate of it, a different
+    message under the same key is a conflict for that position.
+    """
     valid, errors = validate_many(documents)
-    queued = iter(enqueue_many(valid))
-    return BatchResult(jobs=[None if i in errors else next(queued) for i in range(len(documents))], errors=errors)
+    placements = iter(place_many(valid))
+    result = BatchResult(errors=dict(errors))
+    for index in range(len(documents)):
+        if index in errors:
+            result.jobs.append(None)
+            continue
+        placed = next(placements)
+        if placed.conflict is not None:
+            result.jobs.append(None)
+            result.errors[index] = placed.conflict
+            continue
+        result.jobs.append(placed.job)
+        if not placed.new:
+            result.duplicates.add(index)
+    return result

@@ -2,23 +2,55 @@
 
 The OpenAPI document at ``/openapi.json`` is generated from the same marshmallow schemas the Python API
 validates with; a refused message answers 422 with marshmallow's field messages. Keys come from
-``IGSEND_API_KEYS`` (comma-separated) and are sent as ``Authorization: Bearer KEY``.
+``IGSEND_API_KEYS`` (comma-separated) and are sent as ``Authorization: Bearer KEY`` (scheme in any case).
+
+Every answer that is not a success has one JSON shape, ``{"code": 404, "status": "Not Found", "message": "..."}``,
+plus ``errors`` (location -> field -> messages) on a 422. Limits: a body of at most ``MAX_BODY_BYTES`` (4 MiB,
+413 beyond), a URL of at most ``MAX_URL_CHARS`` (2,048 characters, 414 beyond), job ids of 1-255 printable ASCII
+characters (404 otherwise). When Redis does not answer within about a second every ``/v1`` call answers 503.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
+import logging
 import os
+import re
+from collections import Counter
+from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
+import redis
 from flask import Flask, jsonify, request
 from flask_smorest import Api, Blueprint, abort
+from kombu.exceptions import OperationalError as BrokerError
 from marshmallow import Schema, fields, validate
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+from werkzeug.exceptions import HTTPException
 
-from producers import EnqueueError, InvalidMessage, JobNotFound, get_job, send, send_many
+from producers import EnqueueError, IdempotencyConflict, InvalidMessage, JobNotFound, get_job, send, send_many
+from producers.errors import ReplayRefused
+from producers.settings import get_settings
 from schemas import KINDS, SCHEMAS
 
 MAX_BATCH = 1000
+#: The largest request body. A batch of 1,000 text messages at the 1,000-byte limit, every character
+#: \u-escaped as json.dumps writes non-ASCII (up to 3 bytes of JSON per byte of UTF-8), with the longest ids
+#: and 200-character idempotency keys of characters JSON escapes, is 3.6 MB: every valid batch of text fits
+#: (tests/test_api_hostile.py), and nothing much bigger is read into memory.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+#: The longest URL (path and query). The longest legitimate one is a 255-character job id under /v1.
+MAX_URL_CHARS = 2048
+JOB_ID = re.compile(r"[!-~]{1,255}")  # what a Celery task id can be in practice: printable ASCII, no spaces
+AUTH_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="igsend"'}
+REDIS_DOWN = "Redis is unavailable: nothing was done; try again shortly"
+FAILED_MIDWAY = "Redis or the broker failed during the call: check the job's status, then try again"
+
+log = logging.getLogger("igsend.api")
 
 blp = Blueprint("messages", __name__, url_prefix="/v1", description="Send messages and read their outcome")
 
@@ -30,6 +62,41 @@ def _document_schema(kind: str) -> type[Schema]:
 
 
 DOCUMENT_SCHEMAS = {kind: _document_schema(kind) for kind in KINDS}
+
+
+class ErrorSchema(Schema):
+    """The one shape of every error answer."""
+
+    code = fields.Integer(required=True, metadata={"description": "the HTTP status code"})
+    status = fields.String(required=True, metadata={"description": "the HTTP status phrase"})
+    message = fields.String(required=True, metadata={"description": "what went wrong, for a person"})
+    errors = fields.Dict(metadata={"description": "on 422: location (json, query) -> field -> messages"})
+
+
+class _Api(Api):
+    ERROR_SCHEMA = ErrorSchema
+
+    def handle_http_exception(self, error: HTTPException) -> tuple[dict[str, Any], int, dict[str, str]]:
+        payload, code, headers = super().handle_http_exception(error)
+        if code == 413 and "message" not in payload:
+            payload["message"] = f"the body is larger than {MAX_BODY_BYTES} bytes: split the batch"
+        payload.setdefault("message", error.description or error.name)
+        return payload, code, headers
+
+
+def _fails(code: int, description: str) -> Callable[[Any], Any]:
+    """Document an error answer of a route with the shared error schema."""
+    return blp.alt_response(code, schema=ErrorSchema, description=description)
+
+
+def _common_errors(func: Any) -> Any:
+    func = _fails(401, "no valid key: send Authorization: Bearer KEY")(func)
+    return _fails(503, "Redis or the broker did not answer: nothing was done; try again")(func)
+
+
+def _body_errors(func: Any) -> Any:
+    func = _fails(400, "the body is not valid JSON, or is nested too deeply")(func)
+    return _fails(413, f"the body is larger than {MAX_BODY_BYTES} bytes")(func)
 
 
 class JobIdSchema(Schema):
@@ -71,15 +138,24 @@ class StatusSchema(Schema):
     attempt_log = fields.List(fields.Dict())
 
 
+BATCH_ITEM_STATUSES = ("queued", "duplicate", "invalid", "conflict")
+
+
 class BatchItemSchema(Schema):
     index = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(BATCH_ITEM_STATUSES), metadata={
+        "description": "queued: by this call; duplicate: its idempotency key already named job `id` (nothing "
+                       "new queued); invalid: refused, see errors; conflict: its idempotency key names a "
+                       "different message (job `id`)"})
     id = fields.String()
     errors = fields.Dict()
 
 
 class BatchResponseSchema(Schema):
-    queued = fields.Integer(required=True)
+    queued = fields.Integer(required=True, metadata={"description": "jobs this call queued, each counted once"})
+    duplicates = fields.Integer(required=True)
     invalid = fields.Integer(required=True)
+    conflicts = fields.Integer(required=True)
     results = fields.List(fields.Nested(BatchItemSchema), required=True)
 
 
@@ -112,19 +188,34 @@ def _refused(exc: InvalidMessage) -> None:
 
 
 def _json_body() -> Any:
-    body = request.get_json(silent=True)
-    if body is None:
-        abort(422, errors={"json": {"_schema": ["the body must be a JSON document"]}})
-    return body
+    if not request.is_json:
+        abort(422, errors={"json": {"_schema": ["the body must be a JSON document (Content-Type: application/json)"]}})
+    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH, declared or streamed
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        # Python's parser recurses once per level: 100,000 '[' exhaust the stack, which is the client's doing.
+        abort(400, message="the body is nested too deeply to be a message")
+    except ValueError as exc:  # also UnicodeDecodeError: the body is not UTF-8
+        abort(400, message=f"the body is not valid JSON: {exc}")
+
+
+def _checked_id(job_id: str) -> str:
+    if not JOB_ID.fullmatch(job_id):
+        abort(404, message="no such job: a job id is 1-255 printable ASCII characters")
+    return job_id
 
 
 @blp.route("/messages", methods=["POST"])
 @blp.doc(requestBody=_message_body(), parameters=[{
     "in": "header", "name": "Idempotency-Key", "required": False, "schema": {"type": "string", "maxLength": 200},
-    "description": "the same key for the same account returns the original job within the window"}])
+    "description": "the same key for the same account returns the original job within the window; the same key "
+                   "with a different message answers 409"}])
 @blp.response(202, JobIdSchema, description="queued; poll the Location")
-@blp.alt_response(422, description="the message broke a rule; errors name each field")
-@blp.alt_response(503, description="the broker did not take the message; nothing was queued")
+@_fails(409, "the Idempotency-Key already names a different message; nothing was queued")
+@_fails(422, "the message broke a rule; errors name each field")
+@_body_errors
+@_common_errors
 def post_message():
     """Queue one message."""
     document = _json_body()
@@ -134,6 +225,8 @@ def post_message():
         job = send(document)
     except InvalidMessage as exc:
         _refused(exc)
+    except IdempotencyConflict as exc:
+        abort(409, message=str(exc))
     except EnqueueError as exc:
         abort(503, message=str(exc))
     return {"id": job.id}, 202, {"Location": f"/v1/messages/{job.id}"}
@@ -144,8 +237,9 @@ def post_message():
     "type": "object", "required": ["messages"], "properties": {"messages": {
         "type": "array", "maxItems": MAX_BATCH, "items": _message_body()["content"]["application/json"]["schema"]}}}}}})
 @blp.response(200, BatchResponseSchema, description="per-item results; valid items are queued")
-@blp.alt_response(422, description="the body is not a list of at most 1000 messages")
-@blp.alt_response(503, description="the broker did not take the batch; nothing was queued")
+@_fails(422, "the body is not a list of at most 1000 messages")
+@_body_errors
+@_common_errors
 def post_batch():
     """Queue up to 1,000 messages; invalid ones are reported by index, the valid ones still queued."""
     body = _json_body()
@@ -156,22 +250,30 @@ def post_batch():
         batch = send_many(documents)
     except EnqueueError as exc:
         abort(503, message=str(exc))
-    results = []
+    results: list[dict[str, Any]] = []
     for index, job in enumerate(batch.jobs):
-        if job is None:
-            results.append({"index": index, "errors": batch.errors[index].normalized_messages()})
+        error = batch.errors.get(index)
+        if isinstance(error, IdempotencyConflict):
+            results.append({"index": index, "status": "conflict", "id": error.job_id,
+                            "errors": {"idempotency_key": [str(error)]}})
+        elif error is not None:
+            results.append({"index": index, "status": "invalid", "errors": error.normalized_messages()})
         else:
-            results.append({"index": index, "id": job.id})
-    return {"queued": len(batch.queued), "invalid": len(batch.errors), "results": results}
+            status = "duplicate" if index in batch.duplicates else "queued"
+            results.append({"index": index, "status": status, "id": job.id})
+    counts = Counter(item["status"] for item in results)
+    return {"queued": counts["queued"], "duplicates": counts["duplicate"], "invalid": counts["invalid"],
+            "conflicts": counts["conflict"], "results": results}
 
 
 @blp.route("/messages/<job_id>", methods=["GET"])
 @blp.response(200, StatusSchema)
-@blp.alt_response(404, description="no such job (or it expired)")
+@_fails(404, "no such job (or it expired)")
+@_common_errors
 def get_message(job_id: str):
     """The job's status: queued, sending, retrying, delivered, dead or unknown."""
     try:
-        return get_job(job_id).info()
+        return get_job(_checked_id(job_id)).info()
     except JobNotFound as exc:
         abort(404, message=str(exc))
 
@@ -179,6 +281,7 @@ def get_message(job_id: str):
 @blp.route("/dead-letters", methods=["GET"])
 @blp.arguments(DeadLetterQuerySchema, location="query")
 @blp.response(200, DeadLetterSchema(many=True))
+@_common_errors
 def list_dead_letters(query: dict[str, Any]):
     """Dead messages, oldest first, with every attempt and the reason."""
     from workers import dlq
@@ -188,28 +291,73 @@ def list_dead_letters(query: dict[str, Any]):
 
 @blp.route("/dead-letters/<job_id>/replay", methods=["POST"])
 @blp.response(202, JobIdSchema)
-@blp.alt_response(404, description="no such dead letter")
+@_fails(404, "no such dead letter")
+@_fails(409, "the job is not dead now (e.g. it was delivered): a replay could send it twice")
+@_common_errors
 def replay_dead_letter(job_id: str):
     """Send a dead message again under its job id."""
     from workers import dlq
 
-    if not dlq.replay(job_id):
+    try:
+        replayed = dlq.replay(_checked_id(job_id))
+    except ReplayRefused as exc:
+        abort(409, message=str(exc))
+    if not replayed:
         abort(404, message=f"no dead-letter entry {job_id}")
     return {"id": job_id}, 202, {"Location": f"/v1/messages/{job_id}"}
 
 
+@lru_cache(maxsize=8)
+def _quick_redis(url: str) -> redis.Redis:
+    """A client that gives up at once. The shared client (producers.store) retries with backoff so that workers
+    and scripts ride out a Redis restart, which would hold an HTTP caller for ~10 s and then answer 500; the API
+    tells its caller 503 within a second instead, and the caller retries."""
+    return redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=1, socket_timeout=1,
+                                retry=Retry(NoBackoff(), 0))
+
+
+def _redis_answers() -> bool:
+    try:
+        return bool(_quick_redis(get_settings().redis_url).ping())
+    except RedisError:
+        return False
+
+
 def _healthz():
     from producers.celery_app import get_app
-    from producers.store import get_redis
 
     health: dict[str, Any] = {"redis": False, "workers": 0}
+    # Each probe on its own: a failing one is reported, never raised, and the worker ping (which goes through
+    # the broker) is not tried when Redis is down, where it would only wait out its connection retries.
     try:
-        health["redis"] = bool(get_redis().ping())
-        health["workers"] = len(get_app().control.ping(timeout=1.0) or [])
-    except Exception as exc:  # report, never crash the probe
+        health["redis"] = bool(_quick_redis(get_settings().redis_url).ping())
+    except Exception as exc:  # noqa: BLE001 - a probe reports, it does not crash
         health["error"] = type(exc).__name__
+    if health["redis"]:
+        try:
+            health["workers"] = len(get_app().control.ping(timeout=1.0) or [])
+        except Exception as exc:  # noqa: BLE001 - as above
+            health["error"] = type(exc).__name__
     ok = health["redis"] and health["workers"] > 0
     return jsonify({"ok": ok, **health}), 200 if ok else 503
+
+
+def _header_bytes(value: str) -> bytes:
+    # WSGI servers hand header bytes over as latin-1 text: encoding back gives what the client sent. Comparing
+    # bytes also keeps hmac.compare_digest from raising on non-ASCII text.
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace")
+
+
+def _bearer_matches(header: str, keys: list[bytes]) -> bool:
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer":  # RFC 7235: the scheme is case-insensitive
+        return False
+    supplied = _header_bytes(credentials.strip())
+    # Compare against every key, so the time taken does not tell which one matched.
+    return any([hmac.compare_digest(supplied, key) for key in keys])
 
 
 def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True) -> Flask:
@@ -218,28 +366,38 @@ def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True) 
         k.strip() for k in os.environ.get("IGSEND_API_KEYS", "").split(",") if k.strip()]
     if require_keys and not keys:
         raise RuntimeError("IGSEND_API_KEYS is empty: the HTTP API does not run without keys outside the demo")
+    key_bytes = [key.encode("utf-8") for key in keys]
     app = Flask("igsend")
     app.config.update(
         API_TITLE="igsend", API_VERSION="1", OPENAPI_VERSION="3.0.3", OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         API_SPEC_OPTIONS={"components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
                           "security": [{"bearer": []}] if keys else []},
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
-    api = Api(app)
+    api = _Api(app)
     for schema in DOCUMENT_SCHEMAS.values():
         api.spec.components.schema(schema.__name__, schema=schema)
     api.register_blueprint(blp)
     app.add_url_rule("/healthz", "healthz", _healthz)
 
     @app.before_request
-    def _authenticate():
-        if not keys or request.path in ("/healthz", "/openapi.json"):
-            return None
-        header = request.headers.get("Authorization", "")
-        supplied = header[7:] if header.startswith("Bearer ") else ""
-        if not any(hmac.compare_digest(supplied, key) for key in keys):
-            return jsonify({"code": 401, "status": "Unauthorized",
-                            "message": "send a key from IGSEND_API_KEYS as Authorization: Bearer KEY"}), 401
-        return None
+    def _guard() -> None:
+        if len(request.path) + len(request.query_string) > MAX_URL_CHARS:
+            abort(414, message=f"the URL is longer than {MAX_URL_CHARS} characters")
+        if keys and request.path not in ("/healthz", "/openapi.json") and not _bearer_matches(
+                request.headers.get("Authorization", ""), key_bytes):
+            abort(401, message="send a key from IGSEND_API_KEYS as Authorization: Bearer KEY",
+                  headers=AUTH_CHALLENGE)
+        # Routed /v1 calls all need Redis: answer 503 at once rather than after the shared client's retries.
+        if request.blueprint == blp.name and not _redis_answers():
+            abort(503, message=REDIS_DOWN)
 
+    def _unavailable(exc: Exception) -> tuple[Any, int]:
+        # Redis went away after the guard's check (or the broker refused a publish): the caller may retry.
+        log.warning("answering 503: %s: %s", type(exc).__name__, exc)
+        return jsonify({"code": 503, "status": "Service Unavailable", "message": FAILED_MIDWAY}), 503
+
+    app.register_error_handler(RedisError, _unavailable)
+    app.register_error_handler(BrokerError, _unavailable)
     return app

@@ -35,11 +35,14 @@ def _deliver(document: dict[str, Any], account: str, idempotency_key: str | None
     document["account"] = account
     if idempotency_key:
         document["idempotency_key"] = idempotency_key
+    # Imported here so this change stays inside _deliver while the rest of cli.py is edited in parallel.
+    from producers.errors import IdempotencyConflict
+
     try:
         job = send(document)
     except InvalidMessage as exc:
         _fail(str(exc))
-    except EnqueueError as exc:
+    except (EnqueueError, IdempotencyConflict) as exc:
         _fail(str(exc), code=1)
     if not wait:
         click.echo(job.id)

@@ -7,6 +7,7 @@ import time
 from enum import StrEnum
 from typing import Any
 
+from producers.errors import IgsendError
 from producers.store import attempts_key, decode_record, get_redis, job_key
 
 
@@ -24,7 +25,7 @@ class JobStatus(StrEnum):
         return self in (JobStatus.DELIVERED, JobStatus.DEAD, JobStatus.UNKNOWN)
 
 
-class JobError(Exception):
+class JobError(IgsendError):
     """A job ended without delivery; ``info`` is its status record (no secrets in it)."""
 
     def __init__(self, job_id: str, info: dict[str, Any]):
@@ -46,7 +47,7 @@ class OutcomeUnknown(JobError):
     """The POST may have reached Meta but its answer was lost; igsend did not resend it."""
 
 
-class JobNotFound(LookupError):
+class JobNotFound(IgsendError, LookupError):
     pass
 
 

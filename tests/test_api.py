@@ -70,8 +70,36 @@ def test_batch_queues_the_valid_and_reports_the_rest(client) -> None:
     documents = [{"kind": "text", "recipient": "a", "text": "ok"}, {"kind": "text", "recipient": "a"},
                  {"kind": "link", "recipient": "a", "url": "https://example.com"}]
     body = client.post("/v1/messages:batch", json={"messages": documents}, headers=AUTH).get_json()
-    assert body["queued"] == 2 and body["invalid"] == 1
-    assert body["results"][1] == {"index": 1, "errors": {"text": ["is required"]}}
+    assert (body["queued"], body["duplicates"], body["invalid"], body["conflicts"]) == (2, 0, 1, 0)
+    assert body["results"][1] == {"index": 1, "status": "invalid", "errors": {"text": ["is required"]}}
+    assert body["results"][0]["status"] == body["results"][2]["status"] == "queued"
     assert "id" in body["results"][0] and "id" in body["results"][2]
     too_many = client.post("/v1/messages:batch", json={"messages": [documents[0]] * 1001}, headers=AUTH)
     assert too_many.status_code == 422
+
+
+def test_a_reused_key_with_another_message_is_409(client, private_db) -> None:
+    headers = {**AUTH, "Idempotency-Key": "order-43"}
+    first = client.post("/v1/messages", json={"kind": "text", "recipient": "abc", "text": "10"}, headers=headers)
+    job_id = first.get_json()["id"]
+    other = client.post("/v1/messages", json={"kind": "text", "recipient": "abc", "text": "1000"}, headers=headers)
+    assert other.status_code == 409
+    assert other.get_json() == {"code": 409, "status": "Conflict", "message": (
+        f"idempotency key 'order-43' was already used for a different message (job {job_id})")}
+    assert queue_depth(private_db) == 1
+
+
+def test_batch_counts_are_exact_when_a_key_repeats(client, private_db) -> None:
+    doc = {"kind": "text", "recipient": "abc", "text": "once", "idempotency_key": "batch-9"}
+    body = client.post("/v1/messages:batch", json={"messages": [doc, doc, doc]}, headers=AUTH).get_json()
+    assert (body["queued"], body["duplicates"], body["invalid"], body["conflicts"]) == (1, 2, 0, 0)
+    job_id = body["results"][0]["id"]
+    assert [item["status"] for item in body["results"]] == ["queued", "duplicate", "duplicate"]
+    assert {item["id"] for item in body["results"]} == {job_id}
+    assert queue_depth(private_db) == 1
+    mixed = [doc, {**doc, "text": "twice"}, {"kind": "text", "recipient": "abc", "text": "new"}]
+    body = client.post("/v1/messages:batch", json={"messages": mixed}, headers=AUTH).get_json()
+    assert (body["queued"], body["duplicates"], body["invalid"], body["conflicts"]) == (1, 1, 0, 1)
+    assert body["results"][1] == {"index": 1, "status": "conflict", "id": job_id, "errors": {"idempotency_key": [
+        f"idempotency key 'batch-9' was already used for a different message (job {job_id})"]}}
+    assert queue_depth(private_db) == 2

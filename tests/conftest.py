@@ -148,12 +148,13 @@ def private_db(redis_url: str) -> Iterator[redis_lib.Redis]:
 
 @pytest.fixture
 def clean(r: redis_lib.Redis, sandbox: str) -> Iterator[None]:
-    """Each integration test starts with an empty sandbox and no igsend state (Celery's keys are left)."""
+    """Each integration test starts with an empty sandbox (Meta's budgets per login kind: rate_limit None) and
+    no igsend state (Celery's keys are left)."""
     _wipe(r)
     requests.delete(f"{sandbox}/_sandbox/messages", timeout=5).raise_for_status()
     requests.delete(f"{sandbox}/_sandbox/faults", timeout=5)
-    requests.post(f"{sandbox}/_sandbox/config", json={"latency_ms": 0, "error_rate": 0, "rate_limit": 300,
-                                                      "media_rate_limit": 10}, timeout=5).raise_for_status()
+    requests.post(f"{sandbox}/_sandbox/config", json={"latency_ms": 0, "error_rate": 0, "rate_limit": None,
+                                                      "media_rate_limit": None}, timeout=5).raise_for_status()
     yield
     _wipe(r)
 

@@ -87,7 +87,7 @@ def _run_one(concurrency: int, loglevel: str, extra: list[str], hostname: str) -
     argv = ["worker", "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", loglevel,
             "--queues", "igsend", "--hostname", f"{hostname}@%h", "--without-mingle", "--without-gossip", *extra]
     if (os.environ.get("IGSEND_LOG_FORMAT") or "text") == "json":
-        argv.append("--quiet")  # the startup banner is printed, not logged: it cannot be one JSON object
+        argv.insert(0, "--quiet")  # the startup banner is printed, not logged: it cannot be one JSON object
     app.worker_main(argv)
 
 

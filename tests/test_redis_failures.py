@@ -70,3 +70,16 @@ def test_clients_never_retry_an_authentication_error(locked_redis: EmbeddedRedis
     with pytest.raises(redis_lib.AuthenticationError):
         client.ping()
     assert time.monotonic() - started < 1
+
+
+def test_a_peer_that_never_answers_fails_after_one_timeout() -> None:
+    """Something listens but never speaks Redis (a wrong port, a hung server): one 5 s timeout, not 4 x 10 s."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes the handshake; nobody ever reads or writes
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        run, took = timed("status", "some-job", url=url)
+    assert run.returncode == 1 and took < 8, f"took {took:.1f} s"
+    assert run.stderr.startswith(f"error: cannot reach Redis at {url}: ") and "Traceback" not in run.stderr

@@ -12,6 +12,7 @@ import hashlib
 import json
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -82,14 +83,16 @@ class _DeferSigint:
         self._previous: Any = None
 
     def __enter__(self) -> _DeferSigint:
-        self._previous = signal.signal(signal.SIGINT, self._note)
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            self._previous = signal.signal(signal.SIGINT, self._note)
         return self
 
     def _note(self, _signum: int, _frame: object) -> None:
         self.requested = True
 
     def __exit__(self, *_: object) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def _queue(file: BinaryIO, state: _Progress, idempotency: bool, stop: _DeferSigint) -> str | None:

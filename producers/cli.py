@@ -4,14 +4,22 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from typing import Any
 
 import click
+import redis
 
 from producers import EnqueueError, InvalidMessage, JobError, JobNotFound, get_job, send
+from producers.errors import ReplayRefused
 from producers.jobs import Job
+from producers.store import brief_connections, describe_redis_error, get_redis, redis_warnings
+
+#: Commands a person waits on: their Redis calls fail within seconds instead of riding out an outage.
+#: The long-running ones (worker, up, demo, metrics, ...) keep the patient policy.
+_BRIEF = {"send", "send-bulk", "status", "dlq", "accounts"}
 
 
 def _print_json(data: Any) -> None:
@@ -23,9 +31,27 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+def _warn_about_redis() -> None:
+    """Redis settings that put queued messages at risk, on stderr (stdout stays machine-readable)."""
+    for warning in redis_warnings(get_redis()):
+        click.echo(f"warning: {warning}", err=True)
+
+
+class _Main(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except redis.RedisError as exc:
+            # One line, never a traceback, never the password in the URL.
+            _fail(describe_redis_error(exc), code=1)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """igsend: send Instagram Direct messages through a queue of Celery workers."""
+    if ctx.invoked_subcommand in _BRIEF:
+        ctx.with_resource(brief_connections())  # undone when the command ends (CliRunner runs in-process)
 
 
 # --- sending -------------------------------------------------------------------------------------------------
@@ -74,6 +100,7 @@ def send_group() -> None:
 def _register_send(kind: str, arguments: list[str], help_text: str,
                    build: Any, optional: list[tuple[str, str]] | None = None) -> None:
     def command(account: str, idempotency_key: str | None, wait: bool, timeout: float, **values: Any) -> None:
+        get_redis().ping()  # an unreachable Redis is reported as such, not as a failed enqueue
         _deliver({"kind": kind, **build(values)}, account, idempotency_key, wait, timeout)
 
     command.__doc__ = help_text
@@ -123,18 +150,30 @@ def status(job_id: str) -> None:
         _print_json({"id": job_id, "status": "not_found"})
         _fail(str(exc), code=1)
     _print_json(_status_json(job))
+    _warn_about_redis()
 
 
 @main.command(name="send-bulk")
-@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.argument("file", type=click.File("rb"))
 @click.option("--no-wait", is_flag=True, help="enqueue and exit without waiting for outcomes")
 @click.option("--timeout", default=600.0, show_default=True, help="seconds to wait for all outcomes")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def send_bulk(file: Any, no_wait: bool, timeout: float, as_json: bool) -> None:
-    """Queue every message of a JSON-lines FILE ('-' for stdin); invalid lines are reported, valid ones sent."""
+@click.option("--no-idempotency", is_flag=True,
+              help="do not derive idempotency keys from the lines: running the file again sends it again")
+def send_bulk(file: Any, no_wait: bool, timeout: float, as_json: bool, no_idempotency: bool) -> None:
+    """Queue every message of a JSON-lines FILE ('-' for stdin); invalid lines are reported, valid ones sent.
+
+    \b
+    Safe to interrupt and to run again: each line gets an idempotency key derived from its content and
+    from how many identical lines came before it (bulk-<sha256>), so running the same file again queues
+    only the lines that were not queued yet, within IGSEND_IDEMPOTENCY_WINDOW (24 h by default). A line
+    with its own "idempotency_key" keeps it. --no-idempotency turns this off. Ctrl-C stops between
+    batches and prints how many lines were queued and how to resume.
+    """
     from producers.bulk import run_bulk
 
-    sys.exit(run_bulk(file, wait=not no_wait, timeout=timeout, as_json=as_json))
+    sys.exit(run_bulk(file, wait=not no_wait, timeout=timeout, as_json=as_json,
+                      idempotency=not no_idempotency))
 
 
 # --- worker side (imported lazily) ---------------------------------------------------------------------------
@@ -241,46 +280,74 @@ def dlq_replay(job_id: str | None, replay_all: bool, account: str | None) -> Non
 
     if bool(job_id) == replay_all:
         _fail("give a JOB_ID or --all")
-    ids = [job_id] if job_id else [e["id"] for e in dead.list_entries(account=account)]
-    replayed = [i for i in ids if dead.replay(i)]
-    if job_id and not replayed:
-        _fail(f"no dead-letter entry {job_id}", code=1)
-    _print_json({"replayed": replayed})
+    if job_id:
+        try:
+            found = dead.replay(job_id)
+        except ReplayRefused as exc:
+            _fail(str(exc), code=1)
+        if not found:
+            _fail(f"no dead-letter entry {job_id}", code=1)
+        _print_json({"replayed": [job_id]})
+        return
+    replayed, refused = [], {}
+    for entry in dead.list_entries(account=account):
+        try:
+            if dead.replay(entry["id"]):
+                replayed.append(entry["id"])
+        except ReplayRefused as exc:  # one job that is not dead must not stop the others
+            refused[entry["id"]] = str(exc)
+    _print_json({"replayed": replayed, "refused": refused})
+    for message in refused.values():
+        click.echo(f"error: {message}", err=True)
+    if refused:
+        sys.exit(1)
 
 
 @dlq.command(name="purge")
 @click.option("--older-than", default=None, help="only entries dead longer than this: 30s, 15m, 12h, 7d")
 @click.option("--account", default=None)
-def dlq_purge(older_than: str | None, account: str | None) -> None:
-    """Delete entries."""
+@click.option("--yes", is_flag=True, help="purge every entry without asking (needed when not interactive)")
+def dlq_purge(older_than: str | None, account: str | None, yes: bool) -> None:
+    """Delete entries (all of them only after confirmation, or with --yes)."""
     from workers import dlq as dead
 
-    seconds = _duration(older_than) if older_than else None
+    seconds = _duration(older_than) if older_than is not None else None
+    if seconds is None and account is None and not yes:
+        # Deleting every dead letter cannot be undone: a stray `dlq purge` in a script must not do it.
+        if not sys.stdin.isatty():
+            _fail("purging every dead-letter entry needs --yes (or --older-than / --account)")
+        if not click.confirm(f"delete all {dead.size()} dead-letter entries?", err=True):
+            _fail("nothing purged", code=1)
     _print_json({"purged": dead.purge(older_than=seconds, account=account)})
 
 
 def _duration(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
-        if text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
+        seconds = float(text[:-1]) * units[text[-1]] if text[-1:] in units else float(text)
     except (ValueError, IndexError):
+        seconds = math.nan
+    # float() accepts "nan", "inf" and "-5": none of them is an age.
+    if not math.isfinite(seconds) or seconds < 0:
         _fail(f"--older-than: must be a duration like 30s, 15m, 12h or 7d (got {text!r})")
-        raise
+    return seconds
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--port", default=5555, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address to listen on (0.0.0.0: every interface; put TLS in front)")
 @click.pass_context
-def flower(ctx: click.Context, port: int) -> None:
+def flower(ctx: click.Context, port: int, host: str) -> None:
     """Flower on igsend's app, with basic auth from IGSEND_FLOWER_AUTH=user:password (required)."""
-    auth = os.environ.get("IGSEND_FLOWER_AUTH", "")
-    if ":" not in auth:
-        _fail("IGSEND_FLOWER_AUTH must be set to user:password (Flower never runs without authentication)")
-    os.environ["FLOWER_BASIC_AUTH"] = auth  # via the environment, so the password is not in `ps` output
+    user, colon, password = os.environ.get("IGSEND_FLOWER_AUTH", "").partition(":")
+    if not (colon and user.strip() and password.strip()):
+        # Flower would accept an empty user or password: that is a login anyone can guess.
+        _fail("IGSEND_FLOWER_AUTH must be set to user:password, both non-empty "
+              "(Flower never runs without authentication)")
+    os.environ["FLOWER_BASIC_AUTH"] = f"{user}:{password}"  # via the environment: not in `ps` output
     os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}",
-                               "--purge_offline_workers=60", *ctx.args])
+                               f"--address={host}", "--purge_offline_workers=60", *ctx.args])
 
 
 @main.command()
@@ -298,11 +365,12 @@ def api(port: int, host: str, processes: int) -> None:
 
 @main.command()
 @click.option("--port", default=9808, show_default=True)
-def metrics(port: int) -> None:
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+def metrics(port: int, host: str) -> None:
     """Prometheus exporter for queue depth, delayed/held jobs, DLQ size and account health."""
     from workers.metrics import serve_exporter
 
-    serve_exporter(port)
+    serve_exporter(port, host)
 
 
 @main.group()
@@ -312,10 +380,11 @@ def accounts() -> None:
 
 @accounts.command(name="list")
 def accounts_list() -> None:
-    """Every account with runtime state, as JSON."""
+    """Every account with runtime state, as JSON (Redis risk warnings go to stderr)."""
     from workers.account_state import all_states
 
     _print_json(all_states())
+    _warn_about_redis()
 
 
 @accounts.command(name="heal")

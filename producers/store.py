@@ -6,8 +6,11 @@ Every igsend key starts with ``igsend:`` so an operator can tell them from Celer
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -58,23 +61,119 @@ ACCOUNTS_INDEX_KEY = f"{PREFIX}accounts"  # names of accounts that have runtime 
 STATS_KEY = f"{PREFIX}stats"  # counters: unknown outcomes, skipped redeliveries, ...
 
 
+class _Retry(Retry):
+    """redis-py's Retry, except that a wrong password or a refused command is final: retrying them only
+    turns a clear configuration error into a long hang (redis-py counts AuthenticationError as a
+    ConnectionError, and nests the connect retry inside the command retry)."""
+
+    def call_with_retry(self, do: Any, fail: Any, is_retryable: Any = None, with_failure_count: bool = False) -> Any:
+        def retryable(error: Exception) -> bool:
+            if isinstance(error, (redis.AuthenticationError, redis.ResponseError)):
+                return False
+            return is_retryable(error) if is_retryable else True
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
+#: Long-running processes (workers, the API, apps that import producers) ride out a Redis restart: redis-py
+#: nests its connect retry inside its command retry, so up to 9 x 9 connect attempts with backoff, and a
+#: timed-out reply is retried too. A command a person waits on (the CLI) retries only a refused or reset
+#: connection, once, and never a timeout (which already waited): refused fails in well under a second, an
+#: address that drops packets after the 1 s connect timeout, a peer that never answers after 5 s.
+_POLICIES: dict[str, dict[str, Any]] = {
+    "patient": {"socket_connect_timeout": 5, "socket_timeout": 10, "retries": 8, "cap": 2.0,
+                "retry_on_error": [redis.ConnectionError, redis.TimeoutError]},
+    "brief": {"socket_connect_timeout": 1, "socket_timeout": 5, "retries": 1, "cap": 0.1,
+              "retry_on_error": [redis.ConnectionError]},
+}
+_default_policy = "patient"
+
+
+@contextmanager
+def brief_connections() -> Iterator[None]:
+    """Within this block, this process's Redis clients fail fast (one retry, 0.5 s connect timeout): for
+    commands a person waits on, where a clear error within seconds beats a silent minute of retries."""
+    global _default_policy
+    previous, _default_policy = _default_policy, "brief"
+    try:
+        yield
+    finally:
+        _default_policy = previous
+
+
 @lru_cache(maxsize=8)
-def _client(url: str) -> redis.Redis:
-    # Retries with backoff let producers and workers ride out a Redis restart instead of failing the call.
+def _client(url: str, policy: str = "patient") -> redis.Redis:
+    settings = _POLICIES[policy]
+    supported = tuple(settings["retry_on_error"])
     return redis.Redis.from_url(
         url,
         decode_responses=True,
-        socket_connect_timeout=5,
-        socket_timeout=10,
+        socket_connect_timeout=settings["socket_connect_timeout"],
+        socket_timeout=settings["socket_timeout"],
         health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        retry=_Retry(ExponentialBackoff(cap=settings["cap"], base=0.05), settings["retries"], supported),
+        retry_on_error=list(supported),
     )
 
 
-def get_redis(url: str | None = None) -> redis.Redis:
-    """The process-wide client for ``url`` (default: ``IGSEND_REDIS_URL``)."""
-    return _client(url or get_settings().redis_url)
+def get_redis(url: str | None = None, *, patient: bool | None = None) -> redis.Redis:
+    """The process-wide client for ``url`` (default: ``IGSEND_REDIS_URL``).
+
+    ``patient`` picks the retry policy: True rides out a Redis restart, False fails within seconds; None
+    uses the process default (patient, except inside :func:`brief_connections`)."""
+    policy = _default_policy if patient is None else ("patient" if patient else "brief")
+    return _client(url or get_settings().redis_url, policy)
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, for messages a person or a log will see."""
+    parts = urlsplit(url)
+    if parts.password is None and not parts.username:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def describe_redis_error(exc: BaseException, url: str | None = None) -> str:
+    """One line for a person: which Redis (password removed), and what went wrong."""
+    target = safe_url(url or get_settings().redis_url)
+    if isinstance(exc, redis.AuthenticationError):
+        why = f"authentication failed ({exc}); check the password in IGSEND_REDIS_URL"
+    else:
+        why = str(exc) or type(exc).__name__
+    return f"cannot reach Redis at {target}: {why}"
+
+
+def redis_warnings(client: redis.Redis | None = None) -> list[str]:
+    """Server settings that put queued messages at risk, one sentence each; empty when all is well.
+
+    Eviction can drop any key, queued messages included; with neither AOF nor RDB snapshots a restart
+    loses the whole queue. Managed Redis often refuses CONFIG: then say so instead of failing.
+    """
+    client = client or get_redis()
+    try:
+        policy = _config(client, "maxmemory-policy")
+        appendonly = _config(client, "appendonly")
+        save = _config(client, "save")
+    except redis.ResponseError as exc:
+        return [f"could not check Redis's eviction and persistence settings (CONFIG GET refused: {exc}); "
+                "make sure maxmemory-policy is noeviction and AOF or RDB persistence is on"]
+    warnings = []
+    if policy is not None and policy != "noeviction":
+        warnings.append(f"Redis maxmemory-policy is {policy!r}, not 'noeviction': when memory runs out Redis "
+                        "may evict queued messages and job records")
+    if appendonly is not None and save is not None and appendonly != "yes" and not save.strip():
+        warnings.append("Redis persistence is off (appendonly no, no RDB save points): a Redis restart loses "
+                        "every queued message; set appendonly yes")
+    return warnings
+
+
+def _config(client: redis.Redis, name: str) -> str | None:
+    value = client.config_get(name).get(name)
+    return None if value is None else str(value)
 
 
 def decode_record(raw: dict[str, str]) -> dict[str, Any]:

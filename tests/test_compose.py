@@ -250,9 +250,10 @@ def test_flower_and_api_require_credentials_and_publish_ports(services: dict[str
         refs = interpolations(environment(service)[variable])
         assert refs and refs[0][:2] == (variable, ":?"), f"{name}: {variable} must be required (${{{variable}:?...}})"
         published = [resolve_defaults(str(p)) for p in service["ports"]]
-        assert published == [f"{port}:{port}"], (name, published)
+        assert published == [f"127.0.0.1:{port}:{port}"], (name, published)  # loopback unless IGSEND_BIND
+        assert interpolations(str(service["ports"][0]))[0] == ("IGSEND_BIND", ":-", "127.0.0.1")
         assert f"127.0.0.1:{port}{path}" in " ".join(service["healthcheck"]["test"]), name
-    assert command(services["flower"])[:4] == ["igsend", "flower", "--port", "5555"]
+    assert command(services["flower"]) == ["igsend", "flower", "--port", "5555", "--host", "0.0.0.0"]
     api = command(services["api"])
     assert api[0] == "gunicorn" and "0.0.0.0:8000" in api and api[-1] == "producers.api:create_app()"
 
@@ -282,13 +283,28 @@ def test_tokens_reach_only_workers_and_the_sandbox(services: dict[str, dict[str,
 
 
 def test_monitoring_services(services: dict[str, dict[str, Any]]) -> None:
-    assert command(services["metrics"]) == ["igsend", "metrics", "--port", "9808"]
+    assert command(services["metrics"]) == ["igsend", "metrics", "--port", "9808", "--host", "0.0.0.0"]
+    assert "ports" not in services["metrics"]
     assert services["prometheus"]["image"].startswith("prom/prometheus:")
     assert "./ops/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in services["prometheus"]["volumes"]
     assert services["grafana"]["image"].startswith("grafana/grafana:")
     for name in ("prometheus", "grafana"):
         for port in services[name]["ports"]:
             assert str(port).startswith("127.0.0.1:"), f"{name} is published on loopback only"
+
+
+def test_every_published_port_is_on_loopback_by_default(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        for port in service.get("ports") or []:
+            assert resolve_defaults(str(port)).startswith("127.0.0.1:"), f"{name}: {port} is public by default"
+    assert "TLS" in COMPOSE_FILE.read_text(encoding="utf-8")  # the comments say how to expose them safely
+    assert env_example()["IGSEND_BIND"] == "127.0.0.1"
+
+
+def test_worker_configuration_errors_are_visible(services: dict[str, dict[str, Any]]) -> None:
+    """`igsend worker` exits 78 (EX_CONFIG) on a bad configuration; the compose file says where to see it."""
+    assert services["worker"]["restart"] == "unless-stopped"
+    assert "Restarting (78)" in COMPOSE_FILE.read_text(encoding="utf-8")
 
 
 def test_every_variable_is_documented(compose: dict[str, Any]) -> None:
@@ -380,6 +396,7 @@ def test_prometheus_scrapes_flower_metrics_and_every_worker(services: dict[str, 
     assert any(sd["names"] == ["worker"] and sd["type"] == "A" and sd["port"] == 9809 for sd in dns)
     worker = environment(services["worker"])
     assert worker["IGSEND_METRICS_PORT"] == "9809"
+    assert worker["IGSEND_METRICS_HOST"] == "0.0.0.0"  # igsend's default is loopback: Prometheus could not scrape
     # one process per container, or the processes would contend for that one port (scale with replicas)
     assert resolve_defaults(worker["IGSEND_PROCESSES"]) == "1" and env_example()["IGSEND_PROCESSES"] == "1"
 
@@ -464,6 +481,8 @@ def test_docker_compose_config_accepts_the_file(compose_cli: list[str], clean_en
     assert worker["environment"]["IGSEND_REDIS_URL"] == "redis://:change-me-redis-password@redis:6379/0"
     assert worker["environment"]["IGSEND_ACCOUNTS_FILE"] in ("", None)
     assert model["services"]["sandbox"]["environment"]["IGSEND_ACCESS_TOKEN"] == "sandbox-token"
+    for name in ("flower", "api"):
+        assert [p.get("host_ip") for p in model["services"][name]["ports"]] == ["127.0.0.1"], name
 
 
 def test_docker_compose_config_refuses_missing_secrets(compose_cli: list[str], clean_env: dict[str, str],

@@ -3,6 +3,9 @@ the delayed-job scheduler and the per-process metrics endpoint."""
 
 from __future__ import annotations
 
+import logging
+
+import redis
 from celery.signals import worker_ready, worker_shutdown
 
 from producers.celery_app import get_app
@@ -12,6 +15,7 @@ from workers.scheduler import Scheduler
 
 app = get_app()
 _scheduler: Scheduler | None = None
+log = logging.getLogger("igsend.worker")
 
 
 @worker_ready.connect
@@ -20,6 +24,18 @@ def _start_scheduler(**_: object) -> None:
     _scheduler = Scheduler()
     _scheduler.start()
     serve_worker_metrics()
+    _warn_about_redis()
+
+
+def _warn_about_redis() -> None:
+    """Say at start when Redis itself could lose queued messages (eviction, no persistence)."""
+    from producers.store import get_redis, redis_warnings
+
+    try:
+        for warning in redis_warnings(get_redis()):
+            log.warning("%s", warning)
+    except redis.RedisError as exc:  # a warning about risks must never stop the worker
+        log.warning("could not check Redis's settings: %s", exc)
 
 
 @worker_shutdown.connect

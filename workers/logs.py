@@ -1,9 +1,14 @@
-"""Logging for worker processes: a filter that blanks anything shaped like a Graph token, on every handler."""
+"""Logging for worker processes: a filter that blanks anything shaped like a Graph token, on every handler,
+and with ``IGSEND_LOG_FORMAT=json`` a formatter that makes every line one JSON object."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import sys
+import time
 
 # Meta tokens: user/page tokens start with EAA (Facebook Login) or IG (Instagram Login) followed by a long
 # run of URL-safe characters. Whatever follows "Bearer " or "access_token=" is blanked too.
@@ -38,11 +43,44 @@ class RedactTokens(logging.Filter):
         return True
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, tracebacks included (in ``exc``), so a log pipeline never has to join
+    lines. A message that is itself a JSON object (igsend's per-POST line) is merged in, not nested."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        data: dict[str, object] = {"ts": round(record.created, 3), "level": record.levelname,
+                                   "logger": record.name, "process": record.processName}
+        parsed = None
+        if message.startswith("{"):
+            try:
+                parsed = json.loads(message)
+            except ValueError:
+                pass
+        if isinstance(parsed, dict):
+            data.update(parsed)
+        else:
+            data["message"] = message
+        for field in ("task_name", "task_id"):  # set on Celery's task-logger records
+            if getattr(record, field, None) not in (None, "???"):
+                data[field] = getattr(record, field)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            data["exc"] = record.exc_text
+        if record.stack_info:
+            data["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+
 def configure_logging() -> None:
     """Install the filter on the root logger's handlers as Celery sets them up, and on Celery's own."""
     from celery.signals import after_setup_logger, after_setup_task_logger
 
+    from producers.settings import get_settings
     from workers.accounts import registry
+
+    as_json = get_settings().log_format == "json"
 
     def install(logger: logging.Logger | None = None, **_: object) -> None:
         # igsend logs one line per POST itself; Celery's "received"/"succeeded" lines per task would triple
@@ -54,6 +92,40 @@ def configure_logging() -> None:
             for handler in target.handlers:
                 if not any(isinstance(f, RedactTokens) for f in handler.filters):
                     handler.addFilter(RedactTokens(secrets))
+                if as_json:
+                    handler.setFormatter(JsonFormatter())
 
     after_setup_logger.connect(install, weak=False)
     after_setup_task_logger.connect(install, weak=False)
+    if as_json:
+        _json_from_the_start(secrets_of=lambda: [account.token for account in registry().values()])
+
+
+def _json_from_the_start(secrets_of: object) -> None:
+    """Make the lines written before and around Celery's logging JSON too.
+
+    A root handler installed now is kept by Celery (it only adds one to an unconfigured root logger), so
+    Python warnings (captured into logging) and early errors are formatted like the rest. Celery prints its
+    shutdown notices with ``celery.apps.worker.safe_say`` (raw writes from signal handlers, bypassing
+    logging): those are replaced by a JSON line written the same lock-free way.
+    """
+    import celery.apps.worker
+
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        handler.addFilter(RedactTokens(secrets_of()))  # type: ignore[operator]
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+
+    def json_say(msg: str, f: object = sys.__stderr__) -> None:
+        line = json.dumps({"ts": round(time.time(), 3), "level": "WARNING", "logger": "celery.apps.worker",
+                           "process": "MainProcess", "message": redact(str(msg))}, ensure_ascii=False)
+        try:
+            os.write(f.fileno(), (line + "\n").encode())  # type: ignore[attr-defined]
+        except (OSError, AttributeError, ValueError):
+            pass  # a notice must never break a shutdown
+
+    celery.apps.worker.safe_say = json_say

@@ -24,11 +24,15 @@ GRAPH_LATENCY = Histogram("igsend_graph_latency_seconds", "Time from POST to Met
 
 
 def serve_worker_metrics() -> int | None:
-    """Start the per-process endpoint when ``IGSEND_METRICS_PORT`` is set; returns the port."""
+    """Start the per-process endpoint when ``IGSEND_METRICS_PORT`` is set; returns the port.
+
+    It listens on ``IGSEND_METRICS_HOST`` (default 127.0.0.1): the metrics name accounts and recipients'
+    traffic, so they are private unless the deployment says otherwise (compose sets 0.0.0.0 inside its
+    network, where Prometheus scrapes them)."""
     port = os.environ.get("IGSEND_METRICS_PORT")
     if not port:
         return None
-    start_http_server(int(port))
+    start_http_server(int(port), addr=os.environ.get("IGSEND_METRICS_HOST") or "127.0.0.1")
     return int(port)
 
 
@@ -62,12 +66,12 @@ class RedisStateCollector(Collector):
         yield healthy
 
 
-def serve_exporter(port: int) -> None:
+def serve_exporter(port: int, host: str = "127.0.0.1") -> None:
     """``igsend metrics``: the Redis-state exporter, in the foreground."""
     import time
 
     REGISTRY.register(RedisStateCollector())
-    start_http_server(port)
-    print(f"igsend metrics on http://0.0.0.0:{port}/metrics", flush=True)
+    start_http_server(port, addr=host)
+    print(f"igsend metrics on http://{host}:{port}/metrics", flush=True)
     while True:
         time.sleep(3600)

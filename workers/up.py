@@ -19,12 +19,18 @@ from rich.console import Console
 def run_up(*, api_port: int = 8000, flower_port: int = 5555, metrics_port: int = 9808,
            sandbox_port: int = 8899, stop_event: threading.Event | None = None) -> int:
     from producers.settings import get_settings
-    from workers.accounts import load_accounts
+    from workers.accounts import AccountError, load_accounts
     from workers.embedded_redis import ensure_redis
     from workers.processes import start_command, start_sandbox, start_worker
 
     console = Console()
     settings = get_settings()
+    try:
+        # Before anything starts: a bad accounts file would make the worker exit, and `up` shut down.
+        accounts = load_accounts()
+    except AccountError as exc:
+        console.print(f"[red]igsend up: {exc}[/]", markup=True, highlight=False)
+        return 78  # EX_CONFIG, as `igsend worker` exits
     data_dir = Path(settings.data_dir)
     stop = stop_event or threading.Event()
     if stop_event is None:
@@ -36,7 +42,7 @@ def run_up(*, api_port: int = 8000, flower_port: int = 5555, metrics_port: int =
     try:
         line = "started, AOF in " + str(redis.data_dir) if redis.process else "already running"
         console.print(f"[bold]redis  [/]  {redis.url}  ({line})")
-        if not load_accounts():
+        if not accounts:
             token = "IGSANDBOX" + secrets.token_urlsafe(24)
             sandbox = start_sandbox(tokens=[token], port=sandbox_port, latency_ms=50,
                                     log_path=data_dir / "up-sandbox.log")
@@ -65,6 +71,8 @@ def run_up(*, api_port: int = 8000, flower_port: int = 5555, metrics_port: int =
                                 log_path=data_dir / "up-metrics.log")
         services.append(metrics)
         console.print(f"[bold]metrics[/]  http://127.0.0.1:{metrics_port}/metrics")
+        for warning in _redis_warnings(redis.url):
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
         console.print("igsend is up; Ctrl-C stops everything")
         while not stop.wait(1.0):
             dead = [s.name for s in services if not s.alive()]
@@ -72,8 +80,31 @@ def run_up(*, api_port: int = 8000, flower_port: int = 5555, metrics_port: int =
                 console.print(f"[red]{', '.join(dead)} stopped; shutting down[/]")
                 return 1
         return 0
+    except RuntimeError as exc:  # a service did not start: say which and why, then stop the others
+        console.print(f"[red]igsend up: {exc}[/]", highlight=False)
+        for line in _tail(exc):
+            console.print(f"  {line}", markup=False, highlight=False)
+        return 1
     finally:
         for service in reversed(services):
             service.stop()
         redis.stop()
         console.print("stopped")
+
+
+def _tail(exc: RuntimeError, lines: int = 5) -> list[str]:
+    """The last lines of the log a start error names ("(log: PATH)"): usually the reason itself."""
+    text = str(exc)
+    if "(log: " not in text:
+        return []
+    path = Path(text.rsplit("(log: ", 1)[1].rstrip(")"))
+    try:
+        return path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def _redis_warnings(url: str) -> list[str]:
+    from producers.store import get_redis, redis_warnings
+
+    return redis_warnings(get_redis(url))

@@ -35,6 +35,7 @@ from werkzeug.exceptions import HTTPException
 from producers import EnqueueError, IdempotencyConflict, InvalidMessage, JobNotFound, get_job, send, send_many
 from producers.errors import ReplayRefused
 from producers.settings import get_settings
+from producers.store import redis_warnings
 from schemas import KINDS, SCHEMAS
 
 MAX_BATCH = 1000
@@ -330,7 +331,9 @@ def _healthz():
     # Each probe on its own: a failing one is reported, never raised, and the worker ping (which goes through
     # the broker) is not tried when Redis is down, where it would only wait out its connection retries.
     try:
-        health["redis"] = bool(_quick_redis(get_settings().redis_url).ping())
+        client = _quick_redis(get_settings().redis_url)
+        health["redis"] = bool(client.ping())
+        health["warnings"] = redis_warnings(client)  # e.g. eviction on, or no persistence: reported, not fatal
     except Exception as exc:  # noqa: BLE001 - a probe reports, it does not crash
         health["error"] = type(exc).__name__
     if health["redis"]:

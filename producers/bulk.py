@@ -69,7 +69,9 @@ def _lines(file: BinaryIO) -> Iterator[tuple[int, Any | None, str | None]]:
 
 @dataclass
 class _Progress:
-    jobs: list[Job] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)  # every valid line's job, to follow
+    queued: int = 0  # jobs this run put on the queue
+    already: int = 0  # lines whose job an earlier run (same idempotency key) had queued
     errors: dict[int, str] = field(default_factory=dict)
     lines: int = 0
     last_line: int = 0  # every line up to here is queued or reported
@@ -104,7 +106,9 @@ def _queue(file: BinaryIO, state: _Progress, idempotency: bool, stop: _DeferSigi
         batch = send_many([document for _, document in chunk])
         for index, error in batch.errors.items():
             state.errors[chunk[index][0]] = str(error)
-        state.jobs.extend(batch.queued)
+        state.jobs.extend(job for job in batch.jobs if job is not None)
+        state.queued += len(batch.new)
+        state.already += len(batch.duplicates)
         state.last_line = chunk[-1][0]
         chunk.clear()
 
@@ -153,13 +157,14 @@ def run_bulk(file: BinaryIO, *, wait: bool = True, timeout: float = 600.0, as_js
             counts = _follow(state.jobs, timeout, console)
         except KeyboardInterrupt:  # everything is queued: stopping to watch loses nothing
             interrupted = True
-    summary = {"lines": state.lines, "queued": len(state.jobs), "invalid": len(state.errors),
-               "statuses": dict(counts), "job_ids": [job.id for job in state.jobs]}
+    summary = {"lines": state.lines, "queued": state.queued, "already_queued": state.already,
+               "invalid": len(state.errors), "statuses": dict(counts), "job_ids": [job.id for job in state.jobs]}
     if as_json:
         print(json.dumps(summary))
     else:
         final = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "not followed"
-        print(f"queued {len(state.jobs)}, invalid {len(state.errors)}; outcomes: {final}")
+        already = f", already queued {state.already}" if state.already else ""
+        print(f"queued {state.queued}{already}, invalid {len(state.errors)}; outcomes: {final}")
     if interrupted:
         print("interrupted while following: every line is queued and will be sent; "
               "watch with igsend status JOB_ID", file=sys.stderr)
@@ -177,11 +182,13 @@ def _report_stop(state: _Progress, why: str, idempotency: bool, name: str, as_js
                   f"tail -n +{state.last_line + 1} {name} | igsend send-bulk -")
     what = "interrupted" if why == "interrupted" else f"stopped: {why}"
     if as_json:
-        print(json.dumps({"stopped": why, "lines": state.lines, "queued": len(state.jobs),
+        print(json.dumps({"stopped": why, "lines": state.lines, "queued": state.queued,
+                          "already_queued": state.already,
                           "invalid": len(state.errors), "last_line": state.last_line, "resume": resume,
                           "job_ids": [job.id for job in state.jobs]}))
     else:
-        print(f"{what}: queued {len(state.jobs)} message(s), invalid {len(state.errors)}, "
+        already = f", already queued {state.already}" if state.already else ""
+        print(f"{what}: queued {state.queued} message(s){already}, invalid {len(state.errors)}, "
               f"through line {state.last_line}")
     print(f"{what}; {resume}", file=sys.stderr)
 

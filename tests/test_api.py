@@ -103,3 +103,14 @@ def test_batch_counts_are_exact_when_a_key_repeats(client, private_db) -> None:
     assert body["results"][1] == {"index": 1, "status": "conflict", "id": job_id, "errors": {"idempotency_key": [
         f"idempotency key 'batch-9' was already used for a different message (job {job_id})"]}}
     assert queue_depth(private_db) == 2
+
+
+def test_healthz_names_the_redis_settings_that_risk_messages(client, r) -> None:
+    assert client.get("/healthz").get_json()["warnings"] == []  # the suite's Redis: noeviction, AOF on
+    before = r.config_get("maxmemory-policy")["maxmemory-policy"]
+    r.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        warnings = client.get("/healthz").get_json()["warnings"]
+    finally:
+        r.config_set("maxmemory-policy", before)
+    assert len(warnings) == 1 and "allkeys-lru" in warnings[0]

@@ -51,7 +51,7 @@ def test_interrupted_bulk_run_resumes_without_sending_twice(private_db: redis_li
 
     again = bulk(str(path), "--no-wait")
     assert again.returncode == 0, again.stderr
-    assert again.stdout.startswith(f"queued {lines}, invalid 0")
+    assert again.stdout.startswith(f"queued {lines - queued}, already queued {queued}, invalid 0"), again.stdout
     assert jobs(private_db) == lines  # every line exactly once
     assert queue_depth(private_db) == lines
 

@@ -138,7 +138,7 @@ def test_dlq_list_show_replay_purge(sandbox: str) -> None:
     assert dlq.show(dead.id) is None
 
     assert runner.invoke(cli, ["dlq", "purge", "--older-than", "1h"]).output.count('"purged": 0') == 1
-    purged = runner.invoke(cli, ["dlq", "purge"])
+    purged = runner.invoke(cli, ["dlq", "purge", "--yes"])
     assert json.loads(purged.output) == {"purged": 1}
     assert dlq.list_entries() == []
     missing = runner.invoke(cli, ["dlq", "show", "nope"])

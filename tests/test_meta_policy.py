@@ -182,3 +182,30 @@ def test_a_revoked_task_ends_cancelled_and_is_never_sent(sandbox: str) -> None:
     assert "revoked" in info["reason"]
     time.sleep(0.5)
     assert received(sandbox, recipient="revoked1") == []
+
+
+def test_a_dead_letter_logs_one_line_without_a_traceback(sandbox: str, worker_log) -> None:
+    fault(sandbox, "onelinedead", {"code": 100, "subcode": 2018001})
+    job = producers.send_text("onelinedead", "x")
+    with pytest.raises(producers.MessageDead):
+        job.result(timeout=30)
+    time.sleep(0.3)
+    lines = worker_log.read_text(errors="replace").splitlines()
+    mine = [i for i, line in enumerate(lines) if job.id in line and "dead-lettered" in line]
+    assert len(mine) == 1, mine
+    following = lines[mine[0] + 1] if mine[0] + 1 < len(lines) else ""
+    assert not following.startswith("Traceback")
+
+
+@pytest.mark.usefixtures("private_db")
+def test_every_publish_path_hides_the_text_from_flower(private_db) -> None:
+    from producers.celery_app import DUE_PRIORITY, publish, queue_keys
+
+    app = get_app()
+    with app.producer_or_acquire() as producer:  # the scheduler's and the replay's path: no argsrepr given
+        publish(app, producer, str(uuid.uuid4()), {"kind": "text", "recipient": "r", "text": "SECRET-ISH TEXT",
+                                                    "account": "default"}, priority=DUE_PRIORITY)
+    raw = [m for key in queue_keys() for m in private_db.lrange(key, 0, -1)]
+    assert len(raw) == 1
+    headers = json.loads(raw[0])["headers"]
+    assert "SECRET-ISH TEXT" not in headers["argsrepr"] and "'recipient': 'r'" in headers["argsrepr"]

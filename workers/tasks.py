@@ -208,6 +208,7 @@ def _dead(ctx: _Context, job_id: str, reason: str, error: dict[str, Any] | None,
     account = msg["account"] if msg and msg.get("account") in registry() else "invalid"
     kind = msg["kind"] if msg else "invalid"
     FINISHED.labels(account, kind, status).inc()
+    log.warning("dead-lettered job=%s status=%s reason=%s", job_id, status, reason)
     raise DeadLettered(f"{status}: {reason}")
 
 

@@ -17,7 +17,7 @@ from producers.celery_app import NEW_PRIORITY, get_app, publish
 from producers.errors import IdempotencyConflict, IgsendError
 from producers.jobs import Job
 from producers.settings import get_settings
-from producers.store import get_redis, idempotency_key, job_key
+from producers.store import PENDING_KEY, get_redis, idempotency_key, job_key
 from schemas import InvalidMessage, load_message
 
 # Creates the job record, or answers with the job that already owns the idempotency key: one atomic step, so two
@@ -39,6 +39,8 @@ if KEYS[2] ~= '' then
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[3], tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])  -- for the lost-message sweep
 return {1, ARGV[1]}
 """
 
@@ -143,7 +145,7 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
             key = message.pop("idempotency_key", None)
             job_id = str(uuid.uuid4())
             idem = idempotency_key(message["account"], key) if key else ""
-            script(keys=[job_key(job_id), idem],
+            script(keys=[job_key(job_id), idem, PENDING_KEY],
                    args=[job_id, settings.result_ttl, settings.idempotency_window, fingerprint(message),
                          *_record_fields(job_id, message, key, now)], client=pipe)
             planned.append((message, idem, key))

@@ -60,6 +60,9 @@ class Settings:
     #: Total deadline of one text-class POST, in seconds (IGSEND_SEND_DEADLINE). Everything that must outlast a
     #: POST derives from it, so they cannot drift: the media deadline, the job lock, the visibility timeout.
     send_deadline: float = 15.0
+    #: Seconds a published job may be missing from the broker (not queued, not in a worker's hands) before the
+    #: sweeper publishes it again (IGSEND_LOST_AFTER): a lost message is sent within this plus 5 s.
+    lost_after: float = 60.0
 
     def deadline(self, send_class: str) -> float:
         """Total seconds one POST of this class may take, answer included."""
@@ -95,6 +98,7 @@ class Settings:
             log_format=env.get("IGSEND_LOG_FORMAT") or cls.log_format,
             task_events=(env.get("IGSEND_TASK_EVENTS") or "1") not in ("0", "false", "no", "off"),
             send_deadline=_positive("IGSEND_SEND_DEADLINE", cls.send_deadline),
+            lost_after=_positive("IGSEND_LOST_AFTER", cls.lost_after),
         )
 
 

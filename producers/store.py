@@ -54,6 +54,11 @@ def held_key(account: str) -> str:
     return f"{PREFIX}held:{account}"
 
 
+#: Jobs whose Celery message should be in the broker now, scored by when it was published (Redis clock).
+#: Admission takes a job out; the sweeper (workers/sweeper.py) republishes one the broker lost.
+PENDING_KEY = f"{PREFIX}pending"
+#: Jobs admitted to POST, scored by when their lock expires; recording the outcome takes them out.
+INFLIGHT_KEY = f"{PREFIX}inflight"
 DELAYED_KEY = f"{PREFIX}delayed"  # job ids waiting for a retry or a rate slot, scored by due time
 DLQ_KEY = f"{PREFIX}dlq"  # job id -> dead-letter entry (JSON)
 DLQ_INDEX_KEY = f"{PREFIX}dlq:index"  # job ids scored by when they died

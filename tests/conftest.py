@@ -99,6 +99,8 @@ def worker_env(redis_url: str, sandbox: str, accounts_file: Path, **extra: str) 
         "IGSEND_MAX_ATTEMPTS": "4",
         # short deadlines: a killed worker's message is back in ~25 s (visibility timeout = 3 x 5 + 10)
         "IGSEND_SEND_DEADLINE": "5",
+        # the sweeper republishes a message the broker lost after 5 s (default 60 s)
+        "IGSEND_LOST_AFTER": "5",
         **extra,
     }
 

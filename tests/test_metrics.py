@@ -65,3 +65,10 @@ def test_every_metric_the_dashboard_queries_is_exported(exporter, worker_metrics
     assert re.search(r'igsend_attempts_total\{account="default",code="100",kind="text",outcome="permanent"\}',
                      worker_text)
     wait_until(lambda: "igsend_dlq_size 1.0" in requests.get(exporter, timeout=5).text, timeout=10)
+
+
+def test_the_exporter_counts_messages_the_sweeper_republished(exporter, r) -> None:
+    from producers.store import STATS_KEY
+
+    r.hset(STATS_KEY, "republished_total", 3)  # what three sweeper finds leave behind
+    wait_until(lambda: "igsend_republished_total 3.0" in requests.get(exporter, timeout=5).text, timeout=10)

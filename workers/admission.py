@@ -17,15 +17,26 @@ from typing import Any
 
 import redis
 
-from producers.store import DELAYED_KEY, account_key, held_key, job_key, limiter_key, lock_key
+from producers.store import (
+    DELAYED_KEY,
+    INFLIGHT_KEY,
+    PENDING_KEY,
+    account_key,
+    held_key,
+    job_key,
+    limiter_key,
+    lock_key,
+)
 
-# KEYS: job, lock, account, limiter, delayed, held
+# KEYS: job, lock, account, limiter, delayed, held, pending, inflight
 # ARGV: job_id, lock_ttl_ms, rate, max_inline_wait, record_ttl, message_json, kind, account, recipient,
 #       late_tolerance
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local job_id = ARGV[1]
+-- Whatever admission decides, this copy's message has reached a worker: the lost-message sweep lets go of it.
+redis.call('ZREM', KEYS[7], job_id)
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   -- A job published by a raw send_task has no record yet: create it.
@@ -81,6 +92,7 @@ local attempt = tonumber(rec[4] or '0') + 1
 redis.call('HSET', KEYS[1], 'status', 'sending', 'inflight', attempt, 'attempts', attempt, 'updated_at', now)
 redis.call('HDEL', KEYS[1], 'slot_at', 'next_attempt_at', 'reason')
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+redis.call('ZADD', KEYS[8], now + tonumber(ARGV[2]) / 1000, job_id)  -- until an outcome is recorded
 return {'go', string.format('%.6f', math.max(0, slot - now)), tostring(attempt), rec[5] or tostring(now)}
 """
 
@@ -117,7 +129,7 @@ class Admitter:
         """``lock_ttl``: seconds the job's lock lives (its POST's deadline plus a margin; Settings.lock_ttl)."""
         account = message["account"]
         keys = [job_key(job_id), lock_key(job_id), account_key(account), limiter_key(account, send_class),
-                DELAYED_KEY, held_key(account)]
+                DELAYED_KEY, held_key(account), PENDING_KEY, INFLIGHT_KEY]
         lock_ttl_ms = int(lock_ttl * 1000) if lock_ttl else self.lock_ttl_ms
         args = [job_id, lock_ttl_ms, rate, self.max_inline_wait, self.record_ttl,
                 json.dumps(message, ensure_ascii=False), message["kind"], account, message["recipient"],

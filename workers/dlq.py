@@ -14,7 +14,7 @@ import redis
 
 from producers.celery_app import NEW_PRIORITY, get_app, publish
 from producers.errors import ReplayRefused
-from producers.store import DLQ_INDEX_KEY, DLQ_KEY, attempts_key, get_redis, job_key
+from producers.store import DLQ_INDEX_KEY, DLQ_KEY, PENDING_KEY, attempts_key, get_redis, job_key
 
 #: Only a job whose record still says it ended without delivery may be replayed.
 REPLAYABLE = ("dead", "unknown")
@@ -86,7 +86,8 @@ def replay(job_id: str, *, client: redis.Redis | None = None) -> bool:
         if result or (current is not None and current not in REPLAYABLE):
             state = "delivered" if result else current
             raise ReplayRefused(f"job {job_id} is {state}, not dead: not replayed (a replay could send it twice)")
-        now = time.time()
+        seconds, micros = pipe.time()  # Redis's clock, like every other score the sweeper compares
+        now = seconds + micros / 1_000_000
         pipe.multi()
         pipe.hset(key, mapping={
             "id": job_id, "status": "queued", "kind": entry.get("kind") or "",
@@ -98,6 +99,7 @@ def replay(job_id: str, *, client: redis.Redis | None = None) -> bool:
         pipe.hsetnx(key, "attempts", len(entry.get("attempts") or []))
         pipe.hdel(DLQ_KEY, job_id)
         pipe.zrem(DLQ_INDEX_KEY, job_id)
+        pipe.zadd(PENDING_KEY, {job_id: now})  # should the publish below fail, the sweeper sends it
         pipe.execute()
     app = get_app()
     with app.producer_or_acquire() as producer:

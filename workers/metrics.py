@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from prometheus_client import Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 ATTEMPTS = Counter("igsend_attempts", "POSTs to the Graph API by outcome and Graph error code",
@@ -41,7 +41,7 @@ class RedisStateCollector(Collector):
 
     def collect(self):
         from producers.celery_app import queue_keys
-        from producers.store import DELAYED_KEY, DLQ_INDEX_KEY, get_redis
+        from producers.store import DELAYED_KEY, DLQ_INDEX_KEY, STATS_KEY, get_redis
         from workers.account_state import all_states
 
         client = get_redis()
@@ -51,11 +51,14 @@ class RedisStateCollector(Collector):
             pipe.llen(key)
         pipe.zcard(DELAYED_KEY)
         pipe.zcard(DLQ_INDEX_KEY)
-        *lengths, delayed, dead = pipe.execute()
+        pipe.hget(STATS_KEY, "republished_total")
+        *lengths, delayed, dead, republished = pipe.execute()
         depth = sum(lengths)
         yield GaugeMetricFamily("igsend_queue_depth", "Messages waiting on the Celery queue", value=depth)
         yield GaugeMetricFamily("igsend_delayed", "Jobs waiting for a retry or a rate slot", value=delayed)
         yield GaugeMetricFamily("igsend_dlq_size", "Entries in the dead-letter queue", value=dead)
+        yield CounterMetricFamily("igsend_republished", "Jobs the sweeper published again: messages the broker lost",
+                                  value=int(republished or 0))
         held = GaugeMetricFamily("igsend_held", "Jobs held while their account is unhealthy", labels=["account"])
         healthy = GaugeMetricFamily("igsend_account_healthy", "1 when the account may send", labels=["account"])
         for state in all_states(client=client):

@@ -15,6 +15,7 @@ import redis
 from producers.store import (
     ACCOUNTS_INDEX_KEY,
     DELAYED_KEY,
+    INFLIGHT_KEY,
     STATS_KEY,
     account_key,
     attempts_key,
@@ -42,6 +43,7 @@ class Recorder:
     def _end(self, pipe: redis.client.Pipeline, job_id: str) -> None:
         pipe.expire(job_key(job_id), self.record_ttl)
         pipe.delete(lock_key(job_id))
+        pipe.zrem(INFLIGHT_KEY, job_id)  # the outcome is recorded: nothing left for the sweeper
         pipe.execute()
 
     def delivered(self, job_id: str, result: dict[str, Any], attempt_entry: dict[str, Any], *,
@@ -110,6 +112,7 @@ class Recorder:
             pipe.expire(job_key(job_id), self.record_ttl)
             pipe.delete(lock_key(job_id))
             pipe.zadd(held_key(account), {job_id: now})
+            pipe.zrem(INFLIGHT_KEY, job_id)
             dlq.remove(pipe, job_id)
         pipe.execute()
 

@@ -23,7 +23,7 @@ from celery.worker.request import Request as CeleryRequest
 
 from producers.celery_app import TASK_NAME, summarize_arguments
 from producers.settings import get_settings
-from producers.store import get_redis, job_key
+from producers.store import PENDING_KEY, get_redis, job_key
 
 log = logging.getLogger("igsend.raw")
 
@@ -38,6 +38,7 @@ if status == false or status == 'queued' or status == 'retrying' then
   redis.call('HSETNX', KEYS[1], 'attempts', 0)
   redis.call('HDEL', KEYS[1], 'next_attempt_at', 'slot_at')
   redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('ZREM', KEYS[2], ARGV[1])
 end
 return status or ''
 """
@@ -103,7 +104,7 @@ def _on_revoked(sender: Any = None, request: Any = None, expired: bool = False, 
         return
     reason = "expired before it was sent" if expired else "revoked (e.g. in Flower) before it was sent"
     try:
-        before = get_redis().register_script(_CANCEL)(keys=[job_key(request.id)],
+        before = get_redis().register_script(_CANCEL)(keys=[job_key(request.id), PENDING_KEY],
                                                       args=[request.id, reason, time.time(),
                                                             get_settings().result_ttl])
     except Exception:

@@ -21,14 +21,16 @@ import uuid
 import redis
 
 from producers.celery_app import DUE_PRIORITY, get_app, publish
-from producers.store import DELAYED_KEY, PREFIX, get_redis, held_key, job_key
+from producers.settings import get_settings
+from producers.store import DELAYED_KEY, PENDING_KEY, PREFIX, get_redis, held_key, job_key
+from workers.sweeper import MOVING_KEY, Sweeper
 
 log = logging.getLogger("igsend.scheduler")
 
-MOVING_KEY = f"{PREFIX}moving"
 LEADER_KEY = f"{PREFIX}scheduler:leader"
 
-# KEYS: delayed, moving. ARGV: batch size. Moves due ids to the moving list and returns them.
+# KEYS: delayed, moving, pending. ARGV: batch size. Moves due ids to the moving list and returns them; they
+# count as published from now on (a mover that dies before publishing leaves them to the sweeper).
 _CLAIM_DUE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -36,6 +38,7 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumb
 if #ids > 0 then
   redis.call('ZREM', KEYS[1], unpack(ids))
   redis.call('RPUSH', KEYS[2], unpack(ids))
+  for _, id in ipairs(ids) do redis.call('ZADD', KEYS[3], now, id) end
 end
 return ids
 """
@@ -55,8 +58,11 @@ class Scheduler:
     """One background thread per worker process; only the lease holder moves jobs."""
 
     def __init__(self, client: redis.Redis | None = None, *, interval: float = 0.05, batch: int = 500,
-                 lease: float = 3.0):
+                 lease: float = 3.0, sweep_every: float = 5.0, lost_after: float | None = None):
         self.client = client or get_redis()
+        self.sweeper = Sweeper(self.client, lost_after=lost_after or get_settings().lost_after)
+        self.sweep_every = sweep_every
+        self._last_sweep = 0.0
         self.interval = interval
         self.batch = batch
         self.lease_ms = int(lease * 1000)
@@ -100,8 +106,11 @@ class Scheduler:
         self._leading = leading
         if not leading:
             return 0
-        ids = self.claim(keys=[DELAYED_KEY, MOVING_KEY], args=[self.batch])
+        ids = self.claim(keys=[DELAYED_KEY, MOVING_KEY, PENDING_KEY], args=[self.batch])
         self._republish(ids)
+        if time.monotonic() - self._last_sweep >= self.sweep_every:
+            self._last_sweep = time.monotonic()
+            self.sweeper.sweep()  # messages the broker lost, and moves a crash left half done
         return len(ids)
 
     def _republish(self, ids: list[str]) -> None:

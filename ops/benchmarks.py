@@ -3,6 +3,7 @@
     ops/bench rate               # 3 workers; an Instagram-Login account (100/s) and a Facebook-Login one (300/s)
                                  # at Meta's real budgets, 20 s of traffic each
     ops/bench throughput         # naive Celery vs a bare thread pool vs igsend, 5,000 messages at 100 ms
+    ops/bench sweep              # the lost-message sweep's cost over 100,000 queued messages
     ops/bench rate --small       # scaled down, no targets enforced (what the test suite runs)
     ops/bench throughput --small
 """
@@ -122,6 +123,54 @@ def bench_rate(small: bool) -> int:
     print("target (every account 95-100 % of its login kind's budget, zero throttling errors):",
           "MET" if ok else "MISSED")
     return 0 if ok else 1
+
+
+def bench_sweep(queued: int) -> int:
+    """What one sweeper pass costs beside a deep backlog: time and Redis commands, with and without losses."""
+    import json
+    import statistics
+
+    from producers import send_many
+    from producers.celery_app import queue_keys
+    from producers.store import get_redis
+    from workers.sweeper import Sweeper
+
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = start_redis(Path(tmp) / "redis")
+        try:
+            os.environ["IGSEND_REDIS_URL"] = redis.url
+            started = time.monotonic()
+            for start in range(0, queued, 1000):
+                send_many([{"kind": "text", "recipient": f"r{i}", "text": "x"}
+                           for i in range(start, min(queued, start + 1000))])
+            print(f"ops/bench sweep: {queued:,} messages queued in {time.monotonic() - started:.1f} s, no worker")
+            client = get_redis()
+            sweeper = Sweeper(client, lost_after=0)
+
+            def timed() -> tuple[float, int, int]:
+                before = client.info("commandstats")
+                t0 = time.perf_counter()
+                found = len(sweeper.sweep().republished)
+                took = time.perf_counter() - t0
+                after = client.info("commandstats")
+                calls = sum(after[k]["calls"] - before.get(k, {"calls": 0})["calls"] for k in after) - 1
+                return took, calls, found
+
+            quiet = [timed() for _ in range(20)]
+            print(f"{'pass':<34} {'median ms':>10} {'commands':>9} {'republished':>12}")
+            print(f"{'nothing lost (20 passes)':<34} {statistics.median(t for t, _, _ in quiet) * 1000:>10.2f} "
+                  f"{quiet[0][1]:>9} {quiet[0][2]:>12}")
+            for _ in range(10):  # ten messages taken off the queue's oldest end and never recorded
+                for key in queue_keys():
+                    if client.rpop(key):
+                        break
+            took, calls, found = timed()
+            print(f"{'10 lost among the oldest':<34} {took * 1000:>10.2f} {calls:>9} {found:>12}")
+            depth = sum(client.llen(key) for key in queue_keys())
+            print(json.dumps({"queued_after": depth, "expected": queued}))
+            return 0 if found == 10 and depth == queued else 1
+        finally:
+            redis.stop()
 
 
 # --- throughput ---------------------------------------------------------------------------------------------
@@ -393,12 +442,14 @@ def _format(row: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ops/bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["rate", "throughput"])
+    parser.add_argument("which", choices=["rate", "throughput", "sweep"])
     parser.add_argument("--small", action="store_true", help="scaled-down counts, targets not enforced (CI)")
     args = parser.parse_args(argv)
     if args.which == "rate":
         code = bench_rate(args.small)
         return 0 if args.small else code
+    if args.which == "sweep":
+        return bench_sweep(10_000 if args.small else 100_000)
     return bench_throughput(args.small)
 
 

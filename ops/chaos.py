@@ -26,8 +26,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workers.embedded_redis import start_redis  # noqa: E402
-from workers.processes import Service, start_sandbox, start_worker  # noqa: E402
+from igsend.core.store import forget_connections  # noqa: E402
+from igsend.local.embedded_redis import start_redis  # noqa: E402
+from igsend.local.processes import Service, start_sandbox, start_worker  # noqa: E402
 
 
 def log(text: str) -> None:
@@ -40,6 +41,7 @@ def run(*, messages: int, kills: int, seed: int | None) -> dict:
     redis = start_redis(tmp / "redis")
     port = int(redis.url.rsplit(":", 1)[1].split("/")[0])
     os.environ["IGSEND_REDIS_URL"] = redis.url
+    forget_connections()  # a second run's producer must talk to this run's Redis, not the last one's
     tokens = [f"chaos-token-{i}-{os.urandom(6).hex()}" for i in range(3)]
     sandbox = start_sandbox(tokens=tokens, latency_ms=40, error_rate=0.05, rate_limit=1000,
                             log_path=tmp / "sandbox.log")
@@ -104,7 +106,7 @@ def run(*, messages: int, kills: int, seed: int | None) -> dict:
         log(f"all {len(accepted)} accepted; waiting for outcomes")
         statuses = wait_final(accepted, timeout=180)
         delivered_wire = requests.get(f"{sandbox.url}/_sandbox/messages", timeout=30).json()["messages"]
-        from producers.store import STATS_KEY, get_redis
+        from igsend.core.store import STATS_KEY, get_redis
 
         republished = int(get_redis().hget(STATS_KEY, "republished_total") or 0)
     finally:
@@ -132,7 +134,7 @@ def run(*, messages: int, kills: int, seed: int | None) -> dict:
 
 
 def wait_final(jobs, timeout: float) -> dict[str, tuple[str, str]]:
-    from producers.store import get_redis, job_key
+    from igsend.core.store import get_redis, job_key
 
     redis = get_redis()
     deadline = time.monotonic() + timeout

@@ -11,17 +11,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from igsend.core.errors import IdempotencyConflict, IgsendError, ReplayRefused
+
 # enqueue_many: importable from here as before, though send_many no longer uses it
 from producers.enqueue import EnqueueError, enqueue, place_many, validate_many
 from producers.enqueue import enqueue_many as enqueue_many
-from producers.errors import IdempotencyConflict, IgsendError, ReplayRefused
-from producers.jobs import Job, JobError, JobNotFound, JobStatus, MessageDead, OutcomeUnknown, get_job
+from producers.jobs import (
+    Job,
+    JobCancelled,
+    JobError,
+    JobNotFound,
+    JobStatus,
+    MessageDead,
+    OutcomeUnknown,
+    get_job,
+)
 from schemas import InvalidMessage
 
 __all__ = [
     "BatchResult", "EnqueueError", "IdempotencyConflict", "IgsendError", "InvalidMessage", "Job", "JobError",
-    "JobNotFound", "JobStatus", "MessageDead", "OutcomeUnknown", "ReplayRefused", "get_job", "react", "send",
-    "send_attachment", "send_link", "send_many",
+    "JobCancelled", "JobNotFound", "JobStatus", "MessageDead", "OutcomeUnknown", "ReplayRefused", "get_job",
+    "react", "send", "send_attachment", "send_link", "send_many",
     "send_post", "send_sticker", "send_text", "unreact",
 ]
 

@@ -32,10 +32,19 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 from werkzeug.exceptions import HTTPException
 
-from producers import EnqueueError, IdempotencyConflict, InvalidMessage, JobNotFound, get_job, send, send_many
-from producers.errors import ReplayRefused
-from producers.settings import get_settings
-from producers.store import redis_warnings
+from igsend.core.errors import ReplayRefused
+from igsend.core.settings import get_settings
+from igsend.core.store import redis_warnings
+from producers import (
+    EnqueueError,
+    IdempotencyConflict,
+    InvalidMessage,
+    JobNotFound,
+    JobStatus,
+    get_job,
+    send,
+    send_many,
+)
 from schemas import KINDS, SCHEMAS
 
 MAX_BATCH = 1000
@@ -122,7 +131,7 @@ class ErrorDetailSchema(Schema):
 class StatusSchema(Schema):
     id = fields.String(required=True)
     status = fields.String(required=True, validate=validate.OneOf(
-        ["queued", "sending", "retrying", "delivered", "dead", "unknown"]))
+        [s.value for s in JobStatus if s is not JobStatus.NOT_FOUND]))
     attempts = fields.Integer(required=True)
     kind = fields.String(allow_none=True)
     account = fields.String(allow_none=True)
@@ -272,7 +281,7 @@ def post_batch():
 @_fails(404, "no such job (or it expired)")
 @_common_errors
 def get_message(job_id: str):
-    """The job's status: queued, sending, retrying, delivered, dead or unknown."""
+    """The job's status: queued, scheduled, sending, retrying, delivered, dead, unknown or cancelled."""
     try:
         return get_job(_checked_id(job_id)).info()
     except JobNotFound as exc:
@@ -285,7 +294,7 @@ def get_message(job_id: str):
 @_common_errors
 def list_dead_letters(query: dict[str, Any]):
     """Dead messages, oldest first, with every attempt and the reason."""
-    from workers import dlq
+    from igsend.core import dlq
 
     return dlq.list_entries(account=query.get("account"), limit=query["limit"])
 
@@ -297,7 +306,7 @@ def list_dead_letters(query: dict[str, Any]):
 @_common_errors
 def replay_dead_letter(job_id: str):
     """Send a dead message again under its job id."""
-    from workers import dlq
+    from igsend.core import dlq
 
     try:
         replayed = dlq.replay(_checked_id(job_id))
@@ -310,7 +319,7 @@ def replay_dead_letter(job_id: str):
 
 @lru_cache(maxsize=8)
 def _quick_redis(url: str) -> redis.Redis:
-    """A client that gives up at once. The shared client (producers.store) retries with backoff so that workers
+    """A client that gives up at once. The shared client (igsend.core.store) retries with backoff so that workers
     and scripts ride out a Redis restart, which would hold an HTTP caller for ~10 s and then answer 500; the API
     tells its caller 503 within a second instead, and the caller retries."""
     return redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=1, socket_timeout=1,
@@ -325,7 +334,7 @@ def _redis_answers() -> bool:
 
 
 def _healthz():
-    from producers.celery_app import get_app
+    from igsend.core.celery_app import get_app
 
     health: dict[str, Any] = {"redis": False, "workers": 0}
     # Each probe on its own: a failing one is reported, never raised, and the worker ping (which goes through

@@ -23,9 +23,9 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from igsend.core.store import describe_redis_error, get_redis, job_key
 from producers import EnqueueError, send_many
 from producers.jobs import Job, JobStatus
-from producers.store import describe_redis_error, get_redis, job_key
 
 BATCH = 1000
 #: Exit status after Ctrl-C, as a shell reports a process killed by SIGINT.

@@ -13,37 +13,15 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from producers.celery_app import NEW_PRIORITY, get_app, publish
-from producers.errors import IdempotencyConflict, IgsendError
+from igsend.core import records
+from igsend.core.celery_app import NEW_PRIORITY, get_app, publish
+from igsend.core.errors import IdempotencyConflict, IgsendError
+from igsend.core.settings import get_settings
+from igsend.core.store import PENDING_KEY, get_redis, idempotency_key, job_key
 from producers.jobs import Job
-from producers.settings import get_settings
-from producers.store import PENDING_KEY, get_redis, idempotency_key, job_key
 from schemas import InvalidMessage, load_message
 
-# Creates the job record, or answers with the job that already owns the idempotency key: one atomic step, so two
-# concurrent calls with the same key cannot both create a job. The key's value is "JOB_ID|FINGERPRINT": the
-# fingerprint of the message that claimed it, so a later call with the same key but another message is refused
-# (as Stripe does) instead of silently answering with a job that sends something else.
-# Returns {1, id} created, {0, id} the same message already has this job, {-1, id} the key names another message.
-_CREATE_JOB = """
-if KEYS[2] ~= '' then
-  local existing = redis.call('GET', KEYS[2])
-  if existing then
-    local owner, fingerprint = string.match(existing, '^(.-)|(%x+)$')
-    if not owner then owner = existing end  -- claimed before fingerprints were stored: nothing to compare
-    if owner == ARGV[1] then return {1, owner} end  -- this very call, replayed after a timeout
-    if fingerprint and fingerprint ~= ARGV[4] then return {-1, owner} end
-    return {0, owner}
-  end
-  redis.call('SET', KEYS[2], ARGV[1] .. '|' .. ARGV[4], 'EX', ARGV[3])
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[3], tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])  -- for the lost-message sweep
-return {1, ARGV[1]}
-"""
-
+# What the create_job script (igsend/core/lua/create_job.lua) answers for each message.
 CREATED, DUPLICATE, CONFLICT = 1, 0, -1
 
 
@@ -51,12 +29,7 @@ class EnqueueError(IgsendError, RuntimeError):
     """The broker did not take the message(s): none of the call's job ids is valid; sending again is safe."""
 
 
-def _record_fields(job_id: str, message: dict[str, Any], key: str | None, now: float) -> list[Any]:
-    fields = {
-        "id": job_id, "status": "queued", "kind": message["kind"], "account": message["account"],
-        "recipient": message["recipient"], "message": json.dumps(message, ensure_ascii=False),
-        "attempts": 0, "created_at": now, "updated_at": now, "idempotency_key": key or "",
-    }
+def _flatten(fields: dict[str, Any]) -> list[Any]:
     return [item for pair in fields.items() for item in pair]
 
 
@@ -85,16 +58,6 @@ def _argsrepr(message: dict[str, Any]) -> str:
     """What logs and Flower show as the task's arguments: who, to whom, what kind (Celery's generic
     saferepr of the whole document costs more than the rest of the publish)."""
     return repr([{key: message.get(key) for key in ("kind", "recipient", "account")}])
-
-
-def _abandon(redis: Any, job_ids: list[str]) -> None:
-    """Mark records whose publish failed as cancelled: should the message reach a worker after all, the
-    worker refuses it (the caller was told it failed and may send it again)."""
-    with contextlib.suppress(RedisError):
-        pipe = redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hset(job_key(job_id), mapping={"status": "cancelled", "reason": "publish failed"})
-        pipe.execute()
 
 
 def fingerprint(message: dict[str, Any]) -> str:
@@ -135,7 +98,7 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
     raised."""
     settings = get_settings()
     redis = get_redis()
-    script = redis.register_script(_CREATE_JOB)
+    script = records.script(redis, "create_job")
     now = time.time()
     planned = []
     try:
@@ -147,7 +110,8 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
             idem = idempotency_key(message["account"], key) if key else ""
             script(keys=[job_key(job_id), idem, PENDING_KEY],
                    args=[job_id, settings.result_ttl, settings.idempotency_window, fingerprint(message),
-                         *_record_fields(job_id, message, key, now)], client=pipe)
+                         *_flatten(records.new_record(job_id, message, idempotency_key=key, now=now))],
+                   client=pipe)
             planned.append((message, idem, key))
         outcomes = pipe.execute()
     except RedisError as exc:
@@ -160,7 +124,8 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
             for message, _, job_id in fresh:
                 publish(app, producer, job_id, message, priority=NEW_PRIORITY, argsrepr=_argsrepr(message))
     except Exception as exc:
-        _abandon(redis, [job_id for _, _, job_id in fresh])
+        with contextlib.suppress(RedisError):
+            records.abandon(redis, [job_id for _, _, job_id in fresh], "publish failed")
         with contextlib.suppress(RedisError):
             idems = [idem for _, idem, _ in fresh if idem]
             if idems:

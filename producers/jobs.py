@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
-from enum import StrEnum
 from typing import Any
 
-from producers.errors import IgsendError
-from producers.store import attempts_key, decode_record, get_redis, job_key
-
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    SENDING = "sending"
-    RETRYING = "retrying"
-    DELIVERED = "delivered"  # accepted by Meta with a message id (Instagram has no delivery receipts)
-    DEAD = "dead"
-    UNKNOWN = "unknown"  # the POST went out and its answer was lost; see README "Delivery guarantees"
-    NOT_FOUND = "not_found"  # no record: a wrong id, or expired after IGSEND_RESULT_TTL
-
-    @property
-    def final(self) -> bool:
-        return self in (JobStatus.DELIVERED, JobStatus.DEAD, JobStatus.UNKNOWN)
+from igsend.core import records
+from igsend.core.errors import IgsendError
+from igsend.core.records import JobStatus
+from igsend.core.store import get_redis, job_key
 
 
 class JobError(IgsendError):
@@ -45,6 +31,10 @@ class MessageDead(JobError):
 
 class OutcomeUnknown(JobError):
     """The POST may have reached Meta but its answer was lost; igsend did not resend it."""
+
+
+class JobCancelled(JobError):
+    """The job was cancelled (e.g. revoked in Flower) before it was sent."""
 
 
 class JobNotFound(IgsendError, LookupError):
@@ -71,44 +61,39 @@ class Job:
     def info(self) -> dict[str, Any]:
         """The status record: id, status, kind, account, recipient, attempts, timestamps, result or error,
         and ``attempt_log`` (one entry per POST: time, HTTP status, Graph code/subcode, message, fbtrace_id)."""
-        pipe = get_redis().pipeline(transaction=False)
-        pipe.hgetall(job_key(self.id))
-        pipe.lrange(attempts_key(self.id), 0, -1)
-        raw, attempts = pipe.execute()
-        record = decode_record(raw)
-        if not record:
-            return {"id": self.id, "status": JobStatus.NOT_FOUND.value}
-        record["attempt_log"] = [json.loads(a) for a in attempts]
-        return record
+        return records.read(get_redis(), self.id) or {"id": self.id, "status": JobStatus.NOT_FOUND.value}
 
     def status(self) -> JobStatus:
         value = get_redis().hget(job_key(self.id), "status")
-        if not value or value == "cancelled":  # cancelled: its publish failed and the caller was told so
-            return JobStatus.NOT_FOUND
-        return JobStatus(value)
+        return JobStatus(value) if value else JobStatus.NOT_FOUND
 
-    def result(self, timeout: float | None = 30.0, *, poll: float = 0.05) -> dict[str, Any]:
-        """Wait for the job to finish and return Meta's answer (``recipient_id``, ``message_id``).
-
-        Raises :class:`MessageDead` or :class:`OutcomeUnknown` when it did not deliver, :class:`JobNotFound`
-        for an id with no record, and :class:`TimeoutError` when ``timeout`` seconds pass first.
-        """
+    def wait(self, timeout: float | None = 30.0, *, poll: float = 0.05) -> JobStatus:
+        """Poll until the job is final (or has no record); return its status. Raises :class:`TimeoutError`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = poll
         while True:
             status = self.status()
-            if status is JobStatus.DELIVERED:
-                return self.info()["result"]
-            if status is JobStatus.DEAD:
-                raise MessageDead(self.id, self.info())
-            if status is JobStatus.UNKNOWN:
-                raise OutcomeUnknown(self.id, self.info())
-            if status is JobStatus.NOT_FOUND:
-                raise JobNotFound(f"no job {self.id} (wrong id, or expired)")
+            if status.final or status is JobStatus.NOT_FOUND:
+                return status
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {self.id} still {status.value} after {timeout} s")
             time.sleep(interval)
             interval = min(interval * 1.5, 0.5)
+
+    def result(self, timeout: float | None = 30.0, *, poll: float = 0.05) -> dict[str, Any]:
+        """Wait for the job to finish and return Meta's answer (``recipient_id``, ``message_id``).
+
+        Raises :class:`MessageDead`, :class:`OutcomeUnknown` or :class:`JobCancelled` when it did not deliver,
+        :class:`JobNotFound` for an id with no record, and :class:`TimeoutError` when ``timeout`` seconds pass.
+        """
+        status = self.wait(timeout, poll=poll)
+        if status is JobStatus.NOT_FOUND:
+            raise JobNotFound(f"no job {self.id} (wrong id, or expired)")
+        info = self.info()
+        if status is JobStatus.DELIVERED:
+            return info["result"]
+        failure = {JobStatus.DEAD: MessageDead, JobStatus.UNKNOWN: OutcomeUnknown}.get(status, JobCancelled)
+        raise failure(self.id, info)
 
 
 def get_job(job_id: str) -> Job:

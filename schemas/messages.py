@@ -1,6 +1,6 @@
 """The message contract: one marshmallow schema per kind, and the Graph API body each one becomes.
 
-Rules come from Meta's "Send a Message" page (shared/seeds) and the Graph API notes; every rule lives here
+Rules come from Meta's "Send a Message" page and the Graph API notes; every rule lives here
 once, so producers (before enqueueing), the HTTP API (for its OpenAPI document) and workers (for raw
 ``send_task`` bodies) all refuse the same things with the same words.
 """

@@ -26,18 +26,14 @@ ALL_TOKENS = [TOKEN, SHOP_TOKEN, SLOW_TOKEN]
 
 def reset_client_caches() -> None:
     """Settings, Redis clients and the Celery app are cached per process; tests that change the env reset them."""
-    from producers.celery_app import get_app
-    from producers.settings import get_settings
-    from producers.store import _client
+    from igsend.core.store import forget_connections
 
-    get_settings.cache_clear()
-    _client.cache_clear()
-    get_app.cache_clear()
+    forget_connections()
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from workers.embedded_redis import start_redis
+    from igsend.local.embedded_redis import start_redis
 
     server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server.url
@@ -59,7 +55,7 @@ def redis_url(redis_server: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from workers.processes import start_sandbox
+    from igsend.local.processes import start_sandbox
 
     service = start_sandbox(tokens=ALL_TOKENS, log_path=tmp_path_factory.mktemp("logs") / "sandbox.log")
     yield service.url
@@ -112,7 +108,7 @@ def worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def worker_metrics_port() -> int:
-    from workers.embedded_redis import free_port
+    from igsend.local.embedded_redis import free_port
 
     return free_port()
 
@@ -120,7 +116,7 @@ def worker_metrics_port() -> int:
 @pytest.fixture(scope="session")
 def worker(redis_url: str, sandbox: str, accounts_file: Path, worker_log: Path,
            worker_metrics_port: int) -> Iterator[object]:
-    from workers.processes import start_worker
+    from igsend.local.processes import start_worker
 
     env = worker_env(redis_url, sandbox, accounts_file, IGSEND_METRICS_PORT=str(worker_metrics_port))
     service = start_worker(env=env, log_path=worker_log, concurrency=16)
@@ -170,7 +166,7 @@ def _wipe(r: redis_lib.Redis) -> None:
 
 def queue_depth(r: redis_lib.Redis) -> int:
     """Messages waiting on the igsend queue, across kombu's priority lists."""
-    from producers.celery_app import queue_keys
+    from igsend.core.celery_app import queue_keys
 
     return sum(r.llen(key) for key in queue_keys())
 

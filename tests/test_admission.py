@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from producers.store import DELAYED_KEY, account_key, held_key, job_key, lock_key
+from igsend.core.store import DELAYED_KEY, account_key, held_key, job_key, lock_key
 from workers.admission import Admitter
 from workers.scheduler import MOVING_KEY, Scheduler
 

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from igsend.core.records import Outcomes
+from igsend.core.store import job_key
 from producers.api import MAX_BODY_BYTES, MAX_URL_CHARS, create_app
-from producers.store import job_key
 from tests.conftest import queue_depth, reset_client_caches
 
 KEY = "hostile-api-key"
@@ -130,16 +131,14 @@ def test_an_unexpected_error_is_a_json_500_without_details(private_db) -> None:
 # --- the dead-letter queue -----------------------------------------------------------------------------------
 
 def test_replaying_a_job_that_is_not_dead_is_409(client, private_db) -> None:
-    from workers import dlq
+    from igsend.core import dlq
 
     job_id = "delivered-job-1"
-    private_db.hset(job_key(job_id), mapping={"id": job_id, "status": "delivered", "result": json.dumps(
+    private_db.hset(job_key(job_id), mapping={"id": job_id, "status": "queued", "account": "default",
+                                              "recipient": "abc", "kind": "text", "message": json.dumps(MESSAGE)})
+    Outcomes(private_db, record_ttl=3600).dead(job_id, "test", None, None)  # dead-lettered ...
+    private_db.hset(job_key(job_id), mapping={"status": "delivered", "result": json.dumps(  # ... yet delivered
         {"recipient_id": "abc", "message_id": "mid"})})
-    entry = dlq.entry_for({"id": job_id, "account": "default", "recipient": "abc", "kind": "text",
-                           "status": "dead", "message": MESSAGE}, [], "test", None, time.time())
-    pipe = private_db.pipeline()
-    dlq.add(pipe, entry)
-    pipe.execute()
     body = assert_error_shape(client.post(f"/v1/dead-letters/{job_id}/replay", headers=AUTH), 409)
     assert "is delivered, not dead" in body["message"]
     assert queue_depth(private_db) == 0 and dlq.show(job_id, client=private_db) is not None
@@ -151,7 +150,7 @@ def test_replaying_a_job_that_is_not_dead_is_409(client, private_db) -> None:
 @pytest.fixture
 def redis_down(redis_url) -> Iterator[None]:
     """IGSEND_REDIS_URL pointing at a port where nothing listens, for this test only."""
-    from workers.embedded_redis import free_port
+    from igsend.local.embedded_redis import free_port
 
     os.environ["IGSEND_REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
     reset_client_caches()
@@ -183,20 +182,16 @@ def test_redis_failing_after_the_check_is_still_503(tmp_path, redis_url) -> None
     lets the call through, the write fails inside it, and the caller still gets a 503, not a 500."""
     import redis as redis_lib
 
-    from workers import dlq
-    from workers.embedded_redis import free_port, start_redis
+    from igsend.local.embedded_redis import free_port, start_redis
 
     server = start_redis(tmp_path)
     os.environ["IGSEND_REDIS_URL"] = server.url
     reset_client_caches()
     try:
         direct = redis_lib.Redis.from_url(server.url, decode_responses=True)
-        entry = dlq.entry_for({"id": "dead-job", "account": "default", "recipient": "abc", "kind": "text",
-                               "status": "dead", "message": MESSAGE}, [], "test", None, time.time())
-        pipe = direct.pipeline()
-        dlq.add(pipe, entry)
-        pipe.hset(job_key("dead-job"), mapping={"id": "dead-job", "status": "dead"})
-        pipe.execute()
+        direct.hset(job_key("dead-job"), mapping={"id": "dead-job", "status": "queued", "account": "default",
+                                                  "recipient": "abc", "kind": "text", "message": json.dumps(MESSAGE)})
+        Outcomes(direct, record_ttl=3600).dead("dead-job", "test", None, None)
         direct.replicaof("127.0.0.1", free_port())
         client = create_app(api_keys=[KEY]).test_client()
         assert client.get("/v1/messages/dead-job", headers=AUTH).get_json()["status"] == "dead"

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import producers
-from producers.cli import main as cli
+from igsend.cli import main as cli
 from schemas import KINDS, InvalidMessage, graph_body, load_message
 from tests.conftest import queue_depth
 

@@ -16,7 +16,7 @@ import redis as redis_lib
 
 from tests.conftest import queue_depth
 
-IGSEND = [sys.executable, "-m", "producers.cli"]
+IGSEND = [sys.executable, "-m", "igsend.cli"]
 
 
 def bulk(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import received
 
-IGSEND = [sys.executable, "-m", "producers.cli"]
+IGSEND = [sys.executable, "-m", "igsend.cli"]
 
 
 def igsend(*args: str, env: dict[str, str] | None = None, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
@@ -72,7 +72,7 @@ def test_send_bulk_reports_bad_lines_and_sends_the_rest(tmp_path, sandbox: str) 
 
 def test_demo_on_embedded_defaults(tmp_path) -> None:
     """`igsend demo` with nothing answering at IGSEND_REDIS_URL: it starts Redis, sends every kind, exits 0."""
-    from workers.embedded_redis import free_port
+    from igsend.local.embedded_redis import free_port
 
     port = free_port()
     run = igsend("demo", env={"IGSEND_REDIS_URL": f"redis://127.0.0.1:{port}/0", "IGSEND_ACCESS_TOKEN": "",
@@ -82,6 +82,6 @@ def test_demo_on_embedded_defaults(tmp_path) -> None:
     for kind in ("text", "link", "image", "gif", "video", "audio", "post", "sticker", "react", "unreact"):
         assert f"│ {kind} " in run.stdout
     assert (tmp_path / ".igsend" / "redis" / "appendonlydir").is_dir()  # AOF on, where the user can see it
-    from workers.embedded_redis import redis_answers
+    from igsend.local.embedded_redis import redis_answers
 
     assert not redis_answers(f"redis://127.0.0.1:{port}/0")  # and the Redis it started is stopped again

@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +15,10 @@ import pytest
 import redis as redis_lib
 import requests
 
+from igsend.local.embedded_redis import find_redis_server, free_port, redis_answers
 from tests.conftest import TOKEN, wait_until
-from workers.embedded_redis import find_redis_server, free_port, redis_answers
 
-IGSEND = [sys.executable, "-m", "producers.cli"]
+IGSEND = [sys.executable, "-m", "igsend.cli"]
 
 
 def igsend(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
@@ -51,7 +50,7 @@ def risky_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_redis_warnings_name_eviction_and_persistence(risky_redis: str) -> None:
-    from producers.store import redis_warnings
+    from igsend.core.store import redis_warnings
 
     warnings = redis_warnings(redis_lib.Redis.from_url(risky_redis, decode_responses=True))
     assert len(warnings) == 2
@@ -76,7 +75,7 @@ def test_cli_shows_redis_warnings_on_stderr_and_keeps_stdout_json(risky_redis: s
 
 
 def test_worker_logs_redis_warnings_at_start(risky_redis: str, tmp_path: Path) -> None:
-    from workers.processes import start_worker
+    from igsend.local.processes import start_worker
 
     log = tmp_path / "worker.log"
     worker = start_worker(env={"IGSEND_REDIS_URL": risky_redis.replace("/0", "/5"), "IGSEND_ACCESS_TOKEN": TOKEN,
@@ -123,7 +122,7 @@ def _only_on_loopback(port: int) -> None:
 
 @pytest.mark.usefixtures("loopback_alias_works")
 def test_metrics_and_flower_listen_on_loopback_by_default(redis_url: str, tmp_path: Path) -> None:
-    from workers.processes import start_command
+    from igsend.local.processes import start_command
 
     metrics_port, flower_port = free_port(), free_port()
     services = [start_command("metrics", ["metrics", "--port", str(metrics_port)], env={"IGSEND_REDIS_URL": redis_url},
@@ -178,17 +177,16 @@ def test_purge_everything_needs_yes_when_not_interactive(private_db: redis_lib.R
 
 
 def _dead_entry(client: redis_lib.Redis, job_id: str, *, status: str) -> None:
-    from workers import dlq
+    from igsend.core.records import Outcomes
 
     message = {"kind": "text", "recipient": "r-" + job_id, "text": "hi", "account": "default"}
-    record = {"id": job_id, "status": status, "kind": "text", "account": "default", "recipient": message["recipient"],
-              "message": json.dumps(message)}
-    if status == "delivered":
-        record["result"] = json.dumps({"recipient_id": message["recipient"], "message_id": "m-1"})
-    client.hset(f"igsend:job:{job_id}", mapping=record)
-    pipe = client.pipeline()
-    dlq.add(pipe, dlq.entry_for(record | {"message": message}, [], "test", None, time.time()))
-    pipe.execute()
+    client.hset(f"igsend:job:{job_id}", mapping={"id": job_id, "status": "queued", "kind": "text",
+                                                 "account": "default", "recipient": message["recipient"],
+                                                 "message": json.dumps(message)})
+    Outcomes(client, record_ttl=3600).dead(job_id, "test", None, None)
+    if status == "delivered":  # the record moved on after it was dead-lettered (e.g. delivered by a replay)
+        client.hset(f"igsend:job:{job_id}", mapping={"status": "delivered", "result": json.dumps(
+            {"recipient_id": message["recipient"], "message_id": "m-1"})})
 
 
 def test_replay_of_a_job_that_is_not_dead_is_refused(private_db: redis_lib.Redis) -> None:

@@ -331,7 +331,7 @@ def test_every_mounted_path_exists(services: dict[str, dict[str, Any]]) -> None:
 
 
 def test_every_igsend_entry_point_exists(services: dict[str, dict[str, Any]]) -> None:
-    from producers.cli import main
+    from igsend.cli import main
 
     missing = []
     for name, service in services.items():

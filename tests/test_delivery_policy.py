@@ -9,10 +9,10 @@ import requests
 from click.testing import CliRunner
 
 import producers
-from producers.cli import main as cli
+from igsend.cli import main as cli
+from igsend.core import dlq
+from igsend.core.account_state import mark_healthy, state
 from tests.conftest import received, wait_until
-from workers import dlq
-from workers.account_state import mark_healthy, state
 
 pytestmark = pytest.mark.usefixtures("worker", "clean")
 

@@ -1,4 +1,4 @@
-"""The error taxonomy, row by row from the code table in shared/GRAPH_API_NOTES.md.
+"""The error taxonomy, row by row from the code table in the README's error table.
 
 "Graph API / Handling Errors" and "Messenger Platform / Common Error Codes" (2026): the class is decided by
 the Graph code (and subcode), never by the HTTP status alone. Transport failures are classified by whether the

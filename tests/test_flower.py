@@ -20,8 +20,8 @@ USER, PASSWORD = "ops", "flower-test-password"
 
 @pytest.fixture(scope="module")
 def flower(redis_url, tmp_path_factory):
-    from workers.embedded_redis import free_port
-    from workers.processes import start_command
+    from igsend.local.embedded_redis import free_port
+    from igsend.local.processes import start_command
 
     port = free_port()
     service = start_command("flower", ["flower", "--port", str(port)],

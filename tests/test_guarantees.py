@@ -9,9 +9,9 @@ import pytest
 import requests
 
 import producers
-from producers.celery_app import QUEUE, TASK_NAME, get_app
+from igsend.core import dlq
+from igsend.core.celery_app import QUEUE, TASK_NAME, get_app
 from tests.conftest import received, wait_until, worker_env
-from workers import dlq
 
 pytestmark = pytest.mark.usefixtures("worker", "clean")
 
@@ -50,7 +50,7 @@ def test_concurrent_calls_with_one_key_create_exactly_one_job(sandbox: str) -> N
 def test_cli_idempotency_key(sandbox: str) -> None:
     from click.testing import CliRunner
 
-    from producers.cli import main
+    from igsend.cli import main
 
     runner = CliRunner()
     first = runner.invoke(main, ["send", "sticker", "idem3", "--idempotency-key", "k-1"])
@@ -110,8 +110,8 @@ def test_malformed_raw_tasks_are_dead_lettered_once(sandbox: str, args, kwargs, 
 
 def test_a_sigkilled_worker_loses_nothing(redis_url: str, sandbox: str, accounts_file, tmp_path) -> None:
     """A worker killed mid-POST: its in-flight job ends ``unknown`` (not resent), its queued ones deliver."""
+    from igsend.local.processes import start_worker
     from tests.conftest import reset_client_caches
-    from workers.processes import start_worker
 
     isolated = redis_url.rsplit("/", 1)[0] + "/3"  # a database the session's worker does not consume
     import os

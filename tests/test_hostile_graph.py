@@ -94,7 +94,7 @@ def stand_in() -> Iterator[StandIn]:
 
 @pytest.fixture(scope="module")
 def hostile_worker(redis_url: str, stand_in: StandIn, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from workers.processes import start_worker
+    from igsend.local.processes import start_worker
 
     url = redis_url.rsplit("/", 1)[0] + "/2"
     redis_lib.Redis.from_url(url).flushdb()
@@ -132,7 +132,7 @@ def test_2xx_without_recipient_id_is_unknown_and_sent_once(hostile_worker: str, 
 
 def test_a_redirect_loop_is_one_post_and_holds_the_account(hostile_worker: str, stand_in: StandIn) -> None:
     import producers
-    from workers.account_state import mark_healthy, state
+    from igsend.core.account_state import mark_healthy, state
 
     job = producers.send_text("redirect", "where to?")
     wait_until(lambda: job.status().final, timeout=30)
@@ -145,7 +145,7 @@ def test_a_redirect_loop_is_one_post_and_holds_the_account(hostile_worker: str, 
 
 def test_a_trickled_answer_is_cut_before_the_lock_and_never_resent(hostile_worker: str, stand_in: StandIn) -> None:
     import producers
-    from producers.settings import Settings
+    from igsend.core.settings import Settings
 
     job = producers.send_text("trickle", "slow answer")
     started = time.monotonic()
@@ -161,7 +161,7 @@ def test_a_trickled_answer_is_cut_before_the_lock_and_never_resent(hostile_worke
 
 def test_429_without_a_graph_body_pauses_without_counting_a_failure(hostile_worker: str, stand_in: StandIn) -> None:
     import producers
-    from producers.store import get_redis, job_key
+    from igsend.core.store import get_redis, job_key
 
     job = producers.send_text("bare429", "after the pause")
     assert job.result(timeout=30)["recipient_id"] == "bare429"

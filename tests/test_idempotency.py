@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 import producers
+from igsend.core.store import idempotency_key
 from producers import IdempotencyConflict, IgsendError, send_many, send_text
-from producers.store import idempotency_key
 from tests.conftest import queue_depth
 
 
@@ -95,7 +95,7 @@ def test_batch_reports_a_conflict_for_the_later_message_only(r) -> None:
 
 
 def test_cli_refuses_a_reused_key_with_exit_1(r) -> None:
-    from producers.cli import main
+    from igsend.cli import main
 
     runner = CliRunner()
     first = runner.invoke(main, ["send", "text", "idem-cli", "hello", "--idempotency-key", "cli-1"])

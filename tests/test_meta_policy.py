@@ -13,12 +13,12 @@ import pytest
 import requests
 
 import producers
-from producers.celery_app import TASK_NAME, get_app
-from producers.errors import ReplayRefused
-from producers.store import get_redis, job_key
+from igsend.core import dlq
+from igsend.core.account_state import mark_healthy, state
+from igsend.core.celery_app import TASK_NAME, get_app
+from igsend.core.errors import ReplayRefused
+from igsend.core.store import get_redis, job_key
 from tests.conftest import TOKEN, received, wait_until
-from workers import dlq
-from workers.account_state import mark_healthy, state
 
 pytestmark = pytest.mark.usefixtures("worker", "clean")
 
@@ -199,7 +199,7 @@ def test_a_dead_letter_logs_one_line_without_a_traceback(sandbox: str, worker_lo
 
 @pytest.mark.usefixtures("private_db")
 def test_every_publish_path_hides_the_text_from_flower(private_db) -> None:
-    from producers.celery_app import DUE_PRIORITY, publish, queue_keys
+    from igsend.core.celery_app import DUE_PRIORITY, publish, queue_keys
 
     app = get_app()
     with app.producer_or_acquire() as producer:  # the scheduler's and the replay's path: no argsrepr given

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.usefixtures("worker", "clean")
 
 @pytest.fixture
 def exporter(redis_url, tmp_path):
-    from workers.embedded_redis import free_port
-    from workers.processes import start_command
+    from igsend.local.embedded_redis import free_port
+    from igsend.local.processes import start_command
 
     port = free_port()
     service = start_command("metrics", ["metrics", "--port", str(port)], env={"IGSEND_REDIS_URL": redis_url},
@@ -68,7 +68,7 @@ def test_every_metric_the_dashboard_queries_is_exported(exporter, worker_metrics
 
 
 def test_the_exporter_counts_messages_the_sweeper_republished(exporter, r) -> None:
-    from producers.store import STATS_KEY
+    from igsend.core.store import STATS_KEY
 
     r.hset(STATS_KEY, "republished_total", 3)  # what three sweeper finds leave behind
     wait_until(lambda: "igsend_republished_total 3.0" in requests.get(exporter, timeout=5).text, timeout=10)

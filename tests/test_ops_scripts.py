@@ -28,7 +28,13 @@ def test_chaos_small_loses_nothing_and_doubles_nothing() -> None:
 def test_rate_bench_small_runs() -> None:
     run = _run("benchmarks.py", "rate", "--small", timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "throttling errors returned by the sandbox" in run.stdout
+    assert "instagram" in run.stdout and "facebook" in run.stdout and "throttled" in run.stdout
+
+
+def test_sweep_bench_small_finds_the_lost_and_only_them() -> None:
+    run = _run("benchmarks.py", "sweep", "--small", timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "10 lost among the oldest" in run.stdout
 
 
 def test_throughput_bench_small_runs() -> None:

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 import redis as redis_lib
 
-from workers.embedded_redis import EmbeddedRedis, free_port, start_redis
+from igsend.local.embedded_redis import EmbeddedRedis, free_port, start_redis
 
-IGSEND = [sys.executable, "-m", "producers.cli"]
+IGSEND = [sys.executable, "-m", "igsend.cli"]
 PASSWORD = "s3cret-redis-password"
 VERBS = [["status", "some-job"], ["send", "text", "someone", "hi"], ["dlq", "list"], ["accounts", "list"],
          ["dlq", "replay", "--all"]]
@@ -62,7 +62,7 @@ def test_unreachable_redis_fails_within_seconds(verb: list[str]) -> None:
 
 def test_clients_never_retry_an_authentication_error(locked_redis: EmbeddedRedis) -> None:
     """The patient policy (workers, long-running producers) still gives up on a wrong password at once."""
-    from producers.store import get_redis
+    from igsend.core.store import get_redis
 
     port = locked_redis.url.rsplit(":", 1)[1].split("/")[0]
     client = get_redis(f"redis://:nope@127.0.0.1:{port}/0", patient=True)

@@ -59,7 +59,7 @@ def start(*args: str, env_tokens: str = "") -> Server:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
            "IGSEND_SANDBOX_TOKENS": env_tokens}
-    command = [sys.executable, "-m", "workers.sandbox", "--port", str(port), *args]
+    command = [sys.executable, "-m", "sandbox", "--port", str(port), *args]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     server = Server(process, f"http://127.0.0.1:{port}")

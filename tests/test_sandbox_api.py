@@ -15,7 +15,7 @@ TOKEN = "sandbox-test-token"
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    from workers.processes import start_sandbox
+    from igsend.local.processes import start_sandbox
 
     service = start_sandbox(tokens=[TOKEN], rate_limit=5, media_rate_limit=2,
                             log_path=tmp_path_factory.mktemp("sb") / "sandbox.log")
@@ -128,7 +128,7 @@ def test_latency_and_duplicates(sandbox) -> None:
 
 
 def test_appsecret_proof_when_required(tmp_path) -> None:
-    from workers.processes import start_sandbox
+    from igsend.local.processes import start_sandbox
 
     service = start_sandbox(tokens=[TOKEN], log_path=tmp_path / "sb.log", extra=["--app-secret", "s3cret"])
     try:

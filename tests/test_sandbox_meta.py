@@ -15,8 +15,8 @@ import requests
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
+from sandbox import SandboxConfig, create_app
 from tests.test_sandbox import ROOT, Server, start, stop
-from workers.sandbox import SandboxConfig, create_app
 
 IG_TOKEN = "IGQWRtest" + "a" * 30  # Instagram Login user token
 PAGE_TOKEN = "EAAtest" + "b" * 30  # Facebook Login Page token
@@ -129,7 +129,7 @@ def test_cli_login_and_rate_limit_flags() -> None:
         assert by_account["42"]["budgets"] == by_account["43"]["budgets"] == {"text": 50, "media": 10}
     finally:
         stop(server)
-    broken = subprocess.run([sys.executable, "-m", "workers.sandbox", "--login", "42=myspace"], cwd=ROOT,
+    broken = subprocess.run([sys.executable, "-m", "sandbox", "--login", "42=myspace"], cwd=ROOT,
                             capture_output=True, text=True, timeout=30)
     assert broken.returncode == 2 and "ACCOUNT=instagram" in broken.stderr
 

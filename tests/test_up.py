@@ -11,8 +11,8 @@ import time
 
 import requests
 
+from igsend.local.embedded_redis import free_port, redis_answers
 from tests.conftest import wait_until
-from workers.embedded_redis import free_port, redis_answers
 
 
 def test_up_runs_the_stack_and_stops_cleanly(tmp_path) -> None:
@@ -21,7 +21,7 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path) -> None:
            "IGSEND_ACCOUNTS_FILE": "", "IGSEND_API_KEYS": "up-key", "IGSEND_FLOWER_AUTH": "ops:up-pass",
            "PYTHONUNBUFFERED": "1"}
     log = open(tmp_path / "up.log", "w+")  # noqa: SIM115
-    process = subprocess.Popen([sys.executable, "-m", "producers.cli", "up", "--api-port", str(ports["api"]),
+    process = subprocess.Popen([sys.executable, "-m", "igsend.cli", "up", "--api-port", str(ports["api"]),
                                 "--flower-port", str(ports["flower"]), "--metrics-port", str(ports["metrics"]),
                                 "--sandbox-port", str(ports["sandbox"])], env=env, cwd=tmp_path, stdout=log,
                                stderr=subprocess.STDOUT)

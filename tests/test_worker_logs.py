@@ -11,13 +11,13 @@ from pathlib import Path
 
 from tests.conftest import ALL_TOKENS, worker_env
 
-IGSEND = [sys.executable, "-m", "producers.cli"]
-UNREGISTERED = ("from producers.celery_app import get_app; "
+IGSEND = [sys.executable, "-m", "igsend.cli"]
+UNREGISTERED = ("from igsend.core.celery_app import get_app; "
                 "get_app().send_task('no.such.task', args=[1], queue='igsend')")
 
 
 def test_every_worker_line_is_json(redis_url: str, sandbox: str, accounts_file: Path, tmp_path: Path) -> None:
-    from workers.processes import start_worker
+    from igsend.local.processes import start_worker
 
     url = redis_url.rsplit("/", 1)[0] + "/3"  # a db of its own: no other worker takes these messages
     env = worker_env(url, sandbox, accounts_file, IGSEND_LOG_FORMAT="json")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from workers.embedded_redis import free_port, redis_answers, start_redis
+from igsend.local.embedded_redis import free_port, redis_answers, start_redis
 
-IGSEND = [sys.executable, "-m", "producers.cli"]
+IGSEND = [sys.executable, "-m", "igsend.cli"]
 TOKEN = "IGQstarttoken" + "z" * 40
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from producers.errors import IgsendError
+from igsend.core.errors import IgsendError
 
 LOGIN_HOSTS = {"instagram": "https://graph.instagram.com", "facebook": "https://graph.facebook.com"}
 DEFAULT_API_VERSION = "v25.0"

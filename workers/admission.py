@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import redis
 
-from producers.store import (
+from igsend.core import records
+from igsend.core.store import (
     DELAYED_KEY,
     INFLIGHT_KEY,
     PENDING_KEY,
@@ -28,82 +30,23 @@ from producers.store import (
     lock_key,
 )
 
-# KEYS: job, lock, account, limiter, delayed, held, pending, inflight
-# ARGV: job_id, lock_ttl_ms, rate, max_inline_wait, record_ttl, message_json, kind, account, recipient,
-#       late_tolerance
-_ADMIT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local job_id = ARGV[1]
--- Whatever admission decides, this copy's message has reached a worker: the lost-message sweep lets go of it.
-redis.call('ZREM', KEYS[7], job_id)
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then
-  -- A job published by a raw send_task has no record yet: create it.
-  status = 'queued'
-  redis.call('HSET', KEYS[1], 'id', job_id, 'status', status, 'kind', ARGV[7], 'account', ARGV[8],
-             'recipient', ARGV[9], 'message', ARGV[6], 'attempts', 0, 'created_at', now, 'updated_at', now)
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
-end
-if status == 'delivered' or status == 'dead' or status == 'unknown' or status == 'cancelled' then
-  return {'done', status}
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then return {'busy', ''} end
-local rec = redis.call('HMGET', KEYS[1], 'inflight', 'next_attempt_at', 'slot_at', 'attempts', 'created_at')
-if rec[1] and rec[1] ~= '' then return {'orphaned', rec[1]} end
-local max_wait = tonumber(ARGV[4])
-local due = tonumber(rec[2] or '')
-if status == 'retrying' and due and due > now + max_wait then return {'early', tostring(due)} end
 
-local acct = redis.call('HMGET', KEYS[3], 'health', 'paused_until', 'slowdown', 'slowdown_until')
-if acct[1] == 'broken' then
-  redis.call('ZADD', KEYS[6], now, job_id)
-  redis.call('HSET', KEYS[1], 'status', 'queued', 'reason', 'held: account marked unhealthy', 'updated_at', now)
-  return {'held', ''}
-end
-local paused = tonumber(acct[2] or '')
-if paused and paused > now then
-  redis.call('ZADD', KEYS[5], paused, job_id)
-  redis.call('HSET', KEYS[1], 'status', 'retrying', 'next_attempt_at', paused, 'updated_at', now,
-             'reason', 'account paused by Meta throttling')
-  return {'deferred', tostring(paused)}
-end
+class Action(StrEnum):
+    """What admission decided for one copy of a job."""
 
-local slot = tonumber(rec[3] or '')
-if slot and slot > now + max_wait then return {'early', tostring(slot)} end
-if not slot or slot < now - tonumber(ARGV[10]) then
-  -- Book the next free slot (GCRA without burst: slots are exactly 1/rate apart).
-  local factor = 1
-  if acct[3] and tonumber(acct[4] or '0') > now then factor = tonumber(acct[3]) end
-  local rate = tonumber(ARGV[3]) * factor
-  local tat = tonumber(redis.call('GET', KEYS[4]) or '0')
-  if tat < now then tat = now end
-  slot = tat
-  local next_tat = tat + 1 / rate
-  redis.call('SET', KEYS[4], string.format('%.6f', next_tat), 'PX', math.ceil((next_tat - now) * 1000) + 60000)
-  if slot > now + max_wait then
-    redis.call('HSET', KEYS[1], 'slot_at', string.format('%.6f', slot), 'next_attempt_at',
-               string.format('%.6f', slot), 'updated_at', now)
-    redis.call('ZADD', KEYS[5], string.format('%.6f', slot), job_id)
-    return {'parked', string.format('%.6f', slot)}
-  end
-end
-local attempt = tonumber(rec[4] or '0') + 1
-redis.call('HSET', KEYS[1], 'status', 'sending', 'inflight', attempt, 'attempts', attempt, 'updated_at', now)
-redis.call('HDEL', KEYS[1], 'slot_at', 'next_attempt_at', 'reason')
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-redis.call('ZADD', KEYS[8], now + tonumber(ARGV[2]) / 1000, job_id)  -- until an outcome is recorded
-return {'go', string.format('%.6f', math.max(0, slot - now)), tostring(attempt), rec[5] or tostring(now)}
-"""
+    GO = "go"  # POST after ``wait`` seconds
+    DONE = "done"  # already final
+    BUSY = "busy"  # another execution holds the job's lock
+    ORPHANED = "orphaned"  # an earlier POST's answer was lost
+    EARLY = "early"  # a stale copy; the parked one will come
+    HELD = "held"  # the account is unhealthy
+    DEFERRED = "deferred"  # the account is paused
+    PARKED = "parked"  # a rate slot is booked for later
 
 
 @dataclass(frozen=True)
 class Admission:
-    """``action`` is one of: go (POST after ``wait`` s), done (already final), busy (another execution has
-    it), orphaned (an earlier POST's answer was lost), early (a stale copy; the parked one will come),
-    held (account unhealthy), deferred (account paused), parked (rate slot booked for later)."""
-
-    action: str
+    action: Action
     wait: float = 0.0
     attempt: int = 0
     created_at: float = 0.0
@@ -122,7 +65,7 @@ class Admitter:
         # up to rate x lateness extra calls into one second.
         self.late_tolerance = late_tolerance
         self.record_ttl = record_ttl
-        self.script = client.register_script(_ADMIT)
+        self.script = records.script(client, "admit")  # igsend/core/lua/admit.lua
 
     def admit(self, job_id: str, message: dict[str, Any], send_class: str, rate: float, *,
               lock_ttl: float | None = None) -> Admission:
@@ -135,7 +78,7 @@ class Admitter:
                 json.dumps(message, ensure_ascii=False), message["kind"], account, message["recipient"],
                 self.late_tolerance]
         reply = self.script(keys=keys, args=args)
-        action = reply[0]
-        if action == "go":
-            return Admission("go", wait=float(reply[1]), attempt=int(reply[2]), created_at=float(reply[3]))
+        action = Action(reply[0])
+        if action is Action.GO:
+            return Admission(action, wait=float(reply[1]), attempt=int(reply[2]), created_at=float(reply[3]))
         return Admission(action, detail=reply[1] if len(reply) > 1 else "")

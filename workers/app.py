@@ -8,12 +8,14 @@ import logging
 import redis
 from celery.signals import worker_ready, worker_shutdown
 
-from producers.celery_app import get_app
+from igsend.core.celery_app import get_app
 from workers import tasks  # noqa: F401 - registers igsend.send_message
 from workers.metrics import serve_worker_metrics
 from workers.scheduler import Scheduler
 
 app = get_app()
+# Ends the job of a message whose body does not decode (workers/raw.py).
+app.conf.worker_consumer = "workers.raw:Consumer"
 _scheduler: Scheduler | None = None
 log = logging.getLogger("igsend.worker")
 
@@ -29,7 +31,7 @@ def _start_scheduler(**_: object) -> None:
 
 def _warn_about_redis() -> None:
     """Say at start when Redis itself could lose queued messages (eviction, no persistence)."""
-    from producers.store import get_redis, redis_warnings
+    from igsend.core.store import get_redis, redis_warnings
 
     try:
         for warning in redis_warnings(get_redis()):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import redis
 
-from producers.store import PREFIX
+from igsend.core.store import PREFIX
 
 # KEYS: state hash, recipients hash. ARGV: signature, recipient, job id, window ms, threshold.
 # Returns the counted job ids when the breaker trips (and forgets them), else an empty list.

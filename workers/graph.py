@@ -25,7 +25,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from workers.accounts import Account
 
 CONNECT_TIMEOUT = 5.0
-#: Default total deadline of one POST (the settings derive it per send class; see producers.settings).
+#: Default total deadline of one POST (the settings derive it per send class; see igsend.core.settings).
 READ_TIMEOUT = 15.0
 
 

@@ -77,7 +77,7 @@ def configure_logging() -> None:
     """Install the filter on the root logger's handlers as Celery sets them up, and on Celery's own."""
     from celery.signals import after_setup_logger, after_setup_task_logger
 
-    from producers.settings import get_settings
+    from igsend.core.settings import get_settings
     from workers.accounts import registry
 
     as_json = get_settings().log_format == "json"

@@ -40,9 +40,9 @@ class RedisStateCollector(Collector):
     """Reads queue and DLQ sizes from Redis at scrape time, so every replica reports the same truth."""
 
     def collect(self):
-        from producers.celery_app import queue_keys
-        from producers.store import DELAYED_KEY, DLQ_INDEX_KEY, STATS_KEY, get_redis
-        from workers.account_state import all_states
+        from igsend.core.account_state import all_states
+        from igsend.core.celery_app import queue_keys
+        from igsend.core.store import DELAYED_KEY, DLQ_INDEX_KEY, STATS_KEY, get_redis
 
         client = get_redis()
         pipe = client.pipeline(transaction=False)

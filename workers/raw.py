@@ -21,27 +21,12 @@ from celery.signals import task_rejected, task_revoked
 from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.request import Request as CeleryRequest
 
-from producers.celery_app import TASK_NAME, summarize_arguments
-from producers.settings import get_settings
-from producers.store import PENDING_KEY, get_redis, job_key
+from igsend.core import records
+from igsend.core.celery_app import TASK_NAME, summarize_arguments
+from igsend.core.settings import get_settings
+from igsend.core.store import PENDING_KEY, get_redis, job_key
 
 log = logging.getLogger("igsend.raw")
-
-# KEYS: job. ARGV: job id, reason, now, record ttl. Cancel a job that has not started sending; returns the
-# status it had ('' for a raw publish that no worker had taken yet: its record is created, cancelled).
-_CANCEL = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == false or status == 'queued' or status == 'retrying' then
-  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'status', 'cancelled', 'reason', ARGV[2], 'inflight', '',
-             'updated_at', ARGV[3])
-  redis.call('HSETNX', KEYS[1], 'created_at', ARGV[3])
-  redis.call('HSETNX', KEYS[1], 'attempts', 0)
-  redis.call('HDEL', KEYS[1], 'next_attempt_at', 'slot_at')
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-end
-return status or ''
-"""
 
 
 class Request(CeleryRequest):
@@ -104,7 +89,7 @@ def _on_revoked(sender: Any = None, request: Any = None, expired: bool = False, 
         return
     reason = "expired before it was sent" if expired else "revoked (e.g. in Flower) before it was sent"
     try:
-        before = get_redis().register_script(_CANCEL)(keys=[job_key(request.id), PENDING_KEY],
+        before = records.script(get_redis(), "cancel")(keys=[job_key(request.id), PENDING_KEY],
                                                       args=[request.id, reason, time.time(),
                                                             get_settings().result_ttl])
     except Exception:

@@ -16,7 +16,7 @@ MAX_THROTTLE_WAIT = 3600.0
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Keyword options with the defaults of ``producers.settings.Settings``."""
+    """Keyword options with the defaults of ``igsend.core.settings.Settings``."""
 
     max_attempts: int = 8
     max_age: float = 24 * 3600

@@ -45,7 +45,7 @@ def config_problem() -> str | None:
     to dead-letter them, and a supervisor would restart it forever."""
     import redis
 
-    from producers.store import describe_redis_error, get_redis
+    from igsend.core.store import describe_redis_error, get_redis
     from workers.accounts import AccountError, load_accounts
 
     try:
@@ -101,8 +101,8 @@ def _die_with_parent() -> None:
 
 def _supervise(processes: int, concurrency: int, loglevel: str, extra: list[str], name: str) -> int:
     def spawn(index: int) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "producers.cli", "worker", "--processes", "1", "--concurrency",
-                str(concurrency), "--loglevel", loglevel, "--name", f"{name}-{index}", "--", *extra]
+        argv = [sys.executable, "-m", "workers", "--concurrency", str(concurrency), "--loglevel", loglevel,
+                "--name", f"{name}-{index}", "--", *extra]
         env = dict(os.environ)
         if env.get("IGSEND_METRICS_PORT"):  # one metrics endpoint per process: base port + index
             env["IGSEND_METRICS_PORT"] = str(int(env["IGSEND_METRICS_PORT"]) + index)

@@ -20,28 +20,16 @@ import uuid
 
 import redis
 
-from producers.celery_app import DUE_PRIORITY, get_app, publish
-from producers.settings import get_settings
-from producers.store import DELAYED_KEY, PENDING_KEY, PREFIX, get_redis, held_key, job_key
+from igsend.core import records
+from igsend.core.celery_app import DUE_PRIORITY, get_app, publish
+from igsend.core.settings import get_settings
+from igsend.core.store import DELAYED_KEY, PENDING_KEY, PREFIX, get_redis, job_key
 from workers.sweeper import MOVING_KEY, Sweeper
 
 log = logging.getLogger("igsend.scheduler")
 
 LEADER_KEY = f"{PREFIX}scheduler:leader"
 
-# KEYS: delayed, moving, pending. ARGV: batch size. Moves due ids to the moving list and returns them; they
-# count as published from now on (a mover that dies before publishing leaves them to the sweeper).
-_CLAIM_DUE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-if #ids > 0 then
-  redis.call('ZREM', KEYS[1], unpack(ids))
-  redis.call('RPUSH', KEYS[2], unpack(ids))
-  for _, id in ipairs(ids) do redis.call('ZADD', KEYS[3], now, id) end
-end
-return ids
-"""
 
 # KEYS: leader. ARGV: me, ttl_ms. Take or keep the lease; returns 1 when this process leads.
 _LEAD = """
@@ -67,7 +55,7 @@ class Scheduler:
         self.batch = batch
         self.lease_ms = int(lease * 1000)
         self.me = uuid.uuid4().hex
-        self.claim = self.client.register_script(_CLAIM_DUE)
+        self.claim = records.script(self.client, "claim_due")
         self.lead = self.client.register_script(_LEAD)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,44 +118,3 @@ class Scheduler:
             pipe.lrem(MOVING_KEY, 1, job_id)
         pipe.execute()
 
-
-def release_held(account: str, client: redis.Redis | None = None) -> int:
-    """Put an account's held jobs back in line (after an operator marks the account healthy)."""
-    client = client or get_redis()
-    ids = client.zrange(held_key(account), 0, -1)
-    if ids:
-        now = time.time()
-        pipe = client.pipeline()
-        pipe.zadd(DELAYED_KEY, dict.fromkeys(ids, now))
-        pipe.zrem(held_key(account), *ids)
-        pipe.execute()
-    return len(ids)
-
-
-def release_paused(account: str, client: redis.Redis | None = None) -> int:
-    """Make an account's jobs that wait out a throttle pause due now (after an operator heals it).
-
-    The delayed set is not indexed by account; healing is rare, so it is read in chunks. Jobs parked for a
-    rate slot are left alone: their slots keep the account within its budget."""
-    client = client or get_redis()
-    now = time.time()
-    released = 0
-    cursor = 0
-    while True:
-        chunk = client.zrangebyscore(DELAYED_KEY, now, "+inf", start=cursor, num=1000)
-        if not chunk:
-            return released
-        cursor += len(chunk)
-        pipe = client.pipeline(transaction=False)
-        for job_id in chunk:
-            pipe.hmget(job_key(job_id), "account", "reason", "error")
-        due = [job_id for job_id, (owner, reason, error) in zip(chunk, pipe.execute(), strict=True)
-               if owner == account and ((reason or "").startswith("account paused")  # deferred by the pause
-                                        or '"class": "throttled"' in (error or ""))]  # throttled itself
-        if due:
-            pipe = client.pipeline()
-            pipe.zadd(DELAYED_KEY, dict.fromkeys(due, now))
-            for job_id in due:
-                pipe.hdel(job_key(job_id), "next_attempt_at")
-            pipe.execute()
-            released += len(due)

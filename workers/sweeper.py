@@ -24,8 +24,10 @@ from dataclasses import dataclass
 
 import redis
 
-from producers.celery_app import DUE_PRIORITY, get_app, publish, queue_keys
-from producers.store import INFLIGHT_KEY, PENDING_KEY, PREFIX, STATS_KEY, attempts_key, get_redis, job_key, lock_key
+from igsend.core import records
+from igsend.core.celery_app import DUE_PRIORITY, get_app, publish, queue_keys
+from igsend.core.settings import get_settings
+from igsend.core.store import INFLIGHT_KEY, PENDING_KEY, PREFIX, STATS_KEY, get_redis, job_key, lock_key
 
 log = logging.getLogger("igsend.sweeper")
 
@@ -125,11 +127,12 @@ class Sweeper:
     def _republish(self, lost: list[tuple[str, dict]], now: float) -> None:
         # Index first: if this publish fails too, the next pass finds them again.
         pipe = self.client.pipeline(transaction=False)
-        entry = json.dumps({"outcome": "republished", "reason": REPUBLISHED, "at": now})
+        entry = {"outcome": "republished", "reason": REPUBLISHED, "at": now}
+        ttl = get_settings().result_ttl
         for job_id, _ in lost:
             pipe.zadd(PENDING_KEY, {job_id: now})
             pipe.zrem(INFLIGHT_KEY, job_id)
-            pipe.rpush(attempts_key(job_id), entry)
+            records.append_to_log(pipe, job_id, entry, ttl=ttl)
             pipe.lrem(MOVING_KEY, 0, job_id)
         pipe.hincrby(STATS_KEY, "republished_total", len(lost))
         pipe.execute()

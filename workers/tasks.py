@@ -10,23 +10,24 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import requests
 from celery.exceptions import Ignore
 
-from producers.celery_app import TASK_NAME, get_app
-from producers.settings import get_settings
-from producers.store import get_redis, job_key
+from igsend.core import account_state
+from igsend.core.celery_app import TASK_NAME, get_app
+from igsend.core.records import JobStatus, Outcomes
+from igsend.core.settings import get_settings
+from igsend.core.store import get_redis
 from schemas import SEND_CLASS, InvalidMessage, graph_body, load_message
 from workers import raw
 from workers.accounts import AccountError, accounts_of_app, get_account, registry, secrets
-from workers.admission import Admitter
-from workers.breaker import Breaker
+from workers.admission import Action, Admitter
+from workers.breaker import Breaker, reset_keys
 from workers.errors import Outcome, Verdict, classify_answer, classify_transport
 from workers.graph import GraphClient
 from workers.metrics import ATTEMPTS, FINISHED, GRAPH_LATENCY, RATE_WAITS, RETRIES
-from workers.outcomes import Recorder
 from workers.retry import RetryPolicy, throttle_wait
 from workers.usage import read_usage, retry_after
 
@@ -49,7 +50,7 @@ class _Context:
         self.settings = settings
         self.redis = get_redis()
         self.admitter = Admitter(self.redis, record_ttl=settings.result_ttl)
-        self.recorder = Recorder(self.redis, record_ttl=settings.result_ttl)
+        self.outcomes = Outcomes(self.redis, record_ttl=settings.result_ttl)
         self.policy = RetryPolicy(max_attempts=settings.max_attempts, max_age=settings.max_age,
                                   base=settings.retry_base, cap=settings.retry_cap)
         pool = int(app.conf.worker_concurrency or 10)
@@ -95,18 +96,18 @@ def send_message(self, message: Any = None, *extra: Any, **unexpected: Any) -> d
     while True:
         admission = ctx.admitter.admit(job_id, msg, send_class, account.rate(send_class),
                                        lock_ttl=ctx.settings.lock_ttl(send_class))
-        if admission.action == "go":
+        if admission.action is Action.GO:
             break
-        if admission.action == "orphaned":
-            ctx.recorder.count("orphaned_total")
+        if admission.action is Action.ORPHANED:
+            ctx.outcomes.count("orphaned_total")
             if ctx.settings.unknown_outcome == "resend":
-                ctx.redis.hset(job_key(job_id), "inflight", "")
+                ctx.outcomes.forget_inflight(job_id)
                 continue
             _dead(ctx, job_id, "outcome unknown: a worker stopped while its POST was in flight; not resent",
-                  None, None, status="unknown", msg=msg)
-        if admission.action == "done":
-            ctx.recorder.count("skipped_redeliveries_total")
-        elif admission.action == "parked":
+                  None, None, status=JobStatus.UNKNOWN, msg=msg)
+        if admission.action is Action.DONE:
+            ctx.outcomes.count("skipped_redeliveries_total")
+        elif admission.action is Action.PARKED:
             RATE_WAITS.labels(msg["account"], "parked").inc()
         raise Ignore()  # parked, held, deferred, early, busy, done: another copy or the scheduler has it
 
@@ -141,7 +142,7 @@ def send_message(self, message: Any = None, *extra: Any, **unexpected: Any) -> d
         result = {"recipient_id": body["recipient_id"]}
         if body.get("message_id"):
             result["message_id"] = body["message_id"]
-        ctx.recorder.delivered(job_id, result, entry, account=msg["account"])
+        ctx.outcomes.delivered(job_id, result, entry, forget=reset_keys(msg["account"]))
         FINISHED.labels(msg["account"], msg["kind"], "delivered").inc()
         # What Flower shows as the task's result: Meta's answer plus who/what/how many tries; no secrets.
         return {**result, "account": msg["account"], "kind": msg["kind"], "attempts": admission.attempt}
@@ -158,42 +159,44 @@ def _handle_failure(ctx: _Context, job_id: str, msg: dict[str, Any], verdict: Ve
         if verdict.app_wide:  # code 4: the app's limit, shared by every account of the app
             app_id = get_account(msg["account"]).app_id
             for name in {msg["account"], *(a.name for a in accounts_of_app(app_id))}:
-                ctx.recorder.pause_account(name, until, f"app {app_id} throttled by Meta (code 4, "
-                                                        f"answered to {msg['account']})")
+                account_state.pause(name, until, f"app {app_id} throttled by Meta (code 4, answered to "
+                                                 f"{msg['account']})", client=ctx.redis)
         else:
-            ctx.recorder.pause_account(msg["account"], until, f"throttled by Meta (code {verdict.code})")
-        ctx.recorder.retry(job_id, until, verdict, entry, count_failure=False)
+            account_state.pause(msg["account"], until, f"throttled by Meta (code {verdict.code})", client=ctx.redis)
+        ctx.outcomes.retry(job_id, until, reason=verdict.reason, error=verdict.error(), attempt_entry=entry,
+                           count_failure=False)
         RETRIES.labels(msg["account"], "throttled").inc()
         return
     if outcome is Outcome.UNKNOWN and ctx.settings.unknown_outcome == "resend":
         outcome = Outcome.TRANSIENT
     if outcome is Outcome.TRANSIENT:
-        failures = int(ctx.redis.hget(job_key(job_id), "failures") or 0) + 1
+        failures = ctx.outcomes.failures(job_id) + 1
         reason = ctx.policy.give_up(failures, time.time() - created_at, bounded=verdict.bounded)
         if reason is None:
-            ctx.recorder.retry(job_id, time.time() + ctx.policy.backoff(failures), verdict, entry)
+            ctx.outcomes.retry(job_id, time.time() + ctx.policy.backoff(failures), reason=verdict.reason,
+                               error=verdict.error(), attempt_entry=entry)
             RETRIES.labels(msg["account"], verdict.outcome.value).inc()
             return
         _dead(ctx, job_id, f"{reason}; last error: {verdict.reason}", verdict.error(), entry, msg=msg)
     if outcome is Outcome.ACCOUNT_BROKEN:
-        ctx.recorder.break_account(msg["account"], verdict.reason, verdict.error())
+        account_state.mark_broken(msg["account"], verdict.reason, verdict.error(), client=ctx.redis)
     if outcome is Outcome.PERMANENT and verdict.suspect:
         tripped = ctx.breaker.count(msg["account"], verdict.signature, msg["recipient"], job_id)
         if tripped:
             reason = (f"circuit breaker: the same error for {len(tripped)} different recipients in a row "
                       f"({verdict.code}/{verdict.subcode}: {verdict.message or verdict.reason}); the account's "
                       "setup, not the people: held until `igsend accounts heal`")
-            ctx.recorder.break_account(msg["account"], reason, verdict.error())
-            ctx.recorder.record_attempt(job_id, entry)
-            ctx.recorder.hold(msg["account"], [job_id, *[j for j in tripped if j != job_id]], reason)
+            account_state.mark_broken(msg["account"], reason, verdict.error(), client=ctx.redis)
+            ctx.outcomes.record_attempt(job_id, entry)
+            ctx.outcomes.hold(msg["account"], [job_id, *[j for j in tripped if j != job_id]], reason)
             FINISHED.labels(msg["account"], msg["kind"], "held").inc()
             return
-    status = "unknown" if outcome is Outcome.UNKNOWN else "dead"
+    status = JobStatus.UNKNOWN if outcome is Outcome.UNKNOWN else JobStatus.DEAD
     _dead(ctx, job_id, f"{outcome.value}: {verdict.reason}", verdict.error(), entry, status=status, msg=msg)
 
 
 def _dead(ctx: _Context, job_id: str, reason: str, error: dict[str, Any] | None, entry: dict[str, Any] | None,
-          *, status: str = "dead", raw: Any = None, msg: dict[str, Any] | None = None) -> None:
+          *, status: JobStatus = JobStatus.DEAD, raw: Any = None, msg: dict[str, Any] | None = None) -> NoReturn:
     """Finish the job as dead/unknown, file it in the DLQ, and fail the Celery task with the reason."""
     defaults = None
     if raw is not None:
@@ -203,20 +206,20 @@ def _dead(ctx: _Context, job_id: str, reason: str, error: dict[str, Any] | None,
         for field in ("kind", "account", "recipient"):
             value = document.get(field)
             defaults[field] = value[:100] if isinstance(value, str) else ""
-    ctx.recorder.dead(job_id, reason, error, entry, status=status, defaults=defaults)
+    ctx.outcomes.dead(job_id, reason, error, entry, status=status, defaults=defaults)
     # Labels only from what igsend knows: a caller's invalid document must not mint new time series.
     account = msg["account"] if msg and msg.get("account") in registry() else "invalid"
     kind = msg["kind"] if msg else "invalid"
-    FINISHED.labels(account, kind, status).inc()
-    log.warning("dead-lettered job=%s status=%s reason=%s", job_id, status, reason)
-    raise DeadLettered(f"{status}: {reason}")
+    FINISHED.labels(account, kind, status.value).inc()
+    log.warning("dead-lettered job=%s status=%s reason=%s", job_id, status.value, reason)
+    raise DeadLettered(f"{status.value}: {reason}")
 
 
 def _note_usage(ctx: _Context, account: str, headers: dict[str, str]) -> None:
     factor = read_usage(headers).factor
     if ctx.slowdown.get(account, 1.0) != factor:
         ctx.slowdown[account] = factor
-        ctx.recorder.slow_account(account, factor)
+        account_state.slow_down(account, factor, client=ctx.redis)
 
 
 def _log_attempt(ctx: _Context, job_id: str, msg: dict[str, Any], attempt: int, verdict: Verdict,

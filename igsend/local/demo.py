@@ -29,9 +29,9 @@ def _messages(first_message_id: str) -> list[dict[str, str]]:
 
 
 def run_demo(*, keep_redis: bool = False, timeout: float = 60.0) -> int:
-    from producers.settings import get_settings
-    from workers.embedded_redis import ensure_redis
-    from workers.processes import start_sandbox, start_worker
+    from igsend.core.settings import get_settings
+    from igsend.local.embedded_redis import ensure_redis
+    from igsend.local.processes import start_sandbox, start_worker
 
     console = Console()
     if not console.is_terminal:  # a log or a pipe: do not squeeze the table into 80 columns
@@ -63,9 +63,9 @@ def run_demo(*, keep_redis: bool = False, timeout: float = 60.0) -> int:
 
 def _send_all(console: Console, redis_url: str, timeout: float) -> int:
     os.environ["IGSEND_REDIS_URL"] = redis_url
+    from igsend.core.settings import get_settings
+    from igsend.core.store import get_redis
     from producers import JobError, send, send_text
-    from producers.settings import get_settings
-    from producers.store import get_redis
 
     get_settings.cache_clear()
     assert get_redis().ping()

@@ -5,7 +5,6 @@ Every igsend key starts with ``igsend:`` so an operator can tell them from Celer
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -16,7 +15,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from producers.settings import get_settings
+from igsend.core.settings import get_settings
 
 PREFIX = "igsend:"
 
@@ -181,30 +180,11 @@ def _config(client: redis.Redis, name: str) -> str | None:
     return None if value is None else str(value)
 
 
-def decode_record(raw: dict[str, str]) -> dict[str, Any]:
-    """Turn a job hash into the status JSON of DESIGN.md (plus timestamps and the message)."""
-    if not raw:
-        return {}
-    record: dict[str, Any] = {
-        "id": raw.get("id"),
-        "status": raw.get("status"),
-        "kind": raw.get("kind"),
-        "account": raw.get("account"),
-        "recipient": raw.get("recipient"),
-        "attempts": int(raw.get("attempts") or 0),
-        "created_at": _num(raw.get("created_at")),
-        "updated_at": _num(raw.get("updated_at")),
-    }
-    for field in ("result", "error", "message"):
-        if raw.get(field):
-            record[field] = json.loads(raw[field])
-    for field in ("next_attempt_at", "delivered_at", "dead_at"):
-        if raw.get(field):
-            record[field] = _num(raw[field])
-    if raw.get("reason"):
-        record["reason"] = raw["reason"]
-    return record
 
+def forget_connections() -> None:
+    """Read the settings again and reconnect on next use (after changing ``IGSEND_REDIS_URL`` in-process)."""
+    from igsend.core.celery_app import get_app
 
-def _num(value: str | None) -> float | None:
-    return float(value) if value not in (None, "") else None
+    get_settings.cache_clear()
+    _client.cache_clear()
+    get_app.cache_clear()

@@ -21,10 +21,10 @@ from typing import Any
 
 from aiohttp import web
 
-from workers.sandbox.errors import GraphError, usage_headers
-from workers.sandbox.faults import Faults, fault_error
-from workers.sandbox.limits import BUDGETS, LOGINS, Bucket, check_login, login_from_token
-from workers.sandbox.wire import ParsedRequest, read_request, validate
+from sandbox.errors import GraphError, usage_headers
+from sandbox.faults import Faults, fault_error
+from sandbox.limits import BUDGETS, LOGINS, Bucket, check_login, login_from_token
+from sandbox.wire import ParsedRequest, read_request, validate
 
 GRAPH_VERSION = re.compile(r"v\d+\.\d+")
 NODE_ID = re.compile(r"\w+")
@@ -383,7 +383,7 @@ def _login_setting(value: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m workers.sandbox",
+    parser = argparse.ArgumentParser(prog="python -m sandbox",
                                      description="A local emulator of Meta's Instagram Send API.")
     parser.add_argument("--port", type=int, default=8899)
     parser.add_argument("--host", default="127.0.0.1")

@@ -1,7 +1,6 @@
-"""The one Celery app both sides use: producers publish with it, ``workers.app`` adds the tasks.
+"""The one Celery app both sides use: producers publish with it by task name, ``workers.app`` adds the task.
 
-Defining it here (with ``include`` naming the worker's task module, which Celery imports only when a worker
-starts) keeps producers light: publishing needs the broker settings, not the Graph client.
+It knows nothing of either side, so publishing needs only the broker settings, not the Graph client.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from typing import Any
 
 from celery import Celery
 
-from producers.settings import Settings, get_settings
+from igsend.core.settings import Settings, get_settings
 
 TASK_NAME = "igsend.send_message"
 QUEUE = "igsend"
@@ -101,8 +100,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": False,
-        # Ends the job of a message whose body does not decode (workers/raw.py); imported by workers only.
-        "worker_consumer": "workers.raw:Consumer",
         # igsend limits rates in Redis; Celery's per-worker token buckets would only cost time per message.
         "worker_disable_rate_limits": True,
         "enable_utc": True,
@@ -111,6 +108,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def get_app() -> Celery:
-    app = Celery("igsend", include=["workers.tasks"])
+    app = Celery("igsend")
     app.conf.update(celery_config(get_settings()))
     return app

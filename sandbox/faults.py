@@ -30,7 +30,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any
 
-from workers.sandbox.errors import GraphError, error_message
+from sandbox.errors import GraphError, error_message
 
 MAGIC_ERROR = re.compile(r"ERR_(\d+)(?:_(\d+))?")  # ERR_{code}_{subcode}; subcode 0 or left out = none
 

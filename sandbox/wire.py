@@ -1,6 +1,6 @@
 """Reading a Send API request (JSON, form fields holding JSON, multipart) and checking it as Meta documents it.
 
-Written from Meta's docs (/work/shared/seeds/instagram-send-a-message.txt and the Instagram Platform pages),
+Written from Meta's docs (Meta's "Send a Message" page and the Instagram Platform pages),
 independently of ``schemas/`` so a mistake shared with igsend cannot pass both.
 """
 
@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from workers.sandbox.errors import invalid
+from sandbox.errors import invalid
 
 HTTP_URL = re.compile(r"https?://[^\s/?#]+(?:[/?#]\S*)?", re.IGNORECASE)
 MEDIA_TYPES = {"image", "video", "audio", "file"}

@@ -12,10 +12,10 @@ from typing import Any
 import click
 import redis
 
+from igsend.core.errors import ReplayRefused
+from igsend.core.store import brief_connections, describe_redis_error, get_redis, redis_warnings
 from producers import EnqueueError, InvalidMessage, JobError, JobNotFound, get_job, send
-from producers.errors import ReplayRefused
 from producers.jobs import Job
-from producers.store import brief_connections, describe_redis_error, get_redis, redis_warnings
 
 #: Commands a person waits on: their Redis calls fail within seconds instead of riding out an outage.
 #: The long-running ones (worker, up, demo, metrics, ...) keep the patient policy.
@@ -62,7 +62,7 @@ def _deliver(document: dict[str, Any], account: str, idempotency_key: str | None
     if idempotency_key:
         document["idempotency_key"] = idempotency_key
     # Imported here so this change stays inside _deliver while the rest of cli.py is edited in parallel.
-    from producers.errors import IdempotencyConflict
+    from igsend.core.errors import IdempotencyConflict
 
     try:
         job = send(document)
@@ -198,7 +198,7 @@ def worker(ctx: click.Context, concurrency: int | None, processes: int | None, l
 @click.pass_context
 def sandbox(ctx: click.Context) -> None:
     """The local Graph API emulator (flags: --port --token --latency-ms --error-rate --rate-limit ...)."""
-    from workers.sandbox import main as sandbox_main
+    from sandbox import main as sandbox_main
 
     tokens = [account.token for account in _configured_accounts()]
     extra = [arg for token in tokens for arg in ("--token", token)]
@@ -215,7 +215,7 @@ def _configured_accounts() -> list[Any]:
 @click.option("--keep", is_flag=True, help="leave Redis running (if demo started it)")
 def demo(keep: bool) -> None:
     """Start Redis (if needed), the sandbox and a worker; send every kind; print the outcomes."""
-    from workers.demo import run_demo
+    from igsend.local.demo import run_demo
 
     sys.exit(run_demo(keep_redis=keep))
 
@@ -227,7 +227,7 @@ def demo(keep: bool) -> None:
 @click.option("--sandbox-port", default=8899, show_default=True, help="used when no account token is configured")
 def up(api_port: int, flower_port: int, metrics_port: int, sandbox_port: int) -> None:
     """The whole stack as local processes (Redis if needed, worker, Flower, API, metrics) until Ctrl-C."""
-    from workers.up import run_up
+    from igsend.local.up import run_up
 
     sys.exit(run_up(api_port=api_port, flower_port=flower_port, metrics_port=metrics_port,
                     sandbox_port=sandbox_port))
@@ -243,7 +243,7 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def dlq_list(account: str | None, as_json: bool) -> None:
     """Dead messages, oldest first."""
-    from workers import dlq as dead
+    from igsend.core import dlq as dead
 
     entries = dead.list_entries(account=account)
     if as_json:
@@ -262,7 +262,7 @@ def dlq_list(account: str | None, as_json: bool) -> None:
 @click.argument("job_id")
 def dlq_show(job_id: str) -> None:
     """One entry as JSON, with every attempt."""
-    from workers import dlq as dead
+    from igsend.core import dlq as dead
 
     entry = dead.show(job_id)
     if entry is None:
@@ -276,7 +276,7 @@ def dlq_show(job_id: str) -> None:
 @click.option("--account", default=None)
 def dlq_replay(job_id: str | None, replay_all: bool, account: str | None) -> None:
     """Send dead messages again under their job ids."""
-    from workers import dlq as dead
+    from igsend.core import dlq as dead
 
     if bool(job_id) == replay_all:
         _fail("give a JOB_ID or --all")
@@ -309,7 +309,7 @@ def dlq_replay(job_id: str | None, replay_all: bool, account: str | None) -> Non
 @click.option("--yes", is_flag=True, help="purge every entry without asking (needed when not interactive)")
 def dlq_purge(older_than: str | None, account: str | None, yes: bool) -> None:
     """Delete entries (all of them only after confirmation, or with --yes)."""
-    from workers import dlq as dead
+    from igsend.core import dlq as dead
 
     seconds = _duration(older_than) if older_than is not None else None
     if seconds is None and account is None and not yes:
@@ -381,7 +381,7 @@ def accounts() -> None:
 @accounts.command(name="list")
 def accounts_list() -> None:
     """Every account with runtime state, as JSON (Redis risk warnings go to stderr)."""
-    from workers.account_state import all_states
+    from igsend.core.account_state import all_states
 
     _print_json(all_states())
     _warn_about_redis()
@@ -391,11 +391,8 @@ def accounts_list() -> None:
 @click.argument("name")
 def accounts_heal(name: str) -> None:
     """Mark an account healthy again (after fixing its token) and release its held messages."""
-    from workers.account_state import mark_healthy
+    from igsend.core.account_state import mark_healthy
 
     _print_json({"account": name, "released": mark_healthy(name)})
 
 
-if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()

@@ -2,7 +2,7 @@
 the tests and the benchmarks.
 
 Its one job: answer like Meta would. It checks what Meta checks — written from Meta's docs
-(/work/shared/seeds/instagram-send-a-message.txt, Meta's Postman collection in tests/data/meta/, "Graph API
+(Meta's "Send a Message" page, Meta's Postman collection in tests/data/meta/, "Graph API
 rate limiting", "Graph API / Handling Errors"), independently of ``schemas/`` so a mistake shared with
 igsend cannot pass both — answers with Meta's success and error bodies, enforces per-account, per-class
 limits with Meta's throttling codes and usage headers, and can add latency, random transient errors and
@@ -36,15 +36,15 @@ another method ``100/33 "Unsupported get request. Object with ID ..."``, an unkn
 ``2500 "Unknown path components: /…"``, a malformed node ``803``. An unversioned ``POST /me/messages`` is
 served, as Meta serves it with the App Dashboard's version (introspection shows ``"version": null``).
 
-Faults (``POST /_sandbox/faults``, see :mod:`workers.sandbox.faults` for the shapes): queued or sticky
+Faults (``POST /_sandbox/faults``, see :mod:`sandbox.faults` for the shapes): queued or sticky
 errors per recipient; named per-recipient refusals (200/1545041, 200/2018028, 10/2018065, 10/2534022,
 551/1545041, 100/2018001) on every message to that recipient; one error for every send of an account until
 cleared; app-wide ``(#4) Application request limit reached`` for N seconds over a group of accounts (all
 of them by default). Magic recipients ``ERR_{code}_{subcode}`` always answer that error.
 
-Run it with ``python -m workers.sandbox --port 8899 --token T``.
+Run it with ``python -m sandbox --port 8899 --token T``.
 """
 
-from workers.sandbox.server import Sandbox, SandboxConfig, create_app, main, run, serve
+from sandbox.server import Sandbox, SandboxConfig, create_app, main, run, serve
 
 __all__ = ["Sandbox", "SandboxConfig", "create_app", "main", "run", "serve"]

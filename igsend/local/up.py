@@ -18,10 +18,10 @@ from rich.console import Console
 
 def run_up(*, api_port: int = 8000, flower_port: int = 5555, metrics_port: int = 9808,
            sandbox_port: int = 8899, stop_event: threading.Event | None = None) -> int:
-    from producers.settings import get_settings
+    from igsend.core.settings import get_settings
+    from igsend.local.embedded_redis import ensure_redis
+    from igsend.local.processes import start_command, start_sandbox, start_worker
     from workers.accounts import AccountError, load_accounts
-    from workers.embedded_redis import ensure_redis
-    from workers.processes import start_command, start_sandbox, start_worker
 
     console = Console()
     settings = get_settings()
@@ -105,6 +105,6 @@ def _tail(exc: RuntimeError, lines: int = 5) -> list[str]:
 
 
 def _redis_warnings(url: str) -> list[str]:
-    from producers.store import get_redis, redis_warnings
+    from igsend.core.store import get_redis, redis_warnings
 
     return redis_warnings(get_redis(url))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from workers.embedded_redis import free_port
+from igsend.local.embedded_redis import free_port
 
 
 @dataclass
@@ -54,7 +54,7 @@ def start_sandbox(*, tokens: list[str], port: int | None = None, latency_ms: flo
                   rate_limit: float | None = None, media_rate_limit: float | None = None,
                   log_path: Path | None = None, extra: list[str] | None = None, wait: float = 20.0) -> Service:
     port = port or free_port()
-    args = [sys.executable, "-m", "workers.sandbox", "--port", str(port), "--latency-ms", str(latency_ms),
+    args = [sys.executable, "-m", "sandbox", "--port", str(port), "--latency-ms", str(latency_ms),
             "--error-rate", str(error_rate)]
     if rate_limit is not None:
         args += ["--rate-limit", str(rate_limit)]
@@ -88,7 +88,7 @@ def start_worker(*, env: dict[str, str], log_path: Path | None = None, concurren
                  processes: int = 1, extra: list[str] | None = None, wait: float = 60.0) -> Service:
     """Run ``igsend worker`` in a child process with ``env`` added; return once every worker process answers
     a ping."""
-    args = [sys.executable, "-m", "producers.cli", "worker", "--loglevel", "INFO", "--processes", str(processes)]
+    args = [sys.executable, "-m", "igsend.cli", "worker", "--loglevel", "INFO", "--processes", str(processes)]
     if concurrency:
         args += ["--concurrency", str(concurrency)]
     args += extra or []
@@ -104,8 +104,8 @@ def start_worker(*, env: dict[str, str], log_path: Path | None = None, concurren
 def wait_for_worker(service: Service, redis_url: str | None, wait: float, processes: int = 1) -> None:
     from celery import Celery
 
-    from producers.celery_app import celery_config
-    from producers.settings import Settings
+    from igsend.core.celery_app import celery_config
+    from igsend.core.settings import Settings
 
     probe = Celery("igsend-probe")
     probe.conf.update(celery_config(Settings(redis_url=redis_url or Settings.redis_url)))
@@ -132,6 +132,6 @@ def start_command(name: str, args: list[str], *, env: dict[str, str], ready_url:
                   wait: float = 30.0, auth: tuple[str, str] | None = None) -> Service:
     """Run an ``igsend`` subcommand (``args`` after ``igsend``) and wait until ``ready_url`` answers."""
     log = _open_log(log_path)
-    process = subprocess.Popen([sys.executable, "-m", "producers.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+    process = subprocess.Popen([sys.executable, "-m", "igsend.cli", *args], stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
     return _wait_ready(Service(name, process, ready_url, log_path, env), ready_url, wait, auth)

@@ -1,0 +1,5 @@
+"""The ``igsend`` command line."""
+
+from igsend.cli.main import main
+
+__all__ = ["main"]

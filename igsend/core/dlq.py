@@ -1,0 +1,81 @@
+"""The dead-letter queue as operators use it: list, show, replay and purge entries.
+
+An entry keeps the job id, account, recipient, kind, the message (never a token), every attempt and the
+final reason. Entries do not expire: an operator decides their fate. Jobs enter it through
+:mod:`igsend.core.records` (the record's owner), which also reopens a job for a replay.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from igsend.core import records
+from igsend.core.celery_app import NEW_PRIORITY, get_app, publish
+from igsend.core.store import DLQ_INDEX_KEY, DLQ_KEY, get_redis
+
+
+def list_entries(*, account: str | None = None, limit: int | None = None,
+                 client: redis.Redis | None = None) -> list[dict[str, Any]]:
+    """Entries, oldest death first."""
+    client = client or get_redis()
+    ids = client.zrange(DLQ_INDEX_KEY, 0, -1)
+    entries = []
+    for chunk_start in range(0, len(ids), 500):
+        chunk = ids[chunk_start:chunk_start + 500]
+        for raw in client.hmget(DLQ_KEY, chunk):
+            if raw:
+                entry = json.loads(raw)
+                if account is None or entry.get("account") == account:
+                    entries.append(entry)
+        if limit is not None and len(entries) >= limit:
+            return entries[:limit]
+    return entries
+
+
+def show(job_id: str, *, client: redis.Redis | None = None) -> dict[str, Any] | None:
+    raw = (client or get_redis()).hget(DLQ_KEY, job_id)
+    return json.loads(raw) if raw else None
+
+
+def replay(job_id: str, *, client: redis.Redis | None = None) -> bool:
+    """Send a dead message again under the same job id; its new outcome shows in ``igsend status``.
+
+    Returns False when there is no such entry; raises :class:`ReplayRefused` when the job's record says it
+    is not dead now (delivered, queued, sending, retrying, cancelled): replaying those could send twice. The
+    record is reset to ``queued`` first, so the worker's no-double-send check lets this one resend through.
+    """
+    client = client or get_redis()
+    entry = show(job_id, client=client)
+    if entry is None:
+        return False
+    message = entry["message"]
+    records.reopen(client, entry)
+    app = get_app()
+    with app.producer_or_acquire() as producer:
+        publish(app, producer, job_id, message, priority=NEW_PRIORITY)
+    return True
+
+
+def purge(*, older_than: float | None = None, account: str | None = None,
+          client: redis.Redis | None = None) -> int:
+    """Delete entries (those dead more than ``older_than`` seconds ago, and of ``account`` if given)."""
+    client = client or get_redis()
+    cutoff = "+inf" if older_than is None else time.time() - older_than
+    ids = client.zrangebyscore(DLQ_INDEX_KEY, "-inf", cutoff)
+    if account is not None:
+        old = set(ids)
+        ids = [e["id"] for e in list_entries(account=account, client=client) if e["id"] in old]
+    if not ids:
+        return 0
+    pipe = client.pipeline()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        pipe.hdel(DLQ_KEY, *chunk)
+        pipe.zrem(DLQ_INDEX_KEY, *chunk)
+    pipe.execute()
+    return len(ids)
+

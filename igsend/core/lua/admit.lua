@@ -1,0 +1,67 @@
+-- Admission: may this job POST now? One atomic step that reads the job record, its lock, the account's state
+-- and the account's GCRA rate limiter, on Redis's clock (TIME), shared by every worker.
+-- KEYS: job, lock, account, limiter, delayed, held, pending, inflight
+-- ARGV: job_id, lock_ttl_ms, rate, max_inline_wait, record_ttl, message_json, kind, account, recipient,
+--       late_tolerance
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local job_id = ARGV[1]
+-- Whatever admission decides, this copy's message has reached a worker: the lost-message sweep lets go of it.
+redis.call('ZREM', KEYS[7], job_id)
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  -- A job published by a raw send_task has no record yet: create it.
+  status = 'queued'
+  redis.call('HSET', KEYS[1], 'id', job_id, 'status', status, 'kind', ARGV[7], 'account', ARGV[8],
+             'recipient', ARGV[9], 'message', ARGV[6], 'attempts', 0, 'created_at', now, 'updated_at', now)
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+end
+if status == 'delivered' or status == 'dead' or status == 'unknown' or status == 'cancelled' then
+  return {'done', status}
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'busy', ''} end
+local rec = redis.call('HMGET', KEYS[1], 'inflight', 'next_attempt_at', 'slot_at', 'attempts', 'created_at')
+if rec[1] and rec[1] ~= '' then return {'orphaned', rec[1]} end
+local max_wait = tonumber(ARGV[4])
+local due = tonumber(rec[2] or '')
+if status == 'retrying' and due and due > now + max_wait then return {'early', tostring(due)} end
+
+local acct = redis.call('HMGET', KEYS[3], 'health', 'paused_until', 'slowdown', 'slowdown_until')
+if acct[1] == 'broken' then
+  redis.call('ZADD', KEYS[6], now, job_id)
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'reason', 'held: account marked unhealthy', 'updated_at', now)
+  return {'held', ''}
+end
+local paused = tonumber(acct[2] or '')
+if paused and paused > now then
+  redis.call('ZADD', KEYS[5], paused, job_id)
+  redis.call('HSET', KEYS[1], 'status', 'retrying', 'next_attempt_at', paused, 'updated_at', now,
+             'reason', 'account paused by Meta throttling')
+  return {'deferred', tostring(paused)}
+end
+
+local slot = tonumber(rec[3] or '')
+if slot and slot > now + max_wait then return {'early', tostring(slot)} end
+if not slot or slot < now - tonumber(ARGV[10]) then
+  -- Book the next free slot (GCRA without burst: slots are exactly 1/rate apart).
+  local factor = 1
+  if acct[3] and tonumber(acct[4] or '0') > now then factor = tonumber(acct[3]) end
+  local rate = tonumber(ARGV[3]) * factor
+  local tat = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if tat < now then tat = now end
+  slot = tat
+  local next_tat = tat + 1 / rate
+  redis.call('SET', KEYS[4], string.format('%.6f', next_tat), 'PX', math.ceil((next_tat - now) * 1000) + 60000)
+  if slot > now + max_wait then
+    redis.call('HSET', KEYS[1], 'slot_at', string.format('%.6f', slot), 'next_attempt_at',
+               string.format('%.6f', slot), 'updated_at', now)
+    redis.call('ZADD', KEYS[5], string.format('%.6f', slot), job_id)
+    return {'parked', string.format('%.6f', slot)}
+  end
+end
+local attempt = tonumber(rec[4] or '0') + 1
+redis.call('HSET', KEYS[1], 'status', 'sending', 'inflight', attempt, 'attempts', attempt, 'updated_at', now)
+redis.call('HDEL', KEYS[1], 'slot_at', 'next_attempt_at', 'reason')
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+redis.call('ZADD', KEYS[8], now + tonumber(ARGV[2]) / 1000, job_id)  -- until an outcome is recorded
+return {'go', string.format('%.6f', math.max(0, slot - now)), tostring(attempt), rec[5] or tostring(now)}

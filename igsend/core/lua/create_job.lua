@@ -1,0 +1,21 @@
+-- Creates a job record, or answers with the job that already owns the idempotency key: one atomic step, so
+-- two concurrent calls with the same key cannot both create a job. The key's value is "JOB_ID|FINGERPRINT": a
+-- later call with the same key but another message is refused (as Stripe does).
+-- KEYS: job, idempotency key ('' for none), pending. ARGV: job id, record ttl, key window, fingerprint, fields...
+-- Returns {1, id} created, {0, id} the same message already has this job, {-1, id} the key names another message.
+if KEYS[2] ~= '' then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then
+    local owner, fingerprint = string.match(existing, '^(.-)|(%x+)$')
+    if not owner then owner = existing end  -- claimed before fingerprints were stored: nothing to compare
+    if owner == ARGV[1] then return {1, owner} end  -- this very call, replayed after a timeout
+    if fingerprint and fingerprint ~= ARGV[4] then return {-1, owner} end
+    return {0, owner}
+  end
+  redis.call('SET', KEYS[2], ARGV[1] .. '|' .. ARGV[4], 'EX', ARGV[3])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[3], tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])  -- for the lost-message sweep
+return {1, ARGV[1]}

@@ -1,0 +1,283 @@
+"""The job record's one owner: its statuses, its fields, every transition, and its Lua scripts (``lua/``).
+
+A job is one Redis hash (``igsend:job:ID``) plus its attempt log (``igsend:job:ID:attempts``). Producers create
+it, admission moves it to ``sending``, the worker records what Meta answered (``delivered``, ``retrying``,
+``dead``/``unknown``, or held for its account), operators replay or heal it, a revoke cancels it. Every write
+of a job's status happens here (the Lua scripts included), so the set of statuses and the fields each one
+carries can be read in one file.
+
+Each outcome is one MULTI/EXEC transaction, so "sent, with Meta's message_id" lands together with the end of
+the job's lock: a redelivered copy either sees the job in flight (and stands back) or sees it delivered.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+
+from igsend.core.errors import ReplayRefused
+from igsend.core.store import (
+    DELAYED_KEY,
+    DLQ_INDEX_KEY,
+    DLQ_KEY,
+    INFLIGHT_KEY,
+    PENDING_KEY,
+    STATS_KEY,
+    attempts_key,
+    held_key,
+    job_key,
+    lock_key,
+)
+
+_LUA = Path(__file__).parent / "lua"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"  # waiting for its send_at (DESIGN.md; not written yet)
+    SENDING = "sending"
+    RETRYING = "retrying"
+    DELIVERED = "delivered"  # accepted by Meta with a message id (Instagram has no delivery receipts)
+    DEAD = "dead"
+    UNKNOWN = "unknown"  # the POST went out and its answer was lost; see README "Delivery guarantees"
+    CANCELLED = "cancelled"  # revoked before it was sent, or its publish failed and the caller was told so
+    NOT_FOUND = "not_found"  # no record: a wrong id, or expired after IGSEND_RESULT_TTL
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL
+
+
+FINAL = frozenset({JobStatus.DELIVERED, JobStatus.DEAD, JobStatus.UNKNOWN, JobStatus.CANCELLED})
+#: Statuses an operator may replay from the DLQ.
+REPLAYABLE = frozenset({JobStatus.DEAD, JobStatus.UNKNOWN})
+
+
+@cache
+def _source(name: str) -> str:
+    return (_LUA / f"{name}.lua").read_text()
+
+
+def script(client: redis.Redis, name: str) -> Script:
+    """One of the record's Lua scripts (``create_job``, ``admit``, ``cancel``, ``claim_due``) on ``client``."""
+    return client.register_script(_source(name))
+
+
+def new_record(job_id: str, message: dict[str, Any], *, idempotency_key: str | None, now: float) -> dict[str, Any]:
+    """The fields of a job a producer has just accepted."""
+    return {"id": job_id, "status": JobStatus.QUEUED.value, "kind": message["kind"], "account": message["account"],
+            "recipient": message["recipient"], "message": json.dumps(message, ensure_ascii=False), "attempts": 0,
+            "created_at": now, "updated_at": now, "idempotency_key": idempotency_key or ""}
+
+
+def decode(raw: dict[str, str]) -> dict[str, Any]:
+    """Turn a job hash into the status JSON of DESIGN.md (plus timestamps and the message)."""
+    if not raw:
+        return {}
+    record: dict[str, Any] = {
+        "id": raw.get("id"),
+        "status": raw.get("status"),
+        "kind": raw.get("kind"),
+        "account": raw.get("account"),
+        "recipient": raw.get("recipient"),
+        "attempts": int(raw.get("attempts") or 0),
+        "created_at": _num(raw.get("created_at")),
+        "updated_at": _num(raw.get("updated_at")),
+    }
+    for field in ("result", "error", "message"):
+        if raw.get(field):
+            record[field] = json.loads(raw[field])
+    for field in ("next_attempt_at", "delivered_at", "dead_at"):
+        if raw.get(field):
+            record[field] = _num(raw[field])
+    if raw.get("reason"):
+        record["reason"] = raw["reason"]
+    return record
+
+
+def _num(value: str | None) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
+def read(client: redis.Redis, job_id: str) -> dict[str, Any]:
+    """The decoded record with its attempt log, or ``{}`` when there is none."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(job_key(job_id))
+    pipe.lrange(attempts_key(job_id), 0, -1)
+    raw, attempts = pipe.execute()
+    record = decode(raw)
+    if record:
+        record["attempt_log"] = [json.loads(a) for a in attempts]
+    return record
+
+
+def abandon(client: redis.Redis, job_ids: list[str], reason: str) -> None:
+    """Cancel records whose publish failed: should the message reach a worker after all, it is refused."""
+    pipe = client.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.hset(job_key(job_id), mapping={"status": JobStatus.CANCELLED.value, "reason": reason})
+    pipe.execute()
+
+
+def reopen(client: redis.Redis, entry: dict[str, Any]) -> None:
+    """Put a dead-lettered job back to ``queued`` for a replay, and take it out of the DLQ, atomically.
+
+    Raises :class:`ReplayRefused` when the record says it is not dead now (delivered, queued, sending,
+    retrying, cancelled): replaying those could send twice."""
+    job_id = entry["id"]
+    key = job_key(job_id)
+    with client.pipeline() as pipe:
+        # WATCH: a worker finishing the job between the check and the reset would abort the reset.
+        pipe.watch(key)
+        current, result = pipe.hmget(key, "status", "result")
+        if result or (current is not None and current not in REPLAYABLE):
+            state = "delivered" if result else current
+            raise ReplayRefused(f"job {job_id} is {state}, not dead: not replayed (a replay could send it twice)")
+        seconds, micros = pipe.time()  # Redis's clock, like every other score the sweeper compares
+        now = seconds + micros / 1_000_000
+        pipe.multi()
+        pipe.hset(key, mapping={
+            "id": job_id, "status": JobStatus.QUEUED.value, "kind": entry.get("kind") or "",
+            "account": entry.get("account") or "", "recipient": entry.get("recipient") or "",
+            "message": json.dumps(entry["message"], ensure_ascii=False), "failures": 0, "inflight": "",
+            "updated_at": now, "created_at": now, "reason": "replayed from the DLQ",
+        })
+        pipe.hdel(key, "error", "result", "dead_at", "next_attempt_at", "slot_at")
+        pipe.hsetnx(key, "attempts", len(entry.get("attempts") or []))
+        _remove_dead_letter(pipe, job_id)
+        pipe.zadd(PENDING_KEY, {job_id: now})  # should the publish that follows fail, the sweeper sends it
+        pipe.execute()
+
+
+def _dead_letter(record: dict[str, Any], attempts: list[dict[str, Any]], reason: str,
+              error: dict[str, Any] | None, now: float) -> dict[str, Any]:
+    return {
+        "id": record["id"], "account": record.get("account"), "recipient": record.get("recipient"),
+        "kind": record.get("kind"), "status": record.get("status"), "message": record.get("message"),
+        "reason": reason, "error": error, "attempts": attempts, "dead_at": now,
+    }
+
+
+def _file_dead_letter(pipe: redis.client.Pipeline, entry: dict[str, Any]) -> None:
+    pipe.hset(DLQ_KEY, entry["id"], json.dumps(entry, ensure_ascii=False))
+    pipe.zadd(DLQ_INDEX_KEY, {entry["id"]: entry["dead_at"]})
+
+
+def _remove_dead_letter(pipe: redis.client.Pipeline, job_id: str) -> None:
+    pipe.hdel(DLQ_KEY, job_id)
+    pipe.zrem(DLQ_INDEX_KEY, job_id)
+
+
+
+def append_to_log(pipe: redis.client.Pipeline, job_id: str, entry: dict[str, Any], *, ttl: int) -> None:
+    """One entry in the job's attempt log (a POST, or an event such as a republish), kept as long as the job."""
+    pipe.rpush(attempts_key(job_id), json.dumps(entry, ensure_ascii=False))
+    pipe.expire(attempts_key(job_id), ttl)
+
+
+class Outcomes:
+    """Records what an attempt came to. Keyword option ``record_ttl``: seconds a record stays readable."""
+
+    def __init__(self, client: redis.Redis, *, record_ttl: int):
+        self.client = client
+        self.record_ttl = record_ttl
+
+    def _begin(self, job_id: str, attempt_entry: dict[str, Any] | None) -> redis.client.Pipeline:
+        pipe = self.client.pipeline()
+        if attempt_entry is not None:
+            append_to_log(pipe, job_id, attempt_entry, ttl=self.record_ttl)
+        return pipe
+
+    def _end(self, pipe: redis.client.Pipeline, job_id: str) -> None:
+        pipe.expire(job_key(job_id), self.record_ttl)
+        pipe.delete(lock_key(job_id))
+        pipe.zrem(INFLIGHT_KEY, job_id)  # the outcome is recorded: nothing left for the sweeper
+        pipe.execute()
+
+    def delivered(self, job_id: str, result: dict[str, Any], attempt_entry: dict[str, Any], *,
+                  forget: list[str] | None = None) -> None:
+        """Meta accepted it. ``forget``: keys to delete in the same transaction (e.g. a circuit breaker's)."""
+        now = time.time()
+        pipe = self._begin(job_id, attempt_entry)
+        if forget:
+            pipe.delete(*forget)
+        pipe.hset(job_key(job_id), mapping={"status": JobStatus.DELIVERED.value, "result": json.dumps(result),
+                                            "inflight": "", "delivered_at": now, "updated_at": now})
+        pipe.hdel(job_key(job_id), "error", "reason", "next_attempt_at")
+        self._end(pipe, job_id)
+
+    def retry(self, job_id: str, due: float, *, reason: str, error: dict[str, Any],
+              attempt_entry: dict[str, Any] | None, count_failure: bool = True) -> None:
+        pipe = self._begin(job_id, attempt_entry)
+        pipe.hset(job_key(job_id), mapping={"status": JobStatus.RETRYING.value, "next_attempt_at": due,
+                                            "inflight": "", "reason": reason, "error": json.dumps(error),
+                                            "updated_at": time.time()})
+        if count_failure:
+            pipe.hincrby(job_key(job_id), "failures", 1)
+        pipe.zadd(DELAYED_KEY, {job_id: due})
+        self._end(pipe, job_id)
+
+    def failures(self, job_id: str) -> int:
+        return int(self.client.hget(job_key(job_id), "failures") or 0)
+
+    def forget_inflight(self, job_id: str) -> None:
+        """Let an orphaned attempt go (``IGSEND_UNKNOWN_OUTCOME=resend``): the next admission may POST again."""
+        self.client.hset(job_key(job_id), "inflight", "")
+
+    def dead(self, job_id: str, reason: str, error: dict[str, Any] | None,
+             attempt_entry: dict[str, Any] | None, *, status: JobStatus = JobStatus.DEAD,
+             defaults: dict[str, Any] | None = None) -> None:
+        """Finish a job as dead (or ``unknown``) and file it in the DLQ with every attempt.
+
+        ``defaults`` fills in the record of a job that has none (a malformed raw ``send_task``)."""
+        now = time.time()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(job_key(job_id))
+        pipe.lrange(attempts_key(job_id), 0, -1)
+        raw, previous = pipe.execute()
+        record = decode(raw) or {"id": job_id, "created_at": now}
+        record["status"] = status.value
+        for field, value in (defaults or {}).items():
+            record.setdefault(field, value)
+        attempts = [json.loads(a) for a in previous] + ([attempt_entry] if attempt_entry else [])
+        pipe = self._begin(job_id, attempt_entry)
+        fields = {"status": status.value, "inflight": "", "reason": reason, "dead_at": now, "updated_at": now}
+        if error:
+            fields["error"] = json.dumps(error)
+        if not raw:
+            fields.update({"id": job_id, "created_at": now, "attempts": len(attempts),
+                           "message": json.dumps(record.get("message"), ensure_ascii=False),
+                           **{f: record.get(f) or "" for f in ("kind", "account", "recipient")}})
+        pipe.hset(job_key(job_id), mapping=fields)
+        pipe.hdel(job_key(job_id), "next_attempt_at", "slot_at")
+        _file_dead_letter(pipe, _dead_letter(record, attempts, reason, error, now))
+        pipe.hincrby(STATS_KEY, f"{status.value}_total", 1)
+        self._end(pipe, job_id)
+
+    def record_attempt(self, job_id: str, attempt_entry: dict[str, Any]) -> None:
+        self._begin(job_id, attempt_entry).execute()
+
+    def hold(self, account: str, job_ids: list[str], reason: str) -> None:
+        """Put jobs in the account's held set (out of the DLQ, if they were dead-lettered) until it is healed."""
+        now = time.time()
+        pipe = self.client.pipeline()
+        for job_id in job_ids:
+            pipe.hset(job_key(job_id), mapping={"status": JobStatus.QUEUED.value, "inflight": "",
+                                                "reason": f"held: {reason}", "updated_at": now})
+            pipe.hdel(job_key(job_id), "dead_at", "next_attempt_at", "slot_at")
+            pipe.expire(job_key(job_id), self.record_ttl)
+            pipe.delete(lock_key(job_id))
+            pipe.zadd(held_key(account), {job_id: now})
+            pipe.zrem(INFLIGHT_KEY, job_id)
+            _remove_dead_letter(pipe, job_id)
+        pipe.execute()
+
+    def count(self, field: str, amount: int = 1) -> None:
+        self.client.hincrby(STATS_KEY, field, amount)

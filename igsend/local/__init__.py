@@ -1,0 +1,1 @@
+"""The stack on one machine: embedded Redis, child processes with readiness waits, ``igsend up`` and ``demo``."""

@@ -1,3 +1,0 @@
-from workers.sandbox.server import main
-
-main()

@@ -134,15 +134,19 @@ def run(*, messages: int, kills: int, seed: int | None) -> dict:
 
 
 def wait_final(jobs, timeout: float) -> dict[str, tuple[str, str]]:
+    from igsend.core import records
     from igsend.core.store import get_redis, job_key
 
     redis = get_redis()
     deadline = time.monotonic() + timeout
     while True:
+        ids = [job.id for job in jobs]
         pipe = redis.pipeline(transaction=False)
-        for job in jobs:
-            pipe.hmget(job_key(job.id), "status", "reason")
-        statuses = {job.id: (s or "missing", r or "") for job, (s, r) in zip(jobs, pipe.execute(), strict=True)}
+        for job_id in ids:
+            pipe.hget(job_key(job_id), "reason")
+        reasons = pipe.execute()
+        statuses = {job_id: ("missing" if s.value == "not_found" else s.value, r or "")
+                    for job_id, s, r in zip(ids, records.statuses(redis, ids), reasons, strict=True)}
         if all(s in ("delivered", "dead", "unknown") for s, _ in statuses.values()) or time.monotonic() > deadline:
             return statuses
         time.sleep(0.5)

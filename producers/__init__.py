@@ -14,7 +14,7 @@ from typing import Any
 from igsend.core.errors import IdempotencyConflict, IgsendError, ReplayRefused
 
 # enqueue_many: importable from here as before, though send_many no longer uses it
-from producers.enqueue import EnqueueError, enqueue, place_many, validate_many
+from producers.enqueue import EnqueueError, RedisFull, enqueue, place_many, validate_many
 from producers.enqueue import enqueue_many as enqueue_many
 from producers.jobs import (
     Job,
@@ -30,8 +30,8 @@ from schemas import InvalidMessage
 
 __all__ = [
     "BatchResult", "EnqueueError", "IdempotencyConflict", "IgsendError", "InvalidMessage", "Job", "JobError",
-    "JobCancelled", "JobNotFound", "JobStatus", "MessageDead", "OutcomeUnknown", "ReplayRefused", "get_job",
-    "react", "send", "send_attachment", "send_link", "send_many",
+    "JobCancelled", "JobNotFound", "JobStatus", "MessageDead", "OutcomeUnknown", "RedisFull", "ReplayRefused",
+    "get_job", "react", "send", "send_attachment", "send_link", "send_many",
     "send_post", "send_sticker", "send_text", "unreact",
 ]
 

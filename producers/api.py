@@ -41,6 +41,7 @@ from producers import (
     InvalidMessage,
     JobNotFound,
     JobStatus,
+    RedisFull,
     get_job,
     send,
     send_many,
@@ -237,6 +238,8 @@ def post_message():
         _refused(exc)
     except IdempotencyConflict as exc:
         abort(409, message=str(exc))
+    except RedisFull as exc:
+        abort(503, message=str(exc), headers={"Retry-After": str(exc.retry_after)})
     except EnqueueError as exc:
         abort(503, message=str(exc))
     return {"id": job.id}, 202, {"Location": f"/v1/messages/{job.id}"}
@@ -258,6 +261,8 @@ def post_batch():
         abort(422, errors={"json": {"messages": [f"must be a list of at most {MAX_BATCH} messages"]}})
     try:
         batch = send_many(documents)
+    except RedisFull as exc:
+        abort(503, message=str(exc), headers={"Retry-After": str(exc.retry_after)})
     except EnqueueError as exc:
         abort(503, message=str(exc))
     results: list[dict[str, Any]] = []

@@ -23,7 +23,8 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from igsend.core.store import describe_redis_error, get_redis, job_key
+from igsend.core import records
+from igsend.core.store import describe_redis_error, get_redis
 from producers import EnqueueError, send_many
 from producers.jobs import Job, JobStatus
 
@@ -194,14 +195,7 @@ def _report_stop(state: _Progress, why: str, idempotency: bool, name: str, as_js
 
 
 def _statuses(jobs: list[Job]) -> Counter:
-    counts: Counter = Counter()
-    redis = get_redis()
-    for start in range(0, len(jobs), 1000):
-        pipe = redis.pipeline(transaction=False)
-        for job in jobs[start:start + 1000]:
-            pipe.hget(job_key(job.id), "status")
-        counts.update(status or JobStatus.NOT_FOUND.value for status in pipe.execute())
-    return counts
+    return Counter(status.value for status in records.statuses(get_redis(), [job.id for job in jobs]))
 
 
 def _follow(jobs: list[Job], timeout: float, console: Console) -> Counter:

@@ -11,13 +11,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from igsend.core import records
 from igsend.core.celery_app import NEW_PRIORITY, get_app, publish
 from igsend.core.errors import IdempotencyConflict, IgsendError
 from igsend.core.settings import get_settings
-from igsend.core.store import PENDING_KEY, get_redis, idempotency_key, job_key
+from igsend.core.store import PENDING_KEY, get_redis, idempotency_key, job_key, memory_share
 from producers.jobs import Job
 from schemas import InvalidMessage, load_message
 
@@ -27,6 +27,26 @@ CREATED, DUPLICATE, CONFLICT = 1, 0, -1
 
 class EnqueueError(IgsendError, RuntimeError):
     """The broker did not take the message(s): none of the call's job ids is valid; sending again is safe."""
+
+
+class RedisFull(EnqueueError):
+    """Redis is (nearly) out of memory: new messages are refused, queued ones keep being delivered.
+    ``retry_after`` is a hint, in seconds, for when to try again."""
+
+    retry_after = 30
+
+
+#: Producers refuse new messages from this share of maxmemory, so workers keep room to finish the queue.
+REFUSE_FROM = 0.95
+
+
+def check_room(client: Any) -> None:
+    """Raise RedisFull when Redis is above REFUSE_FROM of its maxmemory: one INFO per call (a batch of up to
+    1,000 messages is one call), read fresh, since a Redis that reaches maxmemory refuses workers' writes too."""
+    share = memory_share(client) or 0.0
+    if share >= REFUSE_FROM:
+        raise RedisFull(f"Redis is {share:.0%} full (maxmemory): new messages are refused until the workers "
+                        "deliver the queue or an operator makes room; nothing was queued")
 
 
 def _flatten(fields: dict[str, Any]) -> list[Any]:
@@ -98,6 +118,7 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
     raised."""
     settings = get_settings()
     redis = get_redis()
+    check_room(redis)
     script = records.script(redis, "create_job")
     now = time.time()
     planned = []
@@ -113,9 +134,20 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
                          *_flatten(records.new_record(job_id, message, idempotency_key=key, now=now))],
                    client=pipe)
             planned.append((message, idem, key))
-        outcomes = pipe.execute()
+        outcomes = pipe.execute(raise_on_error=False)
     except RedisError as exc:
         raise EnqueueError(f"could not record the messages: {type(exc).__name__}: {exc}") from exc
+    errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+    if errors:  # e.g. Redis full halfway through: take back what this call did write, so nothing is half-queued
+        created = [(job_id, idem) for (_, idem, _), outcome in zip(planned, outcomes, strict=True)
+                   if not isinstance(outcome, Exception) and outcome[0] == CREATED for job_id in [outcome[1]]]
+        with contextlib.suppress(RedisError):
+            records.discard(redis, [job_id for job_id, _ in created], [idem for _, idem in created if idem])
+        if any(isinstance(error, OutOfMemoryError) for error in errors):
+            raise RedisFull("Redis is full: it refused the messages (out of memory, maxmemory); nothing was queued") \
+                from errors[0]
+        raise EnqueueError(f"could not record the messages: {type(errors[0]).__name__}: {errors[0]}") \
+            from errors[0]
     fresh = [(message, idem, job_id) for (message, idem, _), (outcome, job_id) in zip(planned, outcomes, strict=True)
              if outcome == CREATED]
     app = get_app()

@@ -8,7 +8,7 @@ from typing import Any
 from igsend.core import records
 from igsend.core.errors import IgsendError
 from igsend.core.records import JobStatus
-from igsend.core.store import get_redis, job_key
+from igsend.core.store import get_redis
 
 
 class JobError(IgsendError):
@@ -64,8 +64,7 @@ class Job:
         return records.read(get_redis(), self.id) or {"id": self.id, "status": JobStatus.NOT_FOUND.value}
 
     def status(self) -> JobStatus:
-        value = get_redis().hget(job_key(self.id), "status")
-        return JobStatus(value) if value else JobStatus.NOT_FOUND
+        return records.status_of(get_redis(), self.id)
 
     def wait(self, timeout: float | None = 30.0, *, poll: float = 0.05) -> JobStatus:
         """Poll until the job is final (or has no record); return its status. Raises :class:`TimeoutError`."""
@@ -99,6 +98,6 @@ class Job:
 def get_job(job_id: str) -> Job:
     """The handle of an existing job, e.g. in another process. Raises :class:`JobNotFound` if unknown."""
     job = Job(job_id)
-    if not get_redis().exists(job_key(job_id)):
+    if not records.exists(get_redis(), job_id):
         raise JobNotFound(f"no job {job_id} (wrong id, or expired)")
     return job

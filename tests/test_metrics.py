@@ -72,3 +72,5 @@ def test_the_exporter_counts_messages_the_sweeper_republished(exporter, r) -> No
 
     r.hset(STATS_KEY, "republished_total", 3)  # what three sweeper finds leave behind
     wait_until(lambda: "igsend_republished_total 3.0" in requests.get(exporter, timeout=5).text, timeout=10)
+    text = requests.get(exporter, timeout=5).text
+    assert "igsend_redis_used_memory_bytes" in text and "igsend_redis_maxmemory_bytes" in text

@@ -42,7 +42,8 @@ def test_redis_that_refuses_the_password_fails_at_once(locked_redis: EmbeddedRed
     url = f"redis://{credentials}127.0.0.1:{port}/0"
     run, took = timed(*verb, url=url)
     assert run.returncode == 1, run.stderr
-    assert took < 3, f"took {took:.1f} s"
+    # generous for a loaded CI machine; the retrying client took 91 s here
+    assert took < 15, f"took {took:.1f} s"
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1, run.stderr
     assert lines[0].startswith(f"error: cannot reach Redis at redis://127.0.0.1:{port}/0: authentication failed")
@@ -54,7 +55,7 @@ def test_unreachable_redis_fails_within_seconds(verb: list[str]) -> None:
     url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/2"
     run, took = timed(*verb, url=url)
     assert run.returncode == 1
-    assert took < 3, f"took {took:.1f} s"
+    assert took < 6, f"took {took:.1f} s"  # the retrying client took 9 s; a process start is ~0.3 s
     assert run.stderr.strip().splitlines() == [run.stderr.strip()]
     assert run.stderr.startswith(f"error: cannot reach Redis at {url.replace(f':{PASSWORD}@', '')}: ")
     assert PASSWORD not in run.stderr

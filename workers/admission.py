@@ -24,6 +24,7 @@ from igsend.core.store import (
     INFLIGHT_KEY,
     PENDING_KEY,
     account_key,
+    done_key,
     held_key,
     job_key,
     limiter_key,
@@ -72,7 +73,7 @@ class Admitter:
         """``lock_ttl``: seconds the job's lock lives (its POST's deadline plus a margin; Settings.lock_ttl)."""
         account = message["account"]
         keys = [job_key(job_id), lock_key(job_id), account_key(account), limiter_key(account, send_class),
-                DELAYED_KEY, held_key(account), PENDING_KEY, INFLIGHT_KEY]
+                DELAYED_KEY, held_key(account), PENDING_KEY, INFLIGHT_KEY, done_key(job_id)]
         lock_ttl_ms = int(lock_ttl * 1000) if lock_ttl else self.lock_ttl_ms
         args = [job_id, lock_ttl_ms, rate, self.max_inline_wait, self.record_ttl,
                 json.dumps(message, ensure_ascii=False), message["kind"], account, message["recipient"],

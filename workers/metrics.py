@@ -57,6 +57,10 @@ class RedisStateCollector(Collector):
         yield GaugeMetricFamily("igsend_queue_depth", "Messages waiting on the Celery queue", value=depth)
         yield GaugeMetricFamily("igsend_delayed", "Jobs waiting for a retry or a rate slot", value=delayed)
         yield GaugeMetricFamily("igsend_dlq_size", "Entries in the dead-letter queue", value=dead)
+        memory = client.info("memory")
+        yield GaugeMetricFamily("igsend_redis_used_memory_bytes", "Redis used_memory", value=memory["used_memory"])
+        yield GaugeMetricFamily("igsend_redis_maxmemory_bytes", "Redis maxmemory (0: no limit)",
+                                value=memory.get("maxmemory", 0))
         yield CounterMetricFamily("igsend_republished", "Jobs the sweeper published again: messages the broker lost",
                                   value=int(republished or 0))
         held = GaugeMetricFamily("igsend_held", "Jobs held while their account is unhealthy", labels=["account"])

@@ -24,7 +24,7 @@ from celery.worker.request import Request as CeleryRequest
 from igsend.core import records
 from igsend.core.celery_app import TASK_NAME, summarize_arguments
 from igsend.core.settings import get_settings
-from igsend.core.store import PENDING_KEY, get_redis, job_key
+from igsend.core.store import PENDING_KEY, done_key, get_redis, job_key
 
 log = logging.getLogger("igsend.raw")
 
@@ -89,7 +89,7 @@ def _on_revoked(sender: Any = None, request: Any = None, expired: bool = False, 
         return
     reason = "expired before it was sent" if expired else "revoked (e.g. in Flower) before it was sent"
     try:
-        before = records.script(get_redis(), "cancel")(keys=[job_key(request.id), PENDING_KEY],
+        before = records.script(get_redis(), "cancel")(keys=[job_key(request.id), PENDING_KEY, done_key(request.id)],
                                                       args=[request.id, reason, time.time(),
                                                             get_settings().result_ttl])
     except Exception:

@@ -50,7 +50,8 @@ class _Context:
         self.settings = settings
         self.redis = get_redis()
         self.admitter = Admitter(self.redis, record_ttl=settings.result_ttl)
-        self.outcomes = Outcomes(self.redis, record_ttl=settings.result_ttl)
+        self.outcomes = Outcomes(self.redis, record_ttl=settings.result_ttl, delivered_ttl=settings.delivered_ttl,
+                                 dlq_max=settings.dlq_max, dlq_archive=settings.dlq_archive)
         self.policy = RetryPolicy(max_attempts=settings.max_attempts, max_age=settings.max_age,
                                   base=settings.retry_base, cap=settings.retry_cap)
         pool = int(app.conf.worker_concurrency or 10)

@@ -42,7 +42,10 @@ def publish(app: Celery, producer: Any, job_id: str, message: dict[str, Any], *,
     """
     if argsrepr is None:  # Celery's default would be the whole document, text included
         argsrepr = summarize_arguments([message])
-    task_message = app.amqp.create_task_message(job_id, TASK_NAME, [message], {}, argsrepr=argsrepr)
+    # ignore_result: the job record is the result; a Celery result per message would double what each
+    # message leaves in Redis. Raw Celery clients, who publish without it, still get theirs.
+    task_message = app.amqp.create_task_message(job_id, TASK_NAME, [message], {}, argsrepr=argsrepr,
+                                                ignore_result=True)
     # declare=[]: workers declare the queue; re-declaring it on every publish costs a check per message.
     app.amqp.send_task_message(producer, TASK_NAME, task_message, queue=QUEUE, priority=priority, declare=[])
 

@@ -15,7 +15,7 @@ import redis
 
 from igsend.core import records
 from igsend.core.celery_app import NEW_PRIORITY, get_app, publish
-from igsend.core.store import DLQ_INDEX_KEY, DLQ_KEY, get_redis
+from igsend.core.store import DLQ_INDEX_KEY, DLQ_KEY, attempts_key, get_redis, job_key
 
 
 def list_entries(*, account: str | None = None, limit: int | None = None,
@@ -76,6 +76,8 @@ def purge(*, older_than: float | None = None, account: str | None = None,
         chunk = ids[start:start + 500]
         pipe.hdel(DLQ_KEY, *chunk)
         pipe.zrem(DLQ_INDEX_KEY, *chunk)
+        # the dead job's record was kept for its entry; it goes with it (a replayed one is no longer dead)
+        pipe.delete(*[job_key(i) for i in chunk], *[attempts_key(i) for i in chunk])
     pipe.execute()
     return len(ids)
 

@@ -1,10 +1,11 @@
 """The job record's one owner: its statuses, its fields, every transition, and its Lua scripts (``lua/``).
 
-A job is one Redis hash (``igsend:job:ID``) plus its attempt log (``igsend:job:ID:attempts``). Producers create
-it, admission moves it to ``sending``, the worker records what Meta answered (``delivered``, ``retrying``,
-``dead``/``unknown``, or held for its account), operators replay or heal it, a revoke cancels it. Every write
-of a job's status happens here (the Lua scripts included), so the set of statuses and the fields each one
-carries can be read in one file.
+A job in progress is one Redis hash (``igsend:job:ID``) plus its attempt log (``igsend:job:ID:attempts``).
+Producers create it, admission moves it to ``sending``, the worker records what Meta answered (``retrying``,
+``dead``/``unknown``, or held for its account), operators replay or heal it, a revoke cancels it. A delivered
+job shrinks to one small string (``igsend:done:ID``, ``lua/finish.lua``) kept for ``IGSEND_DELIVERED_TTL``; a
+dead or unknown one keeps its hash as long as its DLQ entry. Every write of a job's status happens here (the
+Lua scripts included), so the statuses and the fields each one carries can be read in one file.
 
 Each outcome is one MULTI/EXEC transaction, so "sent, with Meta's message_id" lands together with the end of
 the job's lock: a redelivered copy either sees the job in flight (and stands back) or sees it delivered.
@@ -28,9 +29,11 @@ from igsend.core.store import (
     DLQ_INDEX_KEY,
     DLQ_KEY,
     INFLIGHT_KEY,
+    OUTCOMES_KEY,
     PENDING_KEY,
     STATS_KEY,
     attempts_key,
+    done_key,
     held_key,
     job_key,
     lock_key,
@@ -106,16 +109,72 @@ def _num(value: str | None) -> float | None:
     return float(value) if value not in (None, "") else None
 
 
+def decode_done(job_id: str, raw: str) -> dict[str, Any]:
+    """A delivered job's compact document (``lua/finish.lua``) as the same status JSON as any other job."""
+    doc = json.loads(raw)
+    result = {"recipient_id": doc.get("ri") or doc.get("r"), **({"message_id": doc["mi"]} if doc.get("mi") else {})}
+    log = doc.get("l") or [{"attempt": doc.get("n", 1), "at": doc["d"] - (doc.get("ms") or 0) / 1000,
+                            "latency_ms": doc.get("ms"), "outcome": "delivered"}]
+    return {"id": job_id, "status": JobStatus.DELIVERED.value, "kind": doc.get("k"), "account": doc.get("a"),
+            "recipient": doc.get("r"), "attempts": doc.get("n", 1), "created_at": doc.get("c"),
+            "updated_at": doc.get("d"), "result": result, "delivered_at": doc.get("d"), "attempt_log": log}
+
+
 def read(client: redis.Redis, job_id: str) -> dict[str, Any]:
     """The decoded record with its attempt log, or ``{}`` when there is none."""
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(job_key(job_id))
     pipe.lrange(attempts_key(job_id), 0, -1)
-    raw, attempts = pipe.execute()
+    pipe.get(done_key(job_id))
+    raw, attempts, done = pipe.execute()
+    if done:
+        return decode_done(job_id, done)
     record = decode(raw)
     if record:
         record["attempt_log"] = [json.loads(a) for a in attempts]
     return record
+
+
+def status_of(client: redis.Redis, job_id: str) -> JobStatus:
+    """The job's status in one round trip (``NOT_FOUND`` for no record)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hget(job_key(job_id), "status")
+    pipe.exists(done_key(job_id))
+    value, done = pipe.execute()
+    if done:
+        return JobStatus.DELIVERED
+    return JobStatus(value) if value else JobStatus.NOT_FOUND
+
+
+def statuses(client: redis.Redis, job_ids: list[str]) -> list[JobStatus]:
+    """Many jobs' statuses in pipelined round trips (for following a batch)."""
+    found: list[JobStatus] = []
+    for start in range(0, len(job_ids), 1000):
+        pipe = client.pipeline(transaction=False)
+        chunk = job_ids[start:start + 1000]
+        for job_id in chunk:
+            pipe.hget(job_key(job_id), "status")
+            pipe.exists(done_key(job_id))
+        replies = pipe.execute()
+        for index in range(len(chunk)):
+            value, done = replies[2 * index], replies[2 * index + 1]
+            found.append(JobStatus.DELIVERED if done else JobStatus(value) if value else JobStatus.NOT_FOUND)
+    return found
+
+
+def exists(client: redis.Redis, job_id: str) -> bool:
+    return bool(client.exists(job_key(job_id), done_key(job_id)))
+
+
+def discard(client: redis.Redis, job_ids: list[str], idempotency_keys: list[str]) -> None:
+    """Take back records a failed call created (no command here needs memory: they work on a full Redis)."""
+    pipe = client.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.delete(job_key(job_id))
+        pipe.zrem(PENDING_KEY, job_id)
+    if idempotency_keys:
+        pipe.delete(*idempotency_keys)
+    pipe.execute()
 
 
 def abandon(client: redis.Redis, job_ids: list[str], reason: str) -> None:
@@ -135,8 +194,10 @@ def reopen(client: redis.Redis, entry: dict[str, Any]) -> None:
     key = job_key(job_id)
     with client.pipeline() as pipe:
         # WATCH: a worker finishing the job between the check and the reset would abort the reset.
-        pipe.watch(key)
+        pipe.watch(key, done_key(job_id))
         current, result = pipe.hmget(key, "status", "result")
+        if pipe.exists(done_key(job_id)):
+            current, result = JobStatus.DELIVERED.value, "compacted"
         if result or (current is not None and current not in REPLAYABLE):
             state = "delivered" if result else current
             raise ReplayRefused(f"job {job_id} is {state}, not dead: not replayed (a replay could send it twice)")
@@ -182,12 +243,47 @@ def append_to_log(pipe: redis.client.Pipeline, job_id: str, entry: dict[str, Any
     pipe.expire(attempts_key(job_id), ttl)
 
 
-class Outcomes:
-    """Records what an attempt came to. Keyword option ``record_ttl``: seconds a record stays readable."""
+def archive_oldest(client: redis.Redis, count: int, path: str) -> int:
+    """Move the ``count`` oldest DLQ entries (and their records) to the end of the JSON-lines file ``path``.
 
-    def __init__(self, client: redis.Redis, *, record_ttl: int):
+    ZPOPMIN is atomic, so two workers never archive the same entry. Entries are deleted only after their lines
+    are written; if the file cannot be written they go back in the index and the error is raised."""
+    popped = client.zpopmin(DLQ_INDEX_KEY, count)
+    if not popped:
+        return 0
+    ids = [job_id for job_id, _ in popped]
+    entries = client.hmget(DLQ_KEY, ids)
+    try:
+        with open(path, "a", encoding="utf-8") as archive:
+            for raw in entries:
+                if raw:
+                    archive.write(raw + "\n")
+    except OSError:
+        client.zadd(DLQ_INDEX_KEY, dict(popped))
+        raise
+    pipe = client.pipeline(transaction=False)
+    pipe.hdel(DLQ_KEY, *ids)
+    pipe.delete(*[job_key(i) for i in ids], *[attempts_key(i) for i in ids])
+    pipe.execute()
+    return len(ids)
+
+
+class Outcomes:
+    """Records what an attempt came to. Keyword options: ``record_ttl`` (seconds a job in progress stays
+    readable), ``delivered_ttl`` (seconds a delivered job's compact record stays, default a day),
+    ``stream_max`` (about how many finished jobs the outcome stream keeps, default 10,000), ``dlq_max`` and
+    ``dlq_archive`` (beyond ``dlq_max`` entries, the oldest move to the JSON-lines file ``dlq_archive``; without
+    a file nothing is dropped)."""
+
+    def __init__(self, client: redis.Redis, *, record_ttl: int, delivered_ttl: int = 24 * 3600,
+                 stream_max: int = 10_000, dlq_max: int = 10_000, dlq_archive: str | None = None):
         self.client = client
         self.record_ttl = record_ttl
+        self.delivered_ttl = delivered_ttl
+        self.stream_max = stream_max
+        self.dlq_max = dlq_max
+        self.dlq_archive = dlq_archive
+        self._finish = script(client, "finish")
 
     def _begin(self, job_id: str, attempt_entry: dict[str, Any] | None) -> redis.client.Pipeline:
         pipe = self.client.pipeline()
@@ -203,15 +299,13 @@ class Outcomes:
 
     def delivered(self, job_id: str, result: dict[str, Any], attempt_entry: dict[str, Any], *,
                   forget: list[str] | None = None) -> None:
-        """Meta accepted it. ``forget``: keys to delete in the same transaction (e.g. a circuit breaker's)."""
-        now = time.time()
-        pipe = self._begin(job_id, attempt_entry)
-        if forget:
-            pipe.delete(*forget)
-        pipe.hset(job_key(job_id), mapping={"status": JobStatus.DELIVERED.value, "result": json.dumps(result),
-                                            "inflight": "", "delivered_at": now, "updated_at": now})
-        pipe.hdel(job_key(job_id), "error", "reason", "next_attempt_at")
-        self._end(pipe, job_id)
+        """Meta accepted it: the job shrinks to its compact record (one key), atomically with the end of its
+        lock. ``forget``: keys to delete in the same step (e.g. the account's circuit breaker)."""
+        keys = [job_key(job_id), attempts_key(job_id), done_key(job_id), lock_key(job_id), INFLIGHT_KEY,
+                OUTCOMES_KEY, *(forget or [])]
+        self._finish(keys=keys, args=[job_id, result["recipient_id"], result.get("message_id") or "",
+                                      json.dumps(attempt_entry, ensure_ascii=False), time.time(),
+                                      self.delivered_ttl, self.stream_max])
 
     def retry(self, job_id: str, due: float, *, reason: str, error: dict[str, Any],
               attempt_entry: dict[str, Any] | None, count_failure: bool = True) -> None:
@@ -259,7 +353,18 @@ class Outcomes:
         pipe.hdel(job_key(job_id), "next_attempt_at", "slot_at")
         _file_dead_letter(pipe, _dead_letter(record, attempts, reason, error, now))
         pipe.hincrby(STATS_KEY, f"{status.value}_total", 1)
-        self._end(pipe, job_id)
+        pipe.xadd(OUTCOMES_KEY, {"id": job_id, "status": status.value, "account": record.get("account") or "",
+                                 "kind": record.get("kind") or "", "message_id": "", "at": now},
+                  maxlen=self.stream_max, approximate=True)
+        pipe.delete(lock_key(job_id))
+        pipe.zrem(INFLIGHT_KEY, job_id)
+        # Kept as long as its DLQ entry: `dlq purge` (or the DLQ cap) removes both.
+        pipe.persist(job_key(job_id))
+        pipe.persist(attempts_key(job_id))
+        pipe.zcard(DLQ_INDEX_KEY)
+        size = pipe.execute()[-1]
+        if self.dlq_archive and size > self.dlq_max:
+            archive_oldest(self.client, size - self.dlq_max, self.dlq_archive)
 
     def record_attempt(self, job_id: str, attempt_entry: dict[str, Any]) -> None:
         self._begin(job_id, attempt_entry).execute()

@@ -39,8 +39,15 @@ class Settings:
     """Non-secret settings. Tokens are read only by ``workers.accounts``, never here."""
 
     redis_url: str = DEFAULT_REDIS_URL
-    #: How long job records and Celery results stay readable after the last change (seconds, default 7 days).
+    #: How long a job in progress stays readable after its last change (seconds, default 7 days).
     result_ttl: int = 7 * 24 * 3600
+    #: How long a delivered job's compact record stays (IGSEND_DELIVERED_TTL, default a day, like Celery's
+    #: result_expires). Dead and unknown jobs stay with their DLQ entry until purged.
+    delivered_ttl: int = 24 * 3600
+    #: The DLQ's cap (IGSEND_DLQ_MAX): beyond it the oldest entries move to IGSEND_DLQ_ARCHIVE, a JSON-lines
+    #: file the operator names; without one nothing is dropped and health checks say the DLQ is over its cap.
+    dlq_max: int = 10_000
+    dlq_archive: str | None = None
     #: Attempts per message before it is dead-lettered (transient errors, unknown error codes).
     max_attempts: int = 8
     #: A message older than this (seconds since it was accepted) is dead-lettered instead of retried.
@@ -88,6 +95,9 @@ class Settings:
         return cls(
             redis_url=env.get("IGSEND_REDIS_URL") or DEFAULT_REDIS_URL,
             result_ttl=int(_float("IGSEND_RESULT_TTL", cls.result_ttl)),
+            delivered_ttl=int(_positive("IGSEND_DELIVERED_TTL", cls.delivered_ttl)),
+            dlq_max=int(_positive("IGSEND_DLQ_MAX", cls.dlq_max)),
+            dlq_archive=env.get("IGSEND_DLQ_ARCHIVE") or None,
             max_attempts=int(_float("IGSEND_MAX_ATTEMPTS", cls.max_attempts)),
             max_age=_float("IGSEND_MAX_AGE", cls.max_age),
             retry_base=_float("IGSEND_RETRY_BASE", cls.retry_base),

@@ -30,6 +30,11 @@ def attempts_key(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}:attempts"
 
 
+def done_key(job_id: str) -> str:
+    """A delivered job, compacted to one string (``igsend.core.records``), kept for the delivered retention."""
+    return f"{PREFIX}done:{job_id}"
+
+
 def lock_key(job_id: str) -> str:
     """Held while one execution of the job may be talking to Meta; stops a redelivered copy from racing it."""
     return f"{PREFIX}lock:{job_id}"
@@ -58,6 +63,8 @@ def held_key(account: str) -> str:
 PENDING_KEY = f"{PREFIX}pending"
 #: Jobs admitted to POST, scored by when their lock expires; recording the outcome takes them out.
 INFLIGHT_KEY = f"{PREFIX}inflight"
+#: A capped stream of finished jobs (id, status, account, kind, message id, time) for other apps to consume.
+OUTCOMES_KEY = f"{PREFIX}outcomes"
 DELAYED_KEY = f"{PREFIX}delayed"  # job ids waiting for a retry or a rate slot, scored by due time
 DLQ_KEY = f"{PREFIX}dlq"  # job id -> dead-letter entry (JSON)
 DLQ_INDEX_KEY = f"{PREFIX}dlq:index"  # job ids scored by when they died
@@ -172,6 +179,14 @@ def redis_warnings(client: redis.Redis | None = None) -> list[str]:
     if appendonly is not None and save is not None and appendonly != "yes" and not save.strip():
         warnings.append("Redis persistence is off (appendonly no, no RDB save points): a Redis restart loses "
                         "every queued message; set appendonly yes")
+    dead, cap = client.zcard(DLQ_INDEX_KEY), get_settings().dlq_max
+    if dead > cap:
+        warnings.append(f"the DLQ holds {dead} entries, over IGSEND_DLQ_MAX ({cap}): set IGSEND_DLQ_ARCHIVE to "
+                        "move the oldest to a file, or `igsend dlq purge`")
+    share = memory_share(client)
+    if share is not None and share >= WARN_FROM:
+        warnings.append(f"Redis is {share:.0%} full (maxmemory): from 95 % producers refuse new messages; "
+                        "purge the DLQ, shorten IGSEND_DELIVERED_TTL or give Redis more memory")
     return warnings
 
 
@@ -179,6 +194,18 @@ def _config(client: redis.Redis, name: str) -> str | None:
     value = client.config_get(name).get(name)
     return None if value is None else str(value)
 
+def memory_share(client: redis.Redis) -> float | None:
+    """used_memory / maxmemory, or None when Redis has no maxmemory (or will not say)."""
+    try:
+        info = client.info("memory")
+    except redis.ResponseError:
+        return None
+    limit = int(info.get("maxmemory") or 0)
+    return int(info.get("used_memory") or 0) / limit if limit else None
+
+
+#: From this share of maxmemory, health checks warn.
+WARN_FROM = 0.80
 
 
 def forget_connections() -> None:

@@ -1,6 +1,6 @@
 -- Admission: may this job POST now? One atomic step that reads the job record, its lock, the account's state
 -- and the account's GCRA rate limiter, on Redis's clock (TIME), shared by every worker.
--- KEYS: job, lock, account, limiter, delayed, held, pending, inflight
+-- KEYS: job, lock, account, limiter, delayed, held, pending, inflight, done
 -- ARGV: job_id, lock_ttl_ms, rate, max_inline_wait, record_ttl, message_json, kind, account, recipient,
 --       late_tolerance
 local t = redis.call('TIME')
@@ -8,6 +8,7 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local job_id = ARGV[1]
 -- Whatever admission decides, this copy's message has reached a worker: the lost-message sweep lets go of it.
 redis.call('ZREM', KEYS[7], job_id)
+if redis.call('EXISTS', KEYS[9]) == 1 then return {'done', 'delivered'} end  -- compacted when delivered
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   -- A job published by a raw send_task has no record yet: create it.

@@ -1,6 +1,7 @@
 -- Cancel a job that has not started sending; returns the status it had ('' for a raw publish that no worker
 -- had taken yet: its record is created, cancelled).
--- KEYS: job, pending. ARGV: job id, reason, now, record ttl.
+-- KEYS: job, pending, done. ARGV: job id, reason, now, record ttl.
+if redis.call('EXISTS', KEYS[3]) == 1 then return 'delivered' end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == false or status == 'queued' or status == 'retrying' then
   redis.call('HSET', KEYS[1], 'id', ARGV[1], 'status', 'cancelled', 'reason', ARGV[2], 'inflight', '',

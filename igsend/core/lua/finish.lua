@@ -1,0 +1,26 @@
+-- A delivered job shrinks to one small string: the hash and its attempt log are replaced by a compact JSON
+-- document (kind, account, recipient, Meta's ids, times; the attempt log only when there was more than one
+-- attempt), kept for the delivered retention. The text of the message is not kept: it was sent.
+-- KEYS: job hash, attempts list, done key, lock, inflight, outcome stream, then keys to delete (breaker).
+-- ARGV: job id, recipient_id, message_id ('' for none), attempt entry (JSON), now, delivered ttl,
+--       stream max length
+local rec = redis.call('HMGET', KEYS[1], 'kind', 'account', 'recipient', 'attempts', 'created_at')
+local entry = cjson.decode(ARGV[4])
+local doc = {k = rec[1], a = rec[2], r = rec[3], n = tonumber(rec[4] or '1') or 1,
+             c = tonumber(rec[5] or ARGV[5]), d = tonumber(ARGV[5]), ms = entry['latency_ms']}
+if ARGV[2] ~= rec[3] then doc['ri'] = ARGV[2] end  -- Meta answers with the recipient's id: usually the same
+if ARGV[3] ~= '' then doc['mi'] = ARGV[3] end
+local previous = redis.call('LRANGE', KEYS[2], 0, -1)
+if #previous > 0 then
+  local log = {}
+  for i, raw in ipairs(previous) do log[i] = cjson.decode(raw) end
+  log[#log + 1] = entry
+  doc['l'] = log
+end
+redis.call('SET', KEYS[3], cjson.encode(doc), 'EX', ARGV[6])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[1], 'status', 'delivered',
+           'account', rec[2] or '', 'kind', rec[1] or '', 'message_id', ARGV[3], 'at', ARGV[5])
+for i = 7, #KEYS do redis.call('DEL', KEYS[i]) end
+return 1

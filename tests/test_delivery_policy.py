@@ -1,4 +1,8 @@
-"""Retries, throttling, dead letters and account health, against the real worker and the sandbox."""
+"""Retries, throttling, dead letters and account health, against the real worker and the sandbox.
+
+These prove the wiring: the scheduler brings retries back when due, Retry-After travels from the sandbox to the
+pause, healing sends what was held, the CLI drives the DLQ. Each policy decision on its own (which answer is
+retried, dead-lettered, paused, held) is proved in-process, without a worker, in test_delivery_inprocess."""
 
 from __future__ import annotations
 
@@ -34,15 +38,6 @@ def test_transient_errors_are_retried_until_delivered(sandbox: str) -> None:
     assert len(received(sandbox)) == 1
 
 
-def test_retrying_status_shows_next_attempt_time(sandbox: str) -> None:
-    fault(sandbox, "flaky2", {"code": 2, "status": 500})
-    job = producers.send_text("flaky2", "x")
-    info = wait_until(lambda: (i := job.info())["status"] in ("retrying", "delivered") and i)
-    if info["status"] == "retrying":  # the retry may already have happened on a fast machine
-        assert info["next_attempt_at"] >= info["attempt_log"][0]["at"]
-        assert info["attempts"] == 1 and info["error"]["code"] == 2
-    job.result(timeout=30)
-
 
 def test_throttled_message_waits_at_least_the_announced_time(sandbox: str) -> None:
     fault(sandbox, "busy1", {"code": 613, "subcode": 2534040, "retry_after": 2})
@@ -53,42 +48,7 @@ def test_throttled_message_waits_at_least_the_announced_time(sandbox: str) -> No
     assert log[1]["at"] - log[0]["at"] >= 2.0
 
 
-def test_throttling_pauses_the_whole_account(sandbox: str) -> None:
-    fault(sandbox, "busy2", {"code": 4, "retry_after": 2})
-    first = producers.send_text("busy2", "trips the limit")
-    wait_until(lambda: first.info()["attempts"] >= 1 and first.status().value == "retrying")
-    other = producers.send_text("someone-else", "must wait for the pause too")
-    other.result(timeout=30)
-    first.result(timeout=30)
-    paused_at = first.info()["attempt_log"][0]["at"]
-    assert other.info()["attempt_log"][0]["at"] >= paused_at + 1.9
 
-
-@pytest.mark.parametrize("code,subcode", [(100, 2018001), (551, 1545041), (10, 2534022), (613, 2018338)])
-def test_permanent_errors_are_dead_after_exactly_one_post(sandbox: str, code: int, subcode: int) -> None:
-    fault(sandbox, "gone1", {"code": code, "subcode": subcode, "sticky": True})
-    job = producers.send_text("gone1", "nobody home")
-    with pytest.raises(producers.MessageDead) as caught:
-        job.result(timeout=30)
-    time.sleep(0.5)  # a wrong retry would show up as a second attempt by now (retry base is 0.2 s)
-    info = job.info()
-    assert info["status"] == "dead" and info["attempts"] == 1
-    assert info["error"]["code"] == code and info["error"]["subcode"] == subcode
-    assert "permanent" in info["reason"]
-    entry = dlq.show(job.id)
-    assert entry["recipient"] == "gone1" and entry["account"] == "default"
-    assert entry["message"]["text"] == "nobody home"
-    assert [a["code"] for a in entry["attempts"]] == [code]
-    assert entry["attempts"][0]["fbtrace_id"]
-    assert "permanent" in str(caught.value)
-
-
-def test_unrecognised_errors_get_a_few_attempts_then_die(sandbox: str) -> None:
-    fault(sandbox, "odd1", {"code": 99999, "sticky": True})
-    job = producers.send_text("odd1", "weird")
-    with pytest.raises(producers.MessageDead):
-        job.result(timeout=30)
-    assert job.info()["attempts"] == 3
 
 
 def test_broken_account_holds_its_queue_until_healed(sandbox: str) -> None:
@@ -99,7 +59,7 @@ def test_broken_account_holds_its_queue_until_healed(sandbox: str) -> None:
     assert state("default")["health"] == "broken"
     held = [producers.send_text(f"held{i}", "wait for the fix") for i in range(3)]
     wait_until(lambda: state("default")["held"] == 3)
-    time.sleep(0.5)
+    time.sleep(0.3)  # proves a negative: a held job that wrongly went out would have reached the sandbox by now
     assert all(job.status().value == "queued" for job in held)
     assert all(not e["body"]["recipient"]["id"].startswith("held") for e in received(sandbox))
     other = producers.send_text("someone", "other accounts keep going", account="shop")

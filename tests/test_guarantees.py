@@ -43,7 +43,7 @@ def test_concurrent_calls_with_one_key_create_exactly_one_job(sandbox: str) -> N
         thread.join()
     assert not errors and len(ids) == 20 and len(set(ids)) == 1
     producers.get_job(ids[0]).result(timeout=30)
-    time.sleep(0.3)
+    time.sleep(0.3)  # proves a negative: a second job for the key would have been sent by now
     assert len(received(sandbox)) == 1
 
 
@@ -58,16 +58,6 @@ def test_cli_idempotency_key(sandbox: str) -> None:
     assert first.exit_code == 0 and first.output == second.output
 
 
-def test_a_redelivered_job_is_not_sent_again(sandbox: str, r) -> None:
-    job = producers.send_text("redeliver", "only once")
-    message = job.info()["message"]
-    job.result(timeout=30)
-    before = int(r.hget("igsend:stats", "skipped_redeliveries_total") or 0)
-    get_app().send_task(TASK_NAME, args=[message], task_id=job.id, queue=QUEUE)  # what a redelivery looks like
-    wait_until(lambda: int(r.hget("igsend:stats", "skipped_redeliveries_total") or 0) == before + 1)
-    assert len(received(sandbox)) == 1
-    assert job.info()["attempts"] == 1
-
 
 def test_an_answer_lost_after_sending_is_unknown_and_not_resent(sandbox: str) -> None:
     requests.post(f"{sandbox}/_sandbox/faults", json={"recipient": "lost1", "faults": [{"hang": True}]},
@@ -75,7 +65,7 @@ def test_an_answer_lost_after_sending_is_unknown_and_not_resent(sandbox: str) ->
     job = producers.send_text("lost1", "did it arrive?")
     with pytest.raises(producers.OutcomeUnknown):
         job.result(timeout=30)
-    time.sleep(0.5)
+    time.sleep(0.3)  # proves a negative: a resend would have reached the sandbox by now (retry base 0.2 s)
     assert len(received(sandbox)) == 1  # Meta (the sandbox) got it once; igsend did not resend
     info = job.info()
     assert info["status"] == "unknown" and info["attempts"] == 1

@@ -1,6 +1,9 @@
-"""Meta's real answers against the real worker and the sandbox: a person's refusal never holds an account, a
-repeated setup error does (the circuit breaker), code 4 pauses the whole app, healing releases everything,
-secrets in Meta's error text are blanked, replays never double a delivery, raw messages always end."""
+"""Meta's real answers against the real worker and the sandbox: a repeated setup error holds the account (the
+circuit breaker) and healing sends everything held once, a throttle pause is lifted by healing, replays never
+double a delivery, raw messages always end, a revoke cancels, a dead letter logs one line.
+
+A person's refusal, code 4's app-wide pause, the breaker's reset and token blanking are decisions of the task
+alone: test_delivery_inprocess proves them without a worker."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from igsend.core.account_state import mark_healthy, state
 from igsend.core.celery_app import TASK_NAME, get_app
 from igsend.core.errors import ReplayRefused
 from igsend.core.store import get_redis, job_key
-from tests.conftest import TOKEN, received, wait_until
+from tests.conftest import received, wait_until
 
 pytestmark = pytest.mark.usefixtures("worker", "clean")
 
@@ -27,18 +30,6 @@ def fault(sandbox: str, recipient: str, *faults: dict) -> None:
     requests.post(f"{sandbox}/_sandbox/faults", json={"recipient": recipient, "faults": list(faults)},
                   timeout=5).raise_for_status()
 
-
-@pytest.mark.parametrize(("code", "subcode"), [(200, 1545041), (200, 2018028), (10, 2018065), (551, 1545041)])
-def test_a_persons_refusal_dead_letters_that_message_only(sandbox: str, code: int, subcode: int) -> None:
-    fault(sandbox, "refuser", {"code": code, "subcode": subcode, "status": 403, "sticky": True})
-    refused = producers.send_text("refuser", "no thanks")
-    with pytest.raises(producers.MessageDead):
-        refused.result(timeout=30)
-    assert state("default")["health"] == "healthy"
-    assert state("default")["held"] == 0
-    others = [producers.send_text(f"customer{i}", "still reaches everyone else") for i in range(3)]
-    for job in others:
-        job.result(timeout=30)
 
 
 SETUP_ERROR = {"code": 100, "message": "Unsupported request - method type: post", "sticky": True}
@@ -67,28 +58,6 @@ def test_the_same_setup_error_for_five_recipients_holds_the_account_and_heal_sen
         [f"setup{i}" for i in range(5)] + ["bystander"])
 
 
-def test_a_delivery_in_between_proves_the_setup_and_resets_the_breaker(sandbox: str) -> None:
-    def fail(recipient: str) -> None:
-        fault(sandbox, recipient, SETUP_ERROR)
-        with pytest.raises(producers.MessageDead):
-            producers.send_text(recipient, "x").result(timeout=30)
-
-    for i in range(4):
-        fail(f"early{i}")
-    producers.send_text("fine", "this one works").result(timeout=30)
-    for i in range(4):
-        fail(f"late{i}")
-    assert state("default")["health"] == "healthy"
-    assert len(dlq.list_entries()) == 8
-
-
-def test_code_4_pauses_every_account_of_the_app(sandbox: str) -> None:
-    fault(sandbox, "appwide", {"code": 4, "retry_after": 3})
-    job = producers.send_text("appwide", "app limit")
-    wait_until(lambda: job.info()["attempts"] >= 1 and job.status().value == "retrying")
-    for name in ("default", "shop", "slow"):  # all three share the default app
-        assert state(name)["paused_until"] is not None, name
-    job.result(timeout=30)
 
 
 def test_heal_releases_jobs_waiting_out_a_throttle_pause(sandbox: str) -> None:
@@ -103,15 +72,6 @@ def test_heal_releases_jobs_waiting_out_a_throttle_pause(sandbox: str) -> None:
     first.result(timeout=30)
     second.result(timeout=30)
 
-
-def test_a_token_in_metas_error_text_never_reaches_the_record_or_the_dlq(sandbox: str) -> None:
-    fault(sandbox, "leaky", {"code": 100, "subcode": 2018001, "sticky": True,
-                             "message": f"(#100) Invalid parameter for access_token {TOKEN} (echoed)"})
-    job = producers.send_text("leaky", "x")
-    with pytest.raises(producers.MessageDead) as caught:
-        job.result(timeout=30)
-    stored = json.dumps(job.info()) + json.dumps(dlq.show(job.id)) + str(caught.value)
-    assert TOKEN not in stored and "[redacted]" in stored
 
 
 def test_replay_refuses_a_job_that_is_not_dead_now(sandbox: str) -> None:
@@ -175,12 +135,13 @@ def test_a_revoked_task_ends_cancelled_and_is_never_sent(sandbox: str) -> None:
     app = get_app()
     job_id = str(uuid.uuid4())
     app.control.revoke(job_id)
-    time.sleep(0.5)  # the broadcast reaches the worker first
+    # The broadcast must reach the worker before the task does: wait until the worker lists the id as revoked.
+    wait_until(lambda: any(job_id in ids for ids in (app.control.inspect(timeout=0.5).revoked() or {}).values()))
     app.send_task(TASK_NAME, args=[{"kind": "text", "recipient": "revoked1", "text": "never"}], task_id=job_id,
                   queue="igsend")
     info = wait_until(lambda: (i := producers.Job(job_id).info())["status"] == "cancelled" and i, timeout=30)
     assert "revoked" in info["reason"]
-    time.sleep(0.5)
+    time.sleep(0.3)  # proves a negative: a POST made despite the revoke would have reached the sandbox by now
     assert received(sandbox, recipient="revoked1") == []
 
 
@@ -189,7 +150,13 @@ def test_a_dead_letter_logs_one_line_without_a_traceback(sandbox: str, worker_lo
     job = producers.send_text("onelinedead", "x")
     with pytest.raises(producers.MessageDead):
         job.result(timeout=30)
-    time.sleep(0.3)
+
+    def ours() -> bool:
+        return any(job.id in line and "dead-lettered" in line
+                   for line in worker_log.read_text(errors="replace").splitlines())
+
+    wait_until(ours, timeout=10)
+    time.sleep(0.2)  # proves a negative: a traceback logged after our line would be written by now
     lines = worker_log.read_text(errors="replace").splitlines()
     mine = [i for i, line in enumerate(lines) if job.id in line and "dead-lettered" in line]
     assert len(mine) == 1, mine

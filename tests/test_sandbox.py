@@ -1,9 +1,14 @@
-"""The sandbox (workers/sandbox.py) run as a real process and spoken to over HTTP, as igsend speaks to Meta:
-the seed's request shapes, tokens, validation, limits, usage headers, injected and scripted faults, and the
-introspection endpoints."""
+"""The sandbox's rules, in-process: the aiohttp app served from a thread of the test process and spoken to over
+HTTP as igsend speaks to Meta. The seed's request shapes and tokens, validation, login kinds and their budgets,
+usage headers, error bodies per host and code, routes other than the Send API, scripted and magic faults per
+recipient, account and app, and the introspection endpoints.
+
+Starting it as a program (flags, IGSEND_SANDBOX_TOKENS, SIGTERM) is test_sandbox_process; ``Server``, ``start``
+and ``stop`` below start it as a program for that file and test_meta_samples."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -11,17 +16,29 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
 import requests
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from sandbox import SandboxConfig, create_app
+from tests.conftest import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOKEN = "tok-1"
+TOKEN = "tok-1"  # neither IG nor EAA: the default login kind (instagram)
 ENV_TOKEN = "tok-from-env-7f3a"
+IG_TOKEN = "IGQWRtest" + "a" * 30  # Instagram Login user token
+PAGE_TOKEN = "EAAtest" + "b" * 30  # Facebook Login Page token
+PLAIN_TOKEN = "plain-token-1"  # neither prefix: the default login kind
+TOKENS = [TOKEN, ENV_TOKEN, IG_TOKEN, PAGE_TOKEN, PLAIN_TOKEN]
 ACCOUNT = "17841400000000000"
+IG_ACCOUNT, PAGE_ACCOUNT, PLAIN_ACCOUNT = "17841400000000011", "104000000000022", "17841400000000033"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 pytestmark = pytest.mark.timeout(60)
@@ -29,7 +46,9 @@ pytestmark = pytest.mark.timeout(60)
 
 @dataclass
 class Server:
-    process: subprocess.Popen
+    """A running sandbox: ``process`` is its child process, or None when it is served in-process."""
+
+    process: subprocess.Popen | None
     url: str
 
     def post(self, body: dict | None = None, *, token: str | None = TOKEN, account: str = ACCOUNT,
@@ -56,6 +75,7 @@ def free_port() -> int:
 
 
 def start(*args: str, env_tokens: str = "") -> Server:
+    """``python -m sandbox`` as a child process, once it answers /healthz."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
            "IGSEND_SANDBOX_TOKENS": env_tokens}
@@ -76,6 +96,8 @@ def start(*args: str, env_tokens: str = "") -> Server:
 
 
 def stop(server: Server) -> str:
+    """SIGTERM the child process; its output."""
+    assert server.process is not None
     server.process.terminate()
     try:
         output, _ = server.process.communicate(timeout=10)
@@ -85,22 +107,46 @@ def stop(server: Server) -> str:
     return output
 
 
+@contextmanager
+def serve(config: SandboxConfig) -> Iterator[Server]:
+    """The sandbox's app on an ephemeral port, served by an event loop on a thread of this process: the same
+    HTTP as the program (a hang still drops a real connection), without a child process to start."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="sandbox-loop", daemon=True)
+    thread.start()
+
+    async def begin() -> TestServer:
+        server = TestServer(create_app(config))
+        await server.start_server()
+        return server
+
+    server = asyncio.run_coroutine_threadsafe(begin(), loop).result(10)
+    try:
+        yield Server(None, f"http://{server.host}:{server.port}")
+    finally:
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Server]:
-    server = start("--token", TOKEN, "--seed", "1", env_tokens=ENV_TOKEN)
-    yield server
-    output = stop(server)
-    assert f"sandbox listening on {server.url}" in output
-    assert server.process.returncode == 0  # SIGTERM is a clean stop
+    with serve(SandboxConfig(tokens=TOKENS, seed=1)) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)
-def fresh(request) -> None:
-    if "sandbox" in request.fixturenames:
-        server = request.getfixturevalue("sandbox")
-        requests.delete(f"{server.url}/_sandbox/messages", timeout=5).raise_for_status()
-        requests.post(f"{server.url}/_sandbox/config", timeout=5,
-                      json={"latency_ms": 0, "error_rate": 0, "rate_limit": 300, "media_rate_limit": 10})
+def fresh(request: pytest.FixtureRequest) -> None:
+    """Each test against the module's sandbox starts with no messages, stats or faults, and Meta's budgets."""
+    if "sandbox" not in request.fixturenames:
+        return
+    url = request.getfixturevalue("sandbox").url
+    requests.delete(f"{url}/_sandbox/messages", timeout=5).raise_for_status()
+    requests.delete(f"{url}/_sandbox/faults", timeout=5).raise_for_status()
+    requests.post(f"{url}/_sandbox/config", timeout=5, json={
+        "latency_ms": 0, "error_rate": 0, "rate_limit": None, "media_rate_limit": None, "default_login": "instagram",
+        "logins": {PLAIN_ACCOUNT: None, "me": None}}).raise_for_status()
 
 
 def text(recipient: str = "IGSID", value: str = "hi") -> dict:
@@ -198,7 +244,7 @@ def test_the_seeds_form_requests_with_a_query_token(sandbox: Server) -> None:
     assert seen[0]["account"].startswith("me-") and TOKEN not in seen[0]["account"]
 
 
-def test_a_token_in_a_form_field_and_one_from_the_environment(sandbox: Server) -> None:
+def test_a_token_in_a_form_field_and_a_second_token(sandbox: Server) -> None:
     data = {"access_token": TOKEN, "recipient": '{"id":"IGSID"}', "message": '{"text":"hi"}'}
     answer = requests.post(f"{sandbox.url}/v25.0/{ACCOUNT}/messages", data=data, timeout=5)
     assert answer.status_code == 200, answer.text
@@ -250,6 +296,23 @@ def test_invalid_bodies_answer_100(sandbox: Server, body: dict) -> None:
     assert sandbox.messages() == [] and sandbox.get("/_sandbox/stats")["errors"] == {"100": 1}
 
 
+@pytest.mark.parametrize("body,subcode", [
+    ({"message": {"text": "hi"}}, 2018001),
+    ({"recipient": {"id": "r"}, "message": {"text": "é" * 501}}, 2534015),
+    ({"recipient": {"id": "r"}, "message": {"text": ""}}, 2534015),
+    ({"recipient": {"id": "r"}, "message": {"text": "a", "attachment": {"type": "like_heart"}}}, 2534015),
+    ({"recipient": {"id": "r"}, "message": {"attachment": {"type": "hologram"}}}, 2534015),
+    ({"recipient": {"id": "r"}, "message": {"attachment": {"type": "image", "payload": {"url": "ftp://x"}}}}, 2018047),
+    ({"recipient": {"id": "r"}, "sender_action": "react", "payload": {"reaction": "love"}}, 2534015),
+])
+def test_invalid_parameters_name_their_subcode(sandbox: Server, body: dict, subcode: int) -> None:
+    answer = sandbox.post(body)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["code"] == 100 and error["error_subcode"] == subcode and error["type"] == "IGApiException"
+    assert error["fbtrace_id"]
+
+
 def test_exactly_1000_bytes_is_accepted(sandbox: Server) -> None:
     assert sandbox.post(text(value="é" * 500)).status_code == 200
     assert sandbox.post(text(value="a" * 1000)).status_code == 200
@@ -275,8 +338,7 @@ def usage(response: requests.Response, account: str = ACCOUNT) -> tuple[dict, di
 
 
 def test_rate_limits_per_account_and_class() -> None:
-    server = start("--token", TOKEN, "--rate-limit", "5", "--media-rate-limit", "2")
-    try:
+    with serve(SandboxConfig(tokens=[TOKEN], rate_limit=5, media_rate_limit=2)) as server:
         with requests.Session() as session:
             session.headers["Authorization"] = f"Bearer {TOKEN}"
 
@@ -308,8 +370,6 @@ def test_rate_limits_per_account_and_class() -> None:
         assert stats["throttled"] == len(throttled) + 3 and stats["errors"]["613"] == stats["throttled"]
         assert stats["by_account"][ACCOUNT]["throttled"] == len(throttled) + 3
         assert stats["accepted"] == len(accepted) + 2 + 5
-    finally:
-        stop(server)
 
 
 def test_usage_headers_on_every_answer(sandbox: Server) -> None:
@@ -328,8 +388,7 @@ def test_usage_headers_on_every_answer(sandbox: Server) -> None:
 
 
 def test_error_rate_one_answers_transient_code_2() -> None:
-    server = start("--token", TOKEN, "--error-rate", "1.0", "--seed", "7")
-    try:
+    with serve(SandboxConfig(tokens=[TOKEN], error_rate=1.0, seed=7)) as server:
         for _ in range(5):
             error = graph_error(server.post(text()), status=500)
             assert error["code"] == 2 and error["is_transient"] is True
@@ -338,8 +397,6 @@ def test_error_rate_one_answers_transient_code_2() -> None:
         stats = server.get("/_sandbox/stats")
         assert stats["accepted"] == 0 and stats["errors"] == {"2": 5}
         assert graph_error(server.post(text(), token="nope"))["code"] == 190  # auth comes first
-    finally:
-        stop(server)
 
 
 # --- scripted faults and magic ids --------------------------------------------------------------------------
@@ -370,12 +427,6 @@ def test_a_sticky_fault_lasts_until_faults_are_cleared(sandbox: Server) -> None:
         assert graph_error(sandbox.post(text("s1")), status=403)["error_subcode"] == 2534022
     requests.delete(f"{sandbox.url}/_sandbox/faults", timeout=5).raise_for_status()
     assert sandbox.post(text("s1")).status_code == 200
-
-
-def test_bad_fault_specs_are_refused(sandbox: Server) -> None:
-    for spec in [{"faults": [{"code": 2}]}, {"recipient": "r", "faults": [{"status": 500}]},
-                 {"recipient": "r", "faults": [{"code": 2, "status": 200}]}]:
-        assert requests.post(f"{sandbox.url}/_sandbox/faults", json=spec, timeout=5).status_code == 400
 
 
 def test_a_hang_is_accepted_but_the_answer_is_lost(sandbox: Server) -> None:
@@ -426,7 +477,7 @@ def test_tokens_never_appear_in_introspection(sandbox: Server) -> None:
                         sandbox.get("/_sandbox/config")])
     assert sandbox.get("/_sandbox/stats")["accepted"] == 4
     assert TOKEN not in shown and ENV_TOKEN not in shown
-    assert sandbox.get("/_sandbox/config")["tokens"] == 2
+    assert sandbox.get("/_sandbox/config")["tokens"] == len(TOKENS)
 
 
 def test_reset_clears_messages_stats_faults_and_buckets(sandbox: Server) -> None:
@@ -448,6 +499,8 @@ def test_live_config_and_latency(sandbox: Server) -> None:
     started = time.monotonic()
     assert sandbox.post(text()).status_code == 200
     assert time.monotonic() - started >= 0.2
+    requests.post(f"{sandbox.url}/_sandbox/config", json={"latency_ms": 0, "error_rate": 1.0}, timeout=5)
+    assert all(graph_error(sandbox.post(text()), status=500)["code"] == 2 for _ in range(3))  # live, no restart
     for bad in [{"error_rate": 2}, {"rate_limit": 0}, {"latency_ms": "slow"}]:
         assert requests.post(f"{sandbox.url}/_sandbox/config", json=bad, timeout=5).status_code == 400
 
@@ -455,8 +508,7 @@ def test_live_config_and_latency(sandbox: Server) -> None:
 # --- appsecret_proof ----------------------------------------------------------------------------------------
 
 def test_appsecret_proof_is_required_when_the_app_secret_is_set() -> None:
-    server = start("--app-secret", "s3cret", env_tokens=f"{TOKEN},{ENV_TOKEN}")
-    try:
+    with serve(SandboxConfig(tokens=[TOKEN, ENV_TOKEN], app_secret="s3cret")) as server:
         proof = hmac.new(b"s3cret", TOKEN.encode(), hashlib.sha256).hexdigest()
         assert server.post(text(), params={"appsecret_proof": proof}).status_code == 200
         form = {"access_token": TOKEN, "appsecret_proof": proof, "recipient": '{"id":"r"}',
@@ -470,5 +522,267 @@ def test_appsecret_proof_is_required_when_the_app_secret_is_set() -> None:
         seen = server.messages()
         assert len(seen) == 2 and all(m["appsecret_proof"] for m in seen)
         assert "appsecret_proof" not in seen[1]["body"]
-    finally:
-        stop(server)
+
+
+@pytest.mark.parametrize("spec", [
+    {"faults": [{"code": 2}]}, {"recipient": "r", "faults": [{"status": 500}]},
+    {"recipient": "r", "faults": [{"code": 2, "status": 200}]}, {"recipient": "r", "refusal": "maybe"},
+    {"account": IG_ACCOUNT, "error": "oops"}, {"account": IG_ACCOUNT, "error": {"hang": True}},
+    {"account": "", "error": "unsupported_post"}, {"app": {"seconds": 0}}, {"app": {"seconds": 5, "accounts": []}},
+    {"app": 5}, {"recipient": "r", "faults": [{"code": 2, "colour": "red"}]}, ["not", "an", "object"],
+], ids=lambda spec: json.dumps(spec)[:50])
+def test_bad_fault_specs_are_refused(sandbox: Server, spec: object) -> None:
+    answer = requests.post(f"{sandbox.url}/_sandbox/faults", json=spec, timeout=5)
+    assert answer.status_code == 400 and answer.json()["ok"] is False
+    shown = sandbox.get("/_sandbox/faults")
+    assert shown["accounts"] == {} and shown["recipients"] == {} and shown["apps"] == []
+
+
+def send(sandbox: Server, token: str, account: str, recipient: str = "IGSID", body: dict | None = None,
+         **kwargs) -> requests.Response:
+    body = body or {"recipient": {"id": recipient}, "message": {"text": "hi"}}
+    return requests.post(f"{sandbox.url}/v25.0/{account}/messages", json=body, timeout=5,
+                         headers={"Authorization": f"Bearer {token}"}, **kwargs)
+
+
+def error_of(response: requests.Response, status: int, error_type: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    error = response.json()["error"]
+    assert error["type"] == error_type and error["fbtrace_id"] and isinstance(error["code"], int)
+    return error
+
+
+def faults(sandbox: Server, spec: dict) -> dict:
+    answer = requests.post(f"{sandbox.url}/_sandbox/faults", json=spec, timeout=5)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+# --- 1. login kind and budgets ------------------------------------------------------------------------------
+
+def test_the_token_prefix_sets_login_budgets_and_error_type(sandbox: Server) -> None:
+    for token, account in [(IG_TOKEN, IG_ACCOUNT), (PAGE_TOKEN, PAGE_ACCOUNT), (PLAIN_TOKEN, PLAIN_ACCOUNT)]:
+        assert send(sandbox, token, account).status_code == 200
+    by_account = sandbox.get("/_sandbox/stats")["by_account"]
+    assert by_account[IG_ACCOUNT]["login"] == "instagram"
+    assert by_account[IG_ACCOUNT]["budgets"] == {"text": 100, "media": 10}
+    assert by_account[PAGE_ACCOUNT]["login"] == "facebook"
+    assert by_account[PAGE_ACCOUNT]["budgets"] == {"text": 300, "media": 10}
+    assert by_account[PLAIN_ACCOUNT]["login"] == "instagram"  # --default-login
+    assert [m["login"] for m in sandbox.messages()] == ["instagram", "facebook", "instagram"]
+    bad = {"recipient": {"id": "r"}, "message": {"text": ""}}
+    assert error_of(send(sandbox, IG_TOKEN, IG_ACCOUNT, body=bad), 400, "IGApiException")["code"] == 100
+    assert error_of(send(sandbox, PAGE_TOKEN, PAGE_ACCOUNT, body=bad), 400, "OAuthException")["code"] == 100
+    # the seed's own shape (form fields, query token) with a Page token is Facebook Login as well
+    form = requests.post(f"{sandbox.url}/v25.0/me/messages", params={"access_token": PAGE_TOKEN},
+                         data='recipient={"id":"IGSID"}&message={"text":""}',
+                         headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=5)
+    assert error_of(form, 400, "OAuthException")["error_subcode"] == 2534015
+
+
+def test_an_explicit_login_wins_over_the_token(sandbox: Server) -> None:
+    config = requests.post(f"{sandbox.url}/_sandbox/config", json={"logins": {PLAIN_ACCOUNT: "facebook"}},
+                           timeout=5).json()
+    assert config["logins"] == {PLAIN_ACCOUNT: "facebook"} and config["rate_limit"] is None
+    assert config["budgets"] == {"instagram": {"text": 100, "media": 10}, "facebook": {"text": 300, "media": 10}}
+    bad = {"recipient": {"id": "r"}, "sender_action": "dance"}
+    assert error_of(send(sandbox, PLAIN_TOKEN, PLAIN_ACCOUNT, body=bad), 400, "OAuthException")
+    assert send(sandbox, PLAIN_TOKEN, PLAIN_ACCOUNT).status_code == 200
+    assert sandbox.get("/_sandbox/stats")["by_account"][PLAIN_ACCOUNT]["budgets"]["text"] == 300
+    wrong_method = requests.get(f"{sandbox.url}/v25.0/{PLAIN_ACCOUNT}/messages", timeout=5,
+                                headers={"Authorization": f"Bearer {PLAIN_TOKEN}"})
+    assert error_of(wrong_method, 400, "GraphMethodException")["error_subcode"] == 33
+    requests.post(f"{sandbox.url}/_sandbox/config", json={"default_login": "facebook"}, timeout=5)
+    assert error_of(send(sandbox, PLAIN_TOKEN, "555", body=bad), 400, "OAuthException")
+    for refused in [{"logins": {"x": "myspace"}}, {"default_login": "email"}, {"logins": ["x"]},
+                    {"rate_limit": 0}, {"media_rate_limit": "fast"}]:
+        assert requests.post(f"{sandbox.url}/_sandbox/config", json=refused, timeout=5).status_code == 400
+
+
+def test_rate_limit_overrides_every_account_and_null_restores_meta(sandbox: Server) -> None:
+    changed = requests.post(f"{sandbox.url}/_sandbox/config", json={"rate_limit": 7, "media_rate_limit": 3},
+                            timeout=5).json()
+    assert (changed["rate_limit"], changed["media_rate_limit"]) == (7, 3)
+    send(sandbox, IG_TOKEN, IG_ACCOUNT)
+    send(sandbox, PAGE_TOKEN, PAGE_ACCOUNT)
+    by_account = sandbox.get("/_sandbox/stats")["by_account"]
+    assert by_account[IG_ACCOUNT]["budgets"] == by_account[PAGE_ACCOUNT]["budgets"] == {"text": 7, "media": 3}
+    requests.post(f"{sandbox.url}/_sandbox/config", json={"rate_limit": None, "media_rate_limit": None}, timeout=5)
+    send(sandbox, PAGE_TOKEN, PAGE_ACCOUNT)
+    assert sandbox.get("/_sandbox/stats")["by_account"][PAGE_ACCOUNT]["budgets"] == {"text": 300, "media": 10}
+
+
+async def _burst(tokens_and_bodies: list[tuple[str, str, dict]]) -> list[int]:
+    """Fire every request at once at an in-process sandbox; the statuses, in order."""
+    config = SandboxConfig(tokens=[IG_TOKEN, PAGE_TOKEN])
+    async with TestServer(create_app(config)) as server, ClientSession() as session:
+        async def one(token: str, account: str, body: dict) -> int:
+            async with session.post(server.make_url(f"/v25.0/{account}/messages"), json=body,
+                                    headers={"Authorization": f"Bearer {token}"}) as response:
+                await response.read()
+                return response.status
+        return list(await asyncio.gather(*(one(*request) for request in tokens_and_bodies)))
+
+
+def test_meta_budgets_per_login_kind_in_a_burst() -> None:
+    text = {"recipient": {"id": "r"}, "message": {"text": "hi"}}
+    video = {"recipient": {"id": "r"}, "message": {"attachment": {"type": "video",
+                                                                   "payload": {"url": "https://v.example/a.mp4"}}}}
+    image = {"recipient": {"id": "r"}, "message": {"attachment": {"type": "image",
+                                                                   "payload": {"url": "https://i.example/a.gif"}}}}
+    statuses = asyncio.run(_burst([(PAGE_TOKEN, PAGE_ACCOUNT, text)] * 300))
+    assert statuses == [200] * 300  # Facebook Login: 300 text-class calls in one second are fine
+    statuses = asyncio.run(_burst([(IG_TOKEN, IG_ACCOUNT, text)] * 300))
+    # Instagram Login: 100 per second; the bucket refills while the burst is served, hence the range
+    assert 100 <= statuses.count(200) < 300 and set(statuses) == {200, 429}
+    statuses = asyncio.run(_burst([(PAGE_TOKEN, PAGE_ACCOUNT, video)] * 40 + [(PAGE_TOKEN, PAGE_ACCOUNT, image)] * 40))
+    videos, images = statuses[:40], statuses[40:]
+    assert 10 <= videos.count(200) < 40  # audio/video: 10 per second for both login kinds
+    assert images == [200] * 40  # images ride in the text class
+
+
+# --- 2. error bodies per host and code ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("recipient,status,transient", [
+    ("ERR_10_2534022", 403, False),  # outside the 24-hour window
+    ("ERR_10_2018065", 403, False),
+    ("ERR_200_1545041", 403, False),
+    ("ERR_100_2018001", 400, False),
+    ("ERR_190_463", 400, False),
+    ("ERR_4", 400, True),  # Graph-wide throttles keep Graph's 400; Meta's samples mark #4 transient
+    ("ERR_17", 400, False),
+    ("ERR_613_2534040", 429, False),  # messaging and business-use-case throttles: 429
+    ("ERR_80002", 429, False),
+    ("ERR_613_2018338", 400, False),  # tag misuse is a refusal, not a limit
+    ("ERR_2", 500, True),
+    ("ERR_551_1545041", 400, False),
+])
+def test_status_type_and_fbtrace_per_code(sandbox: Server, recipient: str, status: int, transient: bool) -> None:
+    for token, account, error_type in [(IG_TOKEN, IG_ACCOUNT, "IGApiException"),
+                                       (PAGE_TOKEN, PAGE_ACCOUNT, "OAuthException")]:
+        error = error_of(send(sandbox, token, account, recipient), status, error_type)
+        code, _, subcode = recipient.removeprefix("ERR_").partition("_")
+        assert (error["code"], error.get("error_subcode")) == (int(code), int(subcode) if subcode else None)
+        assert error.get("is_transient", False) is transient and error["message"]
+
+
+def test_token_errors_are_typed_by_the_tokens_login_kind(sandbox: Server) -> None:
+    assert error_of(send(sandbox, "IGQunknown", "me"), 400, "IGApiException")["code"] == 190
+    assert error_of(send(sandbox, "EAAunknown", "me"), 400, "OAuthException")["code"] == 190
+
+
+# --- 3. routes other than the Send API ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("method,path,code,subcode,words", [
+    ("GET", f"/v25.0/{IG_ACCOUNT}/messages", 100, 33, f"Unsupported get request. Object with ID '{IG_ACCOUNT}'"),
+    ("DELETE", "/v25.0/me/messages", 100, 33, "Unsupported delete request. Object with ID 'me'"),
+    ("PUT", "/v25.0/me/messages", 100, 33, "Unsupported put request"),
+    ("GET", "/", 100, 33, "Unsupported get request"),
+    ("GET", "/v25.0/me", 100, 33, "Object with ID 'me'"),
+    ("POST", "/v25.0/me/conversations_x", 2500, None, "Unknown path components: /conversations_x"),
+    ("POST", "/v25.0/me/messages/extra", 2500, None, "Unknown path components: /messages/extra"),
+    ("POST", "/latest/me/messages", 2500, None, "Unknown path components: /me/messages"),
+    ("POST", "/v25.0/a-b/messages", 803, None, "(#803) Some of the aliases you requested do not exist: a-b"),
+])
+def test_other_routes_answer_graph_errors(sandbox: Server, method: str, path: str, code: int,
+                                          subcode: int | None, words: str) -> None:
+    for token, error_type in [(IG_TOKEN, "IGApiException"),
+                              (PAGE_TOKEN, "GraphMethodException" if subcode == 33 else "OAuthException")]:
+        answer = requests.request(method, sandbox.url + path, headers={"Authorization": f"Bearer {token}"},
+                                  json={"recipient": {"id": "r"}, "message": {"text": "x"}}, timeout=5)
+        error = error_of(answer, 400, error_type)
+        assert (error["code"], error.get("error_subcode")) == (code, subcode) and words in error["message"]
+    assert sandbox.messages() == []
+
+
+def test_an_unversioned_call_is_served_like_meta_with_the_apps_version(sandbox: Server) -> None:
+    answer = requests.post(f"{sandbox.url}/me/messages", headers={"Authorization": f"Bearer {IG_TOKEN}"},
+                           json={"recipient": {"id": "r"}, "message": {"text": "x"}}, timeout=5)
+    assert answer.status_code == 200 and answer.json()["message_id"]
+    [seen] = sandbox.messages()
+    assert (seen["version"], seen["served_version"], seen["path"]) == (None, "v25.0", "/me/messages")
+
+
+def test_unknown_sandbox_endpoints_answer_json(sandbox: Server) -> None:
+    for method, path in [("POST", "/_sandbox/messages"), ("GET", "/_sandbox/nothing"), ("PUT", "/_sandbox/faults")]:
+        answer = requests.request(method, sandbox.url + path, timeout=5)
+        assert answer.status_code == 404 and answer.json()["ok"] is False
+
+
+# --- 4. faults: per recipient, per account, per app ---------------------------------------------------------
+
+@pytest.mark.parametrize("refusal,code,subcode,status", [
+    ("not_receiving", 200, 1545041, 403), ("not_app_role", 200, 2018028, 403),
+    ("outside_window", 10, 2018065, 403), ("unavailable", 551, 1545041, 400),
+])
+def test_a_recipient_refusal_answers_every_message_to_that_person(sandbox: Server, refusal: str, code: int,
+                                                                   subcode: int, status: int) -> None:
+    assert faults(sandbox, {"recipient": "nope", "refusal": refusal})["sticky"] is True
+    for _ in range(3):
+        error = error_of(send(sandbox, IG_TOKEN, IG_ACCOUNT, "nope"), status, "IGApiException")
+        assert (error["code"], error["error_subcode"]) == (code, subcode)
+    error = error_of(send(sandbox, PAGE_TOKEN, PAGE_ACCOUNT, "nope"), status, "OAuthException")
+    assert error["code"] == code
+    assert send(sandbox, IG_TOKEN, IG_ACCOUNT, "someone-else").status_code == 200  # the account is fine
+    shown = sandbox.get("/_sandbox/faults")
+    assert shown["recipients"]["nope"]["sticky"]["code"] == code and shown["refusals"][refusal]["message"]
+    requests.delete(f"{sandbox.url}/_sandbox/faults", params={"recipient": "nope"}, timeout=5).raise_for_status()
+    assert send(sandbox, IG_TOKEN, IG_ACCOUNT, "nope").status_code == 200
+
+
+def test_a_refusal_can_be_spelled_out(sandbox: Server) -> None:
+    faults(sandbox, {"recipient": "gone", "refusal": {"code": 10, "subcode": 2018108}})
+    for _ in range(2):
+        assert error_of(send(sandbox, IG_TOKEN, IG_ACCOUNT, "gone"), 403, "IGApiException")["error_subcode"] == 2018108
+
+
+@pytest.mark.parametrize("spec,code,subcode,message,status", [
+    ("unsupported_post", 100, None, "Unsupported request - method type: post", 400),
+    ("invalid_appsecret_proof", 100, None, "Invalid appsecret_proof provided in the API argument", 400),
+    ({"code": 2, "message": "(#2) The app does not have permission to send to this account"}, 2, None,
+     "(#2) The app does not have permission to send to this account", 500),
+    ({"code": 200, "subcode": 2534041}, 200, 2534041, "(#200) The account owner has disabled access", 403),
+])
+def test_an_account_error_answers_every_send_of_that_account(sandbox: Server, spec, code: int,
+                                                             subcode: int | None, message: str, status: int) -> None:
+    faults(sandbox, {"account": IG_ACCOUNT, "error": spec})
+    for recipient in ("a", "b", "c"):
+        error = error_of(send(sandbox, IG_TOKEN, IG_ACCOUNT, recipient), status, "IGApiException")
+        assert (error["code"], error.get("error_subcode")) == (code, subcode)
+        assert error["message"].startswith(message)
+    assert send(sandbox, PAGE_TOKEN, PAGE_ACCOUNT).status_code == 200  # only that account
+    assert sandbox.get("/_sandbox/faults")["accounts"][IG_ACCOUNT]["code"] == code
+    requests.delete(f"{sandbox.url}/_sandbox/faults", params={"account": IG_ACCOUNT}, timeout=5).raise_for_status()
+    assert send(sandbox, IG_TOKEN, IG_ACCOUNT).status_code == 200
+    assert [m["account"] for m in sandbox.messages()] == [PAGE_ACCOUNT, IG_ACCOUNT]
+
+
+def test_an_app_limit_answers_code_4_for_its_accounts_for_n_seconds(sandbox: Server) -> None:
+    faults(sandbox, {"app": {"seconds": 1.5, "accounts": [IG_ACCOUNT, PAGE_ACCOUNT]}})
+    for token, account, error_type in [(IG_TOKEN, IG_ACCOUNT, "IGApiException"),
+                                       (PAGE_TOKEN, PAGE_ACCOUNT, "OAuthException")]:
+        answer = send(sandbox, token, account)
+        error = error_of(answer, 400, error_type)
+        assert (error["code"], error["message"], error["is_transient"]) == (
+            4, "(#4) Application request limit reached", True)
+        assert 1 <= int(answer.headers["Retry-After"]) <= 2
+        assert json.loads(answer.headers["X-App-Usage"]) == {"call_count": 100, "total_time": 100,
+                                                             "total_cputime": 100}
+        assert account in json.loads(answer.headers["X-Business-Use-Case-Usage"])
+    assert send(sandbox, PLAIN_TOKEN, PLAIN_ACCOUNT).status_code == 200  # another app
+    [app] = sandbox.get("/_sandbox/faults")["apps"]
+    assert app["accounts"] == sorted([IG_ACCOUNT, PAGE_ACCOUNT]) and 1 <= app["seconds_left"] <= 2
+    stats = sandbox.get("/_sandbox/stats")
+    assert stats["errors"]["4"] == 2 and stats["throttled"] == 2
+    wait_until(lambda: sandbox.get("/_sandbox/faults")["apps"] == [], timeout=5)  # the limit runs out
+    assert send(sandbox, IG_TOKEN, IG_ACCOUNT).status_code == 200
+    assert sandbox.get("/_sandbox/faults")["apps"] == []
+
+
+def test_by_default_the_whole_sandbox_is_one_app(sandbox: Server) -> None:
+    faults(sandbox, {"app": {"seconds": 30}})
+    for token, account in [(IG_TOKEN, IG_ACCOUNT), (PAGE_TOKEN, PAGE_ACCOUNT), (PLAIN_TOKEN, "me")]:
+        assert send(sandbox, token, account).json()["error"]["code"] == 4
+    requests.delete(f"{sandbox.url}/_sandbox/faults", params={"app": "1"}, timeout=5).raise_for_status()
+    assert send(sandbox, IG_TOKEN, IG_ACCOUNT).status_code == 200

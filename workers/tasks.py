@@ -74,6 +74,17 @@ def context() -> _Context:
     return _context
 
 
+def use_graph_client(client: GraphClient) -> GraphClient:
+    """Send this process's POSTs through ``client`` from now on; returns the client it replaces.
+
+    The one seam between the delivery policy and the network: the in-process tests pass a fake whose ``send``
+    answers scripted ``GraphResponse``s (or raises ``requests`` exceptions), so everything else (admission,
+    the job record, the DLQ, account state, the breaker) runs for real against Redis. Workers never call it."""
+    ctx = context()
+    previous, ctx.graph = ctx.graph, client
+    return previous
+
+
 @app.task(name=TASK_NAME, bind=True, throws=(DeadLettered,), Request=raw.Request)
 def send_message(self, message: Any = None, *extra: Any, **unexpected: Any) -> dict[str, Any]:
     job_id = self.request.id

@@ -11,6 +11,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
 
+from igsend.core.errors import IgsendError
 from schemas.fields import HttpUrl, Identifier, Str, Utf8Text
 
 TEXT_MAX_BYTES = 1000
@@ -32,7 +33,7 @@ SEND_CLASS = {kind: "media" if kind in ("video", "audio") else "text" for kind i
 DEFAULT_REACTION = "love"
 
 
-class InvalidMessage(ValidationError):
+class InvalidMessage(ValidationError, IgsendError):
     """A message broke a rule; ``messages`` maps each field to marshmallow's list of rule messages."""
 
     def __str__(self) -> str:

@@ -391,3 +391,12 @@ def test_filter_on_a_record_directly() -> None:
     assert RedactTokens([PLAIN_TOKEN]).filter(record) is True
     assert record.getMessage() == "token=[redacted]"
     assert record.args is None
+
+
+def test_images_gifs_and_posts_ride_in_the_text_class_audio_and_video_in_media() -> None:
+    # Meta names images, GIFs and posts in neither class: igsend decides text (README, rate section).
+    from schemas import KINDS, SEND_CLASS
+
+    assert {kind for kind in KINDS if SEND_CLASS[kind] == "media"} == {"audio", "video"}
+    assert all(SEND_CLASS[kind] == "text" for kind in ("image", "gif", "post", "text", "link", "sticker", "react"))
+    assert set(SEND_CLASS.values()) <= set(BUDGETS)  # every class has a budget per login kind

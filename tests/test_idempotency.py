@@ -107,8 +107,15 @@ def test_cli_refuses_a_reused_key_with_exit_1(r) -> None:
 
 
 def test_every_producer_error_is_an_igsend_error() -> None:
+    from marshmallow import ValidationError
+
+    from workers.accounts import AccountError
+    from workers.tasks import DeadLettered
+
     for name in ("EnqueueError", "IdempotencyConflict", "JobError", "JobNotFound", "MessageDead", "OutcomeUnknown",
-                 "ReplayRefused"):
+                 "ReplayRefused", "InvalidMessage", "RedisFull", "JobCancelled"):
         assert issubclass(getattr(producers, name), IgsendError), name
+    assert issubclass(producers.InvalidMessage, ValidationError)  # marshmallow's field messages, as documented
+    assert issubclass(AccountError, IgsendError) and issubclass(DeadLettered, IgsendError)
     assert issubclass(producers.JobNotFound, LookupError) and issubclass(producers.EnqueueError, RuntimeError)
     assert {"IgsendError", "IdempotencyConflict", "ReplayRefused"} <= set(producers.__all__)

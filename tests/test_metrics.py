@@ -74,3 +74,16 @@ def test_the_exporter_counts_messages_the_sweeper_republished(exporter, r) -> No
     wait_until(lambda: "igsend_republished_total 3.0" in requests.get(exporter, timeout=5).text, timeout=10)
     text = requests.get(exporter, timeout=5).text
     assert "igsend_redis_used_memory_bytes" in text and "igsend_redis_maxmemory_bytes" in text
+
+
+def test_invalid_documents_never_mint_metric_labels(worker_metrics_port) -> None:
+    # A raw publish may carry any account and kind; a caller-chosen label would be a new time series each time.
+    from igsend.core.celery_app import TASK_NAME, get_app
+
+    job_id = "label-test-job"
+    get_app().send_task(TASK_NAME, args=[{"kind": "kind-from-a-caller", "recipient": "r", "account": "acct-XYZ-123"}],
+                        task_id=job_id, queue="igsend")
+    wait_until(lambda: producers.Job(job_id).status().value == "dead", timeout=30)
+    text = requests.get(f"http://127.0.0.1:{worker_metrics_port}/metrics", timeout=5).text
+    assert "acct-XYZ-123" not in text and "kind-from-a-caller" not in text
+    assert 'igsend_messages_total{account="invalid",kind="invalid",status="dead"}' in text

@@ -17,6 +17,7 @@ from celery.exceptions import Ignore
 
 from igsend.core import account_state
 from igsend.core.celery_app import TASK_NAME, get_app
+from igsend.core.errors import IgsendError
 from igsend.core.records import JobStatus, Outcomes
 from igsend.core.settings import get_settings
 from igsend.core.store import get_redis
@@ -37,7 +38,7 @@ app = get_app()
 MAX_DLQ_DOCUMENT = 10_000  # characters of a malformed document kept in its DLQ entry
 
 
-class DeadLettered(Exception):
+class DeadLettered(IgsendError):
     """Raised so Celery (and Flower) show the task as failed; the text carries the reason, never a token.
     Declared in the task's ``throws``: Celery logs it as one line, without a traceback."""
 

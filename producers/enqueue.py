@@ -17,7 +17,7 @@ from igsend.core import records
 from igsend.core.celery_app import NEW_PRIORITY, get_app, publish
 from igsend.core.errors import IdempotencyConflict, IgsendError
 from igsend.core.settings import get_settings
-from igsend.core.store import PENDING_KEY, get_redis, idempotency_key, job_key, memory_share
+from igsend.core.store import NO_IDEMPOTENCY_KEY, PENDING_KEY, get_redis, idempotency_key, job_key, memory_share
 from producers.jobs import Job
 from schemas import InvalidMessage, load_message
 
@@ -128,7 +128,7 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
             message = dict(message)
             key = message.pop("idempotency_key", None)
             job_id = str(uuid.uuid4())
-            idem = idempotency_key(message["account"], key) if key else ""
+            idem = idempotency_key(message["account"], key) if key else NO_IDEMPOTENCY_KEY
             script(keys=[job_key(job_id), idem, PENDING_KEY],
                    args=[job_id, settings.result_ttl, settings.idempotency_window, fingerprint(message),
                          *_flatten(records.new_record(job_id, message, idempotency_key=key, now=now))],
@@ -142,7 +142,7 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
         created = [(job_id, idem) for (_, idem, _), outcome in zip(planned, outcomes, strict=True)
                    if not isinstance(outcome, Exception) and outcome[0] == CREATED for job_id in [outcome[1]]]
         with contextlib.suppress(RedisError):
-            records.discard(redis, [job_id for job_id, _ in created], [idem for _, idem in created if idem])
+            records.discard(redis, [job_id for job_id, _ in created], [idem for _, idem in created if idem != NO_IDEMPOTENCY_KEY])
         if any(isinstance(error, OutOfMemoryError) for error in errors):
             raise RedisFull("Redis is full: it refused the messages (out of memory, maxmemory); nothing was queued") \
                 from errors[0]
@@ -159,7 +159,7 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
         with contextlib.suppress(RedisError):
             records.abandon(redis, [job_id for _, _, job_id in fresh], "publish failed")
         with contextlib.suppress(RedisError):
-            idems = [idem for _, idem, _ in fresh if idem]
+            idems = [idem for _, idem, _ in fresh if idem != NO_IDEMPOTENCY_KEY]
             if idems:
                 redis.delete(*idems)
         raise EnqueueError(f"could not queue {len(fresh)} message(s): {type(exc).__name__}: {exc}") from exc

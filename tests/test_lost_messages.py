@@ -18,7 +18,7 @@ import redis as redis_lib
 import producers
 from igsend.core import records
 from igsend.core.celery_app import NEW_PRIORITY, get_app, publish, queue_keys
-from igsend.core.store import INFLIGHT_KEY, PENDING_KEY, STATS_KEY, job_key
+from igsend.core.store import INFLIGHT_KEY, NO_IDEMPOTENCY_KEY, PENDING_KEY, STATS_KEY, job_key
 from producers.enqueue import fingerprint
 from tests.conftest import queue_depth, received, wait_until
 from workers.sweeper import REPUBLISHED, UNACKED_KEY, Sweeper
@@ -103,7 +103,7 @@ def test_a_lost_message_is_delivered_by_the_running_workers(r: redis_lib.Redis, 
     fields = {"id": job_id, "status": "queued", "kind": "text", "account": "default", "recipient": "lost-e2e",
               "message": json.dumps(message), "attempts": 0, "created_at": time.time(),
               "updated_at": time.time(), "idempotency_key": ""}
-    records.script(r, "create_job")(keys=[job_key(job_id), "", PENDING_KEY],
+    records.script(r, "create_job")(keys=[job_key(job_id), NO_IDEMPOTENCY_KEY, PENDING_KEY],
                                    args=[job_id, 3600, 3600, fingerprint(message),
                                          *[x for pair in fields.items() for x in pair]])
     started = time.monotonic()

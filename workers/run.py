@@ -45,7 +45,7 @@ def config_problem() -> str | None:
     to dead-letter them, and a supervisor would restart it forever."""
     import redis
 
-    from igsend.core.store import describe_redis_error, get_redis
+    from igsend.core.store import certificate_refused, describe_redis_error, get_redis
     from workers.accounts import AccountError, load_accounts
 
     try:
@@ -58,8 +58,10 @@ def config_problem() -> str | None:
         get_redis(patient=False).ping()
     except (redis.AuthenticationError, redis.ResponseError) as exc:
         return describe_redis_error(exc)
-    except redis.RedisError:
-        pass  # Redis down or restarting: Celery waits for it, as a worker should
+    except redis.RedisError as exc:
+        if certificate_refused(exc):  # waiting would not help: the certificate will not verify next time either
+            return describe_redis_error(exc)
+        # otherwise Redis is down or restarting: Celery waits for it, as a worker should
     return None
 
 

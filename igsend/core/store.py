@@ -40,6 +40,10 @@ def lock_key(job_id: str) -> str:
     return f"{PREFIX}lock:{job_id}"
 
 
+#: Stands for "no idempotency key" in the create_job script (an igsend key name, so ACL patterns cover it).
+NO_IDEMPOTENCY_KEY = f"{PREFIX}idem:"
+
+
 def idempotency_key(account: str, key: str) -> str:
     return f"{PREFIX}idem:{account}:{key}"
 
@@ -153,9 +157,22 @@ def describe_redis_error(exc: BaseException, url: str | None = None) -> str:
     target = safe_url(url or get_settings().redis_url)
     if isinstance(exc, redis.AuthenticationError):
         why = f"authentication failed ({exc}); check the password in IGSEND_REDIS_URL"
+    elif certificate_refused(exc):
+        why = (f"its TLS certificate does not verify ({_first_line(exc)}); check ssl_ca_certs (and ssl_certfile/"
+               "ssl_keyfile) in IGSEND_REDIS_URL")
     else:
         why = str(exc) or type(exc).__name__
     return f"cannot reach Redis at {target}: {why}"
+
+
+def certificate_refused(exc: BaseException) -> bool:
+    """Whether a connection failed because a TLS certificate did not verify (a setting, not an outage)."""
+    text = str(exc)
+    return "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def redis_warnings(client: redis.Redis | None = None) -> list[str]:

@@ -1,9 +1,10 @@
 -- Creates a job record, or answers with the job that already owns the idempotency key: one atomic step, so
 -- two concurrent calls with the same key cannot both create a job. The key's value is "JOB_ID|FINGERPRINT": a
 -- later call with the same key but another message is refused (as Stripe does).
--- KEYS: job, idempotency key ('' for none), pending. ARGV: job id, record ttl, key window, fingerprint, fields...
+-- KEYS: job, idempotency key (or the bare prefix 'igsend:idem:' for none: a key name that ACL key patterns
+-- for igsend cover, unlike ''), pending. ARGV: job id, record ttl, key window, fingerprint, fields...
 -- Returns {1, id} created, {0, id} the same message already has this job, {-1, id} the key names another message.
-if KEYS[2] ~= '' then
+if KEYS[2]:sub(-1) ~= ':' then
   local existing = redis.call('GET', KEYS[2])
   if existing then
     local owner, fingerprint = string.match(existing, '^(.-)|(%x+)$')

@@ -142,7 +142,8 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
         created = [(job_id, idem) for (_, idem, _), outcome in zip(planned, outcomes, strict=True)
                    if not isinstance(outcome, Exception) and outcome[0] == CREATED for job_id in [outcome[1]]]
         with contextlib.suppress(RedisError):
-            records.discard(redis, [job_id for job_id, _ in created], [idem for _, idem in created if idem != NO_IDEMPOTENCY_KEY])
+            records.discard(redis, [job_id for job_id, _ in created],
+                            [idem for _, idem in created if idem != NO_IDEMPOTENCY_KEY])
         if any(isinstance(error, OutOfMemoryError) for error in errors):
             raise RedisFull("Redis is full: it refused the messages (out of memory, maxmemory); nothing was queued") \
                 from errors[0]

@@ -20,10 +20,10 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import redis
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from flask_smorest import Api, Blueprint, abort
 from kombu.exceptions import OperationalError as BrokerError
 from marshmallow import Schema, fields, validate
@@ -97,7 +97,7 @@ class _Api(Api):
 
 def _fails(code: int, description: str) -> Callable[[Any], Any]:
     """Document an error answer of a route with the shared error schema."""
-    return blp.alt_response(code, schema=ErrorSchema, description=description)
+    return cast(Callable[[Any], Any], blp.alt_response(code, schema=ErrorSchema, description=description))
 
 
 def _common_errors(func: Any) -> Any:
@@ -227,7 +227,7 @@ def _checked_id(job_id: str) -> str:
 @_fails(422, "the message broke a rule; errors name each field")
 @_body_errors
 @_common_errors
-def post_message():
+def post_message() -> tuple[dict[str, str], int, dict[str, str]]:
     """Queue one message."""
     document = _json_body()
     if isinstance(document, dict) and request.headers.get("Idempotency-Key"):
@@ -253,7 +253,7 @@ def post_message():
 @_fails(422, "the body is not a list of at most 1000 messages")
 @_body_errors
 @_common_errors
-def post_batch():
+def post_batch() -> dict[str, Any]:
     """Queue up to 1,000 messages; invalid ones are reported by index, the valid ones still queued."""
     body = _json_body()
     documents = body.get("messages") if isinstance(body, dict) else None
@@ -274,6 +274,7 @@ def post_batch():
         elif error is not None:
             results.append({"index": index, "status": "invalid", "errors": error.normalized_messages()})
         else:
+            assert job is not None  # no error: the message was queued (BatchResult's invariant)
             status = "duplicate" if index in batch.duplicates else "queued"
             results.append({"index": index, "status": status, "id": job.id})
     counts = Counter(item["status"] for item in results)
@@ -285,7 +286,7 @@ def post_batch():
 @blp.response(200, StatusSchema)
 @_fails(404, "no such job (or it expired)")
 @_common_errors
-def get_message(job_id: str):
+def get_message(job_id: str) -> dict[str, Any]:
     """The job's status: queued, scheduled, sending, retrying, delivered, dead, unknown or cancelled."""
     try:
         return get_job(_checked_id(job_id)).info()
@@ -297,7 +298,7 @@ def get_message(job_id: str):
 @blp.arguments(DeadLetterQuerySchema, location="query")
 @blp.response(200, DeadLetterSchema(many=True))
 @_common_errors
-def list_dead_letters(query: dict[str, Any]):
+def list_dead_letters(query: dict[str, Any]) -> list[dict[str, Any]]:
     """Dead messages, oldest first, with every attempt and the reason."""
     from igsend.core import dlq
 
@@ -309,7 +310,7 @@ def list_dead_letters(query: dict[str, Any]):
 @_fails(404, "no such dead letter")
 @_fails(409, "the job is not dead now (e.g. it was delivered): a replay could send it twice")
 @_common_errors
-def replay_dead_letter(job_id: str):
+def replay_dead_letter(job_id: str) -> tuple[dict[str, str], int, dict[str, str]]:
     """Send a dead message again under its job id."""
     from igsend.core import dlq
 
@@ -338,7 +339,7 @@ def _redis_answers() -> bool:
         return False
 
 
-def _healthz():
+def _healthz() -> tuple[Response, int]:
     from igsend.core.celery_app import get_app
 
     health: dict[str, Any] = {"redis": False, "workers": 0}

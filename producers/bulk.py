@@ -64,8 +64,10 @@ def _lines(file: BinaryIO) -> Iterator[tuple[int, Any | None, str | None]]:
             continue
         try:
             yield number, json.loads(text), None
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+        except ValueError as exc:  # well-formed, but e.g. an integer longer than Python converts (4300 digits)
+            yield number, None, f"not valid JSON ({exc})"
 
 
 @dataclass
@@ -100,7 +102,7 @@ class _DeferSigint:
 
 def _queue(file: BinaryIO, state: _Progress, idempotency: bool, stop: _DeferSigint) -> str | None:
     """Queue the file batch by batch; returns why it stopped early (None when it read the whole file)."""
-    seen: Counter = Counter()
+    seen: Counter[str] = Counter()
     chunk: list[tuple[int, Any]] = []
 
     def flush() -> None:
@@ -151,7 +153,7 @@ def run_bulk(file: BinaryIO, *, wait: bool = True, timeout: float = 600.0, as_js
     if stopped is not None:
         _report_stop(state, stopped, idempotency, getattr(file, "name", "FILE"), as_json)
         return INTERRUPTED if stopped == "interrupted" else 1
-    counts: Counter = Counter()
+    counts: Counter[str] = Counter()
     interrupted = False
     if wait and state.jobs:
         try:
@@ -194,11 +196,11 @@ def _report_stop(state: _Progress, why: str, idempotency: bool, name: str, as_js
     print(f"{what}; {resume}", file=sys.stderr)
 
 
-def _statuses(jobs: list[Job]) -> Counter:
+def _statuses(jobs: list[Job]) -> Counter[str]:
     return Counter(status.value for status in records.statuses(get_redis(), [job.id for job in jobs]))
 
 
-def _follow(jobs: list[Job], timeout: float, console: Console) -> Counter:
+def _follow(jobs: list[Job], timeout: float, console: Console) -> Counter[str]:
     deadline = time.monotonic() + timeout
     columns = (TextColumn("[bold]sending"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"),

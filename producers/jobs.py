@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from igsend.core import records
 from igsend.core.errors import IgsendError
-from igsend.core.records import JobStatus
+from igsend.core.records import JobStatus as JobStatus
 from igsend.core.store import get_redis
 
 
@@ -90,7 +90,7 @@ class Job:
             raise JobNotFound(f"no job {self.id} (wrong id, or expired)")
         info = self.info()
         if status is JobStatus.DELIVERED:
-            return info["result"]
+            return cast(dict[str, Any], info["result"])
         failure = {JobStatus.DEAD: MessageDead, JobStatus.UNKNOWN: OutcomeUnknown}.get(status, JobCancelled)
         raise failure(self.id, info)
 

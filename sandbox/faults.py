@@ -155,7 +155,7 @@ class Faults:
 
     def clear(self, *, recipient: str | None = None, account: str | None = None, app: bool = False) -> None:
         if recipient is None and account is None and not app:
-            self.__init__()
+            type(self).__init__(self)
             return
         if recipient is not None:
             self.queued.pop(recipient, None)

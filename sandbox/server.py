@@ -192,7 +192,7 @@ class Sandbox:
                 self.throttled += 1
                 self.account_stats(account, login)["throttled"] += 1
                 headers = usage_headers(account, self.used_percent(account, send_class),
-                                        math.ceil(app_limit.retry_after / 60), app_percent=100)
+                                        math.ceil((app_limit.retry_after or 0) / 60), app_percent=100)
                 raise app_limit
             account_error = self.faults.account_error(account)
             if account_error is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from marshmallow import ValidationError, fields
@@ -52,7 +52,7 @@ class Str(fields.String):
 class Identifier(Str):
     """An opaque Graph id (IGSID, post id, account name): a bounded run of safe characters."""
 
-    def __init__(self, *, what: str, pattern: str = r"[A-Za-z0-9_.\-]+", max_length: int = 64, **kwargs):
+    def __init__(self, *, what: str, pattern: str = r"[A-Za-z0-9_.\-]+", max_length: int = 64, **kwargs: Any):
         super().__init__(**kwargs)
         self.what = what
         self.max_length = max_length
@@ -66,7 +66,7 @@ class Identifier(Str):
             raise ValidationError(f"must be at most {self.max_length} characters (got {len(value)})")
         if not self.regex.fullmatch(value):
             raise ValidationError(f"must contain only letters, digits, '_', '.' or '-' (got {value!r})")
-        return value
+        return cast(str, value)
 
 
 class Utf8Text(Str):
@@ -85,7 +85,7 @@ class Utf8Text(Str):
         size = len(value.encode("utf-8"))
         if size > self.max_bytes:
             raise ValidationError(f"must be at most {self.max_bytes} UTF-8 bytes (got {size})")
-        return value
+        return cast(str, value)
 
 
 class HttpUrl(Str):
@@ -121,4 +121,4 @@ class HttpUrl(Str):
                 if ext not in self.extensions:
                     allowed = ", ".join(self.extensions)
                     raise ValidationError(f"{self.media} must be one of {allowed} (got .{ext})")
-        return value
+        return cast(str, value)

@@ -28,7 +28,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from igsend.core.errors import IgsendError
 
@@ -111,7 +111,7 @@ class Account:
 def _login(value: Any, where: str) -> str:
     if value not in LOGIN_HOSTS:
         raise AccountError(f"{where}: login must be 'instagram' or 'facebook' (got {value!r})")
-    return value
+    return cast(str, value)
 
 
 def _token(value: Any, where: str) -> str:

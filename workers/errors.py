@@ -142,7 +142,7 @@ def classify_error(http_status: int, body: Any) -> Verdict:
     code = _int(error.get("code"))
     subcode = _int(error.get("error_subcode"))
     message = str(error.get("message") or "")[:500] or None
-    details = {"http_status": http_status, "code": code, "subcode": subcode, "message": message,
+    details: dict[str, Any] = {"http_status": http_status, "code": code, "subcode": subcode, "message": message,
                "fbtrace_id": error.get("fbtrace_id")}
     for rule_code, rule_subcode, outcome, reason in RULES:
         if (code == rule_code and rule_subcode in (None, subcode)) or (

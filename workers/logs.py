@@ -128,4 +128,4 @@ def _json_from_the_start(secrets_of: object) -> None:
         except (OSError, AttributeError, ValueError):
             pass  # a notice must never break a shutdown
 
-    celery.apps.worker.safe_say = json_say
+    celery.apps.worker.safe_say = json_say  # type: ignore[attr-defined]  # celery-types does not declare it

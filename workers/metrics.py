@@ -8,9 +8,11 @@ exporter per deployment): queue depth, delayed and held jobs, DLQ size, account 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 from prometheus_client import Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import REGISTRY, Collector
 
 ATTEMPTS = Counter("igsend_attempts", "POSTs to the Graph API by outcome and Graph error code",
@@ -39,7 +41,7 @@ def serve_worker_metrics() -> int | None:
 class RedisStateCollector(Collector):
     """Reads queue and DLQ sizes from Redis at scrape time, so every replica reports the same truth."""
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         from igsend.core.account_state import all_states
         from igsend.core.celery_app import queue_keys
         from igsend.core.store import DELAYED_KEY, DLQ_INDEX_KEY, STATS_KEY, get_redis

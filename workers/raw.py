@@ -30,6 +30,15 @@ log = logging.getLogger("igsend.raw")
 
 
 class Request(CeleryRequest):
+    # Celery's private fields rewritten below (celery-types declares only the public ones): annotations only
+    _args: Any
+    _kwargs: dict[str, Any] | None
+    _body: Any
+    _decoded: bool
+    _request_dict: dict[str, Any]
+    _content_type: str | None
+    _content_encoding: str | None
+
     def __init__(self, message: Any, **options: Any):
         super().__init__(message, **options)
         if self._kwargs is None:  # celery-node (protocol 2) sends null when the caller gave no kwargs

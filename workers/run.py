@@ -102,7 +102,7 @@ def _die_with_parent() -> None:
 
 
 def _supervise(processes: int, concurrency: int, loglevel: str, extra: list[str], name: str) -> int:
-    def spawn(index: int) -> subprocess.Popen:
+    def spawn(index: int) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "workers", "--concurrency", str(concurrency), "--loglevel", loglevel,
                 "--name", f"{name}-{index}", "--", *extra]
         env = dict(os.environ)
@@ -113,7 +113,7 @@ def _supervise(processes: int, concurrency: int, loglevel: str, extra: list[str]
     return supervise(spawn, processes)
 
 
-def supervise(spawn: Callable[[int], subprocess.Popen], processes: int, *, backoff: float = 1.0,
+def supervise(spawn: Callable[[int], subprocess.Popen[bytes]], processes: int, *, backoff: float = 1.0,
               max_quick_failures: int = 5, quick: float = 60.0) -> int:
     """Run ``processes`` children made by ``spawn(index)``, restart one that exits, pass on SIGTERM/SIGINT.
 
@@ -123,7 +123,7 @@ def supervise(spawn: Callable[[int], subprocess.Popen], processes: int, *, backo
     stops the others and gives up with a non-zero status instead of looping forever.
     """
     started: dict[int, float] = {}
-    children: dict[int, subprocess.Popen | None] = {}
+    children: dict[int, subprocess.Popen[bytes] | None] = {}
     restart_at: dict[int, float] = {}
     failures: dict[int, int] = dict.fromkeys(range(processes), 0)
     for index in range(processes):

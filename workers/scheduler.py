@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 import uuid
+from typing import cast
 
 import redis
 
@@ -90,7 +91,7 @@ class Scheduler:
         """Publish what is due (and what a dead leader left half-moved). Returns how many were published."""
         leading = bool(self.lead(keys=[LEADER_KEY], args=[self.me, self.lease_ms]))
         if leading and not self._leading:
-            self._republish(self.client.lrange(MOVING_KEY, 0, -1))  # left by a previous leader
+            self._republish(cast(list[str], self.client.lrange(MOVING_KEY, 0, -1)))  # left by a previous leader
         self._leading = leading
         if not leading:
             return 0

@@ -21,6 +21,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis
 
@@ -73,7 +74,7 @@ class Sweeper:
         pipe = self.client.pipeline(transaction=False)
         for job_id in ids:
             pipe.zscore(PENDING_KEY, job_id or "")
-        scores = pipe.execute()
+        scores: list[float | None] = pipe.execute()
         # A raw publish (or a message republished out of order) has no score here: assume it just arrived and
         # fall back on the age rule alone.
         return min([now, *(score for score in scores if score is not None)])
@@ -124,7 +125,7 @@ class Sweeper:
             pipe.zrem(INFLIGHT_KEY, job_id)
         pipe.execute()
 
-    def _republish(self, lost: list[tuple[str, dict]], now: float) -> None:
+    def _republish(self, lost: list[tuple[str, dict[str, Any]]], now: float) -> None:
         # Index first: if this publish fails too, the next pass finds them again.
         pipe = self.client.pipeline(transaction=False)
         entry = {"outcome": "republished", "reason": REPUBLISHED, "at": now}
@@ -146,6 +147,6 @@ class Sweeper:
 
 def _task_id(raw: str) -> str | None:
     try:
-        return json.loads(raw)["headers"]["id"]
+        return cast(str | None, json.loads(raw)["headers"]["id"])
     except (ValueError, KeyError, TypeError):
         return None

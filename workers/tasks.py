@@ -10,9 +10,10 @@ import json
 import logging
 import threading
 import time
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import requests
+from celery import Task
 from celery.exceptions import Ignore
 
 from igsend.core import account_state
@@ -87,8 +88,8 @@ def use_graph_client(client: GraphClient) -> GraphClient:
 
 
 @app.task(name=TASK_NAME, bind=True, throws=(DeadLettered,), Request=raw.Request)
-def send_message(self, message: Any = None, *extra: Any, **unexpected: Any) -> dict[str, Any]:
-    job_id = self.request.id
+def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexpected: Any) -> dict[str, Any]:
+    job_id = cast(str, self.request.id)  # a task being run always has its id
     ctx = context()
     try:
         if extra:

@@ -132,7 +132,7 @@ _register_send("unreact", ["recipient", "message_id"], "Remove a reaction.",
 
 def _status_json(job: Job) -> dict[str, Any]:
     info = job.info()
-    ordered = {key: info[key] for key in ("id", "status", "attempts") if key in info}
+    ordered: dict[str, Any] = {key: info[key] for key in ("id", "status", "attempts") if key in info}
     for key in ("result", "error", "reason", "next_attempt_at"):
         if key in info:
             ordered[key] = info[key]

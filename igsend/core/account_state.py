@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -61,7 +61,7 @@ def state(name: str, *, client: redis.Redis | None = None) -> dict[str, Any]:
 
 def all_states(*, client: redis.Redis | None = None) -> list[dict[str, Any]]:
     client = client or get_redis()
-    return [state(name, client=client) for name in sorted(client.smembers(ACCOUNTS_INDEX_KEY))]
+    return [state(name, client=client) for name in sorted(cast(set[str], client.smembers(ACCOUNTS_INDEX_KEY)))]
 
 
 def mark_healthy(name: str, *, client: redis.Redis | None = None) -> int:
@@ -76,7 +76,7 @@ def mark_healthy(name: str, *, client: redis.Redis | None = None) -> int:
 def release_held(account: str, client: redis.Redis | None = None) -> int:
     """Put an account's held jobs back in line (after an operator marks the account healthy)."""
     client = client or get_redis()
-    ids = client.zrange(held_key(account), 0, -1)
+    ids = cast(list[str], client.zrange(held_key(account), 0, -1))
     if ids:
         now = time.time()
         pipe = client.pipeline()
@@ -96,7 +96,7 @@ def release_paused(account: str, client: redis.Redis | None = None) -> int:
     released = 0
     cursor = 0
     while True:
-        chunk = client.zrangebyscore(DELAYED_KEY, now, "+inf", start=cursor, num=1000)
+        chunk = cast(list[str], client.zrangebyscore(DELAYED_KEY, now, "+inf", start=cursor, num=1000))
         if not chunk:
             return released
         cursor += len(chunk)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -22,7 +22,7 @@ def list_entries(*, account: str | None = None, limit: int | None = None,
                  client: redis.Redis | None = None) -> list[dict[str, Any]]:
     """Entries, oldest death first."""
     client = client or get_redis()
-    ids = client.zrange(DLQ_INDEX_KEY, 0, -1)
+    ids = cast(list[str], client.zrange(DLQ_INDEX_KEY, 0, -1))
     entries = []
     for chunk_start in range(0, len(ids), 500):
         chunk = ids[chunk_start:chunk_start + 500]
@@ -65,7 +65,7 @@ def purge(*, older_than: float | None = None, account: str | None = None,
     """Delete entries (those dead more than ``older_than`` seconds ago, and of ``account`` if given)."""
     client = client or get_redis()
     cutoff = "+inf" if older_than is None else time.time() - older_than
-    ids = client.zrangebyscore(DLQ_INDEX_KEY, "-inf", cutoff)
+    ids = cast(list[str], client.zrangebyscore(DLQ_INDEX_KEY, "-inf", cutoff))
     if account is not None:
         old = set(ids)
         ids = [e["id"] for e in list_entries(account=account, client=client) if e["id"] in old]
@@ -81,3 +81,8 @@ def purge(*, older_than: float | None = None, account: str | None = None,
     pipe.execute()
     return len(ids)
 
+
+
+def size(*, client: redis.Redis | None = None) -> int:
+    """How many entries the dead-letter queue holds (``igsend dlq purge`` asks before deleting them all)."""
+    return (client or get_redis()).zcard(DLQ_INDEX_KEY)

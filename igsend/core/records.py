@@ -18,10 +18,11 @@ import time
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.commands.core import Script
+from redis.typing import EncodableT
 
 from igsend.core.errors import ReplayRefused
 from igsend.core.store import (
@@ -195,7 +196,7 @@ def reopen(client: redis.Redis, entry: dict[str, Any]) -> None:
     with client.pipeline() as pipe:
         # WATCH: a worker finishing the job between the check and the reset would abort the reset.
         pipe.watch(key, done_key(job_id))
-        current, result = pipe.hmget(key, "status", "result")
+        current, result = cast(list[str | None], pipe.hmget(key, "status", "result"))
         if pipe.exists(done_key(job_id)):
             current, result = JobStatus.DELIVERED.value, "compacted"
         if result or (current is not None and current not in REPLAYABLE):
@@ -248,11 +249,11 @@ def archive_oldest(client: redis.Redis, count: int, path: str) -> int:
 
     ZPOPMIN is atomic, so two workers never archive the same entry. Entries are deleted only after their lines
     are written; if the file cannot be written they go back in the index and the error is raised."""
-    popped = client.zpopmin(DLQ_INDEX_KEY, count)
+    popped = cast(list[tuple[str, float]], client.zpopmin(DLQ_INDEX_KEY, count))
     if not popped:
         return 0
     ids = [job_id for job_id, _ in popped]
-    entries = client.hmget(DLQ_KEY, ids)
+    entries = cast(list[str | None], client.hmget(DLQ_KEY, ids))
     try:
         with open(path, "a", encoding="utf-8") as archive:
             for raw in entries:
@@ -342,6 +343,7 @@ class Outcomes:
             record.setdefault(field, value)
         attempts = [json.loads(a) for a in previous] + ([attempt_entry] if attempt_entry else [])
         pipe = self._begin(job_id, attempt_entry)
+        fields: dict[EncodableT, EncodableT]  # redis-py's hset(mapping=...) takes no narrower dict
         fields = {"status": status.value, "inflight": "", "reason": reason, "dead_at": now, "updated_at": now}
         if error:
             fields["error"] = json.dumps(error)

@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 import redis
@@ -40,13 +41,13 @@ def find_redis_server() -> str | None:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return cast(int, sock.getsockname()[1])
 
 
 @dataclass
 class EmbeddedRedis:
     url: str
-    process: subprocess.Popen | None
+    process: subprocess.Popen[bytes] | None
     data_dir: Path
 
     def stop(self) -> None:
@@ -63,7 +64,7 @@ class EmbeddedRedis:
             self.process.wait()
 
 
-def start_redis(data_dir: str | os.PathLike, *, port: int | None = None, password: str | None = None,
+def start_redis(data_dir: str | os.PathLike[str], *, port: int | None = None, password: str | None = None,
                 wait: float = 15.0) -> EmbeddedRedis:
     """Start a redis-server with AOF on in ``data_dir``; raise RuntimeError when none can be found or run."""
     binary = find_redis_server()
@@ -93,7 +94,7 @@ def start_redis(data_dir: str | os.PathLike, *, port: int | None = None, passwor
     raise RuntimeError(f"redis-server did not answer on port {port} within {wait:.0f} s")
 
 
-def ensure_redis(url: str, data_dir: str | os.PathLike) -> EmbeddedRedis:
+def ensure_redis(url: str, data_dir: str | os.PathLike[str]) -> EmbeddedRedis:
     """Use the Redis at ``url`` if it answers; otherwise start one (on the same port when the URL is local)."""
     if redis_answers(url):
         return EmbeddedRedis(url, None, Path(data_dir))

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import requests
 
@@ -19,7 +20,7 @@ from igsend.local.embedded_redis import free_port
 @dataclass
 class Service:
     name: str
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
     url: str = ""
     log_path: Path | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False)
@@ -43,7 +44,7 @@ class Service:
         self.process.wait()
 
 
-def _open_log(log_path: Path | None):
+def _open_log(log_path: Path | None) -> int | IO[bytes]:
     if log_path is None:
         return subprocess.DEVNULL
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,7 @@ from producers import (
     send_many,
 )
 from schemas import KINDS, SCHEMAS
+from schemas.messages import MessageSchema
 
 MAX_BATCH = 1000
 #: The largest request body. A batch of 1,000 text messages at the 1,000-byte limit, every character
@@ -73,6 +74,17 @@ def _document_schema(kind: str) -> type[Schema]:
 
 
 DOCUMENT_SCHEMAS = {kind: _document_schema(kind) for kind in KINDS}
+
+
+def _server_default(converter: Any, field: fields.Field, ret: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Message fields the server fills in (``account``, ``reaction``, ...) are documented without ``default``:
+    openapi-typescript types a property with a default as always present, so a client would have to send it.
+    The description says what the server uses instead."""
+    if isinstance(field.parent, MessageSchema) and "default" in ret:
+        default = ret.pop("default")
+        if default is not None:
+            ret["description"] = f"{ret.get('description', '')} (default {json.dumps(default)})".lstrip()
+    return {}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -476,6 +488,7 @@ def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True) 
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
     api = _Api(app)
+    api.ma_plugin.converter.add_attribute_function(_server_default)
     for schema in DOCUMENT_SCHEMAS.values():
         api.spec.components.schema(schema.__name__, schema=schema)
     api.spec.components.schema("ErrorDetail", schema=ErrorDetailSchema)

@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import Any, cast
 
 import redis
-from flask import Flask, Response, jsonify, request
+from flask import Flask, jsonify, request
 from flask_smorest import Api, Blueprint, abort
 from kombu.exceptions import OperationalError as BrokerError
 from marshmallow import Schema, fields, validate
@@ -47,6 +47,7 @@ from producers import (
     send_many,
 )
 from schemas import KINDS, SCHEMAS
+from schemas.messages import MessageSchema
 
 MAX_BATCH = 1000
 #: The largest request body. A batch of 1,000 text messages at the 1,000-byte limit, every character
@@ -75,13 +76,51 @@ def _document_schema(kind: str) -> type[Schema]:
 DOCUMENT_SCHEMAS = {kind: _document_schema(kind) for kind in KINDS}
 
 
+def _server_default(converter: Any, field: fields.Field[Any], ret: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Message fields the server fills in (``account``, ``reaction``, ...) are documented without ``default``:
+    openapi-typescript types a property with a default as always present, so a client would have to send it.
+    The description says what the server uses instead."""
+    if isinstance(field.parent, MessageSchema) and "default" in ret:
+        default = ret.pop("default")
+        if default is not None:
+            ret["description"] = f"{ret.get('description', '')} (default {json.dumps(default)})".lstrip()
+    return {}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+#: Any message: one of the kinds, told apart by ``kind``. The mapping names each kind's value, so generators
+#: (openapi-typescript, openapi-python-client, openapi-generator) type ``kind`` as "text", not "TextMessage".
+MESSAGE_COMPONENT: dict[str, Any] = {
+    "description": "a message document: one of the kinds, chosen by `kind`",
+    "oneOf": [_ref(DOCUMENT_SCHEMAS[kind].__name__) for kind in KINDS],
+    "discriminator": {"propertyName": "kind", "mapping": {
+        kind: _ref(DOCUMENT_SCHEMAS[kind].__name__)["$ref"] for kind in KINDS}},
+}
+#: marshmallow's error messages: field -> its messages, or for a nested field (list items by index) the same
+#: structure one level down.
+FIELD_ERRORS_COMPONENT: dict[str, Any] = {
+    "type": "object",
+    "description": "field -> what is wrong with it (a nested field or list item: the same structure again)",
+    "additionalProperties": {"anyOf": [{"type": "array", "items": {"type": "string"}}, _ref("FieldErrors")]},
+}
+BATCH_REQUEST_COMPONENT: dict[str, Any] = {
+    "type": "object", "required": ["messages"],
+    "properties": {"messages": {"type": "array", "maxItems": MAX_BATCH, "items": _ref("Message")}},
+}
+
+
 class ErrorSchema(Schema):
     """The one shape of every error answer."""
 
     code = fields.Integer(required=True, metadata={"description": "the HTTP status code"})
     status = fields.String(required=True, metadata={"description": "the HTTP status phrase"})
     message = fields.String(required=True, metadata={"description": "what went wrong, for a person"})
-    errors = fields.Dict(metadata={"description": "on 422: location (json, query) -> field -> messages"})
+    errors = fields.Raw(metadata={
+        "type": "object", "additionalProperties": _ref("FieldErrors"),
+        "description": "on 422: where (json, query) -> field -> messages"})
 
 
 class _Api(Api):
@@ -95,14 +134,19 @@ class _Api(Api):
         return payload, code, headers
 
 
-def _fails(code: int, description: str) -> Callable[[Any], Any]:
+def _fails(code: int, description: str, headers: dict[str, Any] | None = None) -> Callable[[Any], Any]:
     """Document an error answer of a route with the shared error schema."""
-    return cast(Callable[[Any], Any], blp.alt_response(code, schema=ErrorSchema, description=description))
+    return cast(Callable[[Any], Any], blp.alt_response(code, schema=ErrorSchema, description=description,
+                                                       headers=headers))
 
 
 def _common_errors(func: Any) -> Any:
-    func = _fails(401, "no valid key: send Authorization: Bearer KEY")(func)
-    return _fails(503, "Redis or the broker did not answer: nothing was done; try again")(func)
+    func = _fails(401, "no valid key: send Authorization: Bearer KEY", headers={"WWW-Authenticate": {
+        "description": 'Bearer realm="igsend"', "schema": {"type": "string"}}})(func)
+    func = _fails(414, f"the URL is longer than {MAX_URL_CHARS} characters")(func)
+    return _fails(503, "Redis or the broker did not answer, or Redis is nearly full: nothing was done; try again",
+                  headers={"Retry-After": {"description": "seconds to wait, when Redis is nearly full",
+                                           "schema": {"type": "integer"}}})(func)
 
 
 def _body_errors(func: Any) -> Any:
@@ -111,7 +155,12 @@ def _body_errors(func: Any) -> Any:
 
 
 class JobIdSchema(Schema):
-    id = fields.String(required=True)
+    id = fields.String(required=True, metadata={"description": "the job id: poll GET /v1/messages/{id}"})
+
+
+#: The Location header of a 202: where to poll.
+LOCATION = {"Location": {"description": "/v1/messages/{id}: poll it for the outcome", "required": True,
+                         "schema": {"type": "string"}}}
 
 
 class ResultSchema(Schema):
@@ -129,6 +178,33 @@ class ErrorDetailSchema(Schema):
     error_class = fields.String(data_key="class", allow_none=True)
 
 
+class AttemptSchema(Schema):
+    """One entry of a job's attempt log: a POST to Meta, or an event such as a republish."""
+
+    outcome = fields.String(required=True, metadata={
+        "description": "delivered, transient, throttled, permanent, account_broken or unknown for a POST; "
+                       "republished when the sweeper published a lost message again"})
+    at = fields.Float(required=True, metadata={"description": "Unix time the POST started (or the event)"})
+    attempt = fields.Integer(metadata={"description": "1 for the first POST"})
+    latency_ms = fields.Float(allow_none=True)
+    http_status = fields.Integer(allow_none=True)
+    code = fields.Integer(allow_none=True, metadata={"description": "Graph error code"})
+    subcode = fields.Integer(allow_none=True, metadata={"description": "Graph error_subcode"})
+    message = fields.String(allow_none=True, metadata={"description": "Meta's message, or igsend's reason"})
+    fbtrace_id = fields.String(allow_none=True)
+    reason = fields.String(metadata={"description": "why an event happened"})
+
+
+#: What a job was asked to send: a Message document, kept as received when a raw Celery body broke a rule.
+STORED_MESSAGE = {"type": "object", "description": "the message document (see Message); a raw Celery body that "
+                                                   "broke a rule is kept as it was received"}
+
+
+#: The last error (an ErrorDetail), or null. Not allow_none=True: apispec documents that as "ErrorDetail or any
+#: object", which generators turn into an untyped class.
+LAST_ERROR = {"allOf": [_ref("ErrorDetail")], "nullable": True, "description": "the last error, if any"}
+
+
 class StatusSchema(Schema):
     id = fields.String(required=True)
     status = fields.String(required=True, validate=validate.OneOf(
@@ -137,16 +213,16 @@ class StatusSchema(Schema):
     kind = fields.String(allow_none=True)
     account = fields.String(allow_none=True)
     recipient = fields.String(allow_none=True)
-    result = fields.Nested(ResultSchema)
-    error = fields.Nested(ErrorDetailSchema)
+    result = fields.Nested(ResultSchema, metadata={"description": "Meta's answer, once delivered"})
+    error = fields.Raw(metadata=LAST_ERROR)
     reason = fields.String()
     created_at = fields.Float(allow_none=True)
     updated_at = fields.Float(allow_none=True)
     next_attempt_at = fields.Float()
     delivered_at = fields.Float()
     dead_at = fields.Float()
-    message = fields.Dict()
-    attempt_log = fields.List(fields.Dict())
+    message = fields.Raw(metadata=STORED_MESSAGE)
+    attempt_log = fields.List(fields.Nested(AttemptSchema))
 
 
 BATCH_ITEM_STATUSES = ("queued", "duplicate", "invalid", "conflict")
@@ -159,7 +235,8 @@ class BatchItemSchema(Schema):
                        "new queued); invalid: refused, see errors; conflict: its idempotency key names a "
                        "different message (job `id`)"})
     id = fields.String()
-    errors = fields.Dict()
+    errors = fields.Raw(metadata={"allOf": [_ref("FieldErrors")],
+                                  "description": "invalid or conflict: field -> messages"})
 
 
 class BatchResponseSchema(Schema):
@@ -176,11 +253,20 @@ class DeadLetterSchema(Schema):
     recipient = fields.String(allow_none=True)
     kind = fields.String(allow_none=True)
     status = fields.String(allow_none=True)
-    message = fields.Raw(allow_none=True)
+    message = fields.Raw(allow_none=True, metadata=STORED_MESSAGE)
     reason = fields.String(allow_none=True)
-    error = fields.Dict(allow_none=True)
-    attempts = fields.List(fields.Dict())
+    error = fields.Raw(metadata=LAST_ERROR)
+    attempts = fields.List(fields.Nested(AttemptSchema), metadata={"description": "every attempt, oldest first"})
     dead_at = fields.Float()
+
+
+class HealthSchema(Schema):
+    ok = fields.Boolean(required=True, metadata={"description": "Redis answers and at least one worker replied"})
+    redis = fields.Boolean(required=True)
+    workers = fields.Integer(required=True, metadata={"description": "workers that answered a ping"})
+    warnings = fields.List(fields.String(), metadata={
+        "description": "Redis settings that put messages at risk, one sentence each"})
+    error = fields.String(metadata={"description": "the type of the error a probe met"})
 
 
 class DeadLetterQuerySchema(Schema):
@@ -188,10 +274,8 @@ class DeadLetterQuerySchema(Schema):
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=10_000))
 
 
-def _message_body() -> dict[str, Any]:
-    refs = [{"$ref": f"#/components/schemas/{DOCUMENT_SCHEMAS[k].__name__}"} for k in KINDS]
-    return {"required": True, "content": {"application/json": {"schema": {
-        "oneOf": refs, "discriminator": {"propertyName": "kind"}}}}}
+def _json_request(component: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(component)}}}
 
 
 def _refused(exc: InvalidMessage) -> None:
@@ -218,11 +302,12 @@ def _checked_id(job_id: str) -> str:
 
 
 @blp.route("/messages", methods=["POST"])
-@blp.doc(requestBody=_message_body(), parameters=[{
+@blp.doc(operationId="sendMessage", requestBody=_json_request("Message"), parameters=[{
     "in": "header", "name": "Idempotency-Key", "required": False, "schema": {"type": "string", "maxLength": 200},
     "description": "the same key for the same account returns the original job within the window; the same key "
                    "with a different message answers 409"}])
-@blp.response(202, JobIdSchema, description="queued; poll the Location")
+@blp.response(202, JobIdSchema, description="queued (or, for a repeated Idempotency-Key, already queued); poll "
+                                             "the Location", headers=LOCATION)
 @_fails(409, "the Idempotency-Key already names a different message; nothing was queued")
 @_fails(422, "the message broke a rule; errors name each field")
 @_body_errors
@@ -246,9 +331,7 @@ def post_message() -> tuple[dict[str, str], int, dict[str, str]]:
 
 
 @blp.route("/messages:batch", methods=["POST"])
-@blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "required": ["messages"], "properties": {"messages": {
-        "type": "array", "maxItems": MAX_BATCH, "items": _message_body()["content"]["application/json"]["schema"]}}}}}})
+@blp.doc(operationId="sendBatch", requestBody=_json_request("BatchRequest"))
 @blp.response(200, BatchResponseSchema, description="per-item results; valid items are queued")
 @_fails(422, "the body is not a list of at most 1000 messages")
 @_body_errors
@@ -283,6 +366,7 @@ def post_batch() -> dict[str, Any]:
 
 
 @blp.route("/messages/<job_id>", methods=["GET"])
+@blp.doc(operationId="getMessage")
 @blp.response(200, StatusSchema)
 @_fails(404, "no such job (or it expired)")
 @_common_errors
@@ -295,6 +379,7 @@ def get_message(job_id: str) -> dict[str, Any]:
 
 
 @blp.route("/dead-letters", methods=["GET"])
+@blp.doc(operationId="listDeadLetters")
 @blp.arguments(DeadLetterQuerySchema, location="query")
 @blp.response(200, DeadLetterSchema(many=True))
 @_common_errors
@@ -306,7 +391,8 @@ def list_dead_letters(query: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @blp.route("/dead-letters/<job_id>/replay", methods=["POST"])
-@blp.response(202, JobIdSchema)
+@blp.doc(operationId="replayDeadLetter")
+@blp.response(202, JobIdSchema, description="queued again under its job id; poll the Location", headers=LOCATION)
 @_fails(404, "no such dead letter")
 @_fails(409, "the job is not dead now (e.g. it was delivered): a replay could send it twice")
 @_common_errors
@@ -339,7 +425,15 @@ def _redis_answers() -> bool:
         return False
 
 
-def _healthz() -> tuple[Response, int]:
+health_blp = Blueprint("health", __name__, description="Is the service able to send")
+
+
+@health_blp.route("/healthz", methods=["GET"])
+@health_blp.doc(operationId="health", security=[])
+@health_blp.response(200, HealthSchema, description="Redis answers and a worker replied to a ping")
+@health_blp.alt_response(503, schema=HealthSchema, description="Redis does not answer, or no worker replied")
+def healthz() -> Any:
+    """Whether Redis answers and how many workers reply; no key needed."""
     from igsend.core.celery_app import get_app
 
     health: dict[str, Any] = {"redis": False, "workers": 0}
@@ -390,14 +484,21 @@ def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True) 
         API_TITLE="igsend", API_VERSION="1", OPENAPI_VERSION="3.0.3", OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         API_SPEC_OPTIONS={"components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-                          "security": [{"bearer": []}] if keys else []},
+                          "security": [{"bearer": []}] if keys else [],
+                          # relative: the API's own origin, wherever it is served (generators take a base URL)
+                          "servers": [{"url": "/", "description": "the server that serves this document"}]},
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
     api = _Api(app)
+    api.ma_plugin.converter.add_attribute_function(_server_default)
     for schema in DOCUMENT_SCHEMAS.values():
         api.spec.components.schema(schema.__name__, schema=schema)
+    api.spec.components.schema("ErrorDetail", schema=ErrorDetailSchema)
+    api.spec.components.schema("Message", component=MESSAGE_COMPONENT)
+    api.spec.components.schema("FieldErrors", component=FIELD_ERRORS_COMPONENT)
+    api.spec.components.schema("BatchRequest", component=BATCH_REQUEST_COMPONENT)
     api.register_blueprint(blp)
-    app.add_url_rule("/healthz", "healthz", _healthz)
+    api.register_blueprint(health_blp)
 
     @app.before_request
     def _guard() -> None:

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
 
 from producers.api import create_app
+from schemas import KINDS
 from tests.conftest import queue_depth
 
 KEY = "test-api-key"
@@ -25,8 +26,10 @@ def client(redis_url):
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_honours_its_openapi_document(case, redis_url) -> None:
-    case.call_and_validate(headers=AUTH, checks=[not_a_server_error, status_code_conformance,
-                                                 response_schema_conformance])
+    checks = [status_code_conformance, response_schema_conformance]
+    if case.operation.path != "/healthz":  # its documented 503 means "no worker replied": none runs here
+        checks.append(not_a_server_error)
+    case.call_and_validate(headers=AUTH, checks=checks)
 
 
 def test_openapi_comes_from_the_message_schemas(client) -> None:
@@ -35,7 +38,10 @@ def test_openapi_comes_from_the_message_schemas(client) -> None:
     assert text["required"] == ["kind", "recipient", "text"]
     assert text["properties"]["kind"]["enum"] == ["text"]
     body = spec["paths"]["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert len(body["oneOf"]) == 10
+    assert body == {"$ref": "#/components/schemas/Message"}
+    message = spec["components"]["schemas"]["Message"]
+    assert len(message["oneOf"]) == len(KINDS) == 10
+    assert message["discriminator"]["mapping"]["text"] == "#/components/schemas/TextMessage"
 
 
 def test_keys_are_required(client) -> None:

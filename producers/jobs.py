@@ -6,9 +6,13 @@ import time
 from typing import Any, cast
 
 from igsend.core import records
+from igsend.core.celery_app import in_broker
 from igsend.core.errors import IgsendError
 from igsend.core.records import JobStatus as JobStatus
 from igsend.core.store import get_redis
+
+#: Seconds an id must read ``not_found`` before :meth:`Job.wait` believes it.
+NOT_FOUND_GRACE = 0.5
 
 
 class JobError(IgsendError):
@@ -61,19 +65,37 @@ class Job:
     def info(self) -> dict[str, Any]:
         """The status record: id, status, kind, account, recipient, attempts, timestamps, result or error,
         and ``attempt_log`` (one entry per POST: time, HTTP status, Graph code/subcode, message, fbtrace_id)."""
-        return records.read(get_redis(), self.id) or {"id": self.id, "status": JobStatus.NOT_FOUND.value}
+        client = get_redis()
+        record = records.read(client, self.id)
+        if record:
+            return record
+        return {"id": self.id, "status": _without_record(client, self.id).value, "attempts": 0}
 
     def status(self) -> JobStatus:
-        return records.status_of(get_redis(), self.id)
+        client = get_redis()
+        status = records.status_of(client, self.id)
+        return _without_record(client, self.id) if status is JobStatus.NOT_FOUND else status
 
     def wait(self, timeout: float | None = 30.0, *, poll: float = 0.05) -> JobStatus:
-        """Poll until the job is final (or has no record); return its status. Raises :class:`TimeoutError`."""
+        """Poll until the job is final (or has no record); return its status. Raises :class:`TimeoutError`.
+
+        ``not_found`` counts only once it has lasted ``NOT_FOUND_GRACE`` seconds (or the timeout, if shorter): a
+        worker takes a raw job's message off the queue and files it as unacknowledged in two steps, and in between
+        it is nowhere to be seen."""
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = poll
+        missing_since: float | None = None
         while True:
             status = self.status()
-            if status.final or status is JobStatus.NOT_FOUND:
+            if status.final:
                 return status
+            if status is JobStatus.NOT_FOUND:
+                now = time.monotonic()
+                missing_since = now if missing_since is None else missing_since
+                if now - missing_since >= NOT_FOUND_GRACE or (deadline is not None and now >= deadline):
+                    return status
+            else:
+                missing_since = None
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {self.id} still {status.value} after {timeout} s")
             time.sleep(interval)
@@ -95,9 +117,16 @@ class Job:
         raise failure(self.id, info)
 
 
+def _without_record(client: Any, job_id: str) -> JobStatus:
+    """A job another Celery client published has no record until a worker takes it: ``queued`` while its
+    message is in the broker, else ``not_found``. Only asked when there is no record."""
+    return JobStatus.QUEUED if in_broker(client, job_id) else JobStatus.NOT_FOUND
+
+
 def get_job(job_id: str) -> Job:
     """The handle of an existing job, e.g. in another process. Raises :class:`JobNotFound` if unknown."""
     job = Job(job_id)
-    if not records.exists(get_redis(), job_id):
+    client = get_redis()
+    if not records.exists(client, job_id) and not in_broker(client, job_id):
         raise JobNotFound(f"no job {job_id} (wrong id, or expired)")
     return job

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / "ops" / "compose.env.example"
 DOCKERFILE = ROOT / "ops" / "Dockerfile"
@@ -244,8 +245,9 @@ def test_profiles(services: dict[str, dict[str, Any]]) -> None:
 
 
 def test_flower_and_api_require_credentials_and_publish_ports(services: dict[str, dict[str, Any]]) -> None:
+    # the API's liveness must not depend on a worker being up: /healthz is 503 without one
     for name, variable, port, path in (("flower", "IGSEND_FLOWER_AUTH", 5555, "/healthcheck"),
-                                       ("api", "IGSEND_API_KEYS", 8000, "/healthz")):
+                                       ("api", "IGSEND_API_KEYS", 8000, "/openapi.json")):
         service = services[name]
         refs = interpolations(environment(service)[variable])
         assert refs and refs[0][:2] == (variable, ":?"), f"{name}: {variable} must be required (${{{variable}:?...}})"
@@ -280,6 +282,71 @@ def test_tokens_reach_only_workers_and_the_sandbox(services: dict[str, dict[str,
     assert any(m["target"] == "/etc/igsend/accounts.toml" and m.get("read_only") for m in mounts)
     assert interpolations(worker["IGSEND_ACCOUNTS_FILE"]) == [
         ("IGSEND_ACCOUNTS_FILE", ":+", "/etc/igsend/accounts.toml")]
+
+
+#: README settings that compose does not take from .env, and why.
+NOT_FROM_ENV = {
+    "IGSEND_DATA_DIR": "only `igsend demo` / `igsend up` use it (the embedded Redis and their logs)",
+    "IGSEND_METRICS_PORT": "fixed at 9809: ops/prometheus.yml scrapes every worker replica on that port",
+    "IGSEND_REDIS_URL": "built from IGSEND_REDIS_PASSWORD: the stack's Redis is the compose service",
+}
+#: README settings only one service reads.
+ONLY_IN = {"IGSEND_FLOWER_AUTH": "flower", "IGSEND_API_KEYS": "api"}
+#: Settings producers read too (records, idempotency, the broker's visibility timeout): the API gets them.
+PRODUCER_SETTINGS = {"IGSEND_SEND_DEADLINE", "IGSEND_IDEMPOTENCY_WINDOW", "IGSEND_RESULT_TTL", "IGSEND_DELIVERED_TTL",
+                     "IGSEND_DLQ_MAX", "IGSEND_DLQ_ARCHIVE", "IGSEND_LOG_FORMAT", "IGSEND_REDIS_URL"}
+
+
+def readme_settings() -> list[str]:
+    """Every IGSEND_* name in the first column of the README's settings table."""
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("\n## Settings\n"):]
+    table = table[:table.index("\n## ", 1)]
+    names = [name for line in table.splitlines() if line.startswith("| `IGSEND_")
+             for name in re.findall(r"`(IGSEND_[A-Z0-9_]+)`", line.split("|")[1])]
+    assert len(names) >= 30, names
+    return names
+
+
+def test_every_readme_setting_reaches_the_containers_from_env(services: dict[str, dict[str, Any]]) -> None:
+    worker, api = environment(services["worker"]), environment(services["api"])
+    documented = env_example()
+    for name in readme_settings():
+        if name in NOT_FROM_ENV:
+            continue
+        assert name in documented, f"{name}: list it in ops/compose.env.example"
+        service = ONLY_IN.get(name, "worker")
+        env = environment(services[service])
+        assert name in env, f"{name} does not reach the {service} container"
+        assert [ref[0] for ref in interpolations(env[name])] == [name], f"{service}: {name} is not read from .env"
+        if name in PRODUCER_SETTINGS:
+            assert name in api and api[name] == worker[name], f"{name}: the API must read what the workers read"
+    for name in ("IGSEND_METRICS_PORT", "IGSEND_REDIS_URL"):
+        assert name in worker
+
+
+def test_env_example_gives_igsend_defaults() -> None:
+    """The delivery settings in ops/compose.env.example are igsend's own defaults, not drifting copies."""
+    from igsend.core.settings import Settings
+
+    documented = env_example()
+    fields = {"IGSEND_SEND_DEADLINE": "send_deadline", "IGSEND_MAX_ATTEMPTS": "max_attempts",
+              "IGSEND_MAX_AGE": "max_age", "IGSEND_RETRY_BASE": "retry_base", "IGSEND_RETRY_CAP": "retry_cap",
+              "IGSEND_UNKNOWN_OUTCOME": "unknown_outcome", "IGSEND_IDEMPOTENCY_WINDOW": "idempotency_window",
+              "IGSEND_RESULT_TTL": "result_ttl", "IGSEND_DELIVERED_TTL": "delivered_ttl", "IGSEND_DLQ_MAX": "dlq_max",
+              "IGSEND_LOST_AFTER": "lost_after", "IGSEND_LOG_FORMAT": "log_format"}
+    for name, field in fields.items():
+        default = getattr(Settings, field)
+        value = documented[name]
+        assert (type(default)(value) if not isinstance(default, str) else value) == default, (name, value, default)
+    assert documented["IGSEND_TASK_EVENTS"] == "1" and Settings.task_events is True
+    assert documented["IGSEND_DLQ_ARCHIVE"] == "" and Settings.dlq_archive is None
+
+
+def test_readme_run_without_meta_gives_the_sandbox_url_and_token() -> None:
+    row = next(line for line in README.read_text(encoding="utf-8").splitlines()
+               if line.startswith("| run without Meta |"))
+    assert "IGSEND_GRAPH_URL=http://sandbox:8899" in row and "IGSEND_ACCESS_TOKEN=sandbox-token" in row
 
 
 def test_monitoring_services(services: dict[str, dict[str, Any]]) -> None:
@@ -481,6 +548,14 @@ def test_docker_compose_config_accepts_the_file(compose_cli: list[str], clean_en
     assert worker["environment"]["IGSEND_REDIS_URL"] == "redis://:change-me-redis-password@redis:6379/0"
     assert worker["environment"]["IGSEND_ACCOUNTS_FILE"] in ("", None)
     assert model["services"]["sandbox"]["environment"]["IGSEND_ACCESS_TOKEN"] == "sandbox-token"
+    # every setting the example gives reaches the worker with that value (and producer settings the API)
+    example = env_example()
+    for name in readme_settings():
+        if name in NOT_FROM_ENV or name in ONLY_IN:
+            continue
+        assert (worker["environment"].get(name) or "") == example[name], name
+        if name in PRODUCER_SETTINGS:
+            assert (model["services"]["api"]["environment"].get(name) or "") == example[name], name
     for name in ("flower", "api"):
         assert [p.get("host_ip") for p in model["services"][name]["ports"]] == ["127.0.0.1"], name
 

@@ -41,7 +41,15 @@ MAX_DLQ_DOCUMENT = 10_000  # characters of a malformed document kept in its DLQ 
 
 class DeadLettered(IgsendError):
     """Raised so Celery (and Flower) show the task as failed; the text carries the reason, never a token.
-    Declared in the task's ``throws``: Celery logs it as one line, without a traceback."""
+    Declared in the task's ``throws``: Celery logs it as one line, without a traceback.
+
+    What a raw Celery client's ``AsyncResult`` gets (README "Raw Celery clients"): ``args[0]`` the text
+    (``"dead: permanent: ... (Graph error 100/2018001)"``), ``args[1]`` ``{"status", "reason", "code",
+    "subcode", "message", "fbtrace_id", "http_status", "class"}`` (Graph fields ``None`` when Meta never
+    answered with an error)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class _Context:
@@ -226,7 +234,12 @@ def _dead(ctx: _Context, job_id: str, reason: str, error: dict[str, Any] | None,
     kind = msg["kind"] if msg else "invalid"
     FINISHED.labels(account, kind, status.value).inc()
     log.warning("dead-lettered job=%s status=%s reason=%s", job_id, status.value, reason)
-    raise DeadLettered(f"{status.value}: {reason}")
+    error = error or {}
+    graph = (f" (Graph error {error['code']}" + (f"/{error['subcode']}" if error.get("subcode") is not None else "")
+             + ")") if error.get("code") is not None else ""
+    raise DeadLettered(f"{status.value}: {reason}{graph}", {
+        "status": status.value, "reason": reason,
+        **{key: error.get(key) for key in ("code", "subcode", "message", "fbtrace_id", "http_status", "class")}})
 
 
 def _note_usage(ctx: _Context, account: str, headers: dict[str, str]) -> None:

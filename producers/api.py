@@ -114,6 +114,11 @@ class JobIdSchema(Schema):
     id = fields.String(required=True)
 
 
+class QueuedSchema(JobIdSchema):
+    warnings = fields.List(fields.String(), metadata={
+        "description": "e.g. that no worker is running: the message is queued and waits for one"})
+
+
 class ResultSchema(Schema):
     recipient_id = fields.String(required=True)
     message_id = fields.String()
@@ -222,7 +227,7 @@ def _checked_id(job_id: str) -> str:
     "in": "header", "name": "Idempotency-Key", "required": False, "schema": {"type": "string", "maxLength": 200},
     "description": "the same key for the same account returns the original job within the window; the same key "
                    "with a different message answers 409"}])
-@blp.response(202, JobIdSchema, description="queued; poll the Location")
+@blp.response(202, QueuedSchema, description="queued; poll the Location")
 @_fails(409, "the Idempotency-Key already names a different message; nothing was queued")
 @_fails(422, "the message broke a rule; errors name each field")
 @_body_errors
@@ -234,7 +239,7 @@ def post_message():
         document = {**document, "idempotency_key": request.headers["Idempotency-Key"]}
     try:
         job = send(document)
-    except InvalidMessage as exc:
+    except InvalidMessage as exc:  # UnknownAccount too: 422 naming the field `account`
         _refused(exc)
     except IdempotencyConflict as exc:
         abort(409, message=str(exc))
@@ -242,7 +247,10 @@ def post_message():
         abort(503, message=str(exc), headers={"Retry-After": str(exc.retry_after)})
     except EnqueueError as exc:
         abort(503, message=str(exc))
-    return {"id": job.id}, 202, {"Location": f"/v1/messages/{job.id}"}
+    from igsend.core import presence
+
+    warnings = presence.current().warnings()  # cached: the check before queuing just read it
+    return {"id": job.id, "warnings": warnings}, 202, {"Location": f"/v1/messages/{job.id}"}
 
 
 @blp.route("/messages:batch", methods=["POST"])
@@ -339,23 +347,22 @@ def _redis_answers() -> bool:
 
 
 def _healthz():
-    from igsend.core.celery_app import get_app
+    from igsend.core import presence
 
     health: dict[str, Any] = {"redis": False, "workers": 0}
-    # Each probe on its own: a failing one is reported, never raised, and the worker ping (which goes through
-    # the broker) is not tried when Redis is down, where it would only wait out its connection retries.
+    # Each probe on its own: a failing one is reported, never raised; the workers are read from their
+    # heartbeats (igsend.core.presence), not pinged, and not read when Redis is down.
     try:
         client = _quick_redis(get_settings().redis_url)
         health["redis"] = bool(client.ping())
         health["warnings"] = redis_warnings(client)  # e.g. eviction on, or no persistence: reported, not fatal
+        health["workers"] = presence.read(client).alive
     except Exception as exc:  # noqa: BLE001 - a probe reports, it does not crash
         health["error"] = type(exc).__name__
-    if health["redis"]:
-        try:
-            health["workers"] = len(get_app().control.ping(timeout=1.0) or [])
-        except Exception as exc:  # noqa: BLE001 - as above
-            health["error"] = type(exc).__name__
-    ok = health["redis"] and health["workers"] > 0
+    if health["redis"] and not health["workers"]:
+        # Reported, not fatal: the API still queues, and the messages wait for a worker.
+        health["workers_warning"] = presence.NO_WORKER
+    ok = health["redis"]
     return jsonify({"ok": ok, **health}), 200 if ok else 503
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from schemas.messages import InvalidMessage
+
 
 class IgsendError(Exception):
     """Base class of igsend's own errors. Messages never contain an access token."""
@@ -18,3 +20,16 @@ class IdempotencyConflict(IgsendError):
 
 class ReplayRefused(IgsendError):
     """``dlq replay`` of a job that is not dead-lettered now (e.g. it was delivered, or is already queued)."""
+
+
+class UnknownAccount(IgsendError, InvalidMessage):
+    """No igsend worker serves the message's account: refused before it is queued (CLI exit 2, HTTP 422 naming
+    the field ``account``). An :class:`InvalidMessage` too, so every path that reports a field error reports
+    this one the same way."""
+
+    def __init__(self, account: str, known: list[str]):
+        self.account = account
+        self.known = known
+        names = ", ".join(known) or "none"
+        super().__init__({"account": [f"no igsend worker serves the account {account!r} (accounts: {names}); "
+                                      "add it to the workers' IGSEND_ACCOUNTS_FILE and restart them"]})

@@ -153,6 +153,9 @@ def describe_redis_error(exc: BaseException, url: str | None = None) -> str:
     target = safe_url(url or get_settings().redis_url)
     if isinstance(exc, redis.AuthenticationError):
         why = f"authentication failed ({exc}); check the password in IGSEND_REDIS_URL"
+    elif isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        why = (f"{str(exc).rstrip('.') or type(exc).__name__}; is it running? `igsend up` runs one with the whole "
+               "local stack, or set IGSEND_REDIS_URL")
     else:
         why = str(exc) or type(exc).__name__
     return f"cannot reach Redis at {target}: {why}"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -17,6 +18,9 @@ from igsend.core.errors import ReplayRefused
 from igsend.core.store import brief_connections, describe_redis_error, get_redis, redis_warnings
 from producers import EnqueueError, InvalidMessage, JobError, JobNotFound, get_job, send
 from producers.jobs import Job
+
+# The CLI says "nobody is listening" in its own words, once: not the producers' log line as well.
+logging.getLogger("igsend.producers").addHandler(logging.NullHandler())
 
 #: Commands a person waits on: their Redis calls fail within seconds instead of riding out an outage.
 #: The long-running ones (worker, up, demo, metrics, ...) keep the patient policy.
@@ -239,6 +243,7 @@ def send_bulk(file: Any, no_wait: bool, timeout: float, as_json: bool, no_idempo
     """
     from producers.bulk import run_bulk
 
+    get_redis().ping()  # Redis unreachable before anything is read: one line (as `send`), not a summary
     sys.exit(run_bulk(file, wait=not no_wait, timeout=timeout, as_json=as_json,
                       idempotency=not no_idempotency))
 

@@ -35,9 +35,9 @@ def run_demo(*, keep_redis: bool = False, timeout: float = 60.0, redis_url: str 
     from igsend.local.embedded_redis import choose_redis
     from igsend.local.processes import start_sandbox, start_worker
 
-    console = Console()
+    console = Console(soft_wrap=True)  # lines are not wrapped (a long path stays on its line)
     if not console.is_terminal:  # a log or a pipe: do not squeeze the table into 80 columns
-        console = Console(width=200)
+        console = Console(width=200, soft_wrap=True)
     settings = get_settings()
     data_dir = Path(settings.data_dir).resolve()
     redis, which = choose_redis(redis_url, data_dir / "demo-redis", "igsend demo")

@@ -66,7 +66,7 @@ def run_up(*, api_port: int = 8000, flower_port: int = 5555, metrics_port: int =
     from igsend.local.processes import start_command, start_sandbox, start_worker
     from workers.accounts import AccountError, load_accounts
 
-    console = Console()
+    console = Console(soft_wrap=True)  # one line per fact, also in a log or a pipe
     settings = get_settings()
     try:
         # Before anything starts: a bad accounts file would make the worker exit, and `up` shut down.

@@ -109,7 +109,8 @@ def _deliver(document: dict[str, Any], account: str, idempotency_key: str | None
         job.result(timeout=timeout)
     except TimeoutError as exc:
         _print_json(job.info())
-        _fail(f"{exc}: {presence.NO_WORKER}" if nobody or _nobody_listening(fresh=True) else str(exc), code=1)
+        idle = nobody or _nobody_listening(fresh=True)
+        _fail(f"{exc}: no igsend worker is running (`igsend worker` or `igsend up`)" if idle else str(exc), code=1)
     except JobError:
         _print_json(_status_json(job))
         sys.exit(1)

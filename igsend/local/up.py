@@ -125,8 +125,10 @@ def run_up(*, api_port: int = 8000, flower_port: int = 5555, metrics_port: int =
                       "override them)", highlight=False)
         for warning in _redis_warnings(redis.url):
             console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-        console.print("igsend is up; Ctrl-C stops everything. In another terminal, in this directory:\n"
-                      "  igsend send text 6543210987654321 \"Hi\" --wait", highlight=False)
+        console.print("igsend is up; Ctrl-C stops everything", highlight=False)
+        if not accounts:
+            console.print('in another terminal, in this directory: igsend send text 6543210987654321 "Hi" --wait',
+                          highlight=False)
         while not stop.wait(1.0):
             dead = [s.name for s in services if not s.alive()]
             if dead:

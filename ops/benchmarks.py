@@ -423,6 +423,9 @@ def bench_enqueue(count: int) -> tuple[float, float]:
     from producers import send_many, send_text
 
     documents = [{"kind": "text", "recipient": f"r{i}", "text": f"enqueue {i}"} for i in range(count)]
+    # A Redis no worker registered in (the throughput run's workers served acct*, not "default"): producers
+    # would refuse "default" as an account no worker knows (igsend.core.presence).
+    get_redis().flushdb()
     started = time.perf_counter()
     for start in range(0, count, 1000):
         send_many(documents[start:start + 1000])

@@ -163,6 +163,11 @@ LOCATION = {"Location": {"description": "/v1/messages/{id}: poll it for the outc
                          "schema": {"type": "string"}}}
 
 
+class QueuedSchema(JobIdSchema):
+    warnings = fields.List(fields.String(), metadata={
+        "description": "e.g. that no worker is running: the message is queued and waits for one"})
+
+
 class ResultSchema(Schema):
     recipient_id = fields.String(required=True)
     message_id = fields.String()
@@ -261,9 +266,10 @@ class DeadLetterSchema(Schema):
 
 
 class HealthSchema(Schema):
-    ok = fields.Boolean(required=True, metadata={"description": "Redis answers and at least one worker replied"})
+    ok = fields.Boolean(required=True, metadata={"description": "Redis answers (messages can be queued)"})
     redis = fields.Boolean(required=True)
-    workers = fields.Integer(required=True, metadata={"description": "workers that answered a ping"})
+    workers = fields.Integer(required=True, metadata={"description": "workers whose heartbeat is alive"})
+    workers_warning = fields.String(metadata={"description": "when no worker is alive: what to run"})
     warnings = fields.List(fields.String(), metadata={
         "description": "Redis settings that put messages at risk, one sentence each"})
     error = fields.String(metadata={"description": "the type of the error a probe met"})
@@ -306,20 +312,20 @@ def _checked_id(job_id: str) -> str:
     "in": "header", "name": "Idempotency-Key", "required": False, "schema": {"type": "string", "maxLength": 200},
     "description": "the same key for the same account returns the original job within the window; the same key "
                    "with a different message answers 409"}])
-@blp.response(202, JobIdSchema, description="queued (or, for a repeated Idempotency-Key, already queued); poll "
-                                             "the Location", headers=LOCATION)
+@blp.response(202, QueuedSchema, description="queued (or, for a repeated Idempotency-Key, already queued); poll "
+                                             "the Location; warnings say when no worker is running", headers=LOCATION)
 @_fails(409, "the Idempotency-Key already names a different message; nothing was queued")
 @_fails(422, "the message broke a rule; errors name each field")
 @_body_errors
 @_common_errors
-def post_message() -> tuple[dict[str, str], int, dict[str, str]]:
+def post_message() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Queue one message."""
     document = _json_body()
     if isinstance(document, dict) and request.headers.get("Idempotency-Key"):
         document = {**document, "idempotency_key": request.headers["Idempotency-Key"]}
     try:
         job = send(document)
-    except InvalidMessage as exc:
+    except InvalidMessage as exc:  # UnknownAccount too: 422 naming the field `account`
         _refused(exc)
     except IdempotencyConflict as exc:
         abort(409, message=str(exc))
@@ -327,7 +333,10 @@ def post_message() -> tuple[dict[str, str], int, dict[str, str]]:
         abort(503, message=str(exc), headers={"Retry-After": str(exc.retry_after)})
     except EnqueueError as exc:
         abort(503, message=str(exc))
-    return {"id": job.id}, 202, {"Location": f"/v1/messages/{job.id}"}
+    from igsend.core import presence
+
+    warnings = presence.current().warnings()  # cached: the check before queuing just read it
+    return {"id": job.id, "warnings": warnings}, 202, {"Location": f"/v1/messages/{job.id}"}
 
 
 @blp.route("/messages:batch", methods=["POST"])
@@ -430,27 +439,26 @@ health_blp = Blueprint("health", __name__, description="Is the service able to s
 
 @health_blp.route("/healthz", methods=["GET"])
 @health_blp.doc(operationId="health", security=[])
-@health_blp.response(200, HealthSchema, description="Redis answers and a worker replied to a ping")
-@health_blp.alt_response(503, schema=HealthSchema, description="Redis does not answer, or no worker replied")
+@health_blp.response(200, HealthSchema, description="Redis answers (workers are reported, not required)")
+@health_blp.alt_response(503, schema=HealthSchema, description="Redis does not answer")
 def healthz() -> Any:
-    """Whether Redis answers and how many workers reply; no key needed."""
-    from igsend.core.celery_app import get_app
+    """Whether Redis answers, how many workers announced themselves, and what puts messages at risk; no key."""
+    from igsend.core import presence
 
     health: dict[str, Any] = {"redis": False, "workers": 0}
-    # Each probe on its own: a failing one is reported, never raised, and the worker ping (which goes through
-    # the broker) is not tried when Redis is down, where it would only wait out its connection retries.
+    # Each probe on its own: a failing one is reported, never raised; the workers are read from their
+    # heartbeats (igsend.core.presence), not pinged, and not read when Redis is down.
     try:
         client = _quick_redis(get_settings().redis_url)
         health["redis"] = bool(client.ping())
         health["warnings"] = redis_warnings(client)  # e.g. eviction on, or no persistence: reported, not fatal
+        health["workers"] = presence.read(client).alive
     except Exception as exc:  # noqa: BLE001 - a probe reports, it does not crash
         health["error"] = type(exc).__name__
-    if health["redis"]:
-        try:
-            health["workers"] = len(get_app().control.ping(timeout=1.0) or [])
-        except Exception as exc:  # noqa: BLE001 - as above
-            health["error"] = type(exc).__name__
-    ok = health["redis"] and health["workers"] > 0
+    if health["redis"] and not health["workers"]:
+        # Reported, not fatal: the API still queues, and the messages wait for a worker.
+        health["workers_warning"] = presence.NO_WORKER
+    ok = health["redis"]
     return jsonify({"ok": ok, **health}), 200 if ok else 503
 
 

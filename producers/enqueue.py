@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -13,9 +14,10 @@ from typing import Any
 
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from igsend.core import records
+from igsend.core import presence, records
 from igsend.core.celery_app import NEW_PRIORITY, get_app, publish
 from igsend.core.errors import IdempotencyConflict, IgsendError
+from igsend.core.presence import Presence
 from igsend.core.settings import get_settings
 from igsend.core.store import NO_IDEMPOTENCY_KEY, PENDING_KEY, get_redis, idempotency_key, job_key, memory_share
 from producers.jobs import Job
@@ -56,7 +58,9 @@ def _flatten(fields: dict[str, Any]) -> list[Any]:
 def enqueue(document: dict[str, Any]) -> Job:
     """Validate one message document and queue it. Raises InvalidMessage (nothing queued), IdempotencyConflict
     (its key already names a different message; nothing queued) or EnqueueError."""
-    placed = place_many([load_message(document)])[0]
+    message = load_message(document)
+    check_accounts([message["account"]])
+    placed = place_many([message])[0]
     if placed.conflict is not None:
         raise placed.conflict
     return placed.job
@@ -66,12 +70,39 @@ def validate_many(documents: Iterable[Any]) -> tuple[list[dict[str, Any]], dict[
     """Validate a batch; return the valid messages and, by position, the errors of the others."""
     valid: list[dict[str, Any]] = []
     errors: dict[int, InvalidMessage] = {}
+    known: Presence | None = None
     for index, document in enumerate(documents):
         try:
-            valid.append(load_message(document))
+            message = load_message(document)
+            known = known or _presence()
+            known.check(message["account"])  # UnknownAccount is an InvalidMessage of the field `account`
+            valid.append(message)
         except InvalidMessage as exc:
             errors[index] = exc
     return valid, errors
+
+
+log = logging.getLogger("igsend.producers")
+_last_warned = 0.0
+
+
+def _presence() -> Presence:
+    """The workers' registry (cached briefly: a batch reads it once); says so in the log, at most once a
+    minute, when no worker is alive to take what is queued."""
+    global _last_warned
+    known = presence.current()
+    if not known.workers and time.monotonic() - _last_warned > 60:
+        _last_warned = time.monotonic()
+        log.warning("%s", presence.NO_WORKER)
+    return known
+
+
+def check_accounts(accounts: list[str]) -> list[str]:
+    """Raise UnknownAccount for an account no worker serves; return the warnings of queuing now."""
+    known = _presence()
+    for account in accounts:
+        known.check(account)
+    return known.warnings()
 
 
 def _argsrepr(message: dict[str, Any]) -> str:

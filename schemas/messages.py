@@ -11,7 +11,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
 
-from igsend.core.errors import IgsendError
+from igsend.core.errors import InvalidMessage as InvalidMessage  # re-exported: the contract's error
 from schemas.fields import HttpUrl, Identifier, Str, Utf8Text
 
 TEXT_MAX_BYTES = 1000
@@ -31,21 +31,6 @@ SEND_CLASS = {kind: "media" if kind in ("video", "audio") else "text" for kind i
 
 # The seed documents "love"; Instagram-Login accounts also take any single emoji (since 2025-12).
 DEFAULT_REACTION = "love"
-
-
-class InvalidMessage(ValidationError, IgsendError):
-    """A message broke a rule; ``messages`` maps each field to marshmallow's list of rule messages."""
-
-    def __str__(self) -> str:
-        return "; ".join(f"{field}: {' '.join(_flatten(msgs))}" for field, msgs in self.normalized_messages().items())
-
-
-def _flatten(messages: Any) -> list[str]:
-    if isinstance(messages, dict):
-        return [f"{k}: {' '.join(_flatten(v))}" for k, v in messages.items()]
-    if isinstance(messages, list | tuple):
-        return [m for item in messages for m in _flatten(item)]
-    return [str(messages)]
 
 
 def _is_emoji(value: str) -> bool:

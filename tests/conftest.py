@@ -159,7 +159,8 @@ def clean(r: redis_lib.Redis, sandbox: str) -> Iterator[None]:
 
 def _wipe(r: redis_lib.Redis) -> None:
     keys = list(r.scan_iter("igsend:*", count=1000))
-    keys = [k for k in keys if k not in ("igsend:scheduler:leader",)]
+    # the running workers' heartbeats and accounts (igsend.core.presence) stay: they describe the session's worker
+    keys = [k for k in keys if k not in ("igsend:scheduler:leader",) and not k.startswith("igsend:workers")]
     if keys:
         r.delete(*keys)
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -51,7 +52,48 @@ def test_dead_message_exits_1_with_the_reason() -> None:
 
 def test_status_of_an_unknown_job(redis_url: str) -> None:
     missing = igsend("status", "no-such-job")
-    assert missing.returncode == 1 and json.loads(missing.stdout)["status"] == "not_found"
+    assert (missing.returncode, missing.stdout) == (1, "")  # one error line, not a JSON fragment and an error
+    assert len(missing.stderr.splitlines()) == 1 and missing.stderr.startswith("error: ")
+    assert "no-such-job" in missing.stderr
+
+
+def test_unreachable_redis_is_one_line_naming_it_and_igsend_up(tmp_path) -> None:
+    from igsend.local.embedded_redis import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text(json.dumps({"kind": "text", "recipient": "r", "text": "hi"}) + "\n")
+    for args in (["send", "text", "r", "hi"], ["send-bulk", str(batch)]):
+        started = time.monotonic()
+        run = igsend(*args, env={"IGSEND_REDIS_URL": url})
+        assert time.monotonic() - started < 3, args
+        assert (run.returncode, run.stdout) == (1, ""), args
+        [line] = run.stderr.splitlines()
+        assert line.startswith(f"error: cannot reach Redis at {url}: ") and "`igsend up`" in line, line
+
+
+@pytest.mark.usefixtures("worker", "clean")
+def test_dlq_list_has_a_header_and_a_count() -> None:
+    assert igsend("dlq", "list").stdout == "no dead letters\n"
+    dead = json.loads(igsend("send", "text", "ERR_551_1545041", "hello?", "--wait").stdout)
+    listed = igsend("dlq", "list").stdout.splitlines()
+    assert listed[0].split() == ["JOB", "ID", "ACCOUNT", "KIND", "RECIPIENT", "CODE", "REASON"]
+    assert listed[1].split()[:5] == [dead["id"], "default", "text", "ERR_551_1545041", "551/1545041"]
+    assert listed[2].startswith("1 dead letter ") and len(listed) == 3
+
+
+def test_help_shows_a_newcomer_where_to_start() -> None:
+    top = igsend("--help").stdout.rstrip().splitlines()
+    assert [line.split()[:2] for line in top[-3:]] == [["igsend", "demo"], ["igsend", "up"], ["igsend", "send"]]
+    assert top[-4].strip() == "First steps:"
+    send_help = igsend("send", "--help").stdout
+    usages = {"text": "RECIPIENT TEXT", "link": "RECIPIENT URL", "image": "RECIPIENT URL", "gif": "RECIPIENT URL",
+              "video": "RECIPIENT URL", "audio": "RECIPIENT URL", "post": "RECIPIENT POST_ID",
+              "sticker": "RECIPIENT", "react": "RECIPIENT MESSAGE_ID [REACTION]", "unreact": "RECIPIENT MESSAGE_ID"}
+    for kind, usage in usages.items():
+        assert f"  {kind} {usage}" in send_help, kind
+    for option in ("--account NAME", "--wait", "--timeout SECONDS", "--idempotency-key KEY"):
+        assert f"  {option}" in send_help, option
 
 
 @pytest.mark.usefixtures("worker", "clean")
@@ -70,18 +112,29 @@ def test_send_bulk_reports_bad_lines_and_sends_the_rest(tmp_path, sandbox: str) 
     assert len(received(sandbox)) == 5
 
 
-def test_demo_on_embedded_defaults(tmp_path) -> None:
-    """`igsend demo` with nothing answering at IGSEND_REDIS_URL: it starts Redis, sends every kind, exits 0."""
+def test_demo_uses_the_redis_named_in_dot_env(tmp_path) -> None:
+    """`igsend demo` with IGSEND_REDIS_URL in `.env` and nothing answering there: it starts Redis on that port,
+    says so first, sends every kind, exits 0 and stops it. (Without a URL it uses a private Redis:
+    tests/test_readme.py.)"""
     from igsend.local.embedded_redis import free_port
 
     port = free_port()
-    run = igsend("demo", env={"IGSEND_REDIS_URL": f"redis://127.0.0.1:{port}/0", "IGSEND_ACCESS_TOKEN": "",
-                              "IGSEND_ACCOUNTS_FILE": ""}, timeout=180, cwd=tmp_path)
+    (tmp_path / ".env").write_text(f"IGSEND_REDIS_URL=redis://127.0.0.1:{port}/0\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("IGSEND_REDIS_URL", "IGSEND_DATA_DIR")}
+    run = igsend_clean("demo", env={**env, "IGSEND_ACCESS_TOKEN": "", "IGSEND_ACCOUNTS_FILE": ""}, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.stdout.splitlines()[0].split() == ["redis", f"redis://127.0.0.1:{port}/0", "(from",
+                                                  "IGSEND_REDIS_URL;", "started,", "AOF", "in",
+                                                  f"{tmp_path / '.igsend' / 'demo-redis'})"]
     assert "10/10 delivered" in run.stdout
     for kind in ("text", "link", "image", "gif", "video", "audio", "post", "sticker", "react", "unreact"):
         assert f"│ {kind} " in run.stdout
-    assert (tmp_path / ".igsend" / "redis" / "appendonlydir").is_dir()  # AOF on, where the user can see it
+    assert (tmp_path / ".igsend" / "demo-redis" / "appendonlydir").is_dir()  # AOF on, where the user can see it
     from igsend.local.embedded_redis import redis_answers
 
     assert not redis_answers(f"redis://127.0.0.1:{port}/0")  # and the Redis it started is stopped again
+
+
+def igsend_clean(*args: str, env: dict[str, str], cwd, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``igsend`` with exactly ``env`` (nothing of this process's environment added)."""
+    return subprocess.run([*IGSEND, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)

@@ -62,7 +62,7 @@ def test_redis_warnings_name_eviction_and_persistence(risky_redis: str) -> None:
 
 
 def test_cli_shows_redis_warnings_on_stderr_and_keeps_stdout_json(risky_redis: str) -> None:
-    listed = igsend("accounts", "list", env={"IGSEND_REDIS_URL": risky_redis})
+    listed = igsend("accounts", "list", "--json", env={"IGSEND_REDIS_URL": risky_redis})
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout) == []
     assert [line.split(":")[0] for line in listed.stderr.splitlines()] == ["warning", "warning"]

@@ -3,6 +3,7 @@ HTTP API to the sandbox, and Ctrl-C stops everything."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -32,6 +33,8 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path) -> None:
         assert process.poll() is None, output
         for name in ("redis", "sandbox", "worker", "flower", "api", "metrics"):
             assert name in output
+        assert output.splitlines()[0].startswith(f"redis    {env['IGSEND_REDIS_URL']}  (from IGSEND_REDIS_URL; started")
+        assert "(login ops:up-pass)" in output and "Bearer up-key" in output  # the environment overrides
         api = f"http://127.0.0.1:{ports['api']}"
         auth = {"Authorization": "Bearer up-key"}
         sent = requests.post(f"{api}/v1/messages", json={"kind": "text", "recipient": "up1", "text": "hi"},
@@ -61,3 +64,68 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path) -> None:
             raise AssertionError(f"{name} still answers after Ctrl-C")
         except requests.ConnectionError:
             pass
+
+
+def _start_up(tmp_path, env: dict[str, str], ports: dict[str, int], log_name: str) -> tuple[subprocess.Popen, str]:
+    log = open(tmp_path / log_name, "w+")  # noqa: SIM115
+    process = subprocess.Popen([sys.executable, "-m", "igsend.cli", "up", "--api-port", str(ports["api"]),
+                                "--flower-port", str(ports["flower"]), "--metrics-port", str(ports["metrics"]),
+                                "--sandbox-port", str(ports["sandbox"])], env=env, cwd=tmp_path, stdout=log,
+                               stderr=subprocess.STDOUT)
+    wait_until(lambda: "igsend is up" in (tmp_path / log_name).read_text() or process.poll() is not None,
+               timeout=120, interval=0.2)
+    output = (tmp_path / log_name).read_text()
+    assert process.poll() is None, output
+    return process, output
+
+
+def _stop_up(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+
+
+def test_up_runs_on_a_private_redis_and_keeps_its_credentials(tmp_path) -> None:
+    """Nothing named: `igsend up` starts a Redis of its own (never one on 6379), says so first, generates the API
+    key and the Flower login once (mode 0600 in the data directory) and reuses them; `igsend` commands in the same
+    directory find its Redis."""
+    ports = {name: free_port() for name in ("api", "flower", "metrics", "sandbox")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("IGSEND_REDIS_URL", "IGSEND_API_KEYS", "IGSEND_FLOWER_AUTH", "IGSEND_DATA_DIR")}
+    env.update({"IGSEND_ACCESS_TOKEN": "", "IGSEND_ACCOUNTS_FILE": "", "PYTHONUNBUFFERED": "1"})
+    data = tmp_path / ".igsend"
+    process, output = _start_up(tmp_path, env, ports, "up1.log")
+    try:
+        first = output.splitlines()[0].split()
+        assert first[0] == "redis" and first[2:5] == ["(private,", "started", "by"], output
+        redis_url = first[1]
+        assert redis_url.startswith("redis://127.0.0.1:") and ":6379/" not in redis_url
+        assert f"AOF in {data / 'redis'};" in output.splitlines()[0]
+        secrets_file = data / "up-credentials.env"
+        assert oct(secrets_file.stat().st_mode & 0o777) == "0o600"
+        stored = dict(line.split("=", 1) for line in secrets_file.read_text().splitlines() if "=" in line
+                      and not line.startswith("#"))
+        assert f"credentials kept in {secrets_file}" in output
+        assert f"(login {stored['IGSEND_FLOWER_AUTH']})" in output
+        assert f"Authorization: Bearer {stored['IGSEND_API_KEYS']}" in output
+        sent = requests.post(f"http://127.0.0.1:{ports['api']}/v1/messages",
+                             json={"kind": "text", "recipient": "up2", "text": "hi"},
+                             headers={"Authorization": f"Bearer {stored['IGSEND_API_KEYS']}"}, timeout=10)
+        assert sent.status_code == 202 and sent.json()["warnings"] == []
+        # a second terminal, same directory, nothing set: the CLI uses up's Redis
+        by_hand = subprocess.run([sys.executable, "-m", "igsend.cli", "send", "text", "up3", "Hi", "--wait"],
+                                 env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert by_hand.returncode == 0, by_hand.stderr
+        assert json.loads(by_hand.stdout)["status"] == "delivered"
+    finally:
+        code = _stop_up(process)
+    assert code == 0
+    assert not (data / "up.json").exists()
+    assert not redis_answers(redis_url)
+    process, again = _start_up(tmp_path, env, ports, "up2.log")
+    _stop_up(process)
+    assert f"(login {stored['IGSEND_FLOWER_AUTH']})" in again  # the same credentials, reused
+    assert f"Authorization: Bearer {stored['IGSEND_API_KEYS']}" in again

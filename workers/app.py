@@ -9,6 +9,7 @@ import redis
 from celery.signals import worker_ready, worker_shutdown
 
 from igsend.core.celery_app import get_app
+from igsend.core.presence import Heartbeat
 from workers import tasks  # noqa: F401 - registers igsend.send_message
 from workers.metrics import serve_worker_metrics
 from workers.scheduler import Scheduler
@@ -17,14 +18,16 @@ app = get_app()
 # Ends the job of a message whose body does not decode (workers/raw.py).
 app.conf.worker_consumer = "workers.raw:Consumer"
 _scheduler: Scheduler | None = None
+_heartbeat: Heartbeat | None = None
 log = logging.getLogger("igsend.worker")
 
 
 @worker_ready.connect
-def _start_scheduler(**_: object) -> None:
-    global _scheduler
+def _start_scheduler(sender: object = None, **_: object) -> None:
+    global _scheduler, _heartbeat
     _scheduler = Scheduler()
     _scheduler.start()
+    _heartbeat = _announce(getattr(sender, "hostname", None))
     serve_worker_metrics()
     _warn_about_redis()
 
@@ -40,7 +43,18 @@ def _warn_about_redis() -> None:
         log.warning("could not check Redis's settings: %s", exc)
 
 
+def _announce(hostname: str | None) -> Heartbeat:
+    """Tell producers this worker is alive and which accounts it serves (public fields only, no token)."""
+    from workers.accounts import registry
+
+    heartbeat = Heartbeat(hostname, [account.public() for account in registry().values()])
+    heartbeat.start()
+    return heartbeat
+
+
 @worker_shutdown.connect
 def _stop_scheduler(**_: object) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
     if _scheduler is not None:
         _scheduler.stop()

@@ -4,18 +4,24 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
 import redis
 
+from igsend.core import presence
 from igsend.core.errors import ReplayRefused
 from igsend.core.store import brief_connections, describe_redis_error, get_redis, redis_warnings
 from producers import EnqueueError, InvalidMessage, JobError, JobNotFound, get_job, send
 from producers.jobs import Job
+
+# The CLI says "nobody is listening" in its own words, once: not the producers' log line as well.
+logging.getLogger("igsend.producers").addHandler(logging.NullHandler())
 
 #: Commands a person waits on: their Redis calls fail within seconds instead of riding out an outage.
 #: The long-running ones (worker, up, demo, metrics, ...) keep the patient policy.
@@ -46,12 +52,38 @@ class _Main(click.Group):
             _fail(describe_redis_error(exc), code=1)
 
 
-@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+FIRST_STEPS = """\b
+First steps:
+  igsend demo                                    everything on a private Redis: one message of every kind
+  igsend up                                      the local stack until Ctrl-C (Redis, sandbox, worker, API)
+  igsend send text 6543210987654321 "Hi" --wait  then, in another terminal: send one and see the outcome
+"""
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]}, epilog=FIRST_STEPS)
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """igsend: send Instagram Direct messages through a queue of Celery workers."""
+    if ctx.invoked_subcommand not in ("up", "demo"):
+        _use_local_stack()
     if ctx.invoked_subcommand in _BRIEF:
         ctx.with_resource(brief_connections())  # undone when the command ends (CliRunner runs in-process)
+
+
+def _use_local_stack() -> None:
+    """Without IGSEND_REDIS_URL (environment or .env), use the Redis of an ``igsend up`` running in this
+    directory (it names it in its data directory), so a second terminal needs no setup."""
+    from igsend.core.settings import get_settings
+    from igsend.core.store import forget_connections
+    from igsend.local.up import running_up
+
+    settings = get_settings()  # loads .env
+    if os.environ.get("IGSEND_REDIS_URL"):
+        return
+    up = running_up(settings.data_dir)
+    if up is not None:
+        os.environ["IGSEND_REDIS_URL"] = up["redis_url"]
+        forget_connections()
 
 
 # --- sending -------------------------------------------------------------------------------------------------
@@ -65,11 +97,12 @@ def _deliver(document: dict[str, Any], account: str, idempotency_key: str | None
     from igsend.core.errors import IdempotencyConflict
 
     try:
-        job = send(document)
+        job = send(document)  # refuses an account no worker serves (UnknownAccount, an InvalidMessage)
     except InvalidMessage as exc:
         _fail(str(exc))
     except (EnqueueError, IdempotencyConflict) as exc:
         _fail(str(exc), code=1)
+    nobody = _nobody_listening()
     if not wait:
         click.echo(job.id)
         return
@@ -77,11 +110,22 @@ def _deliver(document: dict[str, Any], account: str, idempotency_key: str | None
         job.result(timeout=timeout)
     except TimeoutError as exc:
         _print_json(job.info())
-        _fail(str(exc), code=1)
+        idle = nobody or _nobody_listening(fresh=True)
+        _fail(f"{exc}: no igsend worker is running (`igsend worker` or `igsend up`)" if idle else str(exc), code=1)
     except JobError:
         _print_json(_status_json(job))
         sys.exit(1)
     _print_json(_status_json(job))
+
+
+def _nobody_listening(*, fresh: bool = False) -> bool:
+    """Say on stderr, in one line, when no worker is alive to take what is queued; True then."""
+    if fresh:
+        presence.forget()
+    warnings = presence.current().warnings()
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return bool(warnings)
 
 
 def _send_options(func: Any) -> Any:
@@ -92,13 +136,40 @@ def _send_options(func: Any) -> Any:
     return func
 
 
-@main.group(name="send")
+class _SendGroup(click.Group):
+    """``igsend send --help`` lists every kind with its arguments, then the options they share."""
+
+    usages: dict[str, str] = {}
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((f"{name} {self.usages.get(name, '')}".strip(), command.get_short_help_str(80)))
+        with formatter.section("Kinds"):
+            formatter.write_dl(rows)
+        with formatter.section("Options of every kind"):
+            formatter.write_dl([
+                ("--account NAME", "the sending account (default: default); one a worker serves"),
+                ("--wait", "wait for the outcome and print it as JSON (exit 1 if it is not delivered)"),
+                ("--timeout SECONDS", "how long --wait waits (default: 60)"),
+                ("--idempotency-key KEY", "the same key and account within 24 h give the same job, sent once"),
+            ])
+
+
+@main.group(name="send", cls=_SendGroup)
 def send_group() -> None:
-    """Queue one message; prints the job id (or, with --wait, the outcome as JSON)."""
+    """Queue one message; prints the job id (or, with --wait, the outcome as JSON).
+
+    \b
+    Example: igsend send text 6543210987654321 "Hi" --wait
+    """
 
 
 def _register_send(kind: str, arguments: list[str], help_text: str,
                    build: Any, optional: list[tuple[str, str]] | None = None) -> None:
+    _SendGroup.usages[kind] = " ".join([a.upper() for a in arguments] + [f"[{n.upper()}]" for n, _ in optional or []])
     def command(account: str, idempotency_key: str | None, wait: bool, timeout: float, **values: Any) -> None:
         get_redis().ping()  # an unreachable Redis is reported as such, not as a failed enqueue
         _deliver({"kind": kind, **build(values)}, account, idempotency_key, wait, timeout)
@@ -147,9 +218,11 @@ def status(job_id: str) -> None:
     try:
         job = get_job(job_id)
     except JobNotFound as exc:
-        _print_json({"id": job_id, "status": "not_found"})
         _fail(str(exc), code=1)
-    _print_json(_status_json(job))
+    info = _status_json(job)
+    _print_json(info)
+    if info.get("status") in ("queued", "scheduled", "retrying"):
+        _nobody_listening()
     _warn_about_redis()
 
 
@@ -172,6 +245,7 @@ def send_bulk(file: Any, no_wait: bool, timeout: float, as_json: bool, no_idempo
     """
     from producers.bulk import run_bulk
 
+    get_redis().ping()  # Redis unreachable before anything is read: one line (as `send`), not a summary
     sys.exit(run_bulk(file, wait=not no_wait, timeout=timeout, as_json=as_json,
                       idempotency=not no_idempotency))
 
@@ -211,13 +285,17 @@ def _configured_accounts() -> list[Any]:
     return list(load_accounts().values())
 
 
+_REDIS_URL_HELP = "use this Redis (default: IGSEND_REDIS_URL if set, else a private one of igsend's own)"
+
+
 @main.command()
 @click.option("--keep", is_flag=True, help="leave Redis running (if demo started it)")
-def demo(keep: bool) -> None:
-    """Start Redis (if needed), the sandbox and a worker; send every kind; print the outcomes."""
+@click.option("--redis-url", default=None, help=_REDIS_URL_HELP)
+def demo(keep: bool, redis_url: str | None) -> None:
+    """A private Redis, the sandbox and a worker; send every kind; print the outcomes."""
     from igsend.local.demo import run_demo
 
-    sys.exit(run_demo(keep_redis=keep))
+    sys.exit(run_demo(keep_redis=keep, redis_url=redis_url))
 
 
 @main.command()
@@ -225,12 +303,13 @@ def demo(keep: bool) -> None:
 @click.option("--flower-port", default=5555, show_default=True)
 @click.option("--metrics-port", default=9808, show_default=True)
 @click.option("--sandbox-port", default=8899, show_default=True, help="used when no account token is configured")
-def up(api_port: int, flower_port: int, metrics_port: int, sandbox_port: int) -> None:
-    """The whole stack as local processes (Redis if needed, worker, Flower, API, metrics) until Ctrl-C."""
+@click.option("--redis-url", default=None, help=_REDIS_URL_HELP)
+def up(api_port: int, flower_port: int, metrics_port: int, sandbox_port: int, redis_url: str | None) -> None:
+    """The whole stack as local processes (a private Redis, worker, Flower, API, metrics) until Ctrl-C."""
     from igsend.local.up import run_up
 
     sys.exit(run_up(api_port=api_port, flower_port=flower_port, metrics_port=metrics_port,
-                    sandbox_port=sandbox_port))
+                    sandbox_port=sandbox_port, redis_url=redis_url))
 
 
 @main.group()
@@ -250,12 +329,24 @@ def dlq_list(account: str | None, as_json: bool) -> None:
         _print_json(entries)
         return
     if not entries:
-        click.echo("the dead-letter queue is empty")
+        click.echo("no dead letters" + (f" for account {account}" if account else ""))
+        return
+    rows = [("JOB ID", "ACCOUNT", "KIND", "RECIPIENT", "CODE", "REASON")]
     for entry in entries:
         error = entry.get("error") or {}
         code = f"{error.get('code')}/{error.get('subcode')}" if error.get("code") is not None else "-"
-        click.echo(f"{entry['id']}  {entry.get('account')}  {entry.get('kind')}  {entry.get('recipient')}  "
-                   f"{code}  {entry.get('reason')}")
+        rows.append((entry["id"], str(entry.get("account")), str(entry.get("kind")), str(entry.get("recipient")),
+                     code, str(entry.get("reason"))))
+    _print_table(rows)
+    click.echo(f"{len(entries)} dead letter{'s' if len(entries) != 1 else ''}"
+               " (igsend dlq show ID: every attempt; igsend dlq replay ID: send again)")
+
+
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
+    """Columns padded to their widest cell; the last one left as it is."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join([cell.ljust(width) for cell, width in zip(row, widths, strict=False)] + [row[-1]]))
 
 
 @dlq.command(name="show")
@@ -379,11 +470,27 @@ def accounts() -> None:
 
 
 @accounts.command(name="list")
-def accounts_list() -> None:
-    """Every account with runtime state, as JSON (Redis risk warnings go to stderr)."""
-    from igsend.core.account_state import all_states
+@click.option("--json", "as_json", is_flag=True, help="as JSON, for programs")
+def accounts_list(as_json: bool) -> None:
+    """Every account the workers serve: name, id, login kind, budgets, state, messages held."""
+    from igsend.core.account_state import describe, overview
 
-    _print_json(all_states())
+    rows = overview()
+    if as_json:
+        _print_json(rows)
+    elif not rows:
+        click.echo("no accounts yet: workers list the accounts they serve when they start (igsend worker)")
+    else:
+        table = [("ACCOUNT", "ID", "LOGIN", "TEXT/S", "MEDIA/S", "WORKERS", "HELD", "STATE")]
+        for row in rows:
+            budgets = row.get("budgets") or {}
+            table.append((row["account"], row.get("id") or "?", row.get("login") or "?",
+                          f"{budgets['text']:g}" if "text" in budgets else "?",
+                          f"{budgets['media']:g}" if "media" in budgets else "?",
+                          str(row["workers"]), str(row["held"]), describe(row)))
+        _print_table(table)
+    if not as_json and rows and not any(row["workers"] for row in rows):
+        click.echo(f"warning: {presence.NO_WORKER}", err=True)
     _warn_about_redis()
 
 

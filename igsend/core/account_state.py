@@ -64,6 +64,38 @@ def all_states(*, client: redis.Redis | None = None) -> list[dict[str, Any]]:
     return [state(name, client=client) for name in sorted(cast(set[str], client.smembers(ACCOUNTS_INDEX_KEY)))]
 
 
+def overview(*, client: redis.Redis | None = None) -> list[dict[str, Any]]:
+    """Every account the workers serve or ever served (their registry, igsend.core.presence) and every account
+    with runtime state: name, id, login kind, budgets, health, pause, messages held, and how many live workers
+    serve it. Healthy accounts are listed too."""
+    from igsend.core.presence import read
+
+    client = client or get_redis()
+    known = read(client)
+    public = {**known.known, **known.served()}
+    names = sorted(set(public) | cast(set[str], client.smembers(ACCOUNTS_INDEX_KEY)))
+    rows = []
+    for name in names:
+        row = state(name, client=client)
+        about = public.get(name, {})
+        rows.append({"account": name, "id": about.get("id"), "login": about.get("login"),
+                     "app_id": about.get("app_id"), "budgets": about.get("budgets"),
+                     **{key: value for key, value in row.items() if key != "account"},
+                     "workers": known.serving(name)})
+    return rows
+
+
+def describe(row: dict[str, Any]) -> str:
+    """An account's state in a few words: healthy, paused until HH:MM:SS, broken (why), slowed to N %."""
+    if row["health"] == "broken":
+        return f"broken: {row.get('reason') or 'see igsend accounts list --json'}"
+    if row.get("paused_until"):
+        return f"paused until {time.strftime('%H:%M:%S', time.localtime(row['paused_until']))}"
+    if row.get("slowdown"):
+        return f"slowed to {row['slowdown']:.0%}"
+    return str(row["health"])
+
+
 def mark_healthy(name: str, *, client: redis.Redis | None = None) -> int:
     """Clear the broken mark and any pause, then release the held messages and those waiting out a throttle
     pause. Returns how many were released."""

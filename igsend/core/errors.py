@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from marshmallow import ValidationError
+
 
 class IgsendError(Exception):
     """Base class of igsend's own errors. Messages never contain an access token."""
+
+
+class InvalidMessage(ValidationError, IgsendError):
+    """A message broke a rule; ``messages`` maps each field to marshmallow's list of rule messages."""
+
+    def __str__(self) -> str:
+        return "; ".join(f"{field}: {' '.join(_flatten(msgs))}" for field, msgs in self.normalized_messages().items())
+
+
+def _flatten(messages: Any) -> list[str]:
+    if isinstance(messages, dict):
+        return [f"{k}: {' '.join(_flatten(v))}" for k, v in messages.items()]
+    if isinstance(messages, list | tuple):
+        return [m for item in messages for m in _flatten(item)]
+    return [str(messages)]
 
 
 class IdempotencyConflict(IgsendError):
@@ -18,3 +37,16 @@ class IdempotencyConflict(IgsendError):
 
 class ReplayRefused(IgsendError):
     """``dlq replay`` of a job that is not dead-lettered now (e.g. it was delivered, or is already queued)."""
+
+
+class UnknownAccount(InvalidMessage):
+    """No igsend worker serves the message's account: refused before it is queued (CLI exit 2, HTTP 422 naming
+    the field ``account``). An :class:`InvalidMessage` too, so every path that reports a field error reports
+    this one the same way."""
+
+    def __init__(self, account: str, known: list[str]):
+        self.account = account
+        self.known = known
+        names = ", ".join(known) or "none"
+        super().__init__({"account": [f"no igsend worker serves the account {account!r} (accounts: {names}); "
+                                      "add it to the workers' IGSEND_ACCOUNTS_FILE and restart them"]})

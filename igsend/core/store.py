@@ -160,6 +160,9 @@ def describe_redis_error(exc: BaseException, url: str | None = None) -> str:
     elif certificate_refused(exc):
         why = (f"its TLS certificate does not verify ({_first_line(exc)}); check ssl_ca_certs (and ssl_certfile/"
                "ssl_keyfile) in IGSEND_REDIS_URL")
+    elif isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        why = (f"{str(exc).rstrip('.') or type(exc).__name__}; is it running? `igsend up` runs one with the whole "
+               "local stack, or set IGSEND_REDIS_URL")
     else:
         why = str(exc) or type(exc).__name__
     return f"cannot reach Redis at {target}: {why}"

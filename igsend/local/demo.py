@@ -28,22 +28,23 @@ def _messages(first_message_id: str) -> list[dict[str, str]]:
     ]
 
 
-def run_demo(*, keep_redis: bool = False, timeout: float = 60.0) -> int:
+def run_demo(*, keep_redis: bool = False, timeout: float = 60.0, redis_url: str | None = None) -> int:
+    """``redis_url`` (``--redis-url``) or IGSEND_REDIS_URL names the Redis to use; without either the demo
+    runs on a private Redis of its own, so it never touches one the user has."""
     from igsend.core.settings import get_settings
-    from igsend.local.embedded_redis import ensure_redis
+    from igsend.local.embedded_redis import choose_redis
     from igsend.local.processes import start_sandbox, start_worker
 
-    console = Console()
+    console = Console(soft_wrap=True)  # lines are not wrapped (a long path stays on its line)
     if not console.is_terminal:  # a log or a pipe: do not squeeze the table into 80 columns
-        console = Console(width=200)
+        console = Console(width=200, soft_wrap=True)
     settings = get_settings()
-    data_dir = Path(settings.data_dir)
-    redis = ensure_redis(settings.redis_url, data_dir / "redis")
+    data_dir = Path(settings.data_dir).resolve()
+    redis, which = choose_redis(redis_url, data_dir / "demo-redis", "igsend demo")
     token = "IGDEMO" + secrets.token_urlsafe(24)  # fresh per run; only the worker and the sandbox see it
     services = []
     try:
-        where = f"started, data in {redis.data_dir}" if redis.process else "already running"
-        console.print(f"[bold]redis[/]    {redis.url} ({where})")
+        console.print(f"[bold]redis[/]    {which}", highlight=False)
         sandbox = start_sandbox(tokens=[token], latency_ms=30, log_path=data_dir / "demo-sandbox.log")
         services.append(sandbox)
         console.print(f"[bold]sandbox[/]  {sandbox.url}")

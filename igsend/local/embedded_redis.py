@@ -101,3 +101,32 @@ def ensure_redis(url: str, data_dir: str | os.PathLike[str]) -> EmbeddedRedis:
     parts = urlsplit(url)
     local = parts.hostname in ("127.0.0.1", "localhost", "::1", None)
     return start_redis(data_dir, port=parts.port if local and parts.port else None)
+
+
+def explicit_redis_url(option: str | None = None) -> tuple[str | None, str]:
+    """The Redis the user named for ``demo``/``up`` and where they named it: ``--redis-url``, else
+    ``IGSEND_REDIS_URL`` from the environment or ``.env`` (loaded by the settings); (None, "") when neither."""
+    from igsend.core.settings import get_settings
+
+    get_settings()  # loads .env into the environment (without overriding what is set)
+    if option:
+        return option, "--redis-url"
+    if os.environ.get("IGSEND_REDIS_URL"):
+        return os.environ["IGSEND_REDIS_URL"], "IGSEND_REDIS_URL"
+    return None, ""
+
+
+def choose_redis(option: str | None, data_dir: str | os.PathLike[str], who: str) -> tuple[EmbeddedRedis, str]:
+    """The Redis ``demo``/``up`` use, and the line that says which one: a private one of their own (AOF in
+    ``data_dir``, on a free port) unless the user named one; a named one is used when it answers, else started
+    on its port when it is local. Nothing of the user's is touched unless they asked."""
+    from igsend.core.store import safe_url
+
+    url, source = explicit_redis_url(option)
+    if url is None:
+        server = start_redis(data_dir)
+        return server, (f"{server.url}  (private, started by {who}; AOF in {server.data_dir}; "
+                        "--redis-url or IGSEND_REDIS_URL to use another)")
+    server = ensure_redis(url, data_dir)
+    where = f"started, AOF in {server.data_dir}" if server.process else "already running"
+    return server, f"{safe_url(server.url)}  (from {source}; {where})"

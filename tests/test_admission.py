@@ -8,6 +8,7 @@ import time
 import pytest
 
 from igsend.core.store import DELAYED_KEY, account_key, held_key, job_key, lock_key
+from tests.conftest import queue_depth
 from workers.admission import Admitter
 from workers.scheduler import MOVING_KEY, Scheduler
 
@@ -99,11 +100,11 @@ def test_scheduler_moves_due_jobs_once_and_recovers_a_dead_movers_leftovers(r) -
     r.hset(job_key("left"), "message", '{"kind": "text"}')
     r.zadd(DELAYED_KEY, {"due": time.time() - 1, "later": time.time() + 60})
     r.rpush(MOVING_KEY, "left")  # as if a mover died between claiming and publishing
-    before = r.llen("igsend")
+    before = queue_depth(r)
     scheduler = Scheduler(r)
     moved = scheduler.tick()
     assert moved == 1
-    assert r.llen("igsend") - before == 2  # "due" and the leftover "left"
+    assert queue_depth(r) - before == 2  # "due" and the leftover "left"
     assert r.zrange(DELAYED_KEY, 0, -1) == ["later"]
     assert r.llen(MOVING_KEY) == 0
     other = Scheduler(r)

@@ -85,6 +85,19 @@ def _start(tmp: Path, *extra: str) -> tuple[subprocess.Popen, int]:
     return process, port
 
 
+def _wait_for(client: redis_lib.Redis, timeout: float = 15.0) -> None:
+    """Until the Redis a test just started answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return
+        except redis_lib.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def tls_redis(certificates: Certificates, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     port = free_port()
@@ -93,16 +106,7 @@ def tls_redis(certificates: Certificates, tmp_path_factory: pytest.TempPathFacto
                         str(certificates.server_key), "--tls-ca-cert-file", str(certificates.ca),
                         "--tls-auth-clients", "optional")
     url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={certificates.ca}"
-    client = redis_lib.Redis.from_url(url)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            client.ping()
-            break
-        except redis_lib.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    _wait_for(redis_lib.Redis.from_url(url))
     yield url, port
     process.terminate()
     process.wait(10)
@@ -163,15 +167,7 @@ def test_a_certificate_that_does_not_verify_stops_the_worker_with_one_line(
 def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, redis_lib.Redis]]:
     process, port = _start(tmp_path_factory.mktemp("acl-redis"))
     admin = redis_lib.Redis(port=port, decode_responses=True)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            admin.ping()
-            break
-        except redis_lib.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    _wait_for(admin)
     admin.execute_command("ACL", "SETUSER", "igsend", *ACL_RULES)
     admin.execute_command("ACL", "SETUSER", "admin", "on", ">admin-pass", "~*", "&*", "+@all")  # the test's own
     admin.execute_command("ACL", "SETUSER", "default", "off")  # no anonymous access: igsend logs in as igsend

@@ -16,6 +16,22 @@ class PrimaryConnection(SentinelManagedConnection):
     for ~10 s until the sentinels demote it, and with ``min-replicas-to-write`` it refuses every write as soon as
     its replica left; the next connection asks the sentinels, who name the new primary."""
 
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        # redis-py 8.1 reconnects here with connect_check_health(), which reuses the last host and port and skips
+        # SentinelManagedConnection.connect(), the one step that asks the sentinels: a retried command would go
+        # back to the demoted (or dead) primary until its retries ran out.
+        if not self._sock:
+            self.connect()
+        super().send_packed_command(command, check_health)
+
+    def on_connect_check_health(self, check_health: bool = True) -> None:
+        super().on_connect_check_health(check_health)
+        # Lua scripts live in each server's cache, which replication does not copy: a pipeline retried on the new
+        # primary would get NOSCRIPT. Load the client's registered scripts on every new connection.
+        for source in getattr(self.connection_pool, "igsend_scripts", ()):
+            self.send_command("SCRIPT", "LOAD", source)
+            super().read_response()
+
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().read_response(*args, **kwargs)
@@ -37,3 +53,15 @@ class SentinelTransport(kombu_redis.SentinelTransport):
     ("Unrecoverable error"); as a ConnectionError the consumer reconnects, through the sentinels."""
 
     Channel = _SentinelChannel
+
+
+class SentinelRedis(redis.Redis):
+    """The client :func:`igsend.core.store.redis_from_url` returns for ``sentinel://``: it remembers the scripts
+    registered on it, which :class:`PrimaryConnection` loads into whichever primary it connects to."""
+
+    def register_script(self, script: Any) -> Any:
+        registered = super().register_script(script)
+        scripts = self.connection_pool.__dict__.setdefault("igsend_scripts", [])
+        if script not in scripts:
+            scripts.append(script)
+        return registered

@@ -16,7 +16,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from igsend.core.sentinel import PrimaryConnection
+from igsend.core.sentinel import PrimaryConnection, SentinelRedis
 from igsend.core.settings import get_settings
 
 PREFIX = "igsend:"
@@ -150,7 +150,7 @@ def redis_from_url(url: str, **kwargs: Any) -> redis.Redis:
     timeouts = {key: kwargs[key] for key in ("socket_connect_timeout", "socket_timeout") if key in kwargs}
     sentinels = Sentinel(hosts, sentinel_kwargs=timeouts)
     credentials = {"username": username, "password": password} if password is not None else {}
-    return sentinels.master_for(get_settings().redis_master, redis_class=redis.Redis, db=db, **credentials,
+    return sentinels.master_for(get_settings().redis_master, redis_class=SentinelRedis, db=db, **credentials,
                                 connection_class=PrimaryConnection, **kwargs)
 
 

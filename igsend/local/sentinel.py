@@ -138,8 +138,11 @@ class SentinelCluster:
             time.sleep(0.1)
         raise RuntimeError(f"no new primary within {wait:.0f} s (still {old})")
 
-    def wait_ready(self, replicas: int = 1, wait: float = 30.0) -> None:
-        """Until every sentinel knows the primary, ``replicas`` replicas in sync and the other sentinels."""
+    def wait_ready(self, replicas: int | None = None, wait: float = 30.0) -> None:
+        """Until every sentinel knows the primary, ``replicas`` replicas in sync (default: every running server
+        but the primary) and the other sentinels."""
+        if replicas is None:
+            replicas = sum(1 for server in self.servers if server.alive()) - 1
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             try:
@@ -162,12 +165,14 @@ class SentinelCluster:
 
 
 def start_cluster(directory: str | Path, *, name: str = "igsend", down_after_ms: int = 1000,
-                  failover_timeout_ms: int = 3000, min_replicas: int = 1) -> SentinelCluster:
-    """Start a primary, a replica of it and three sentinels watching it (quorum 2), all on 127.0.0.1.
+                  failover_timeout_ms: int = 3000, replicas: int = 2, min_replicas: int = 1) -> SentinelCluster:
+    """Start a primary, ``replicas`` replicas of it and three sentinels watching it (quorum 2), on 127.0.0.1.
 
     ``min_replicas`` (``min-replicas-to-write``): a primary without that many replicas refuses writes. After
     ``SENTINEL FAILOVER`` the old primary keeps its role for ~10 s until the sentinels demote it; without this,
-    what clients still connected to it write there is lost when it resyncs from the new primary."""
+    what clients still connected to it write there is lost when it resyncs from the new primary. With one replica,
+    though, the new primary has none until the sentinels demote the old one (~10 s without writes): hence two
+    replicas by default, as in production, where one can fail over while the other keeps the primary writable."""
     binary = find_redis_server()
     if binary is None:
         raise RuntimeError("no redis-server on PATH")
@@ -175,7 +180,7 @@ def start_cluster(directory: str | Path, *, name: str = "igsend", down_after_ms:
     cluster = SentinelCluster(name, root)
     try:
         primary_port = None
-        for index in range(2):
+        for index in range(1 + replicas):
             port = free_port()
             data = root / f"redis{index}"
             data.mkdir(parents=True, exist_ok=True)

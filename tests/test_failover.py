@@ -55,6 +55,9 @@ def _wait_final(job_ids: list[str], timeout: float) -> dict[str, str]:
         time.sleep(0.3)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "open: SENTINEL FAILOVER on Redis 7.0 promotes one replica ~1 s before it reconfigures the other; in that window "
+    "the old primary still has a replica, so its writes pass WAIT 1 and are then dropped by the resync (see report)"))
 def test_sends_through_a_sentinel_failover_exactly_once(cluster: SentinelCluster, via_sentinel: str, sandbox: str,
                                                        accounts_file: Path, tmp_path: Path) -> None:
     from igsend.local.processes import start_worker
@@ -96,7 +99,8 @@ def test_sends_through_a_sentinel_failover_exactly_once(cluster: SentinelCluster
     finally:
         worker.stop()
     assert len(accepted) == len(texts)
-    assert Counter(statuses.values()) == {"delivered": len(texts)}, Counter(statuses.values())
+    missing = [job_id for job_id, status in statuses.items() if status != "delivered"][:3]
+    assert Counter(statuses.values()) == {"delivered": len(texts)}, (Counter(statuses.values()), missing)
     wire = requests.get(f"{sandbox}/_sandbox/messages", timeout=10).json()["messages"]
     sent = Counter(m["body"].get("message", {}).get("text") for m in wire)
     assert {text: sent[text] for text in texts} == dict.fromkeys(texts, 1), "lost or duplicated on the wire"

@@ -61,7 +61,9 @@ class SentinelRedis(redis.Redis):
 
     def register_script(self, script: Any) -> Any:
         registered = super().register_script(script)
-        scripts = self.connection_pool.__dict__.setdefault("igsend_scripts", [])
+        # Connections see the pool's proxy (redis-py's SentinelConnectionPoolProxy) as their connection_pool.
+        pool = self.connection_pool
+        scripts = getattr(pool, "proxy", pool).__dict__.setdefault("igsend_scripts", [])
         if script not in scripts:
             scripts.append(script)
         return registered

@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 
 from igsend.core.errors import ReplayRefused
 from igsend.core.settings import get_settings
-from igsend.core.store import redis_warnings
+from igsend.core.store import redis_from_url, redis_warnings
 from producers import (
     EnqueueError,
     IdempotencyConflict,
@@ -423,7 +423,7 @@ def _quick_redis(url: str) -> redis.Redis:
     """A client that gives up at once. The shared client (igsend.core.store) retries with backoff so that workers
     and scripts ride out a Redis restart, which would hold an HTTP caller for ~10 s and then answer 500; the API
     tells its caller 503 within a second instead, and the caller retries."""
-    return redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=1, socket_timeout=1,
+    return redis_from_url(url, decode_responses=True, socket_connect_timeout=1, socket_timeout=1,
                                 retry=Retry(NoBackoff(), 0))
 
 

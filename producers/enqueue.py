@@ -15,11 +15,19 @@ from typing import Any
 from redis.exceptions import OutOfMemoryError, RedisError
 
 from igsend.core import presence, records
-from igsend.core.celery_app import NEW_PRIORITY, get_app, publish
+from igsend.core.celery_app import NEW_PRIORITY, get_app, publish, queue_keys
 from igsend.core.errors import IdempotencyConflict, IgsendError
 from igsend.core.presence import Presence
 from igsend.core.settings import get_settings
-from igsend.core.store import NO_IDEMPOTENCY_KEY, PENDING_KEY, get_redis, idempotency_key, job_key, memory_share
+from igsend.core.store import (
+    NO_IDEMPOTENCY_KEY,
+    PENDING_KEY,
+    STATS_KEY,
+    get_redis,
+    idempotency_key,
+    job_key,
+    memory_share,
+)
 from producers.jobs import Job
 from schemas import InvalidMessage, load_message
 
@@ -36,6 +44,53 @@ class RedisFull(EnqueueError):
     ``retry_after`` is a hint, in seconds, for when to try again."""
 
     retry_after = 30
+
+
+class NotReplicated(EnqueueError):
+    """Fewer replicas than IGSEND_REDIS_REPLICA_ACKS confirmed the call's records and messages in time: the
+    call's messages were taken back (none of its job ids is valid) and sending again is safe."""
+
+
+# Takes the call's messages back out of the broker's lists. Kombu LPUSHes new messages, so they are near the head;
+# a message is JSON whose headers carry its task id ("id": "<job id>"; kombu serializes with json.dumps' default
+# separators). Returns the ids it found; a message a worker already took has a cancelled record instead.
+_UNPUBLISH = """
+local wanted, removed = {}, {}
+for i = 2, #ARGV do wanted[ARGV[i]] = true end
+for _, key in ipairs(KEYS) do
+  for _, item in ipairs(redis.call('LRANGE', key, 0, tonumber(ARGV[1]) - 1)) do
+    local id = string.match(item, '"id": "([%x%-]+)"')
+    if id and wanted[id] then
+      redis.call('LREM', key, 1, item)
+      wanted[id] = nil
+      removed[#removed + 1] = id
+    end
+  end
+end
+return removed
+"""
+
+
+def _confirm_replicated(client: Any, fresh: list[tuple[str, str]]) -> None:
+    """The WAIT step (IGSEND_REDIS_REPLICA_ACKS > 0): one small write on this connection (it follows the call's
+    records and, in Redis's replication stream, its messages), then WAIT for the replicas to hold it. On a shortfall
+    or an error, take back what the call wrote and raise NotReplicated."""
+    settings = get_settings()
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.hincrby(STATS_KEY, "replica_waits_total", 1)
+        records.wait_for_replicas(pipe, settings.replica_acks, settings.replica_timeout)
+        records.check_replicas(pipe.execute()[-1], settings.replica_acks, settings.replica_timeout,
+                               f"{len(fresh)} message(s)")
+        return
+    except (RedisError, records.NotReplicated) as exc:
+        failure: Exception = exc
+    ids = [job_id for job_id, _ in fresh]
+    with contextlib.suppress(RedisError):
+        removed = set(client.eval(_UNPUBLISH, len(queue_keys()), *queue_keys(), 2 * len(ids) + 1000, *ids))
+        records.discard(client, [i for i in ids if i in removed], [idem for _, idem in fresh if idem])
+        records.abandon(client, [i for i in ids if i not in removed], "not replicated")
+    raise NotReplicated(f"{failure}; nothing was queued, sending again is safe") from failure
 
 
 #: Producers refuse new messages from this share of maxmemory, so workers keep room to finish the queue.
@@ -195,6 +250,8 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
             if idems:
                 redis.delete(*idems)
         raise EnqueueError(f"could not queue {len(fresh)} message(s): {type(exc).__name__}: {exc}") from exc
+    if settings.replica_acks and fresh:
+        _confirm_replicated(redis, [(job_id, idem) for _, idem, job_id in fresh])
     return [Placement(Job(job_id), outcome == CREATED,
                       IdempotencyConflict(key, job_id) if outcome == CONFLICT else None)
             for (_, _, key), (outcome, job_id) in zip(planned, outcomes, strict=True)]

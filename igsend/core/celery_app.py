@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
+from urllib.parse import quote
 
 from celery import Celery
 
 from igsend.core.settings import Settings, get_settings
+from igsend.core.store import is_sentinel_url, sentinel_parts
 
 TASK_NAME = "igsend.send_message"
 QUEUE = "igsend"
@@ -119,6 +121,12 @@ def in_broker(client: Any, job_id: str) -> bool:
     return bool(script(keys=[UNACKED_KEY], args=[job_id, "hash"])[0])
 
 
+def _sentinel_broker_url(url: str) -> str:
+    hosts, db, username, password = sentinel_parts(url)
+    auth = f"{quote(username or '', safe='')}:{quote(password, safe='')}@" if password is not None else ""
+    return ";".join(f"sentinel://{auth}{host}:{port}/{db}" for host, port in hosts)
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     # The visibility timeout: seconds after which a message a worker took but never acknowledged goes back on
     # the queue. Kombu's default is one hour; a SIGKILLed worker's messages must come back within a minute, and
@@ -138,9 +146,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "priority_steps": PRIORITY_STEPS,
         "sep": _PRIORITY_SEP,
     }
+    url = settings.redis_url
+    if is_sentinel_url(url):
+        # Celery's Sentinel transport and result backend (docs: "Using Sentinel"; kombu SentinelChannel, celery
+        # SentinelBackend): the ;-separated sentinels plus master_name; both ask the sentinels for the primary on
+        # every new connection, so they follow a failover. Kombu takes the db and password from the first part
+        # and Celery's backend from the first as well: every part gets them, whichever one named them.
+        url = _sentinel_broker_url(url)
+        transport["master_name"] = settings.redis_master
+        transport["sentinel_kwargs"] = {"socket_connect_timeout": 1, "socket_timeout": 1}
     return {
-        "broker_url": settings.redis_url,
-        "result_backend": settings.redis_url,
+        "broker_url": url,
+        **({"broker_transport": "igsend.core.sentinel:SentinelTransport"} if is_sentinel_url(url) else {}),
+        "result_backend": url,
         "broker_transport_options": transport,
         "result_backend_transport_options": {**transport},
         "visibility_timeout": settings.visibility_timeout,

@@ -24,7 +24,8 @@ import redis
 from redis.commands.core import Script
 from redis.typing import EncodableT
 
-from igsend.core.errors import ReplayRefused
+from igsend.core.errors import IgsendError, ReplayRefused
+from igsend.core.settings import get_settings
 from igsend.core.store import (
     DELAYED_KEY,
     DLQ_INDEX_KEY,
@@ -269,6 +270,23 @@ def archive_oldest(client: redis.Redis, count: int, path: str) -> int:
     return len(ids)
 
 
+class NotReplicated(IgsendError):
+    """Fewer replicas than IGSEND_REDIS_REPLICA_ACKS confirmed a write within IGSEND_REDIS_REPLICA_TIMEOUT: it is
+    on the primary only, and a failover now could lose it."""
+
+
+def wait_for_replicas(pipe: redis.client.Pipeline, replicas: int, timeout: float) -> None:
+    """Queue ``WAIT replicas timeout`` on ``pipe``: Redis answers once that many replicas hold every write this
+    connection made (and so everything before them in the replication stream), or at the timeout."""
+    pipe.execute_command("WAIT", replicas, max(1, round(timeout * 1000)))
+
+
+def check_replicas(confirmed: int, wanted: int, timeout: float, what: str) -> None:
+    if int(confirmed) < wanted:
+        raise NotReplicated(f"{what}: {confirmed} of the {wanted} replica(s) IGSEND_REDIS_REPLICA_ACKS asks for "
+                            f"confirmed it within {timeout:g} s")
+
+
 class Outcomes:
     """Records what an attempt came to. Keyword options: ``record_ttl`` (seconds a job in progress stays
     readable), ``delivered_ttl`` (seconds a delivered job's compact record stays, default a day),
@@ -277,13 +295,19 @@ class Outcomes:
     a file nothing is dropped)."""
 
     def __init__(self, client: redis.Redis, *, record_ttl: int, delivered_ttl: int = 24 * 3600,
-                 stream_max: int = 10_000, dlq_max: int = 10_000, dlq_archive: str | None = None):
+                 stream_max: int = 10_000, dlq_max: int = 10_000, dlq_archive: str | None = None,
+                 replica_acks: int | None = None, replica_timeout: float | None = None):
         self.client = client
         self.record_ttl = record_ttl
         self.delivered_ttl = delivered_ttl
         self.stream_max = stream_max
         self.dlq_max = dlq_max
         self.dlq_archive = dlq_archive
+        settings = get_settings()
+        #: IGSEND_REDIS_REPLICA_ACKS: replicas that must hold the delivered record before the task returns (and
+        #: Celery acknowledges the message); 0 sends no WAIT.
+        self.replica_acks = settings.replica_acks if replica_acks is None else replica_acks
+        self.replica_timeout = settings.replica_timeout if replica_timeout is None else replica_timeout
         self._finish = script(client, "finish")
 
     def _begin(self, job_id: str, attempt_entry: dict[str, Any] | None) -> redis.client.Pipeline:
@@ -304,9 +328,16 @@ class Outcomes:
         lock. ``forget``: keys to delete in the same step (e.g. the account's circuit breaker)."""
         keys = [job_key(job_id), attempts_key(job_id), done_key(job_id), lock_key(job_id), INFLIGHT_KEY,
                 OUTCOMES_KEY, *(forget or [])]
-        self._finish(keys=keys, args=[job_id, result["recipient_id"], result.get("message_id") or "",
-                                      json.dumps(attempt_entry, ensure_ascii=False), time.time(),
-                                      self.delivered_ttl, self.stream_max])
+        args = [job_id, result["recipient_id"], result.get("message_id") or "",
+                json.dumps(attempt_entry, ensure_ascii=False), time.time(), self.delivered_ttl, self.stream_max]
+        if not self.replica_acks:
+            self._finish(keys=keys, args=args)
+            return
+        # WAIT counts the writes of its own connection: one pipeline, so the script and the WAIT share one.
+        pipe = self.client.pipeline(transaction=False)
+        self._finish(keys=keys, args=args, client=pipe)
+        wait_for_replicas(pipe, self.replica_acks, self.replica_timeout)
+        check_replicas(pipe.execute()[-1], self.replica_acks, self.replica_timeout, f"job {job_id}'s delivered record")
 
     def retry(self, job_id: str, due: float, *, reason: str, error: dict[str, Any],
               attempt_entry: dict[str, Any] | None, count_failure: bool = True) -> None:

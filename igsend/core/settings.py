@@ -34,6 +34,13 @@ def _positive(name: str, default: float) -> float:
     return value
 
 
+def _count(name: str, default: int) -> int:
+    value = _float(name, float(default))
+    if not value.is_integer() or value < 0:
+        raise SystemExit(f"{name}: must be a whole number, 0 or more (got {value!r})")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Non-secret settings. Tokens are read only by ``workers.accounts``, never here."""
@@ -70,6 +77,14 @@ class Settings:
     #: Seconds a published job may be missing from the broker (not queued, not in a worker's hands) before the
     #: sweeper publishes it again (IGSEND_LOST_AFTER): a lost message is sent within this plus 5 s.
     lost_after: float = 60.0
+    #: The primary's name at the sentinels when IGSEND_REDIS_URL is ``sentinel://h1:26379;sentinel://h2:26379/0``
+    #: (IGSEND_REDIS_MASTER).
+    redis_master: str = "igsend"
+    #: Replicas that must hold a producer's records and messages, and a worker's "delivered" record, before the
+    #: call returns / the message is acknowledged (IGSEND_REDIS_REPLICA_ACKS; Redis WAIT). 0: off, no WAIT.
+    replica_acks: int = 0
+    #: Seconds WAIT may take before the producer (or worker) gives up (IGSEND_REDIS_REPLICA_TIMEOUT).
+    replica_timeout: float = 1.0
 
     def deadline(self, send_class: str) -> float:
         """Total seconds one POST of this class may take, answer included."""
@@ -109,6 +124,9 @@ class Settings:
             task_events=(env.get("IGSEND_TASK_EVENTS") or "1") not in ("0", "false", "no", "off"),
             send_deadline=_positive("IGSEND_SEND_DEADLINE", cls.send_deadline),
             lost_after=_positive("IGSEND_LOST_AFTER", cls.lost_after),
+            redis_master=env.get("IGSEND_REDIS_MASTER") or cls.redis_master,
+            replica_acks=_count("IGSEND_REDIS_REPLICA_ACKS", cls.replica_acks),
+            replica_timeout=_positive("IGSEND_REDIS_REPLICA_TIMEOUT", cls.replica_timeout),
         )
 
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
+from igsend.core.sentinel import PrimaryConnection, SentinelRedis
 from igsend.core.settings import get_settings
 
 PREFIX = "igsend:"
@@ -116,11 +118,51 @@ def brief_connections() -> Iterator[None]:
         _default_policy = previous
 
 
+SENTINEL_SCHEME = "sentinel://"
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.startswith(SENTINEL_SCHEME)
+
+
+def sentinel_parts(url: str) -> tuple[list[tuple[str, int]], int, str | None, str | None]:
+    """Split ``sentinel://h1:26379;sentinel://h2:26379/0`` (Celery's form) into the sentinels' (host, port)
+    pairs, the db, and the primary's username and password: whichever part names a db or credentials gives them
+    for all. Parsing only: which server is the primary, only the sentinels say."""
+    hosts: list[tuple[str, int]] = []
+    db, username, password = 0, None, None
+    for chunk in url.split(";"):
+        parts = urlsplit(chunk.strip())
+        if parts.scheme != "sentinel" or not parts.hostname:
+            raise ValueError(f"not a sentinel:// address: {safe_url(chunk)!r}")
+        hosts.append((parts.hostname, parts.port or 26379))
+        if parts.path.strip("/"):
+            db = int(parts.path.strip("/"))
+        username = username or (unquote(parts.username) if parts.username else None)
+        if password is None and parts.password is not None:
+            password = unquote(parts.password)
+    return hosts, db, username, password
+
+
+def redis_from_url(url: str, **kwargs: Any) -> redis.Redis:
+    """``redis.Redis.from_url``, plus ``sentinel://...``: a client of the primary that the sentinels name now
+    (``IGSEND_REDIS_MASTER``), which follows a failover by itself (redis-py's ``Sentinel.master_for``: a
+    connection to a demoted primary is dropped and the next one asks the sentinels again)."""
+    if not is_sentinel_url(url):
+        return redis.Redis.from_url(url, **kwargs)
+    hosts, db, username, password = sentinel_parts(url)
+    timeouts = {key: kwargs[key] for key in ("socket_connect_timeout", "socket_timeout") if key in kwargs}
+    sentinels = Sentinel(hosts, sentinel_kwargs=timeouts)
+    credentials = {"username": username, "password": password} if password is not None else {}
+    return cast(redis.Redis, sentinels.master_for(get_settings().redis_master, redis_class=SentinelRedis, db=db,
+                                                  **credentials, connection_class=PrimaryConnection, **kwargs))
+
+
 @lru_cache(maxsize=8)
 def _client(url: str, policy: str = "patient") -> redis.Redis:
     settings = _POLICIES[policy]
     supported = tuple(settings["retry_on_error"])
-    return redis.Redis.from_url(
+    return redis_from_url(
         url,
         decode_responses=True,
         socket_connect_timeout=settings["socket_connect_timeout"],
@@ -142,6 +184,8 @@ def get_redis(url: str | None = None, *, patient: bool | None = None) -> redis.R
 
 def safe_url(url: str) -> str:
     """``url`` without its password, for messages a person or a log will see."""
+    if ";" in url:
+        return ";".join(safe_url(chunk) for chunk in url.split(";"))
     parts = urlsplit(url)
     if parts.password is None and not parts.username:
         return url

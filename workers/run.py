@@ -45,9 +45,15 @@ def config_problem() -> str | None:
     to dead-letter them, and a supervisor would restart it forever."""
     import redis
 
+    from igsend.core.errors import ConfigurationError
+    from igsend.core.settings import get_settings
     from igsend.core.store import certificate_refused, describe_redis_error, get_redis
     from workers.accounts import AccountError, load_accounts
 
+    try:
+        get_settings()
+    except ConfigurationError as exc:
+        return str(exc)
     try:
         accounts = load_accounts()
     except AccountError as exc:

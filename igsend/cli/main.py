@@ -15,7 +15,7 @@ import click
 import redis
 
 from igsend.core import presence
-from igsend.core.errors import ReplayRefused
+from igsend.core.errors import ConfigurationError, ReplayRefused
 from igsend.core.store import brief_connections, describe_redis_error, get_redis, redis_warnings
 from producers import EnqueueError, InvalidMessage, JobError, JobNotFound, get_job, send
 from producers.jobs import Job
@@ -50,6 +50,8 @@ class _Main(click.Group):
         except redis.RedisError as exc:
             # One line, never a traceback, never the password in the URL.
             _fail(describe_redis_error(exc), code=1)
+        except ConfigurationError as exc:  # a bad IGSEND_* value: say which, in one line
+            _fail(str(exc), code=2)
 
 
 FIRST_STEPS = """\b

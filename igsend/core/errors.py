@@ -26,6 +26,10 @@ def _flatten(messages: Any) -> list[str]:
     return [str(messages)]
 
 
+class ConfigurationError(IgsendError, ValueError):
+    """A setting (``IGSEND_*``) has a value igsend cannot use; the message names it and the rule."""
+
+
 class IdempotencyConflict(IgsendError):
     """The idempotency key is already bound to a different message (HTTP 409, CLI exit 1)."""
 

@@ -9,6 +9,8 @@ from functools import lru_cache
 
 from dotenv import load_dotenv
 
+from igsend.core.errors import ConfigurationError
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Media sends get this many times the text deadline: Meta fetches the file while the POST is open.
 MEDIA_DEADLINE_FACTOR = 3
@@ -24,20 +26,20 @@ def _float(name: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise SystemExit(f"{name}: must be a number (got {raw!r})") from None
+        raise ConfigurationError(f"{name}: must be a number (got {raw!r})") from None
 
 
 def _positive(name: str, default: float) -> float:
     value = _float(name, default)
     if not math.isfinite(value) or value <= 0:
-        raise SystemExit(f"{name}: must be a positive number of seconds (got {value!r})")
+        raise ConfigurationError(f"{name}: must be a positive number of seconds (got {value!r})")
     return value
 
 
 def _count(name: str, default: int) -> int:
     value = _float(name, float(default))
     if not value.is_integer() or value < 0:
-        raise SystemExit(f"{name}: must be a whole number, 0 or more (got {value!r})")
+        raise ConfigurationError(f"{name}: must be a whole number, 0 or more (got {value!r})")
     return int(value)
 
 
@@ -106,7 +108,7 @@ class Settings:
         env = os.environ
         policy = env.get("IGSEND_UNKNOWN_OUTCOME", cls.unknown_outcome)
         if policy not in ("dead-letter", "resend"):
-            raise SystemExit(f"IGSEND_UNKNOWN_OUTCOME: must be dead-letter or resend (got {policy!r})")
+            raise ConfigurationError(f"IGSEND_UNKNOWN_OUTCOME: must be dead-letter or resend (got {policy!r})")
         return cls(
             redis_url=env.get("IGSEND_REDIS_URL") or DEFAULT_REDIS_URL,
             result_ttl=int(_float("IGSEND_RESULT_TTL", cls.result_ttl)),

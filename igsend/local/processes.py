@@ -4,17 +4,17 @@ the ops scripts, so each of them starts things one way."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import requests
-
-from igsend.local.embedded_redis import free_port
 
 
 @dataclass
@@ -54,8 +54,9 @@ def _open_log(log_path: Path | None) -> int | IO[bytes]:
 def start_sandbox(*, tokens: list[str], port: int | None = None, latency_ms: float = 0, error_rate: float = 0,
                   rate_limit: float | None = None, media_rate_limit: float | None = None,
                   log_path: Path | None = None, extra: list[str] | None = None, wait: float = 20.0) -> Service:
-    port = port or free_port()
-    args = [sys.executable, "-m", "sandbox", "--port", str(port), "--latency-ms", str(latency_ms),
+    # No port given: the sandbox binds port 0 and says which port it got, so no other process can take a port
+    # between our choosing it and the sandbox binding it.
+    args = [sys.executable, "-m", "sandbox", "--port", str(port or 0), "--latency-ms", str(latency_ms),
             "--error-rate", str(error_rate)]
     if rate_limit is not None:
         args += ["--rate-limit", str(rate_limit)]
@@ -63,10 +64,34 @@ def start_sandbox(*, tokens: list[str], port: int | None = None, latency_ms: flo
         args += ["--media-rate-limit", str(media_rate_limit)]
     args += extra or []
     env = {**os.environ, "IGSEND_SANDBOX_TOKENS": ",".join(tokens), "PYTHONUNBUFFERED": "1"}
+    if log_path is None:
+        handle, name = tempfile.mkstemp(prefix="igsend-sandbox-", suffix=".log")
+        os.close(handle)
+        log_path = Path(name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    offset = log_path.stat().st_size if log_path.exists() else 0  # the log may hold an earlier run's lines
     log = _open_log(log_path)
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    service = Service("sandbox", process, f"http://127.0.0.1:{port}", log_path)
+    service = Service("sandbox", process, f"http://127.0.0.1:{port}" if port else "", log_path)
+    if not port:
+        service.url = f"http://127.0.0.1:{_announced_port(service, log_path, offset, wait)}"
     return _wait_ready(service, f"{service.url}/healthz", wait)
+
+
+def _announced_port(service: Service, log_path: Path, offset: int, wait: float) -> int:
+    """The port a child bound to port 0 reports in its log ("... listening on http://HOST:PORT")."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        with open(log_path, "rb") as log:
+            log.seek(offset)
+            found = re.search(rb"listening on http://[^:\s]+:(\d+)", log.read())
+        if found:
+            return int(found.group(1))
+        if not service.alive():
+            raise RuntimeError(f"{service.name} exited with {service.process.returncode} (log: {log_path})")
+        time.sleep(0.02)
+    service.kill()
+    raise RuntimeError(f"{service.name} did not say which port it listens on within {wait:.0f} s (log: {log_path})")
 
 
 def _wait_ready(service: Service, ready_url: str, wait: float, auth: tuple[str, str] | None = None) -> Service:

@@ -118,21 +118,11 @@ def run(*, messages: int, kills: int, seed: int | None) -> dict:
             service.stop()
         redis.stop()
 
-    counts = Counter(s for s, _ in statuses.values())
-    reasons = Counter(reason for s, reason in statuses.values() if s in ("dead", "unknown"))
-    texts = Counter(m["body"].get("message", {}).get("text") for m in delivered_wire)
-    duplicates = sum(n - 1 for n in texts.values() if n > 1)
-    lost = len(accepted) - counts["delivered"] - counts["dead"] - counts["unknown"]
-    # Of the unknown outcomes, how many Meta (the sandbox) did receive: what an operator's check would find.
-    text_of = {job.id: document["text"] for job, document in zip(accepted, accepted_documents, strict=True)}
-    unknown_arrived = sum(1 for job_id, (s, _) in statuses.items() if s == "unknown" and texts[text_of[job_id]])
-    report = {"accepted": len(accepted), "delivered": counts["delivered"], "dead": counts["dead"],
-              "unknown": counts["unknown"], "unknown_that_reached_meta": unknown_arrived, "lost": lost,
-              "duplicates": duplicates, "republished_by_the_sweeper": republished,
-              "not_final": {s: n for s, n in counts.items() if s not in ("delivered", "dead", "unknown")},
-              "dead_or_unknown_by_reason": dict(reasons), "seconds": round(time.monotonic() - started, 1)}
+    report = summarize(accepted, accepted_documents, statuses, delivered_wire)
+    report["republished_by_the_sweeper"] = republished
+    report["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(report, indent=2))
-    ok = lost == 0 and duplicates <= counts["unknown"] and len(accepted) == messages
+    ok = report["lost"] == 0 and report["duplicates"] <= report["unknown"] and len(accepted) == messages
     print("target (lost 0, duplicates <= unknown outcomes):", "MET" if ok else "MISSED")
     return {**report, "ok": ok}
 

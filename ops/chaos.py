@@ -6,6 +6,7 @@
     ops/chaos --failover # Sentinel: 1,000 messages through sentinel:// (40 ms latency, 2 workers), a forced
                          # SENTINEL FAILOVER and a SIGKILLed primary mid-run, each with replica acks 0 and 1
     ops/chaos --failover --small  # 200 messages, the forced failover with acks 1 only
+    ops/chaos --failover --acks 2 # the same scenarios with IGSEND_REDIS_REPLICA_ACKS=2 (every replica)
 
 Reports accepted, delivered, dead by reason, lost (accepted but neither delivered nor dead nor unknown),
 duplicates (the sandbox accepted the same message twice) and unknown outcomes. Exit 0 when lost == 0 and
@@ -152,9 +153,10 @@ FAILOVER_SCENARIOS = ("none", "failover", "kill-primary")  # none: the acks base
 def run_failover(*, messages: int, scenario: str, acks: int) -> dict[str, Any]:
     """Send ``messages`` through ``sentinel://`` (igsend.local.sentinel: a primary, two replicas, three
     sentinels) with 2 workers and 40 ms Graph latency; mid-send, ``SENTINEL FAILOVER`` (scenario ``failover``),
-    SIGKILL of the primary (``kill-primary``), or nothing (``none``: what acks cost in steady state). No
-    transient Graph errors and generous rate limits: what goes wrong is the failover's doing, and msgs/s is
-    igsend's and Redis's pace, not Meta's."""
+    SIGKILL of the primary (``kill-primary``; it stays down), or nothing (``none``: what acks cost in steady
+    state). No transient Graph errors and generous rate limits: what goes wrong is the failover's doing, and
+    msgs/s is igsend's and Redis's pace, not Meta's. With acks equal to every replica, ``kill-primary`` never
+    ends: the producer is refused (NotReplicated) until the dead server is back, which this run does not do."""
     from igsend.local.sentinel import start_cluster
 
     tmp = Path(tempfile.mkdtemp(prefix=f"igsend-chaos-{scenario}-{acks}-"))
@@ -262,9 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="repeat with seeds seed, seed+1, ... (default 1)")
     parser.add_argument("--failover", action="store_true",
                         help="Sentinel failover scenarios instead (1,000 messages; --small: 200, one scenario)")
+    parser.add_argument("--scenarios", default=",".join(FAILOVER_SCENARIOS),
+                        help="with --failover: which of " + ", ".join(FAILOVER_SCENARIOS) + " (comma-separated)")
+    parser.add_argument("--acks", default="0,1",
+                        help="with --failover: IGSEND_REDIS_REPLICA_ACKS values to run, comma-separated (default 0,1)")
     args = parser.parse_args(argv)
     if args.failover:
-        plan = [("failover", 1)] if args.small else [(s, a) for s in FAILOVER_SCENARIOS for a in (0, 1)]
+        acks = [int(value) for value in args.acks.split(",")]
+        plan = [("failover", 1)] if args.small else [(s, a) for s in args.scenarios.split(",") for a in acks]
         results = []
         for scenario, acks in plan:
             log(f"scenario {scenario}, IGSEND_REDIS_REPLICA_ACKS={acks}")

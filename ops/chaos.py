@@ -150,13 +150,14 @@ def wait_final(jobs, timeout: float) -> dict[str, tuple[str, str]]:
 FAILOVER_SCENARIOS = ("none", "failover", "kill-primary")  # none: the acks baseline
 
 
-def run_failover(*, messages: int, scenario: str, acks: int) -> dict[str, Any]:
+def run_failover(*, messages: int, scenario: str, acks: int, restart_killed: bool = False) -> dict[str, Any]:
     """Send ``messages`` through ``sentinel://`` (igsend.local.sentinel: a primary, two replicas, three
     sentinels) with 2 workers and 40 ms Graph latency; mid-send, ``SENTINEL FAILOVER`` (scenario ``failover``),
-    SIGKILL of the primary (``kill-primary``; it stays down), or nothing (``none``: what acks cost in steady
-    state). No transient Graph errors and generous rate limits: what goes wrong is the failover's doing, and
-    msgs/s is igsend's and Redis's pace, not Meta's. With acks equal to every replica, ``kill-primary`` never
-    ends: the producer is refused (NotReplicated) until the dead server is back, which this run does not do."""
+    SIGKILL of the primary (``kill-primary``; it stays down unless ``restart_killed``), or nothing (``none``:
+    what acks cost in steady state). No transient Graph errors and generous rate limits: what goes wrong is
+    the failover's doing, and msgs/s is igsend's and Redis's pace, not Meta's. With acks equal to every
+    replica, ``kill-primary`` without ``restart_killed`` never ends: the producer is refused (NotReplicated)
+    until the dead server is back."""
     from igsend.local.sentinel import start_cluster
 
     tmp = Path(tempfile.mkdtemp(prefix=f"igsend-chaos-{scenario}-{acks}-"))
@@ -210,6 +211,8 @@ def run_failover(*, messages: int, scenario: str, acks: int) -> dict[str, Any]:
         if scenario != "none":
             old = cluster.primary_port()
             new = cluster.failover() if scenario == "failover" else cluster.kill_primary()
+            if scenario == "kill-primary" and restart_killed:  # as a supervisor would: back, as a replica
+                cluster.restart(cluster.server(old))
             log(f"{scenario} (acks {acks}) at {event_at:.1f}s after {len(accepted)} accepted: primary {old} -> "
                 f"{new} in {time.monotonic() - started - event_at:.1f}s")
         producer.join()
@@ -266,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Sentinel failover scenarios instead (1,000 messages; --small: 200, one scenario)")
     parser.add_argument("--scenarios", default=",".join(FAILOVER_SCENARIOS),
                         help="with --failover: which of " + ", ".join(FAILOVER_SCENARIOS) + " (comma-separated)")
+    parser.add_argument("--restart-killed", action="store_true",
+                        help="with --failover: start the SIGKILLed primary again as a replica once the new one is up")
     parser.add_argument("--acks", default="0,1",
                         help="with --failover: IGSEND_REDIS_REPLICA_ACKS values to run, comma-separated (default 0,1)")
     args = parser.parse_args(argv)
@@ -275,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for scenario, acks in plan:
             log(f"scenario {scenario}, IGSEND_REDIS_REPLICA_ACKS={acks}")
-            results.append(run_failover(messages=200 if args.small else 1000, scenario=scenario, acks=acks))
+            results.append(run_failover(messages=200 if args.small else 1000, scenario=scenario, acks=acks,
+                                        restart_killed=args.restart_killed))
         failover_table(results)
         return 0 if all(r["lost"] == 0 and r["duplicates"] <= r["unknown"] for r in results) else 1
     size = {"messages": 200, "kills": 1} if args.small else {"messages": 2000, "kills": 3}

@@ -3,6 +3,10 @@
     ops/chaos            # 2,000 messages, 3 accounts, 5 % transient errors, 40 ms latency, 3 kills, 1 restart
     ops/chaos --small    # 200 messages, 1 kill, 1 restart (what CI runs)
     ops/chaos --runs 10  # the full run ten times with different seeds, then one summary table
+    ops/chaos --failover # Sentinel: 1,000 messages through sentinel:// (40 ms latency, 2 workers), a forced
+                         # SENTINEL FAILOVER and a SIGKILLed primary mid-run, each with replica acks 0 and 1
+    ops/chaos --failover --small  # 200 messages, the forced failover with acks 1 only
+    ops/chaos --failover --acks 2 # the same scenarios with IGSEND_REDIS_REPLICA_ACKS=2 (every replica)
 
 Reports accepted, delivered, dead by reason, lost (accepted but neither delivered nor dead nor unknown),
 duplicates (the sandbox accepted the same message twice) and unknown outcomes. Exit 0 when lost == 0 and
@@ -21,6 +25,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -114,21 +119,11 @@ def run(*, messages: int, kills: int, seed: int | None) -> dict:
             service.stop()
         redis.stop()
 
-    counts = Counter(s for s, _ in statuses.values())
-    reasons = Counter(reason for s, reason in statuses.values() if s in ("dead", "unknown"))
-    texts = Counter(m["body"].get("message", {}).get("text") for m in delivered_wire)
-    duplicates = sum(n - 1 for n in texts.values() if n > 1)
-    lost = len(accepted) - counts["delivered"] - counts["dead"] - counts["unknown"]
-    # Of the unknown outcomes, how many Meta (the sandbox) did receive: what an operator's check would find.
-    text_of = {job.id: document["text"] for job, document in zip(accepted, accepted_documents, strict=True)}
-    unknown_arrived = sum(1 for job_id, (s, _) in statuses.items() if s == "unknown" and texts[text_of[job_id]])
-    report = {"accepted": len(accepted), "delivered": counts["delivered"], "dead": counts["dead"],
-              "unknown": counts["unknown"], "unknown_that_reached_meta": unknown_arrived, "lost": lost,
-              "duplicates": duplicates, "republished_by_the_sweeper": republished,
-              "not_final": {s: n for s, n in counts.items() if s not in ("delivered", "dead", "unknown")},
-              "dead_or_unknown_by_reason": dict(reasons), "seconds": round(time.monotonic() - started, 1)}
+    report = summarize(accepted, accepted_documents, statuses, delivered_wire)
+    report["republished_by_the_sweeper"] = republished
+    report["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(report, indent=2))
-    ok = lost == 0 and duplicates <= counts["unknown"] and len(accepted) == messages
+    ok = report["lost"] == 0 and report["duplicates"] <= report["unknown"] and len(accepted) == messages
     print("target (lost 0, duplicates <= unknown outcomes):", "MET" if ok else "MISSED")
     return {**report, "ok": ok}
 
@@ -152,13 +147,143 @@ def wait_final(jobs, timeout: float) -> dict[str, tuple[str, str]]:
         time.sleep(0.5)
 
 
+FAILOVER_SCENARIOS = ("none", "failover", "kill-primary")  # none: the acks baseline
+
+
+def run_failover(*, messages: int, scenario: str, acks: int, restart_killed: bool = False) -> dict[str, Any]:
+    """Send ``messages`` through ``sentinel://`` (igsend.local.sentinel: a primary, two replicas, three
+    sentinels) with 2 workers and 40 ms Graph latency; mid-send, ``SENTINEL FAILOVER`` (scenario ``failover``),
+    SIGKILL of the primary (``kill-primary``; it stays down unless ``restart_killed``), or nothing (``none``:
+    what acks cost in steady state). No transient Graph errors and generous rate limits: what goes wrong is
+    the failover's doing, and msgs/s is igsend's and Redis's pace, not Meta's. With acks equal to every
+    replica, ``kill-primary`` without ``restart_killed`` never ends: the producer is refused (NotReplicated)
+    until the dead server is back."""
+    from igsend.local.sentinel import start_cluster
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"igsend-chaos-{scenario}-{acks}-"))
+    cluster = start_cluster(tmp / "sentinel", name="igsend")
+    os.environ.update({"IGSEND_REDIS_URL": cluster.url, "IGSEND_REDIS_MASTER": "igsend",
+                       "IGSEND_REDIS_REPLICA_ACKS": str(acks)})
+    forget_connections()  # this run's producer talks to this run's cluster, with this run's acks
+    tokens = [f"chaos-token-{i}-{os.urandom(6).hex()}" for i in range(3)]
+    sandbox = start_sandbox(tokens=tokens, latency_ms=40, error_rate=0.0, rate_limit=100_000,
+                            log_path=tmp / "sandbox.log")
+    accounts = tmp / "accounts.toml"
+    accounts.write_text("".join(f'[accounts.acct{i}]\nid = "1784140000001{i:04d}"\ntoken = "{t}"\n'
+                                f"[accounts.acct{i}.limits]\ntext_per_second = 1000\n\n"
+                                for i, t in enumerate(tokens)))
+    env = {"IGSEND_REDIS_URL": cluster.url, "IGSEND_REDIS_MASTER": "igsend", "IGSEND_REDIS_REPLICA_ACKS": str(acks),
+           "IGSEND_GRAPH_URL": sandbox.url, "IGSEND_ACCOUNTS_FILE": str(accounts), "IGSEND_ACCESS_TOKEN": "",
+           "IGSEND_RETRY_BASE": "0.5", "IGSEND_RETRY_CAP": "5"}
+    workers: list[Service] = []
+    from producers import EnqueueError, send_many
+
+    run_id = os.urandom(3).hex()
+    documents = [{"kind": "text", "recipient": f"c{i}", "text": f"failover {run_id} {i}", "account": f"acct{i % 3}"}
+                 for i in range(messages)]
+    accepted: list[Any] = []
+    accepted_documents: list[dict[str, str]] = []
+    refused = 0
+
+    def produce() -> None:
+        nonlocal refused
+        pending = list(documents)
+        while pending:
+            batch, pending = pending[:20], pending[20:]
+            while batch:
+                try:
+                    accepted.extend(send_many(batch).queued)
+                    accepted_documents.extend(batch)
+                    batch = []
+                except EnqueueError:  # failing over, or too few replicas: nothing of it was queued; again
+                    refused += 1
+                    time.sleep(0.2)
+            time.sleep(0.02)
+
+    try:
+        workers = [start_worker(env=env, log_path=tmp / f"worker{n}.log", concurrency=16) for n in (1, 2)]
+        started, started_wall = time.monotonic(), time.time()
+        producer = threading.Thread(target=produce)
+        producer.start()
+        while len(accepted) < messages // 2 and producer.is_alive():
+            time.sleep(0.01)
+        event_at = time.monotonic() - started
+        if scenario != "none":
+            old = cluster.primary_port()
+            new = cluster.failover() if scenario == "failover" else cluster.kill_primary()
+            if scenario == "kill-primary" and restart_killed:  # as a supervisor would: back, as a replica
+                cluster.restart(cluster.server(old))
+            log(f"{scenario} (acks {acks}) at {event_at:.1f}s after {len(accepted)} accepted: primary {old} -> "
+                f"{new} in {time.monotonic() - started - event_at:.1f}s")
+        producer.join()
+        statuses = wait_final(accepted, timeout=120)
+        finished = time.monotonic() - started
+        delivered_wire = requests.get(f"{sandbox.url}/_sandbox/messages", timeout=30).json()["messages"]
+    finally:
+        for service in [*workers, sandbox]:
+            service.stop()
+        cluster.stop()
+    report = summarize(accepted, accepted_documents, statuses, delivered_wire)
+    # the send phase: from the first enqueue to the last POST the sandbox accepted
+    send_phase = max((m["received_at"] for m in delivered_wire), default=started_wall) - started_wall
+    report.update({"scenario": scenario, "acks": acks, "refused_batches": refused, "seconds": round(finished, 1),
+                   "send_phase_s": round(send_phase, 2),
+                   "msgs_per_s": round(len(delivered_wire) / send_phase, 1) if send_phase > 0 else 0.0})
+    print(json.dumps(report, indent=2))
+    return report
+
+
+def summarize(accepted: list[Any], accepted_documents: list[dict[str, str]],
+              statuses: dict[str, tuple[str, str]], delivered_wire: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts from the final statuses and what the sandbox received: lost (accepted but no record or not final),
+    duplicates (the same text received twice), unknown outcomes and how many of those reached Meta."""
+    counts = Counter(s for s, _ in statuses.values())
+    reasons = Counter(reason for s, reason in statuses.values() if s in ("dead", "unknown"))
+    texts = Counter(m["body"].get("message", {}).get("text") for m in delivered_wire)
+    duplicates = sum(n - 1 for n in texts.values() if n > 1)
+    lost = len(accepted) - counts["delivered"] - counts["dead"] - counts["unknown"]
+    text_of = {job.id: document["text"] for job, document in zip(accepted, accepted_documents, strict=True)}
+    unknown_arrived = sum(1 for job_id, (s, _) in statuses.items() if s == "unknown" and texts[text_of[job_id]])
+    return {"accepted": len(accepted), "delivered": counts["delivered"], "dead": counts["dead"],
+            "unknown": counts["unknown"], "unknown_that_reached_meta": unknown_arrived, "lost": lost,
+            "duplicates": duplicates,
+            "not_final": {s: n for s, n in counts.items() if s not in ("delivered", "dead", "unknown")},
+            "dead_or_unknown_by_reason": dict(reasons)}
+
+
+def failover_table(reports: list[dict[str, Any]]) -> None:
+    print(f"{'scenario':<13} {'acks':>4} {'accepted':>8} {'delivered':>9} {'lost':>5} {'dups':>5} {'unknown':>7} "
+          f"{'dead':>5} {'msgs/s':>7}")
+    for r in reports:
+        print(f"{r['scenario']:<13} {r['acks']:>4} {r['accepted']:>8} {r['delivered']:>9} {r['lost']:>5} "
+              f"{r['duplicates']:>5} {r['unknown']:>7} {r['dead']:>5} {r['msgs_per_s']:>7}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ops/chaos", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="200 messages, 1 kill (CI)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--runs", type=int, default=1, help="repeat with seeds seed, seed+1, ... (default 1)")
+    parser.add_argument("--failover", action="store_true",
+                        help="Sentinel failover scenarios instead (1,000 messages; --small: 200, one scenario)")
+    parser.add_argument("--scenarios", default=",".join(FAILOVER_SCENARIOS),
+                        help="with --failover: which of " + ", ".join(FAILOVER_SCENARIOS) + " (comma-separated)")
+    parser.add_argument("--restart-killed", action="store_true",
+                        help="with --failover: start the SIGKILLed primary again as a replica once the new one is up")
+    parser.add_argument("--acks", default="0,1",
+                        help="with --failover: IGSEND_REDIS_REPLICA_ACKS values to run, comma-separated (default 0,1)")
     args = parser.parse_args(argv)
+    if args.failover:
+        acks = [int(value) for value in args.acks.split(",")]
+        plan = [("failover", 1)] if args.small else [(s, a) for s in args.scenarios.split(",") for a in acks]
+        results = []
+        for scenario, acks in plan:
+            log(f"scenario {scenario}, IGSEND_REDIS_REPLICA_ACKS={acks}")
+            results.append(run_failover(messages=200 if args.small else 1000, scenario=scenario, acks=acks,
+                                        restart_killed=args.restart_killed))
+        failover_table(results)
+        return 0 if all(r["lost"] == 0 and r["duplicates"] <= r["unknown"] for r in results) else 1
     size = {"messages": 200, "kills": 1} if args.small else {"messages": 2000, "kills": 3}
     base = args.seed if args.seed is not None else random.randrange(1_000_000)
     reports = []

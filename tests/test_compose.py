@@ -27,6 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+HA_FILE = ROOT / "docker-compose.ha.yml"
 ENV_EXAMPLE = ROOT / "ops" / "compose.env.example"
 DOCKERFILE = ROOT / "ops" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -37,6 +38,8 @@ CORE = {"redis", "worker", "flower", "api"}
 PROFILES = {"sandbox": ["sandbox"], "metrics": ["monitoring"], "prometheus": ["monitoring"],
             "grafana": ["monitoring"]}
 IGSEND_SERVICES = {"worker", "flower", "api", "sandbox", "metrics"}
+#: What docker-compose.ha.yml adds: a replica of `redis` and three sentinels.
+HA = {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
 #: Settings that carry or locate account secrets: only the processes that send (and the sandbox) get them.
 ACCOUNT_SECRETS = {"IGSEND_ACCESS_TOKEN", "IGSEND_APP_SECRET", "IGSEND_ACCOUNTS_FILE"}
 #: Entry points the compose file runs that are contract (DESIGN.md / the deployment brief) but may not be written
@@ -569,3 +572,45 @@ def test_docker_compose_config_refuses_missing_secrets(compose_cli: list[str], c
         result = _run([*compose_cli, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "--quiet"],
                       clean_env)
         assert result.returncode != 0 and variable in result.stderr, (variable, result.stderr)
+
+
+def test_ha_override_adds_sentinels_and_points_igsend_at_them(compose_cli: list[str],
+                                                             clean_env: dict[str, str]) -> None:
+    """docker-compose.ha.yml: a primary (`redis`), a replica, three sentinels; every igsend process on
+    sentinel:// with IGSEND_REDIS_MASTER, waiting for the sentinels to be healthy."""
+    base = [*compose_cli, "-f", str(COMPOSE_FILE), "-f", str(HA_FILE), "--env-file", str(ENV_EXAMPLE)]
+    result = _run([*base, "config", "--quiet"], clean_env)
+    assert result.returncode == 0, result.stderr
+    result = _run([*base, "--profile", "sandbox", "--profile", "monitoring", "config", "--format", "json"],
+                  clean_env)
+    assert result.returncode == 0, result.stderr
+    model = json.loads(result.stdout)
+    assert set(model["services"]) == CORE | set(PROFILES) | HA
+    sentinels = sorted(name for name in HA if name.startswith("sentinel-"))
+    expected = ("sentinel://:change-me-redis-password@sentinel-1:26379;sentinel://sentinel-2:26379;"
+                "sentinel://sentinel-3:26379/0")
+    for name in IGSEND_SERVICES:
+        env = model["services"][name]["environment"]
+        assert env["IGSEND_REDIS_URL"] == expected, name
+        assert env["IGSEND_REDIS_MASTER"] == "igsend", name
+    for name in IGSEND_SERVICES - {"sandbox"}:
+        assert set(sentinels) <= set(model["services"][name]["depends_on"]), name
+    for name in ("redis", "redis-replica"):
+        argv = model["services"][name]["command"]
+        assert argv[argv.index("--masterauth") + 1] == argv[argv.index("--requirepass") + 1], name
+        assert "ports" not in model["services"][name]
+    assert model["services"]["redis-replica"]["command"][1:4] == ["--replicaof", "redis", "6379"]
+    for name in sentinels:
+        service = model["services"][name]
+        assert service["image"].startswith("redis:7"), name
+        assert "ports" not in service and service["healthcheck"]["test"], name
+        script = service["command"][-1]
+        assert "sentinel monitor igsend redis 6379 2" in script and "--sentinel" in script, name
+        assert "change-me" not in script, "the password reaches the sentinel config from its environment, not argv"
+    # without the password the override refuses to render, like the base file
+    missing = {name: value for name, value in env_example().items() if name != "IGSEND_REDIS_PASSWORD"}
+    without = Path(clean_env["HOME"]) / "without-password.env"
+    without.write_text("".join(f"{name}={value}\n" for name, value in missing.items()), encoding="utf-8")
+    result = _run([*compose_cli, "-f", str(COMPOSE_FILE), "-f", str(HA_FILE), "--env-file", str(without),
+                   "config", "--quiet"], clean_env)
+    assert result.returncode != 0 and "IGSEND_REDIS_PASSWORD" in result.stderr, result.stderr

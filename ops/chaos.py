@@ -63,7 +63,6 @@ def run(*, messages: int, kills: int, seed: int | None) -> dict:
         return start_worker(env=env, log_path=tmp / f"worker{worker_count}.log", concurrency=16)
 
     workers = [new_worker(), new_worker()]
-    from producers import EnqueueError, send_many
 
     accepted = []
     accepted_documents = []
@@ -71,17 +70,7 @@ def run(*, messages: int, kills: int, seed: int | None) -> dict:
                  for i in range(messages)]
 
     def produce() -> None:
-        pending = list(documents)
-        while pending:
-            batch, pending = pending[:50], pending[50:]
-            while batch:
-                try:
-                    accepted.extend(send_many(batch).queued)
-                    accepted_documents.extend(batch)
-                    batch = []
-                except EnqueueError:  # Redis is restarting: nothing of this batch counts as queued; again
-                    time.sleep(0.5)
-            time.sleep(0.05)
+        send_all(documents, accepted, accepted_documents, batch_size=50, retry_after=0.5, pause=0.05)
 
     started = time.monotonic()
     producer = threading.Thread(target=produce)
@@ -126,6 +115,30 @@ def run(*, messages: int, kills: int, seed: int | None) -> dict:
     ok = report["lost"] == 0 and report["duplicates"] <= report["unknown"] and len(accepted) == messages
     print("target (lost 0, duplicates <= unknown outcomes):", "MET" if ok else "MISSED")
     return {**report, "ok": ok}
+
+
+def send_all(documents: list[dict[str, Any]], accepted: list[Any], accepted_documents: list[dict[str, Any]], *,
+             batch_size: int, retry_after: float, pause: float) -> int:
+    """Queue every document in batches, as a busy app would; returns how many batches the broker refused.
+
+    A refused batch (EnqueueError: Redis restarting or failing over, too few replicas) counted nothing as
+    queued, so it is sent again."""
+    from producers import EnqueueError, send_many
+
+    refused = 0
+    pending = list(documents)
+    while pending:
+        batch, pending = pending[:batch_size], pending[batch_size:]
+        while batch:
+            try:
+                accepted.extend(send_many(batch).queued)
+                accepted_documents.extend(batch)
+                batch = []
+            except EnqueueError:
+                refused += 1
+                time.sleep(retry_after)
+        time.sleep(pause)
+    return refused
 
 
 def wait_final(jobs, timeout: float) -> dict[str, tuple[str, str]]:
@@ -176,7 +189,6 @@ def run_failover(*, messages: int, scenario: str, acks: int, restart_killed: boo
            "IGSEND_GRAPH_URL": sandbox.url, "IGSEND_ACCOUNTS_FILE": str(accounts), "IGSEND_ACCESS_TOKEN": "",
            "IGSEND_RETRY_BASE": "0.5", "IGSEND_RETRY_CAP": "5"}
     workers: list[Service] = []
-    from producers import EnqueueError, send_many
 
     run_id = os.urandom(3).hex()
     documents = [{"kind": "text", "recipient": f"c{i}", "text": f"failover {run_id} {i}", "account": f"acct{i % 3}"}
@@ -187,18 +199,7 @@ def run_failover(*, messages: int, scenario: str, acks: int, restart_killed: boo
 
     def produce() -> None:
         nonlocal refused
-        pending = list(documents)
-        while pending:
-            batch, pending = pending[:20], pending[20:]
-            while batch:
-                try:
-                    accepted.extend(send_many(batch).queued)
-                    accepted_documents.extend(batch)
-                    batch = []
-                except EnqueueError:  # failing over, or too few replicas: nothing of it was queued; again
-                    refused += 1
-                    time.sleep(0.2)
-            time.sleep(0.02)
+        refused = send_all(documents, accepted, accepted_documents, batch_size=20, retry_after=0.2, pause=0.02)
 
     try:
         workers = [start_worker(env=env, log_path=tmp / f"worker{n}.log", concurrency=16) for n in (1, 2)]

@@ -105,19 +105,18 @@ def read(client: redis.Redis | None = None) -> Presence:
     """What the workers announced, read now (one round trip)."""
     client = client or get_redis()
     live, known = client.eval(_READ, 2, WORKERS_KEY, KNOWN_ACCOUNTS_KEY, worker_key(""))
-    workers = {}
-    for hostname, value in zip(live[::2], live[1::2], strict=True):
+    return Presence(_decoded(live), _decoded(known))
+
+
+def _decoded(flat: list[Any]) -> dict[str, Any]:
+    """A script's flat [name, JSON, name, JSON, ...] reply as a dict; an entry that is not JSON is skipped."""
+    found = {}
+    for name, value in zip(flat[::2], flat[1::2], strict=True):
         try:
-            workers[_text(hostname)] = json.loads(value)
+            found[_text(name)] = json.loads(value)
         except ValueError:
             continue
-    accounts = {}
-    for name, value in zip(known[::2], known[1::2], strict=True):
-        try:
-            accounts[_text(name)] = json.loads(value)
-        except ValueError:
-            continue
-    return Presence(workers, accounts)
+    return found
 
 
 def _text(value: str | bytes) -> str:

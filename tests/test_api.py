@@ -59,7 +59,7 @@ def test_a_refused_message_names_the_field_and_queues_nothing(client, r) -> None
     assert queue_depth(r) == before
 
 
-def test_queue_poll_and_idempotency(client, r) -> None:
+def test_queue_poll_and_idempotency(client, private_db) -> None:  # db 1: no worker takes the message away
     headers = {**AUTH, "Idempotency-Key": "order-42"}
     first = client.post("/v1/messages", json={"kind": "sticker", "recipient": "abc"}, headers=headers)
     assert first.status_code == 202

@@ -46,6 +46,16 @@ class PrimaryConnection(SentinelManagedConnection):
 class _SentinelChannel(kombu_redis.SentinelChannel):
     connection_class = PrimaryConnection
 
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        # When the primary dies, Celery's consumer closes the broker connection, and closing this channel puts
+        # its unacknowledged messages back, which needs a pool; kombu 5.7 then reads the connection's address
+        # from a transport that has already let go of its client, and the AttributeError ends the worker
+        # ("Unrecoverable error": ops/chaos --failover lost every message still queued when both workers died).
+        # As a connection error it is ignored like the others; the messages come back with the next restore.
+        if self.connection.client is None:
+            raise redis.ConnectionError("the broker connection is closed")
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]  # kombu: untyped
+
 
 class SentinelTransport(kombu_redis.SentinelTransport):
     """Kombu's Sentinel transport (``sentinel://`` + ``master_name``) with :class:`PrimaryConnection`: without it,

@@ -519,3 +519,44 @@ def test_a_copy_arriving_while_another_is_in_flight_stands_back(graph: FakeGraph
     tasks.context().admitter.admit(job.id, job.info()["message"], "text", 1000.0)  # a live POST holds the lock
     assert attempt(job).state == "IGNORED"
     assert job.status().value == "sending" and graph.count() == 0
+
+
+# --- replica acks: a failover must not make a sent message look unsent ----------------------------------------
+
+
+def test_an_admission_no_replica_confirmed_is_not_sent_and_comes_back(configure: Callable[..., FakeGraph],
+                                                                       private_db: redis_lib.Redis) -> None:
+    configure()
+    job = producers.send_text("carol", "only with a witness")  # queued with acks off: this Redis has no replica
+    graph = configure(IGSEND_REDIS_REPLICA_ACKS="1", IGSEND_REDIS_REPLICA_TIMEOUT="0.05")
+    assert attempt(job).state == "IGNORED"
+    assert graph.count() == 0
+    info = job.info()
+    assert info["status"] == "retrying" and info["attempts"] == 0
+    assert "0 of the 1 replica(s)" in info["reason"]
+    assert private_db.zscore(DELAYED_KEY, job.id) is not None  # the scheduler brings it back
+    assert not private_db.exists(lock_key(job.id)) and private_db.zscore(INFLIGHT_KEY, job.id) is None
+    assert stat(private_db, "unreplicated_admissions_total") == 1
+    graph = configure(IGSEND_REDIS_REPLICA_ACKS="0")  # the replicas are back (here: acks off); due in a second
+    time.sleep(1.1)
+    assert attempt(job).state == "SUCCESS"
+    assert graph.count() == 1 and job.info()["attempts"] == 1
+
+
+def test_recording_a_delivery_twice_keeps_one_record_and_clears_a_stale_unknown(
+        graph: FakeGraph, private_db: redis_lib.Redis) -> None:
+    from igsend.core.store import OUTCOMES_KEY
+
+    job = producers.send_text("dave", "recorded after a failover")
+    _admitted_by_a_worker_that_died(job, private_db)
+    assert attempt(job).state == "FAILURE"  # another copy found it orphaned while the record was out of reach
+    assert dlq.show(job.id)["status"] == "unknown"
+    outcomes = tasks.context().outcomes
+    entry = {"attempt": 1, "at": time.time(), "latency_ms": 12.0, "outcome": "delivered"}
+    outcomes.delivered(job.id, {"recipient_id": "dave", "message_id": "mid.first"}, entry)
+    outcomes.delivered(job.id, {"recipient_id": "dave", "message_id": "mid.first"}, entry)  # the retry
+    info = job.info()
+    assert info["status"] == "delivered" and info["result"]["message_id"] == "mid.first"
+    assert dlq.show(job.id) is None
+    delivered = [f for _, f in private_db.xrange(OUTCOMES_KEY) if f["id"] == job.id and f["status"] == "delivered"]
+    assert len(delivered) == 1

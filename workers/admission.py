@@ -43,6 +43,7 @@ class Action(StrEnum):
     HELD = "held"  # the account is unhealthy
     DEFERRED = "deferred"  # the account is paused
     PARKED = "parked"  # a rate slot is booked for later
+    UNREPLICATED = "unreplicated"  # admitted on the primary only (IGSEND_REDIS_REPLICA_ACKS): must not POST
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,14 @@ class Admitter:
     """Runs the admission step; keyword options are the policy knobs."""
 
     def __init__(self, client: redis.Redis, *, lock_ttl: float = 30.0, max_inline_wait: float = 0.5,
-                 late_tolerance: float = 0.25, record_ttl: int = 7 * 24 * 3600):
+                 late_tolerance: float = 0.25, record_ttl: int = 7 * 24 * 3600, replica_acks: int = 0,
+                 replica_timeout: float = 1.0):
         self.client = client
+        # IGSEND_REDIS_REPLICA_ACKS: a job may POST only once this many replicas hold its admission. A failover
+        # then cannot forget that the job was in flight, so a redelivered copy is never sent again (at worst it
+        # ends ``unknown``); an admission the replicas did not confirm is not sent at all (Action.UNREPLICATED).
+        self.replica_acks = replica_acks
+        self.replica_timeout = replica_timeout
         self.lock_ttl_ms = int(lock_ttl * 1000)
         self.max_inline_wait = max_inline_wait
         # A booked slot used later than this is booked anew: sending late alongside on-time slots would bunch
@@ -78,8 +85,21 @@ class Admitter:
         args = [job_id, lock_ttl_ms, rate, self.max_inline_wait, self.record_ttl,
                 json.dumps(message, ensure_ascii=False), message["kind"], account, message["recipient"],
                 self.late_tolerance]
-        reply = self.script(keys=keys, args=args)
+        if self.replica_acks:
+            # One pipeline, so the WAIT runs on the connection that ran the script (WAIT counts that connection's
+            # writes), and a pipeline retried on a new primary runs the script there again before its WAIT.
+            pipe = self.client.pipeline(transaction=False)
+            self.script(keys=keys, args=args, client=pipe)
+            records.wait_for_replicas(pipe, self.replica_acks, self.replica_timeout)
+            reply, confirmed = pipe.execute()
+        else:
+            reply, confirmed = self.script(keys=keys, args=args), 0
         action = Action(reply[0])
+        if action is Action.GO and int(confirmed) < self.replica_acks:
+            return Admission(Action.UNREPLICATED, attempt=int(reply[2]),
+                             detail=f"its admission reached {confirmed} of the {self.replica_acks} replica(s) "
+                                    f"IGSEND_REDIS_REPLICA_ACKS asks for within {self.replica_timeout:g} s; not "
+                                    "sent, due again in a second")
         if action is Action.GO:
             return Admission(action, wait=float(reply[1]), attempt=int(reply[2]), created_at=float(reply[3]))
         return Admission(action, detail=reply[1] if len(reply) > 1 else "")

@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any, NoReturn, cast
 
+import redis
 import requests
 from celery import Task
 from celery.exceptions import Ignore
@@ -19,7 +20,7 @@ from celery.exceptions import Ignore
 from igsend.core import account_state
 from igsend.core.celery_app import TASK_NAME, get_app
 from igsend.core.errors import IgsendError
-from igsend.core.records import JobStatus, Outcomes
+from igsend.core.records import JobStatus, NotReplicated, Outcomes
 from igsend.core.settings import get_settings
 from igsend.core.store import get_redis
 from schemas import SEND_CLASS, InvalidMessage, graph_body, load_message
@@ -37,6 +38,11 @@ log = logging.getLogger("igsend.send")
 app = get_app()
 
 MAX_DLQ_DOCUMENT = 10_000  # characters of a malformed document kept in its DLQ entry
+#: Seconds until a job whose admission the replicas did not confirm is due again (a failover's first seconds).
+UNREPLICATED_DELAY = 1.0
+#: Seconds a worker keeps writing a delivered record the replicas have not confirmed: a Sentinel failover with
+#: its defaults (down-after 30 s) plus the new primary's replicas coming back in sync.
+RECORD_PATIENCE = 60.0
 
 
 class DeadLettered(IgsendError):
@@ -59,7 +65,8 @@ class _Context:
         settings = get_settings()
         self.settings = settings
         self.redis = get_redis()
-        self.admitter = Admitter(self.redis, record_ttl=settings.result_ttl)
+        self.admitter = Admitter(self.redis, record_ttl=settings.result_ttl, replica_acks=settings.replica_acks,
+                                 replica_timeout=settings.replica_timeout)
         self.outcomes = Outcomes(self.redis, record_ttl=settings.result_ttl, delivered_ttl=settings.delivered_ttl,
                                  dlq_max=settings.dlq_max, dlq_archive=settings.dlq_archive)
         self.policy = RetryPolicy(max_attempts=settings.max_attempts, max_age=settings.max_age,
@@ -127,7 +134,11 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
                 continue
             _dead(ctx, job_id, "outcome unknown: a worker stopped while its POST was in flight; not resent",
                   None, None, status=JobStatus.UNKNOWN, msg=msg)
-        if admission.action is Action.DONE:
+        if admission.action is Action.UNREPLICATED:
+            ctx.outcomes.unadmit(job_id, time.time() + UNREPLICATED_DELAY, reason=admission.detail)
+            RETRIES.labels(msg["account"], "unreplicated").inc()
+            log.info("not sent job=%s: %s", job_id, admission.detail)
+        elif admission.action is Action.DONE:
             ctx.outcomes.count("skipped_redeliveries_total")
         elif admission.action is Action.PARKED:
             RATE_WAITS.labels(msg["account"], "parked").inc()
@@ -164,12 +175,34 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
         result = {"recipient_id": body["recipient_id"]}
         if body.get("message_id"):
             result["message_id"] = body["message_id"]
-        ctx.outcomes.delivered(job_id, result, entry, forget=reset_keys(msg["account"]))
+        _record_delivered(ctx, job_id, result, entry, forget=reset_keys(msg["account"]))
         FINISHED.labels(msg["account"], msg["kind"], "delivered").inc()
         # What Flower shows as the task's result: Meta's answer plus who/what/how many tries; no secrets.
         return {**result, "account": msg["account"], "kind": msg["kind"], "attempts": admission.attempt}
     _handle_failure(ctx, job_id, msg, verdict, entry, headers, admission.created_at)
     raise Ignore()
+
+
+def _record_delivered(ctx: _Context, job_id: str, result: dict[str, Any], entry: dict[str, Any], *,
+                      forget: list[str]) -> None:
+    """Write the delivered record until the replicas confirm it (IGSEND_REDIS_REPLICA_ACKS), through a failover.
+
+    The POST went out: this worker alone knows Meta's answer, so it keeps trying (the write is idempotent) rather
+    than let the message go back to the queue. If the record still is not confirmed after RECORD_PATIENCE, the
+    message is acknowledged anyway: its confirmed admission means a copy redelivered after a lost record ends
+    ``unknown``, never sent again."""
+    give_up_at = time.monotonic() + RECORD_PATIENCE
+    while True:
+        try:
+            ctx.outcomes.delivered(job_id, result, entry, forget=forget)
+            return
+        except (NotReplicated, redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as exc:
+            if time.monotonic() > give_up_at:
+                ctx.outcomes.count("unconfirmed_deliveries_total")
+                log.warning("delivered job=%s but its record is not confirmed (%s); a failover now could make it "
+                            "unknown, never send it again", job_id, type(exc).__name__)
+                return
+            time.sleep(0.5)
 
 
 def _handle_failure(ctx: _Context, job_id: str, msg: dict[str, Any], verdict: Verdict, entry: dict[str, Any],

@@ -327,7 +327,7 @@ class Outcomes:
         """Meta accepted it: the job shrinks to its compact record (one key), atomically with the end of its
         lock. ``forget``: keys to delete in the same step (e.g. the account's circuit breaker)."""
         keys = [job_key(job_id), attempts_key(job_id), done_key(job_id), lock_key(job_id), INFLIGHT_KEY,
-                OUTCOMES_KEY, *(forget or [])]
+                OUTCOMES_KEY, DLQ_KEY, DLQ_INDEX_KEY, *(forget or [])]
         args = [job_id, result["recipient_id"], result.get("message_id") or "",
                 json.dumps(attempt_entry, ensure_ascii=False), time.time(), self.delivered_ttl, self.stream_max]
         if not self.replica_acks:
@@ -347,6 +347,17 @@ class Outcomes:
                                             "updated_at": time.time()})
         if count_failure:
             pipe.hincrby(job_key(job_id), "failures", 1)
+        pipe.zadd(DELAYED_KEY, {job_id: due})
+        self._end(pipe, job_id)
+
+    def unadmit(self, job_id: str, due: float, *, reason: str) -> None:
+        """Take back an admission that must not POST (its replicas did not confirm it): the job is due again at
+        ``due`` (the scheduler brings it back), its lock and in-flight mark gone, the attempt not counted."""
+        pipe = self.client.pipeline()
+        pipe.hset(job_key(job_id), mapping={"status": JobStatus.RETRYING.value, "next_attempt_at": due,
+                                            "inflight": "", "reason": reason, "updated_at": time.time()})
+        pipe.hincrby(job_key(job_id), "attempts", -1)
+        pipe.hincrby(STATS_KEY, "unreplicated_admissions_total", 1)
         pipe.zadd(DELAYED_KEY, {job_id: due})
         self._end(pipe, job_id)
 

@@ -82,8 +82,9 @@ class Settings:
     #: The primary's name at the sentinels when IGSEND_REDIS_URL is ``sentinel://h1:26379;sentinel://h2:26379/0``
     #: (IGSEND_REDIS_MASTER).
     redis_master: str = "igsend"
-    #: Replicas that must hold a producer's records and messages, and a worker's "delivered" record, before the
-    #: call returns / the message is acknowledged (IGSEND_REDIS_REPLICA_ACKS; Redis WAIT). 0: off, no WAIT.
+    #: Replicas that must hold a producer's records and messages before the call returns, a job's admission before
+    #: its POST, and its "delivered" record before the message is acknowledged (IGSEND_REDIS_REPLICA_ACKS; Redis
+    #: WAIT). Set it to the number of replicas: fewer do not survive a forced failover. 0: off, no WAIT.
     replica_acks: int = 0
     #: Seconds WAIT may take before the producer (or worker) gives up (IGSEND_REDIS_REPLICA_TIMEOUT).
     replica_timeout: float = 1.0

@@ -247,11 +247,31 @@ def redis_warnings(client: redis.Redis | None = None) -> list[str]:
     if dead > cap:
         warnings.append(f"the DLQ holds {dead} entries, over IGSEND_DLQ_MAX ({cap}): set IGSEND_DLQ_ARCHIVE to "
                         "move the oldest to a file, or `igsend dlq purge`")
+    warnings.extend(replica_warnings(client))
     share = memory_share(client)
     if share is not None and share >= WARN_FROM:
         warnings.append(f"Redis is {share:.0%} full (maxmemory): from 95 % producers refuse new messages; "
                         "purge the DLQ, shorten IGSEND_DELIVERED_TTL or give Redis more memory")
     return warnings
+
+
+def replica_warnings(client: redis.Redis) -> list[str]:
+    """IGSEND_REDIS_REPLICA_ACKS against the replicas the primary has now, one sentence when they disagree.
+
+    Acks must equal the replicas: a forced failover re-points them one at a time, so a write fewer of them
+    confirmed can still be dropped (README, Sentinel); more acks than replicas online refuse every message."""
+    try:
+        replicas = int(client.info("replication").get("connected_slaves") or 0)
+    except redis.ResponseError:
+        return []
+    acks = get_settings().replica_acks
+    if acks > replicas:
+        return [f"IGSEND_REDIS_REPLICA_ACKS is {acks} but the primary has {replicas} replica(s) online: producers "
+                "are refused (NotReplicated) and workers send nothing until enough replicas are back"]
+    if replicas and acks < replicas:
+        return [f"IGSEND_REDIS_REPLICA_ACKS is {acks} but the primary has {replicas} replica(s): a failover can "
+                f"lose accepted messages and send one in flight twice; set IGSEND_REDIS_REPLICA_ACKS={replicas}"]
+    return []
 
 
 def _config(client: redis.Redis, name: str) -> str | None:

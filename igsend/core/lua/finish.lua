@@ -1,9 +1,18 @@
 -- A delivered job shrinks to one small string: the hash and its attempt log are replaced by a compact JSON
 -- document (kind, account, recipient, Meta's ids, times; the attempt log only when there was more than one
 -- attempt), kept for the delivered retention. The text of the message is not kept: it was sent.
--- KEYS: job hash, attempts list, done key, lock, inflight, outcome stream, then keys to delete (breaker).
+-- KEYS: job hash, attempts list, done key, lock, inflight, outcome stream, dlq, dlq index, then keys to delete
+--       (breaker).
 -- ARGV: job id, recipient_id, message_id ('' for none), attempt entry (JSON), now, delivered ttl,
 --       stream max length
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  -- Recorded already (this call again, after a failover or a shortfall of replica acks): keep the record, but
+  -- still write (its TTL), so a WAIT after this call covers the record on this primary.
+  redis.call('EXPIRE', KEYS[3], ARGV[6])
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  return 0
+end
 local rec = redis.call('HMGET', KEYS[1], 'kind', 'account', 'recipient', 'attempts', 'created_at')
 local entry = cjson.decode(ARGV[4])
 local doc = {k = rec[1], a = rec[2], r = rec[3], n = tonumber(rec[4] or '1') or 1,
@@ -22,5 +31,9 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[1], 'status', 'delivered',
            'account', rec[2] or '', 'kind', rec[1] or '', 'message_id', ARGV[3], 'at', ARGV[5])
-for i = 7, #KEYS do redis.call('DEL', KEYS[i]) end
+-- A copy that found this job orphaned while its record was out of reach (a failover) filed it as unknown:
+-- Meta's answer says delivered, so it leaves the DLQ.
+redis.call('HDEL', KEYS[7], ARGV[1])
+redis.call('ZREM', KEYS[8], ARGV[1])
+for i = 9, #KEYS do redis.call('DEL', KEYS[i]) end
 return 1

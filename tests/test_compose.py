@@ -593,6 +593,7 @@ def test_ha_override_adds_sentinels_and_points_igsend_at_them(compose_cli: list[
         env = model["services"][name]["environment"]
         assert env["IGSEND_REDIS_URL"] == expected, name
         assert env["IGSEND_REDIS_MASTER"] == "igsend", name
+        assert env["IGSEND_REDIS_REPLICA_ACKS"] == "1", name  # every replica the override runs (README, Sentinel)
     for name in IGSEND_SERVICES - {"sandbox"}:
         assert set(sentinels) <= set(model["services"][name]["depends_on"]), name
     for name in ("redis", "redis-replica"):

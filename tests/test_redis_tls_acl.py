@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
+import requests
+from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -23,14 +26,25 @@ from cryptography.x509.oid import NameOID
 import producers
 from igsend.core.store import forget_connections
 from igsend.local.embedded_redis import find_redis_server, free_port
-from tests.conftest import worker_env
+from tests.conftest import wait_until, worker_env
 
 pytestmark = pytest.mark.slow
 
-#: The least igsend needs, as the README gives it (Redis 7 ACL syntax): every command but the dangerous ones
-#: (no CONFIG, KEYS, FLUSHALL, DEBUG, SHUTDOWN...), plus INFO (memory checks) and CLIENT (connection setup). All
-#: keys and channels: Celery's remote control (Flower, health checks) uses reply queues named by random ids.
-ACL_RULES = ["on", ">igsend-pass", "~*", "&*", "+@all", "-@dangerous", "+info", "+client"]
+#: The least igsend needs, as the README gives it (Redis 7 ACL syntax); each pattern is proved needed by the test
+#: below (drop one and it fails). Keys: igsend's own (``igsend:*``) and its queue lists (``igsend``, and kombu's
+#: priority lists: ``igsend``, a two-byte separator, the step); kombu's unacked bookkeeping and binding tables
+#: (``_kombu.binding.*``, ``_kombu.binding_deadlines``, ``_kombu.binding_permanent.*``); the remote-control queues
+#: of workers (``HOSTNAME.celery.pidbox``) and the reply queues of inspect/ping (``ID.reply.celery.pidbox``),
+#: which kombu sizes and deletes per priority list; Flower's event queue (``celeryev.ID``); Celery's results for
+#: raw clients (``celery-task-meta-ID``). Channels: Celery's events and broadcasts (``/DB.`` prefixed, DB 0 here;
+#: Flower PSUBSCRIBEs ``/0.celeryev/*``, which an ACL allows only literally) and the result notifications.
+#: Commands: all but the dangerous ones (no CONFIG, KEYS, FLUSHALL, DEBUG, SHUTDOWN, CLIENT KILL/LIST...),
+#: plus INFO (memory checks).
+ACL_RULES = ["on", ">igsend-pass",
+             "~igsend", "~igsend:*", "~igsend??[0-9]", "~unacked", "~unacked_index", "~unacked_mutex",
+             "~_kombu.binding*", "~*.celery.pidbox*", "~celeryev.*", "~celery-task-meta-*",
+             "resetchannels", "&/0.celeryev/*", "&/0.celery.pidbox", "&celery-task-meta-*",
+             "+@all", "-@dangerous", "+info"]
 
 
 @dataclass
@@ -177,19 +191,144 @@ def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, r
     process.wait(10)
 
 
+FLOWER_AUTH = ("ops", "flower-acl-password")
+
+
+def _fault(sandbox: str, recipient: str, *faults: dict) -> None:
+    requests.post(f"{sandbox}/_sandbox/faults", json={"recipient": recipient, "faults": list(faults)},
+                  timeout=5).raise_for_status()
+
+
+def _cli(*args: str) -> Result:
+    from igsend.cli.main import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def _inspect(url: str) -> dict:
+    """``celery inspect`` as Flower and operators run it: a broadcast, answers on a reply queue."""
+    from celery import Celery
+
+    from igsend.core.celery_app import celery_config
+    from igsend.core.settings import Settings
+
+    app = Celery("igsend-inspect")
+    app.conf.update(celery_config(Settings(redis_url=url)))
+    try:
+        return app.control.inspect(timeout=2).active_queues() or {}
+    finally:
+        app.close()
+
+
+def _raw_celery_result(url: str) -> dict:
+    """A raw Celery client that wants the result: Celery's defaults, the result backend on the same Redis."""
+    from celery import Celery
+
+    client = Celery("other-app", broker=url, backend=url)
+    try:
+        result = client.send_task("igsend.send_message", args=[{"kind": "text", "recipient": "acl-raw",
+                                                                 "text": "from another app"}], queue="igsend")
+        return result.get(timeout=60)
+    finally:
+        client.close()
+
+
+def _every_part(url: str, admin: redis_lib.Redis, sandbox: str, flower: str) -> None:
+    from igsend.core import dlq
+    from igsend.core.store import get_redis
+    from producers.api import create_app
+    from workers.metrics import RedisStateCollector
+    from workers.sweeper import Sweeper
+
+    # Producers: one delivered, one retried (igsend:delayed, then the scheduler's due list), one dead (the DLQ).
+    _fault(sandbox, "acl-flaky", {"code": 2, "status": 500, "is_transient": True})
+    _fault(sandbox, "acl-dead", {"code": 100, "subcode": 2018001})
+    sent = producers.send_text("acl-user", "over a protected Redis")
+    flaky = producers.send_text("acl-flaky", "again, over a protected Redis")
+    dead = producers.send_text("acl-dead", "refused once")
+    assert sent.result(timeout=60)["recipient_id"] == "acl-user"
+    assert flaky.result(timeout=60)["recipient_id"] == "acl-flaky"
+    assert [a["outcome"] for a in flaky.info()["attempt_log"]] == ["transient", "delivered"]
+    with pytest.raises(producers.MessageDead):
+        dead.result(timeout=60)
+    assert [entry["id"] for entry in dlq.list_entries()] == [dead.id]
+
+    # The CLI: status (and of an id with no record: the broker scan of the queue lists and unacked), accounts,
+    # the DLQ, a replay (the fault was used up, so it is delivered).
+    assert json.loads(_cli("status", sent.id).stdout)["status"] == "delivered"
+    assert _cli("status", "no-such-job").exit_code == 1
+    listed = _cli("accounts", "list", "--json")
+    assert listed.exit_code == 0 and {row["account"] for row in json.loads(listed.stdout)} >= {"default", "shop"}
+    assert dead.id in _cli("dlq", "list").stdout
+    assert _cli("dlq", "replay", dead.id).exit_code == 0
+    assert dead.result(timeout=60)["recipient_id"] == "acl-dead"
+    assert dlq.list_entries() == []
+
+    # The HTTP API, with an idempotency key; its health check reads the workers' heartbeats.
+    api = create_app(api_keys=["acl-key"]).test_client()
+    auth = {"Authorization": "Bearer acl-key"}
+    posted = api.post("/v1/messages", json={"kind": "text", "recipient": "acl-api", "text": "over HTTP",
+                                             "idempotency_key": "acl-1"}, headers=auth)
+    assert posted.status_code == 202, posted.get_json()
+    job_id = posted.get_json()["id"]
+    assert producers.get_job(job_id).result(timeout=60)["recipient_id"] == "acl-api"
+    assert api.get(f"/v1/messages/{job_id}", headers=auth).get_json()["status"] == "delivered"
+    assert api.get("/v1/dead-letters", headers=auth).status_code == 200
+    health = api.get("/healthz").get_json()
+    assert health["ok"] and health["workers"] >= 1, health
+
+    # A raw Celery client and its result (Celery's result backend); Celery's remote control (inspect).
+    assert _raw_celery_result(url)["recipient_id"] == "acl-raw"
+    assert any(queue["name"] == "igsend" for queues in _inspect(url).values() for queue in queues)
+
+    # Flower: the workers (remote control), the queue lengths (the queue lists), the task (events).
+    assert requests.get(f"{flower}/api/workers", params={"refresh": 1}, auth=FLOWER_AUTH, timeout=30).json()
+    lengths = requests.get(f"{flower}/api/queues/length", auth=FLOWER_AUTH, timeout=30).json()
+    assert [queue["name"] for queue in lengths["active_queues"]] == ["igsend"], lengths
+    # (a task sent well after Flower started: its event receiver binds a moment after its health check answers)
+    task = wait_until(lambda: (answer := requests.get(f"{flower}/api/task/info/{job_id}", auth=FLOWER_AUTH,
+                                                      timeout=10)).ok and answer.json(), timeout=60)
+    assert task["state"] == "SUCCESS"
+
+    # The worker's sweeper has read the queue lists' oldest messages (it alone uses LINDEX; stats reset at start),
+    # and so does one pass here; the metrics exporter reads the queue lists and INFO memory.
+    wait_until(lambda: "cmdstat_lindex" in admin.info("commandstats"), timeout=15)
+    Sweeper(get_redis()).sweep()
+    assert {metric.name for metric in RedisStateCollector().collect()} >= {"igsend_queue_depth", "igsend_dlq_size"}
+
+
 def test_the_readme_acl_user_is_enough_for_every_part(acl_redis: tuple[str, redis_lib.Redis], use_url,
                                                       sandbox: str, accounts_file: Path, tmp_path: Path) -> None:
-    url, client = acl_redis
-    client.execute_command("ACL", "LOG", "RESET")
-    use_url(url)
-    _deliver_through(url, sandbox, accounts_file, tmp_path / "worker.log", "acl-user")
-    from igsend.core import dlq
+    """Every part of igsend against a Redis where it may touch only the README's keys: a worker (with its
+    scheduler, sweeper and remote control), producers, the CLI, the HTTP API, Flower, the metrics exporter and a
+    raw Celery client. Then the ACL log must hold no denial but the CONFIG GET of the risk check."""
     from igsend.core.store import redis_warnings
+    from igsend.local.processes import start_command, start_worker
 
-    assert dlq.list_entries() == []
+    url, admin = acl_redis
+    admin.execute_command("ACL", "LOG", "RESET")
+    admin.config_resetstat()
+    use_url(url)
+    # start_worker waits for the worker's answer to a ping: a remote-control broadcast and a reply queue
+    worker = start_worker(env=worker_env(url, sandbox, accounts_file), log_path=tmp_path / "worker.log",
+                          concurrency=4)
+    services = [worker]
+    try:
+        port = free_port()
+        services.append(start_command("flower", ["flower", "--port", str(port)],
+                                      env={"IGSEND_REDIS_URL": url, "IGSEND_FLOWER_AUTH": ":".join(FLOWER_AUTH)},
+                                      ready_url=f"http://127.0.0.1:{port}/healthcheck",
+                                      log_path=tmp_path / "flower.log", wait=60))
+        _every_part(url, admin, sandbox, f"http://127.0.0.1:{port}")
+    finally:
+        for service in reversed(services):
+            service.stop()  # a warm shutdown: the worker deletes its remote-control queue
+
     warnings = redis_warnings()  # CONFIG is refused, as on a managed Redis: one warning, not a failure
     assert len(warnings) == 1 and "CONFIG GET refused" in warnings[0] and "noeviction" in warnings[0]
-    denied = client.execute_command("ACL", "LOG")
+    # Replica acknowledgements (IGSEND_REDIS_REPLICA_ACKS) need WAIT; this Redis has no replica to wait for.
+    assert admin.execute_command("ACL", "DRYRUN", "igsend", "WAIT", "1", "100") == "OK"
+    denied = admin.execute_command("ACL", "LOG")
     # Only the CONFIG GET of the risk check may have been refused (it is @dangerous, as on managed Redis).
     assert [entry for entry in denied if "config" not in str(entry).lower()] == [], denied
 

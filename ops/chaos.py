@@ -3,10 +3,11 @@
     ops/chaos            # 2,000 messages, 3 accounts, 5 % transient errors, 40 ms latency, 3 kills, 1 restart
     ops/chaos --small    # 200 messages, 1 kill, 1 restart (what CI runs)
     ops/chaos --runs 10  # the full run ten times with different seeds, then one summary table
-    ops/chaos --failover # Sentinel: 1,000 messages through sentinel:// (40 ms latency, 2 workers), a forced
-                         # SENTINEL FAILOVER and a SIGKILLed primary mid-run, each with replica acks 0 and 1
-    ops/chaos --failover --small  # 200 messages, the forced failover with acks 1 only
-    ops/chaos --failover --acks 2 # the same scenarios with IGSEND_REDIS_REPLICA_ACKS=2 (every replica)
+    ops/chaos --failover # Sentinel: 1,000 messages through sentinel:// (40 ms latency, 2 workers, a primary
+                         # and 2 replicas), a forced SENTINEL FAILOVER and a SIGKILLed primary (started again
+                         # as a replica, as a supervisor would) mid-run, each with replica acks 0 and 2
+    ops/chaos --failover --small  # 200 messages, the forced failover with acks 2 only
+    ops/chaos --failover --acks 1 # the same scenarios with IGSEND_REDIS_REPLICA_ACKS=1 (fewer than every replica)
 
 Reports accepted, delivered, dead by reason, lost (accepted but neither delivered nor dead nor unknown),
 duplicates (the sandbox accepted the same message twice) and unknown outcomes. Exit 0 when lost == 0 and
@@ -131,7 +132,9 @@ def send_all(documents: list[dict[str, Any]], accepted: list[Any], accepted_docu
         batch, pending = pending[:batch_size], pending[batch_size:]
         while batch:
             try:
-                accepted.extend(send_many(batch).queued)
+                # every position's job: with idempotency keys, one a refused call queued after all is answered
+                # with its job instead of being queued again
+                accepted.extend(send_many(batch).jobs)
                 accepted_documents.extend(batch)
                 batch = []
             except EnqueueError:
@@ -163,7 +166,7 @@ def wait_final(jobs, timeout: float) -> dict[str, tuple[str, str]]:
 FAILOVER_SCENARIOS = ("none", "failover", "kill-primary")  # none: the acks baseline
 
 
-def run_failover(*, messages: int, scenario: str, acks: int, restart_killed: bool = False) -> dict[str, Any]:
+def run_failover(*, messages: int, scenario: str, acks: int, restart_killed: bool = True) -> dict[str, Any]:
     """Send ``messages`` through ``sentinel://`` (igsend.local.sentinel: a primary, two replicas, three
     sentinels) with 2 workers and 40 ms Graph latency; mid-send, ``SENTINEL FAILOVER`` (scenario ``failover``),
     SIGKILL of the primary (``kill-primary``; it stays down unless ``restart_killed``), or nothing (``none``:
@@ -191,15 +194,21 @@ def run_failover(*, messages: int, scenario: str, acks: int, restart_killed: boo
     workers: list[Service] = []
 
     run_id = os.urandom(3).hex()
-    documents = [{"kind": "text", "recipient": f"c{i}", "text": f"failover {run_id} {i}", "account": f"acct{i % 3}"}
-                 for i in range(messages)]
+    # Idempotency keys, as the README asks of an app behind Sentinel: a call refused with NotReplicated while the
+    # primary fails over may still have queued its messages on the server promoted; sent again under the same
+    # keys, they are answered with those jobs instead of being sent twice.
+    documents = [{"kind": "text", "recipient": f"c{i}", "text": f"failover {run_id} {i}", "account": f"acct{i % 3}",
+                  "idempotency_key": f"{run_id}-{i}"} for i in range(messages)]
     accepted: list[Any] = []
     accepted_documents: list[dict[str, str]] = []
     refused = 0
 
     def produce() -> None:
         nonlocal refused
-        refused = send_all(documents, accepted, accepted_documents, batch_size=20, retry_after=0.2, pause=0.02)
+        # With an event, a steady ~200 msgs/s, so it lands mid-send whatever acks cost; without one, as fast as
+        # the producer goes (what acks cost).
+        refused = send_all(documents, accepted, accepted_documents, batch_size=20, retry_after=0.2,
+                           pause=0.02 if scenario == "none" else 0.1)
 
     try:
         workers = [start_worker(env=env, log_path=tmp / f"worker{n}.log", concurrency=16) for n in (1, 2)]
@@ -208,13 +217,13 @@ def run_failover(*, messages: int, scenario: str, acks: int, restart_killed: boo
         producer.start()
         while len(accepted) < messages // 2 and producer.is_alive():
             time.sleep(0.01)
-        event_at = time.monotonic() - started
+        event_at, accepted_at_event = time.monotonic() - started, len(accepted)
         if scenario != "none":
             old = cluster.primary_port()
             new = cluster.failover() if scenario == "failover" else cluster.kill_primary()
             if scenario == "kill-primary" and restart_killed:  # as a supervisor would: back, as a replica
                 cluster.restart(cluster.server(old))
-            log(f"{scenario} (acks {acks}) at {event_at:.1f}s after {len(accepted)} accepted: primary {old} -> "
+            log(f"{scenario} (acks {acks}) at {event_at:.1f}s after {accepted_at_event} accepted: primary {old} -> "
                 f"{new} in {time.monotonic() - started - event_at:.1f}s")
         producer.join()
         statuses = wait_final(accepted, timeout=120)
@@ -270,19 +279,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="Sentinel failover scenarios instead (1,000 messages; --small: 200, one scenario)")
     parser.add_argument("--scenarios", default=",".join(FAILOVER_SCENARIOS),
                         help="with --failover: which of " + ", ".join(FAILOVER_SCENARIOS) + " (comma-separated)")
-    parser.add_argument("--restart-killed", action="store_true",
-                        help="with --failover: start the SIGKILLed primary again as a replica once the new one is up")
-    parser.add_argument("--acks", default="0,1",
-                        help="with --failover: IGSEND_REDIS_REPLICA_ACKS values to run, comma-separated (default 0,1)")
+    parser.add_argument("--leave-killed", action="store_true",
+                        help="with --failover: leave the SIGKILLed primary down (default: started again as a replica "
+                             "once the new primary is up, as a supervisor would; with acks = every replica, the run "
+                             "then never ends: every WAIT falls one replica short)")
+    parser.add_argument("--acks", default="0,2",
+                        help="with --failover: IGSEND_REDIS_REPLICA_ACKS values to run, comma-separated (default 0,2)")
     args = parser.parse_args(argv)
     if args.failover:
         acks = [int(value) for value in args.acks.split(",")]
-        plan = [("failover", 1)] if args.small else [(s, a) for s in args.scenarios.split(",") for a in acks]
+        plan = [("failover", 2)] if args.small else [(s, a) for s in args.scenarios.split(",") for a in acks]
         results = []
         for scenario, acks in plan:
             log(f"scenario {scenario}, IGSEND_REDIS_REPLICA_ACKS={acks}")
             results.append(run_failover(messages=200 if args.small else 1000, scenario=scenario, acks=acks,
-                                        restart_killed=args.restart_killed))
+                                        restart_killed=not args.leave_killed))
         failover_table(results)
         return 0 if all(r["lost"] == 0 and r["duplicates"] <= r["unknown"] for r in results) else 1
     size = {"messages": 200, "kills": 1} if args.small else {"messages": 2000, "kills": 3}

@@ -47,8 +47,10 @@ class RedisFull(EnqueueError):
 
 
 class NotReplicated(EnqueueError):
-    """Fewer replicas than IGSEND_REDIS_REPLICA_ACKS confirmed the call's records and messages in time: the
-    call's messages were taken back (none of its job ids is valid) and sending again is safe."""
+    """Fewer replicas than IGSEND_REDIS_REPLICA_ACKS confirmed the call's records and messages in time: what was
+    still queued was taken back, and a message without an idempotency key that a worker had already taken was
+    cancelled. Send again with the same idempotency keys: they answer with a job a worker had taken, or one that
+    the server promoted by a failover kept out of the take-back's reach, instead of queuing it twice."""
 
 
 # Takes the call's messages back out of the broker's lists. Kombu LPUSHes new messages, so they are near the head;
@@ -79,18 +81,30 @@ def _confirm_replicated(client: Any, fresh: list[tuple[str, str]]) -> None:
     try:
         pipe = client.pipeline(transaction=False)
         pipe.hincrby(STATS_KEY, "replica_waits_total", 1)
+        # Were the records written on this server? A pipeline retried on a new primary would WAIT for its own
+        # write only: records lost with the old primary must not pass for confirmed.
+        pipe.exists(*[job_key(job_id) for job_id, _ in fresh])
         records.wait_for_replicas(pipe, settings.replica_acks, settings.replica_timeout)
-        records.check_replicas(pipe.execute()[-1], settings.replica_acks, settings.replica_timeout,
-                               f"{len(fresh)} message(s)")
+        _, present, confirmed = pipe.execute()
+        if present < len(fresh):
+            raise records.NotReplicated(f"{len(fresh) - present} of {len(fresh)} record(s) are not on the primary "
+                                        "(it failed over)")
+        records.check_replicas(confirmed, settings.replica_acks, settings.replica_timeout, f"{len(fresh)} message(s)")
         return
     except (RedisError, records.NotReplicated) as exc:
         failure: Exception = exc
     ids = [job_id for job_id, _ in fresh]
     with contextlib.suppress(RedisError):
         removed = set(client.eval(_UNPUBLISH, len(queue_keys()), *queue_keys(), 2 * len(ids) + 1000, *ids))
-        records.discard(client, [i for i in ids if i in removed], [idem for _, idem in fresh if idem])
-        records.abandon(client, [i for i in ids if i not in removed], "not replicated")
-    raise NotReplicated(f"{failure}; nothing was queued, sending again is safe") from failure
+        keyed = {job_id for job_id, idem in fresh if idem != NO_IDEMPOTENCY_KEY}
+        records.discard(client, [i for i in ids if i in removed],
+                        [idem for job_id, idem in fresh if job_id in removed and idem != NO_IDEMPOTENCY_KEY])
+        # A message a worker already took may be on its way to Meta. With an idempotency key it is left to finish:
+        # the caller's second call gets its job back. Without one, it is cancelled (refused if not yet sent).
+        records.abandon(client, [i for i in ids if i not in removed and i not in keyed], "not replicated")
+    raise NotReplicated(f"{failure}; what was still queued was taken back: send again with the same idempotency "
+                        "keys (they answer with a job a worker had already taken, or one a new primary kept, instead "
+                        "of queuing it twice)") from failure
 
 
 #: Producers refuse new messages from this share of maxmemory, so workers keep room to finish the queue.

@@ -119,3 +119,41 @@ def test_every_producer_error_is_an_igsend_error() -> None:
     assert issubclass(AccountError, IgsendError) and issubclass(DeadLettered, IgsendError)
     assert issubclass(producers.JobNotFound, LookupError) and issubclass(producers.EnqueueError, RuntimeError)
     assert {"IgsendError", "IdempotencyConflict", "ReplayRefused"} <= set(producers.__all__)
+
+
+def test_a_message_a_worker_took_before_the_replicas_answered_keeps_its_job_under_its_key(
+        r, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IGSEND_REDIS_REPLICA_ACKS with no replica answering (this Redis has none): the call is refused with
+    NotReplicated. A message a worker took in the meantime may be on its way to Meta: with an idempotency key it
+    keeps its job, which the caller's second call gets back (not a second message); without one it is cancelled."""
+    from igsend.core import records
+    from igsend.core.celery_app import queue_keys
+    from igsend.core.store import forget_connections, job_key
+    from producers.enqueue import NotReplicated
+
+    monkeypatch.setenv("IGSEND_REDIS_REPLICA_ACKS", "1")
+    monkeypatch.setenv("IGSEND_REDIS_REPLICA_TIMEOUT", "0.05")
+    forget_connections()
+    waited = records.wait_for_replicas
+
+    def a_worker_takes_the_messages_first(pipe, replicas: int, timeout: float) -> None:
+        for key in queue_keys():  # what a worker's fetch does: the messages leave the queue lists
+            r.delete(key)
+        waited(pipe, replicas, timeout)
+
+    monkeypatch.setattr(records, "wait_for_replicas", a_worker_takes_the_messages_first)
+    documents = [{"kind": "text", "recipient": "idem-taken", "text": "keyed", "idempotency_key": "taken-1"},
+                 {"kind": "text", "recipient": "idem-taken", "text": "no key"}]
+    with pytest.raises(NotReplicated) as caught:
+        send_many(documents)
+    assert "same idempotency keys" in str(caught.value)
+    keyed_job = r.get(idempotency_key("default", "taken-1")).split("|")[0]
+    assert r.hget(job_key(keyed_job), "status") == "queued"  # left to the worker that has it
+    statuses = [r.hget(key, "status") for key in r.scan_iter(job_key("*")) if key != job_key(keyed_job)]
+    assert statuses == ["cancelled"]  # the keyless one: refused when a worker runs it
+
+    monkeypatch.setenv("IGSEND_REDIS_REPLICA_ACKS", "0")  # the replicas are back
+    monkeypatch.setattr(records, "wait_for_replicas", waited)
+    forget_connections()
+    again = send_many(documents[:1])
+    assert again.duplicates == {0} and again.jobs[0].id == keyed_job

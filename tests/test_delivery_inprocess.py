@@ -560,3 +560,18 @@ def test_recording_a_delivery_twice_keeps_one_record_and_clears_a_stale_unknown(
     assert dlq.show(job.id) is None
     delivered = [f for _, f in private_db.xrange(OUTCOMES_KEY) if f["id"] == job.id and f["status"] == "delivered"]
     assert len(delivered) == 1
+
+
+def test_a_delivery_the_replicas_never_confirm_is_recorded_and_acknowledged_after_the_patience(
+        configure: Callable[..., FakeGraph], private_db: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure()
+    job = producers.send_text("erin", "sent, then no replica answers")
+    graph = configure(IGSEND_REDIS_REPLICA_ACKS="1", IGSEND_REDIS_REPLICA_TIMEOUT="0.05")
+    monkeypatch.setattr(tasks, "RECORD_PATIENCE", 1.0)
+    tasks.context().admitter.replica_acks = 0  # the admission was confirmed; the replica left right after
+    started = time.monotonic()
+    assert attempt(job).state == "SUCCESS"  # acknowledged: the POST went out, the record is on the primary
+    assert time.monotonic() - started >= 1.0  # it kept writing the record for the patience first
+    assert graph.count() == 1 and job.info()["status"] == "delivered"
+    assert stat(private_db, "unconfirmed_deliveries_total") == 1
+    assert attempt(job).state == "IGNORED" and graph.count() == 1  # a redelivery finds it delivered

@@ -273,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ops/chaos", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="200 messages, 1 kill (CI)")
+    parser.add_argument("--messages", type=int, default=None,
+                        help="with --failover: messages per scenario (default 1,000; --small: 200)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--runs", type=int, default=1, help="repeat with seeds seed, seed+1, ... (default 1)")
     parser.add_argument("--failover", action="store_true",
@@ -292,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for scenario, acks in plan:
             log(f"scenario {scenario}, IGSEND_REDIS_REPLICA_ACKS={acks}")
-            results.append(run_failover(messages=200 if args.small else 1000, scenario=scenario, acks=acks,
+            results.append(run_failover(messages=args.messages or (200 if args.small else 1000), scenario=scenario,
+                                        acks=acks,
                                         restart_killed=not args.leave_killed))
         failover_table(results)
         return 0 if all(r["lost"] == 0 and r["duplicates"] <= r["unknown"] for r in results) else 1

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES
 
 from igsend.core.settings import Settings, get_settings
 from igsend.core.store import is_sentinel_url, sentinel_parts
@@ -127,6 +128,10 @@ def _sentinel_broker_url(url: str) -> str:
     return ";".join(f"sentinel://{auth}{host}:{port}/{db}" for host, port in hosts)
 
 
+#: Celery's Sentinel transport with igsend's connections (igsend.core.sentinel).
+SENTINEL_TRANSPORT = "igsend.core.sentinel:SentinelTransport"
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     # The visibility timeout: seconds after which a message a worker took but never acknowledged goes back on
     # the queue. Kombu's default is one hour; a SIGKILLed worker's messages must come back within a minute, and
@@ -153,11 +158,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # every new connection, so they follow a failover. Kombu takes the db and password from the first part
         # and Celery's backend from the first as well: every part gets them, whichever one named them.
         url = _sentinel_broker_url(url)
+        # Kombu treats the ;-separated sentinels as alternate URLs and, reconnecting to the next one, picks the
+        # transport by its scheme: the stock one, whose NOREPLICAS from a demoted primary ends the worker
+        # ("Unrecoverable error"; seen in tests/test_failover.py). Every sentinel:// address gets igsend's.
+        TRANSPORT_ALIASES["sentinel"] = SENTINEL_TRANSPORT
         transport["master_name"] = settings.redis_master
         transport["sentinel_kwargs"] = {"socket_connect_timeout": 1, "socket_timeout": 1}
     return {
         "broker_url": url,
-        **({"broker_transport": "igsend.core.sentinel:SentinelTransport"} if is_sentinel_url(url) else {}),
+        **({"broker_transport": SENTINEL_TRANSPORT} if is_sentinel_url(url) else {}),
         "result_backend": url,
         "broker_transport_options": transport,
         "result_backend_transport_options": {**transport},

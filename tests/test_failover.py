@@ -126,16 +126,16 @@ def test_sends_through_a_failover_without_losing_or_doubling(event: str, cluster
     assert counts["dead"] == 0 and counts["unknown"] <= 5, counts  # unknown: sent, but the record did not survive
 
 
-def test_every_sentinel_address_reconnects_through_igsends_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_sentinel_address_reconnects_through_igsends_transport() -> None:
     """Kombu reconnects to the next ;-separated sentinel as an alternate URL and picks its transport by scheme:
     each must be igsend's (a NOREPLICAS from a demoted primary is then a reconnect, not the worker's end)."""
+    from celery import Celery
+
     from igsend.core.celery_app import celery_config
     from igsend.core.sentinel import SentinelTransport
     from igsend.core.settings import Settings
 
     config = celery_config(Settings(redis_url="sentinel://127.0.0.1:1;sentinel://127.0.0.1:2;sentinel://127.0.0.1:3/0"))
-    from celery import Celery
-
     connection = Celery("alternates", set_as_current=False, config_source=config).connection_for_read()
     assert connection.get_transport_cls() is SentinelTransport
     for alternate in connection.alt:

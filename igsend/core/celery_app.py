@@ -128,8 +128,11 @@ def _sentinel_broker_url(url: str) -> str:
     return ";".join(f"sentinel://{auth}{host}:{port}/{db}" for host, port in hosts)
 
 
-#: Celery's Sentinel transport with igsend's connections (igsend.core.sentinel).
-SENTINEL_TRANSPORT = "igsend.core.sentinel:SentinelTransport"
+# Every sentinel:// address uses Celery's Sentinel transport with igsend's connections (igsend.core.sentinel).
+# Kombu picks a transport by the URL's scheme, for the first of the ;-separated sentinels and again for each
+# alternate it reconnects to; with the stock one there, a demoted primary's NOREPLICAS ends the worker
+# ("Unrecoverable error"; seen in tests/test_failover.py). So the scheme itself names igsend's transport.
+TRANSPORT_ALIASES["sentinel"] = "igsend.core.sentinel:SentinelTransport"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -158,15 +161,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # every new connection, so they follow a failover. Kombu takes the db and password from the first part
         # and Celery's backend from the first as well: every part gets them, whichever one named them.
         url = _sentinel_broker_url(url)
-        # Kombu treats the ;-separated sentinels as alternate URLs and, reconnecting to the next one, picks the
-        # transport by its scheme: the stock one, whose NOREPLICAS from a demoted primary ends the worker
-        # ("Unrecoverable error"; seen in tests/test_failover.py). Every sentinel:// address gets igsend's.
-        TRANSPORT_ALIASES["sentinel"] = SENTINEL_TRANSPORT
         transport["master_name"] = settings.redis_master
         transport["sentinel_kwargs"] = {"socket_connect_timeout": 1, "socket_timeout": 1}
     return {
         "broker_url": url,
-        **({"broker_transport": SENTINEL_TRANSPORT} if is_sentinel_url(url) else {}),
         "result_backend": url,
         "broker_transport_options": transport,
         "result_backend_transport_options": {**transport},

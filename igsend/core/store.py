@@ -151,9 +151,10 @@ def redis_from_url(url: str, **kwargs: Any) -> redis.Redis:
     if not is_sentinel_url(url):
         return redis.Redis.from_url(url, **kwargs)
     hosts, db, username, password = sentinel_parts(url)
-    timeouts = {key: kwargs[key] for key in ("socket_connect_timeout", "socket_timeout") if key in kwargs}
+    timeouts: dict[str, Any] = {key: kwargs[key] for key in ("socket_connect_timeout", "socket_timeout")
+                                if key in kwargs}
     sentinels = Sentinel(hosts, sentinel_kwargs=timeouts)
-    credentials = {"username": username, "password": password} if password is not None else {}
+    credentials: dict[str, Any] = {"username": username, "password": password} if password is not None else {}
     return cast(redis.Redis, sentinels.master_for(get_settings().redis_master, redis_class=SentinelRedis, db=db,
                                                   **credentials, connection_class=PrimaryConnection, **kwargs))
 

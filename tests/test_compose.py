@@ -430,7 +430,10 @@ def test_dockerfile() -> None:
     assert bases and all(base == "python:3.11-slim" for base in bases), bases
     users = [line.split()[1] for line in instructions if line.upper().startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the image must run as a non-root user"
-    assert any("pip install --no-cache-dir ." in line for line in instructions)
+    # the image installs exactly the locked versions, with the uv ops/bootstrap pins
+    assert any(line.startswith("RUN uv sync --locked --no-editable") for line in instructions)
+    uv_version = re.search(r"^UV_VERSION=(\S+)$", (ROOT / "ops" / "bootstrap").read_text(), re.M)
+    assert uv_version and f"RUN pip install --no-cache-dir uv=={uv_version.group(1)}" in instructions
     assert instructions[-1] == 'CMD ["igsend", "worker"]'
     secret = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|_AUTH", re.I)
     for line in instructions:
@@ -447,11 +450,11 @@ def test_dockerignore_keeps_secrets_out_and_the_package_in() -> None:
     for must in (".env", ".venv", ".git"):
         assert must in excluded, f".dockerignore must exclude {must}"
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    needed = ["pyproject.toml", project["project"]["readme"],
+    needed = ["pyproject.toml", "uv.lock", project["project"]["readme"],
               *(p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"])]
     for name in needed:
         hits = [p for p in excluded if fnmatch.fnmatch(name, p.removeprefix("**/"))]
-        assert not hits, f".dockerignore drops {name}, which `pip install .` needs ({hits})"
+        assert not hits, f".dockerignore drops {name}, which `uv sync` needs ({hits})"
 
 
 # --- Prometheus and Grafana -------------------------------------------------------------------------------------

@@ -194,7 +194,7 @@ def run_failover(*, messages: int, scenario: str, acks: int, restart_killed: boo
     workers: list[Service] = []
 
     run_id = os.urandom(3).hex()
-    # Idempotency keys, as the README asks of an app behind Sentinel: a call refused with NotReplicated while the
+    # Idempotency keys, as docs/redis.md asks of an app behind Sentinel: a call refused with NotReplicated while the
     # primary fails over may still have queued its messages on the server promoted; sent again under the same
     # keys, they are answered with those jobs instead of being sent twice.
     documents = [{"kind": "text", "recipient": f"c{i}", "text": f"failover {run_id} {i}", "account": f"acct{i % 3}",

@@ -394,7 +394,7 @@ def test_filter_on_a_record_directly() -> None:
 
 
 def test_images_gifs_and_posts_ride_in_the_text_class_audio_and_video_in_media() -> None:
-    # Meta names images, GIFs and posts in neither class: igsend decides text (README, rate section).
+    # Meta names images, GIFs and posts in neither class: igsend decides text (docs/rate-limits.md).
     from schemas import KINDS, SEND_CLASS
 
     assert {kind for kind in KINDS if SEND_CLASS[kind] == "media"} == {"audio", "video"}

@@ -25,7 +25,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+SETTINGS_PAGE = ROOT / "docs" / "settings.md"
+DEPLOY_PAGE = ROOT / "docs" / "deploy.md"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 HA_FILE = ROOT / "docker-compose.ha.yml"
 ENV_EXAMPLE = ROOT / "ops" / "compose.env.example"
@@ -287,23 +288,23 @@ def test_tokens_reach_only_workers_and_the_sandbox(services: dict[str, dict[str,
         ("IGSEND_ACCOUNTS_FILE", ":+", "/etc/igsend/accounts.toml")]
 
 
-#: README settings that compose does not take from .env, and why.
+#: Documented settings (docs/settings.md) that compose does not take from .env, and why.
 NOT_FROM_ENV = {
     "IGSEND_DATA_DIR": "only `igsend demo` / `igsend up` use it (the embedded Redis and their logs)",
     "IGSEND_METRICS_PORT": "fixed at 9809: ops/prometheus.yml scrapes every worker replica on that port",
     "IGSEND_REDIS_URL": "built from IGSEND_REDIS_PASSWORD: the stack's Redis is the compose service",
 }
-#: README settings only one service reads.
+#: Documented settings only one service reads.
 ONLY_IN = {"IGSEND_FLOWER_AUTH": "flower", "IGSEND_API_KEYS": "api"}
 #: Settings producers read too (records, idempotency, the broker's visibility timeout): the API gets them.
 PRODUCER_SETTINGS = {"IGSEND_SEND_DEADLINE", "IGSEND_IDEMPOTENCY_WINDOW", "IGSEND_RESULT_TTL", "IGSEND_DELIVERED_TTL",
                      "IGSEND_DLQ_MAX", "IGSEND_DLQ_ARCHIVE", "IGSEND_LOG_FORMAT", "IGSEND_REDIS_URL"}
 
 
-def readme_settings() -> list[str]:
-    """Every IGSEND_* name in the first column of the README's settings table."""
-    text = README.read_text(encoding="utf-8")
-    table = text[text.index("\n## Settings\n"):]
+def documented_settings() -> list[str]:
+    """Every IGSEND_* name in the first column of the settings table (docs/settings.md, "Environment variables")."""
+    text = SETTINGS_PAGE.read_text(encoding="utf-8")
+    table = text[text.index("\n## Environment variables\n"):]
     table = table[:table.index("\n## ", 1)]
     names = [name for line in table.splitlines() if line.startswith("| `IGSEND_")
              for name in re.findall(r"`(IGSEND_[A-Z0-9_]+)`", line.split("|")[1])]
@@ -311,10 +312,10 @@ def readme_settings() -> list[str]:
     return names
 
 
-def test_every_readme_setting_reaches_the_containers_from_env(services: dict[str, dict[str, Any]]) -> None:
+def test_every_documented_setting_reaches_the_containers_from_env(services: dict[str, dict[str, Any]]) -> None:
     worker, api = environment(services["worker"]), environment(services["api"])
     documented = env_example()
-    for name in readme_settings():
+    for name in documented_settings():
         if name in NOT_FROM_ENV:
             continue
         assert name in documented, f"{name}: list it in ops/compose.env.example"
@@ -346,8 +347,8 @@ def test_env_example_gives_igsend_defaults() -> None:
     assert documented["IGSEND_DLQ_ARCHIVE"] == "" and Settings.dlq_archive is None
 
 
-def test_readme_run_without_meta_gives_the_sandbox_url_and_token() -> None:
-    row = next(line for line in README.read_text(encoding="utf-8").splitlines()
+def test_deploy_page_run_without_meta_gives_the_sandbox_url_and_token() -> None:
+    row = next(line for line in DEPLOY_PAGE.read_text(encoding="utf-8").splitlines()
                if line.startswith("| run without Meta |"))
     assert "IGSEND_GRAPH_URL=http://sandbox:8899" in row and "IGSEND_ACCESS_TOKEN=sandbox-token" in row
 
@@ -556,7 +557,7 @@ def test_docker_compose_config_accepts_the_file(compose_cli: list[str], clean_en
     assert model["services"]["sandbox"]["environment"]["IGSEND_ACCESS_TOKEN"] == "sandbox-token"
     # every setting the example gives reaches the worker with that value (and producer settings the API)
     example = env_example()
-    for name in readme_settings():
+    for name in documented_settings():
         if name in NOT_FROM_ENV or name in ONLY_IN:
             continue
         assert (worker["environment"].get(name) or "") == example[name], name
@@ -596,7 +597,7 @@ def test_ha_override_adds_sentinels_and_points_igsend_at_them(compose_cli: list[
         env = model["services"][name]["environment"]
         assert env["IGSEND_REDIS_URL"] == expected, name
         assert env["IGSEND_REDIS_MASTER"] == "igsend", name
-        assert env["IGSEND_REDIS_REPLICA_ACKS"] == "1", name  # every replica the override runs (README, Sentinel)
+        assert env["IGSEND_REDIS_REPLICA_ACKS"] == "1", name  # every replica the override runs (docs/redis.md)
     for name in IGSEND_SERVICES - {"sandbox"}:
         assert set(sentinels) <= set(model["services"][name]["depends_on"]), name
     for name in ("redis", "redis-replica"):

@@ -1,4 +1,5 @@
-"""The error taxonomy, row by row from the code table in the README's error table.
+"""The error taxonomy, row by row from the error table of docs/delivery.md ("Errors: one
+taxonomy, decided by Graph code").
 
 "Graph API / Handling Errors" and "Messenger Platform / Common Error Codes" (2026): the class is decided by
 the Graph code (and subcode), never by the HTTP status alone. Transport failures are classified by whether the

@@ -21,7 +21,7 @@ from igsend.local.sentinel import SentinelCluster, start_cluster
 from tests.conftest import reset_client_caches, worker_env
 
 #: The cluster's replicas, and so the acks igsend asks for: WAIT on fewer than every replica is not enough, since a
-#: forced failover re-points the replicas one at a time (README, Sentinel).
+#: forced failover re-points the replicas one at a time (docs/redis.md, Sentinel).
 REPLICAS = 2
 
 

@@ -1,6 +1,6 @@
 """Usage headers, Retry-After, backoff with full jitter, give-up rules and the throttle pause.
 
-Header shapes from "Messenger Platform rate limits" (2026), as summarised in the README's error table:
+Header shapes from "Messenger Platform rate limits" (2026), as summarised in docs/delivery.md's error table:
 ``X-App-Usage`` holds whole percentages; ``X-Business-Use-Case-Usage`` maps a business object id to entries
 whose ``estimated_time_to_regain_access`` is in minutes.
 """

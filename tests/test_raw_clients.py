@@ -1,4 +1,5 @@
-"""Raw Celery clients as first-class producers: the exact calls README "Raw Celery clients" documents.
+"""Raw Celery clients as first-class producers: the exact calls docs/sending.md "Raw Celery clients"
+documents.
 
 - where a raw publish waits: in line with igsend's own backlog, never ahead of it (checked in a Redis no worker
   consumes, popped the way kombu pops);

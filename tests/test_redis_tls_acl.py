@@ -334,5 +334,5 @@ def test_the_readme_acl_user_is_enough_for_every_part(acl_redis: tuple[str, redi
 
 
 def test_the_readme_gives_that_acl_line() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "redis.md").read_text()
     assert "ACL SETUSER igsend " + " ".join(ACL_RULES).replace(">igsend-pass", ">PASSWORD") in readme

@@ -54,7 +54,8 @@ class Budget:
 #: video 10/s on both). A new class is one line here plus its kinds in ``schemas.SEND_CLASS``; e.g. private
 #: replies will be ``"private_reply": {"instagram": Budget(750, per=3600), "facebook": Budget(750, per=3600)}``.
 BUDGETS: dict[str, dict[str, Budget]] = {
-    # text, links, reactions, stickers; and images, GIFs and posts, which Meta names in neither class (README)
+    # text, links, reactions, stickers; and images, GIFs and posts, which Meta names in neither class
+    # (docs/rate-limits.md)
     "text": {"instagram": Budget(100), "facebook": Budget(300)},
     "media": {"instagram": Budget(10), "facebook": Budget(10)},  # audio and video
 }

@@ -1,7 +1,7 @@
 """The error taxonomy: every Graph API answer and transport failure maps to one of six outcomes.
 
 Sources: "Graph API / Handling Errors", "Messenger Platform / Common Error Codes" and "rate limits" (2026), as
-summarised in the README's error table. Decide by Graph code, never by HTTP status alone: Meta answers
+summarised in the error table of docs/delivery.md. Decide by Graph code, never by HTTP status alone: Meta answers
 throttling with 400 or 429 depending on the endpoint.
 """
 

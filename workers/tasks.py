@@ -49,7 +49,7 @@ class DeadLettered(IgsendError):
     """Raised so Celery (and Flower) show the task as failed; the text carries the reason, never a token.
     Declared in the task's ``throws``: Celery logs it as one line, without a traceback.
 
-    What a raw Celery client's ``AsyncResult`` gets (README "Raw Celery clients"): ``args[0]`` the text
+    What a raw Celery client's ``AsyncResult`` gets (docs/sending.md "Raw Celery clients"): ``args[0]`` the text
     (``"dead: permanent: ... (Graph error 100/2018001)"``), ``args[1]`` ``{"status", "reason", "code",
     "subcode", "message", "fbtrace_id", "http_status", "class"}`` (Graph fields ``None`` when Meta never
     answered with an error)."""

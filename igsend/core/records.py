@@ -51,7 +51,7 @@ class JobStatus(StrEnum):
     RETRYING = "retrying"
     DELIVERED = "delivered"  # accepted by Meta with a message id (Instagram has no delivery receipts)
     DEAD = "dead"
-    UNKNOWN = "unknown"  # the POST went out and its answer was lost; see README "Delivery guarantees"
+    UNKNOWN = "unknown"  # the POST went out and its answer was lost; see docs/delivery.md "Delivery guarantees"
     CANCELLED = "cancelled"  # revoked before it was sent, or its publish failed and the caller was told so
     NOT_FOUND = "not_found"  # no record: a wrong id, or expired after IGSEND_RESULT_TTL
 

@@ -260,7 +260,7 @@ def replica_warnings(client: redis.Redis) -> list[str]:
     """IGSEND_REDIS_REPLICA_ACKS against the replicas the primary has now, one sentence when they disagree.
 
     Acks must equal the replicas: a forced failover re-points them one at a time, so a write fewer of them
-    confirmed can still be dropped (README, Sentinel); more acks than replicas online refuse every message."""
+    confirmed can still be dropped (docs/redis.md, Sentinel); more acks than replicas online refuse every message."""
     try:
         replicas = int(client.info("replication").get("connected_slaves") or 0)
     except redis.ResponseError:

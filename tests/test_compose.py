@@ -291,6 +291,9 @@ def test_tokens_reach_only_workers_and_the_sandbox(services: dict[str, dict[str,
 #: Documented settings (docs/settings.md) that compose does not take from .env, and why.
 NOT_FROM_ENV = {
     "IGSEND_DATA_DIR": "only `igsend demo` / `igsend up` use it (the embedded Redis and their logs)",
+    "IGSEND_ENV_FILE": "compose passes settings as environment variables, not as a file",
+    "IGSEND_METRICS_HOST": "fixed at 0.0.0.0: Prometheus scrapes every worker replica inside the compose network",
+    "IGSEND_SANDBOX_TOKENS": "the sandbox service accepts IGSEND_ACCESS_TOKEN (or sandbox-token)",
     "IGSEND_METRICS_PORT": "fixed at 9809: ops/prometheus.yml scrapes every worker replica on that port",
     "IGSEND_REDIS_URL": "built from IGSEND_REDIS_PASSWORD: the stack's Redis is the compose service",
 }

@@ -21,7 +21,7 @@ from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import producers
 from igsend.core.store import forget_connections
@@ -57,19 +57,35 @@ class Certificates:
     other_ca: Path
 
 
-def _key_and_cert(directory: Path, name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-                  *, ca: bool = False) -> tuple[ec.EllipticCurvePrivateKey, x509.Name, Path, Path]:
+#: Every flag of an X.509 keyUsage extension, for building one from the few a certificate sets.
+_KEY_USAGES = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+               "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+
+
+def _key_and_cert(directory: Path, name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None = None,
+                  purpose: x509.ObjectIdentifier | None = None
+                  ) -> tuple[ec.EllipticCurvePrivateKey, x509.Name, Path, Path]:
+    """A key and a certificate with the extensions a real CA puts in, which Python 3.13's VERIFY_X509_STRICT
+    (set by ``ssl.create_default_context()``) requires: a self-signed CA if ``purpose`` is None, else a leaf for
+    127.0.0.1/localhost whose extended key usage is ``purpose`` (serverAuth or clientAuth), signed by ``issuer``."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     issuer_name, issuer_key = issuer if issuer else (subject, key)
+    ca = purpose is None
+    usages = ("key_cert_sign", "crl_sign") if ca else ("digital_signature", "key_encipherment")
     now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name).public_key(key.public_key())
                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
                .not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if not ca:
-        loopback = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
-        builder = builder.add_extension(x509.SubjectAlternativeName([loopback]), critical=False)
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(**{usage: usage in usages for usage in _KEY_USAGES}), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                              critical=False))
+    if purpose is not None:
+        names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+        builder = (builder.add_extension(x509.ExtendedKeyUsage([purpose]), critical=False)
+                   .add_extension(x509.SubjectAlternativeName(names), critical=False))
     cert = builder.sign(issuer_key, hashes.SHA256())
     cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -82,10 +98,11 @@ def _key_and_cert(directory: Path, name: str, issuer: tuple[x509.Name, ec.Ellipt
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     directory = tmp_path_factory.mktemp("tls")
-    ca_key, ca_name, ca_cert, _ = _key_and_cert(directory, "ca", None, ca=True)
-    _, _, server_cert, server_key = _key_and_cert(directory, "server", (ca_name, ca_key))
-    _, _, client_cert, client_key = _key_and_cert(directory, "client", (ca_name, ca_key))
-    _, _, other_ca, _ = _key_and_cert(directory, "other-ca", None, ca=True)
+    ca_key, ca_name, ca_cert, _ = _key_and_cert(directory, "ca")
+    ca = (ca_name, ca_key)
+    _, _, server_cert, server_key = _key_and_cert(directory, "server", ca, ExtendedKeyUsageOID.SERVER_AUTH)
+    _, _, client_cert, client_key = _key_and_cert(directory, "client", ca, ExtendedKeyUsageOID.CLIENT_AUTH)
+    _, _, other_ca, _ = _key_and_cert(directory, "other-ca")
     return Certificates(ca_cert, server_cert, server_key, client_cert, client_key, other_ca)
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,14 +107,26 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     return Certificates(ca_cert, server_cert, server_key, client_cert, client_key, other_ca)
 
 
-def _start(tmp: Path, *extra: str) -> tuple[subprocess.Popen, int]:
+@contextmanager
+def _redis_server(tmp: Path, *extra: str) -> Iterator[int]:
+    """A redis-server on 127.0.0.1, stopped on leaving the block however it is left: a fixture whose setup fails
+    after the start (the server never answers, a TLS handshake is refused) leaves no server behind. Yields its
+    plain port (unused when ``extra`` has a ``--tls-port``: the caller chose that one)."""
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen([find_redis_server(), "--bind", "127.0.0.1", "--dir", str(tmp), "--appendonly", "yes",
                                 "--save", "", "--maxmemory-policy", "noeviction", "--logfile", str(tmp / "redis.log"),
                                 *extra, *(["--port", str(port)] if "--tls-port" not in extra else [])],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    return process, port
+    try:
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _wait_for(client: redis_lib.Redis, timeout: float = 15.0) -> None:
@@ -132,15 +145,13 @@ def _wait_for(client: redis_lib.Redis, timeout: float = 15.0) -> None:
 @pytest.fixture(scope="module")
 def tls_redis(certificates: Certificates, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     port = free_port()
-    process, _ = _start(tmp_path_factory.mktemp("tls-redis"), "--port", "0", "--tls-port", str(port),
-                        "--tls-cert-file", str(certificates.server_cert), "--tls-key-file",
-                        str(certificates.server_key), "--tls-ca-cert-file", str(certificates.ca),
-                        "--tls-auth-clients", "optional")
-    url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={certificates.ca}"
-    _wait_for(redis_lib.Redis.from_url(url))
-    yield url, port
-    process.terminate()
-    process.wait(10)
+    with _redis_server(tmp_path_factory.mktemp("tls-redis"), "--port", "0", "--tls-port", str(port),
+                       "--tls-cert-file", str(certificates.server_cert), "--tls-key-file",
+                       str(certificates.server_key), "--tls-ca-cert-file", str(certificates.ca),
+                       "--tls-auth-clients", "optional"):
+        url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={certificates.ca}"
+        _wait_for(redis_lib.Redis.from_url(url))
+        yield url, port
 
 
 @pytest.fixture
@@ -196,16 +207,14 @@ def test_a_certificate_that_does_not_verify_stops_the_worker_with_one_line(
 
 @pytest.fixture(scope="module")
 def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, redis_lib.Redis]]:
-    process, port = _start(tmp_path_factory.mktemp("acl-redis"))
-    admin = redis_lib.Redis(port=port, decode_responses=True)
-    _wait_for(admin)
-    admin.execute_command("ACL", "SETUSER", "igsend", *ACL_RULES)
-    admin.execute_command("ACL", "SETUSER", "admin", "on", ">admin-pass", "~*", "&*", "+@all")  # the test's own
-    admin.execute_command("ACL", "SETUSER", "default", "off")  # no anonymous access: igsend logs in as igsend
-    admin = redis_lib.Redis(port=port, username="admin", password="admin-pass", decode_responses=True)
-    yield f"redis://igsend:igsend-pass@127.0.0.1:{port}/0", admin
-    process.terminate()
-    process.wait(10)
+    with _redis_server(tmp_path_factory.mktemp("acl-redis")) as port:
+        admin = redis_lib.Redis(port=port, decode_responses=True)
+        _wait_for(admin)
+        admin.execute_command("ACL", "SETUSER", "igsend", *ACL_RULES)
+        admin.execute_command("ACL", "SETUSER", "admin", "on", ">admin-pass", "~*", "&*", "+@all")  # the test's own
+        admin.execute_command("ACL", "SETUSER", "default", "off")  # no anonymous access: igsend logs in as igsend
+        admin = redis_lib.Redis(port=port, username="admin", password="admin-pass", decode_responses=True)
+        yield f"redis://igsend:igsend-pass@127.0.0.1:{port}/0", admin
 
 
 FLOWER_AUTH = ("ops", "flower-acl-password")

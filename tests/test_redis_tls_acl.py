@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import producers
 from igsend.core.store import forget_connections
@@ -57,19 +58,35 @@ class Certificates:
     other_ca: Path
 
 
-def _key_and_cert(directory: Path, name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-                  *, ca: bool = False) -> tuple[ec.EllipticCurvePrivateKey, x509.Name, Path, Path]:
+#: Every flag of an X.509 keyUsage extension, for building one from the few a certificate sets.
+_KEY_USAGES = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+               "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+
+
+def _key_and_cert(directory: Path, name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None = None,
+                  purpose: x509.ObjectIdentifier | None = None
+                  ) -> tuple[ec.EllipticCurvePrivateKey, x509.Name, Path, Path]:
+    """A key and a certificate with the extensions a real CA puts in, which Python 3.13's VERIFY_X509_STRICT
+    (set by ``ssl.create_default_context()``) requires: a self-signed CA if ``purpose`` is None, else a leaf for
+    127.0.0.1/localhost whose extended key usage is ``purpose`` (serverAuth or clientAuth), signed by ``issuer``."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     issuer_name, issuer_key = issuer if issuer else (subject, key)
+    ca = purpose is None
+    usages = ("key_cert_sign", "crl_sign") if ca else ("digital_signature", "key_encipherment")
     now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name).public_key(key.public_key())
                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
                .not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if not ca:
-        loopback = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
-        builder = builder.add_extension(x509.SubjectAlternativeName([loopback]), critical=False)
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(**{usage: usage in usages for usage in _KEY_USAGES}), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                              critical=False))
+    if purpose is not None:
+        names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+        builder = (builder.add_extension(x509.ExtendedKeyUsage([purpose]), critical=False)
+                   .add_extension(x509.SubjectAlternativeName(names), critical=False))
     cert = builder.sign(issuer_key, hashes.SHA256())
     cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -82,21 +99,34 @@ def _key_and_cert(directory: Path, name: str, issuer: tuple[x509.Name, ec.Ellipt
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     directory = tmp_path_factory.mktemp("tls")
-    ca_key, ca_name, ca_cert, _ = _key_and_cert(directory, "ca", None, ca=True)
-    _, _, server_cert, server_key = _key_and_cert(directory, "server", (ca_name, ca_key))
-    _, _, client_cert, client_key = _key_and_cert(directory, "client", (ca_name, ca_key))
-    _, _, other_ca, _ = _key_and_cert(directory, "other-ca", None, ca=True)
+    ca_key, ca_name, ca_cert, _ = _key_and_cert(directory, "ca")
+    ca = (ca_name, ca_key)
+    _, _, server_cert, server_key = _key_and_cert(directory, "server", ca, ExtendedKeyUsageOID.SERVER_AUTH)
+    _, _, client_cert, client_key = _key_and_cert(directory, "client", ca, ExtendedKeyUsageOID.CLIENT_AUTH)
+    _, _, other_ca, _ = _key_and_cert(directory, "other-ca")
     return Certificates(ca_cert, server_cert, server_key, client_cert, client_key, other_ca)
 
 
-def _start(tmp: Path, *extra: str) -> tuple[subprocess.Popen, int]:
+@contextmanager
+def _redis_server(tmp: Path, *extra: str) -> Iterator[int]:
+    """A redis-server on 127.0.0.1, stopped on leaving the block however it is left: a fixture whose setup fails
+    after the start (the server never answers, a TLS handshake is refused) leaves no server behind. Yields its
+    plain port (unused when ``extra`` has a ``--tls-port``: the caller chose that one)."""
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen([find_redis_server(), "--bind", "127.0.0.1", "--dir", str(tmp), "--appendonly", "yes",
                                 "--save", "", "--maxmemory-policy", "noeviction", "--logfile", str(tmp / "redis.log"),
                                 *extra, *(["--port", str(port)] if "--tls-port" not in extra else [])],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    return process, port
+    try:
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _wait_for(client: redis_lib.Redis, timeout: float = 15.0) -> None:
@@ -115,15 +145,13 @@ def _wait_for(client: redis_lib.Redis, timeout: float = 15.0) -> None:
 @pytest.fixture(scope="module")
 def tls_redis(certificates: Certificates, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     port = free_port()
-    process, _ = _start(tmp_path_factory.mktemp("tls-redis"), "--port", "0", "--tls-port", str(port),
-                        "--tls-cert-file", str(certificates.server_cert), "--tls-key-file",
-                        str(certificates.server_key), "--tls-ca-cert-file", str(certificates.ca),
-                        "--tls-auth-clients", "optional")
-    url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={certificates.ca}"
-    _wait_for(redis_lib.Redis.from_url(url))
-    yield url, port
-    process.terminate()
-    process.wait(10)
+    with _redis_server(tmp_path_factory.mktemp("tls-redis"), "--port", "0", "--tls-port", str(port),
+                       "--tls-cert-file", str(certificates.server_cert), "--tls-key-file",
+                       str(certificates.server_key), "--tls-ca-cert-file", str(certificates.ca),
+                       "--tls-auth-clients", "optional"):
+        url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={certificates.ca}"
+        _wait_for(redis_lib.Redis.from_url(url))
+        yield url, port
 
 
 @pytest.fixture
@@ -179,16 +207,14 @@ def test_a_certificate_that_does_not_verify_stops_the_worker_with_one_line(
 
 @pytest.fixture(scope="module")
 def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, redis_lib.Redis]]:
-    process, port = _start(tmp_path_factory.mktemp("acl-redis"))
-    admin = redis_lib.Redis(port=port, decode_responses=True)
-    _wait_for(admin)
-    admin.execute_command("ACL", "SETUSER", "igsend", *ACL_RULES)
-    admin.execute_command("ACL", "SETUSER", "admin", "on", ">admin-pass", "~*", "&*", "+@all")  # the test's own
-    admin.execute_command("ACL", "SETUSER", "default", "off")  # no anonymous access: igsend logs in as igsend
-    admin = redis_lib.Redis(port=port, username="admin", password="admin-pass", decode_responses=True)
-    yield f"redis://igsend:igsend-pass@127.0.0.1:{port}/0", admin
-    process.terminate()
-    process.wait(10)
+    with _redis_server(tmp_path_factory.mktemp("acl-redis")) as port:
+        admin = redis_lib.Redis(port=port, decode_responses=True)
+        _wait_for(admin)
+        admin.execute_command("ACL", "SETUSER", "igsend", *ACL_RULES)
+        admin.execute_command("ACL", "SETUSER", "admin", "on", ">admin-pass", "~*", "&*", "+@all")  # the test's own
+        admin.execute_command("ACL", "SETUSER", "default", "off")  # no anonymous access: igsend logs in as igsend
+        admin = redis_lib.Redis(port=port, username="admin", password="admin-pass", decode_responses=True)
+        yield f"redis://igsend:igsend-pass@127.0.0.1:{port}/0", admin
 
 
 FLOWER_AUTH = ("ops", "flower-acl-password")

@@ -31,7 +31,7 @@ from tests.conftest import wait_until, worker_env
 
 pytestmark = pytest.mark.slow
 
-#: The least igsend needs, as the README gives it (Redis 7 ACL syntax); each pattern is proved needed by the test
+#: The least igsend needs, as docs/redis.md gives it (Redis 7 ACL syntax); each pattern is proved needed by the test
 #: below (drop one and it fails). Keys: igsend's own (``igsend:*``) and its queue lists (``igsend``, and kombu's
 #: priority lists: ``igsend``, a two-byte separator, the step); kombu's unacked bookkeeping and binding tables
 #: (``_kombu.binding.*``, ``_kombu.binding_deadlines``, ``_kombu.binding_permanent.*``); the remote-control queues
@@ -325,7 +325,7 @@ def _every_part(url: str, admin: redis_lib.Redis, sandbox: str, flower: str) -> 
 
 def test_the_readme_acl_user_is_enough_for_every_part(acl_redis: tuple[str, redis_lib.Redis], use_url,
                                                       sandbox: str, accounts_file: Path, tmp_path: Path) -> None:
-    """Every part of igsend against a Redis where it may touch only the README's keys: a worker (with its
+    """Every part of igsend against a Redis where it may touch only the keys of docs/redis.md: a worker (with its
     scheduler, sweeper and remote control), producers, the CLI, the HTTP API, Flower, the metrics exporter and a
     raw Celery client. Then the ACL log must hold no denial but the CONFIG GET of the risk check."""
     from igsend.core.store import redis_warnings

@@ -12,8 +12,8 @@ from urllib.parse import quote
 from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES
 
+from igsend.core.redis_url import is_sentinel_url, sentinel_parts
 from igsend.core.settings import Settings, get_settings
-from igsend.core.store import is_sentinel_url, sentinel_parts
 
 TASK_NAME = "igsend.send_message"
 QUEUE = "igsend"

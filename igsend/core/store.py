@@ -254,9 +254,7 @@ WARN_FROM = 0.80
 
 
 def forget_connections() -> None:
-    """Read the settings again and reconnect on next use (after changing ``IGSEND_REDIS_URL`` in-process)."""
-    from igsend.core.celery_app import get_app
-
+    """Read the settings again and reconnect on next use (after changing ``IGSEND_REDIS_URL`` in-process). The
+    Celery app follows by itself: ``igsend.core.celery_app.get_app`` builds a new one for settings read anew."""
     get_settings.cache_clear()
     _client.cache_clear()
-    get_app.cache_clear()

@@ -210,14 +210,20 @@ STORED_MESSAGE = {"type": "object", "description": "the message document (see Me
 LAST_ERROR = {"allOf": [_ref("ErrorDetail")], "nullable": True, "description": "the last error, if any"}
 
 
-class StatusSchema(Schema):
+class JobSchema(Schema):
+    """What every answer about one job begins with: the job, and what it sends from which account to whom (null
+    where a raw Celery body did not say). A base only: the API answers with its Status and DeadLetter forms."""
+
     id = fields.String(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(
-        [s.value for s in JobStatus if s is not JobStatus.NOT_FOUND]))
-    attempts = fields.Integer(required=True)
     kind = fields.String(allow_none=True)
     account = fields.String(allow_none=True)
     recipient = fields.String(allow_none=True)
+
+
+class StatusSchema(JobSchema):
+    status = fields.String(required=True, validate=validate.OneOf(
+        [s.value for s in JobStatus if s is not JobStatus.NOT_FOUND]))
+    attempts = fields.Integer(required=True)
     result = fields.Nested(ResultSchema, metadata={"description": "Meta's answer, once delivered"})
     error = fields.Raw(metadata=LAST_ERROR)
     reason = fields.String()
@@ -252,11 +258,7 @@ class BatchResponseSchema(Schema):
     results = fields.List(fields.Nested(BatchItemSchema), required=True)
 
 
-class DeadLetterSchema(Schema):
-    id = fields.String(required=True)
-    account = fields.String(allow_none=True)
-    recipient = fields.String(allow_none=True)
-    kind = fields.String(allow_none=True)
+class DeadLetterSchema(JobSchema):
     status = fields.String(allow_none=True)
     message = fields.Raw(allow_none=True, metadata=STORED_MESSAGE)
     reason = fields.String(allow_none=True)

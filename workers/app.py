@@ -10,13 +10,13 @@ from celery.signals import worker_ready, worker_shutdown
 
 from igsend.core.celery_app import get_app
 from igsend.core.presence import Heartbeat
-from workers import tasks  # noqa: F401 - registers igsend.send_message
+from workers import raw, tasks  # noqa: F401 - tasks registers igsend.send_message
 from workers.metrics import serve_worker_metrics
 from workers.scheduler import Scheduler
 
 app = get_app()
-# Ends the job of a message whose body does not decode (workers/raw.py).
-app.conf.worker_consumer = "workers.raw:Consumer"
+# Ends the job of a message whose body does not decode; raw's signal handlers end rejected and revoked ones.
+app.conf.worker_consumer = raw.Consumer
 _scheduler: Scheduler | None = None
 _heartbeat: Heartbeat | None = None
 log = logging.getLogger("igsend.worker")

@@ -1,14 +1,11 @@
 """Messages that never reach the task body still end their job, and never show their text.
 
 Other Celery clients publish ``igsend.send_message`` in shapes Celery itself trips over before igsend's code
-runs: celery-node's ``sendTask(name, [doc])`` sends ``kwargs: null`` (protocol 2), a pickled body is refused
-(igsend accepts JSON only), a body may not decode at all, and an operator may revoke a task in Flower. Each
-would leave its job ``queued`` forever. Here:
-- :class:`Request` reads ``kwargs: null`` as no keyword arguments (so celery-node's default call just works),
-  and shows only kind, recipient and account as the task's arguments in logs, events and Flower, whoever
-  published it;
-- :class:`Consumer` and the ``task_rejected`` / ``task_revoked`` handlers end the job: dead-lettered with the
-  reason when the message could not be read, ``cancelled`` when it was revoked before it was sent.
+runs: a pickled body is refused (igsend accepts JSON only), a body may not decode at all, and an operator may
+revoke a task in Flower. Each would leave its job ``queued`` forever. Here :class:`Consumer` and the
+``task_rejected`` / ``task_revoked`` handlers end the job: dead-lettered with the reason when the message could
+not be read, ``cancelled`` when it was revoked before it was sent. (Celery-node's ``kwargs: null`` does reach
+the task: :class:`workers.tasks.Request` reads it.)
 """
 
 from __future__ import annotations
@@ -19,42 +16,14 @@ from typing import Any
 
 from celery.signals import task_rejected, task_revoked
 from celery.worker.consumer import Consumer as CeleryConsumer
-from celery.worker.request import Request as CeleryRequest
 
 from igsend.core import records
-from igsend.core.celery_app import TASK_NAME, summarize_arguments
+from igsend.core.celery_app import TASK_NAME
 from igsend.core.settings import get_settings
 from igsend.core.store import PENDING_KEY, done_key, get_redis, job_key
+from workers.tasks import DeadLettered, _dead, context
 
 log = logging.getLogger("igsend.raw")
-
-
-class Request(CeleryRequest):
-    # Celery's private fields rewritten below (celery-types declares only the public ones): annotations only
-    _args: Any
-    _kwargs: dict[str, Any] | None
-    _body: Any
-    _decoded: bool
-    _request_dict: dict[str, Any]
-    _content_type: str | None
-    _content_encoding: str | None
-
-    def __init__(self, message: Any, **options: Any):
-        super().__init__(message, **options)
-        if self._kwargs is None:  # celery-node (protocol 2) sends null when the caller gave no kwargs
-            embed = self._body[2] if self._decoded else message.payload[2]
-            self._kwargs = self._request_dict["kwargs"] = {}
-            self._body = (self._args, {}, embed)
-            self._decoded = True
-            self._content_type = self._content_encoding = None
-
-    @property
-    def argsrepr(self) -> str:
-        return summarize_arguments(self._args)
-
-    @property
-    def kwargsrepr(self) -> str:
-        return repr(sorted(self._kwargs)) if isinstance(self._kwargs, dict) and self._kwargs else "{}"
 
 
 def _message_ids(message: Any) -> tuple[str | None, str | None]:
@@ -67,8 +36,6 @@ def dead_letter_unreadable(message: Any, why: str) -> None:
     job_id, task = _message_ids(message)
     if task != TASK_NAME or not job_id:
         return
-    from workers.tasks import DeadLettered, _dead, context  # the task module is loaded in every worker
-
     content_type = getattr(message, "content_type", None)
     try:
         _dead(context(), job_id, f"unreadable message ({why}; content type {content_type}): send the message "

@@ -16,15 +16,15 @@ import redis
 import requests
 from celery import Task
 from celery.exceptions import Ignore
+from celery.worker.request import Request as CeleryRequest
 
 from igsend.core import account_state
-from igsend.core.celery_app import TASK_NAME, get_app
+from igsend.core.celery_app import TASK_NAME, get_app, summarize_arguments
 from igsend.core.errors import IgsendError
 from igsend.core.records import JobStatus, NotReplicated, Outcomes
 from igsend.core.settings import get_settings
 from igsend.core.store import get_redis
 from schemas import SEND_CLASS, InvalidMessage, graph_body, load_message
-from workers import raw
 from workers.accounts import AccountError, accounts_of_app, get_account, registry, secrets
 from workers.admission import Action, Admitter
 from workers.breaker import Breaker, reset_keys
@@ -102,7 +102,40 @@ def use_graph_client(client: GraphClient) -> GraphClient:
     return previous
 
 
-@app.task(name=TASK_NAME, bind=True, throws=(DeadLettered,), Request=raw.Request)
+class Request(CeleryRequest):
+    """How a worker reads the task's message, whoever published it: celery-node's ``sendTask(name, [doc])`` sends
+    ``kwargs: null`` (protocol 2), read as no keyword arguments so that its default call just works; and logs,
+    events and Flower show only kind, recipient and account as the arguments, never the text. (Messages that
+    never reach the task body end their job in :mod:`workers.raw`.)"""
+
+    # Celery's private fields rewritten below (celery-types declares only the public ones): annotations only
+    _args: Any
+    _kwargs: dict[str, Any] | None
+    _body: Any
+    _decoded: bool
+    _request_dict: dict[str, Any]
+    _content_type: str | None
+    _content_encoding: str | None
+
+    def __init__(self, message: Any, **options: Any):
+        super().__init__(message, **options)
+        if self._kwargs is None:  # celery-node (protocol 2) sends null when the caller gave no kwargs
+            embed = self._body[2] if self._decoded else message.payload[2]
+            self._kwargs = self._request_dict["kwargs"] = {}
+            self._body = (self._args, {}, embed)
+            self._decoded = True
+            self._content_type = self._content_encoding = None
+
+    @property
+    def argsrepr(self) -> str:
+        return summarize_arguments(self._args)
+
+    @property
+    def kwargsrepr(self) -> str:
+        return repr(sorted(self._kwargs)) if isinstance(self._kwargs, dict) and self._kwargs else "{}"
+
+
+@app.task(name=TASK_NAME, bind=True, throws=(DeadLettered,), Request=Request)
 def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexpected: Any) -> dict[str, Any]:
     job_id = cast(str, self.request.id)  # a task being run always has its id
     ctx = context()

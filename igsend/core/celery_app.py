@@ -5,15 +5,14 @@ It knows nothing of either side, so publishing needs only the broker settings, n
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
 from celery import Celery
 from kombu.transport import TRANSPORT_ALIASES
 
+from igsend.core.redis_url import is_sentinel_url, sentinel_parts
 from igsend.core.settings import Settings, get_settings
-from igsend.core.store import is_sentinel_url, sentinel_parts
 
 TASK_NAME = "igsend.send_message"
 QUEUE = "igsend"
@@ -199,8 +198,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-@lru_cache(maxsize=1)
+_app: tuple[Settings, Celery] | None = None
+
+
 def get_app() -> Celery:
-    app = Celery("igsend")
-    app.conf.update(celery_config(get_settings()))
-    return app
+    """The app for the settings in force, built once per reading of them: when the settings are read again
+    (``get_settings.cache_clear()``, as ``igsend.core.store.forget_connections`` does after a change of
+    ``IGSEND_REDIS_URL``), the next call builds a new app, with the new broker."""
+    global _app
+    settings = get_settings()
+    built = _app
+    if built is None or built[0] is not settings:
+        app = Celery("igsend")
+        app.conf.update(celery_config(settings))
+        built = _app = (settings, app)
+    return built[1]

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from igsend.core.redis_url import is_sentinel_url, safe_url, sentinel_parts
 from igsend.core.sentinel import PrimaryConnection, SentinelRedis
 from igsend.core.settings import get_settings
 
@@ -118,32 +118,6 @@ def brief_connections() -> Iterator[None]:
         _default_policy = previous
 
 
-SENTINEL_SCHEME = "sentinel://"
-
-
-def is_sentinel_url(url: str) -> bool:
-    return url.startswith(SENTINEL_SCHEME)
-
-
-def sentinel_parts(url: str) -> tuple[list[tuple[str, int]], int, str | None, str | None]:
-    """Split ``sentinel://h1:26379;sentinel://h2:26379/0`` (Celery's form) into the sentinels' (host, port)
-    pairs, the db, and the primary's username and password: whichever part names a db or credentials gives them
-    for all. Parsing only: which server is the primary, only the sentinels say."""
-    hosts: list[tuple[str, int]] = []
-    db, username, password = 0, None, None
-    for chunk in url.split(";"):
-        parts = urlsplit(chunk.strip())
-        if parts.scheme != "sentinel" or not parts.hostname:
-            raise ValueError(f"not a sentinel:// address: {safe_url(chunk)!r}")
-        hosts.append((parts.hostname, parts.port or 26379))
-        if parts.path.strip("/"):
-            db = int(parts.path.strip("/"))
-        username = username or (unquote(parts.username) if parts.username else None)
-        if password is None and parts.password is not None:
-            password = unquote(parts.password)
-    return hosts, db, username, password
-
-
 def redis_from_url(url: str, **kwargs: Any) -> redis.Redis:
     """``redis.Redis.from_url``, plus ``sentinel://...``: a client of the primary that the sentinels name now
     (``IGSEND_REDIS_MASTER``), which follows a failover by itself (redis-py's ``Sentinel.master_for``: a
@@ -181,20 +155,6 @@ def get_redis(url: str | None = None, *, patient: bool | None = None) -> redis.R
     uses the process default (patient, except inside :func:`brief_connections`)."""
     policy = _default_policy if patient is None else ("patient" if patient else "brief")
     return _client(url or get_settings().redis_url, policy)
-
-
-def safe_url(url: str) -> str:
-    """``url`` without its password, for messages a person or a log will see."""
-    if ";" in url:
-        return ";".join(safe_url(chunk) for chunk in url.split(";"))
-    parts = urlsplit(url)
-    if parts.password is None and not parts.username:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def describe_redis_error(exc: BaseException, url: str | None = None) -> str:
@@ -294,9 +254,7 @@ WARN_FROM = 0.80
 
 
 def forget_connections() -> None:
-    """Read the settings again and reconnect on next use (after changing ``IGSEND_REDIS_URL`` in-process)."""
-    from igsend.core.celery_app import get_app
-
+    """Read the settings again and reconnect on next use (after changing ``IGSEND_REDIS_URL`` in-process). The
+    Celery app follows by itself: ``igsend.core.celery_app.get_app`` builds a new one for settings read anew."""
     get_settings.cache_clear()
     _client.cache_clear()
-    get_app.cache_clear()

@@ -120,7 +120,7 @@ def choose_redis(option: str | None, data_dir: str | os.PathLike[str], who: str)
     """The Redis ``demo``/``up`` use, and the line that says which one: a private one of their own (AOF in
     ``data_dir``, on a free port) unless the user named one; a named one is used when it answers, else started
     on its port when it is local. Nothing of the user's is touched unless they asked."""
-    from igsend.core.store import safe_url
+    from igsend.core.redis_url import safe_url
 
     url, source = explicit_redis_url(option)
     if url is None:

@@ -12,6 +12,7 @@ import math
 import os
 import random
 import re
+import secrets
 import signal
 import time
 import uuid
@@ -24,13 +25,14 @@ from aiohttp import web
 from sandbox.errors import GraphError, usage_headers
 from sandbox.faults import Faults, fault_error
 from sandbox.limits import BUDGETS, HOUR, LOGINS, PRIVATE_REPLIES_PER_HOUR, Bucket, check_login, login_from_token
-from sandbox.wire import PRIVATE_REPLY, Checked, ParsedRequest, read_request, validate
+from sandbox.wire import PRIVATE_REPLY, Checked, ParsedRequest, check_upload, read_request, validate
 
 GRAPH_VERSION = re.compile(r"v\d+\.\d+")
 NODE_ID = re.compile(r"\w+")
 MESSAGE_ID_PREFIX = "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlE"  # what real Instagram message ids start with
 DEFAULT_APP_VERSION = "v25.0"  # what an unversioned call is served as (the App Dashboard's version at Meta)
 GRAPH_DOCS = "Please read the Graph API documentation at https://developers.facebook.com/docs/graph-api"
+EDGES = ("messages", "message_attachments")  # the Send API and Facebook Login's Attachment Upload API
 INVALID_COMMENT = "INVALID"  # comment ids starting with it are "invalid for a private reply" (100/2534025)
 
 
@@ -91,6 +93,7 @@ class Sandbox:
         self.by_account: dict[str, dict[str, Any]] = {}
         self.faults = Faults()
         self.buckets: dict[tuple[str, str], Bucket] = {}
+        self.uploads: dict[str, dict[str, Any]] = {}  # attachment id -> what was uploaded (never the bytes)
         self.private_replies: dict[tuple[str, str], dict[str, Any]] = {}  # (account, comment id) -> the reply
 
     # --- who is calling -----------------------------------------------------------------------------------
@@ -157,8 +160,10 @@ class Sandbox:
                                                             f"{request.path}"}, status=404)
         # Meta serves an unversioned call with the version set in the App Dashboard ("Platform Versioning")
         version = segments.pop(0) if segments and GRAPH_VERSION.fullmatch(segments[0]) else None
-        if len(segments) == 2 and segments[1] == "messages" and request.method == "POST" \
+        if len(segments) == 2 and segments[1] in EDGES and request.method == "POST" \
                 and (segments[0] == "me" or NODE_ID.fullmatch(segments[0])):
+            if segments[1] == "message_attachments":
+                return await self.upload(request, version, segments[0])
             return await self.send(request, version, segments[0])
         return self.route_error(request, segments)
 
@@ -167,7 +172,7 @@ class Sandbox:
         login = self.login_of(node, _request_token(request))
         if node and node != "me" and not NODE_ID.fullmatch(node):
             error = GraphError(803, f"(#803) Some of the aliases you requested do not exist: {node}")
-        elif len(segments) > 2 or (len(segments) == 2 and segments[1] != "messages"):
+        elif len(segments) > 2 or (len(segments) == 2 and segments[1] not in EDGES):
             error = GraphError(2500, "Unknown path components: /" + "/".join(segments[1:]))
         else:
             error = GraphError(100, f"Unsupported {request.method.lower()} request. Object with ID '{node}' does "
@@ -211,6 +216,7 @@ class Sandbox:
                 raise account_error
             checked = validate(parsed.body, login)
             send_class = checked.send_class
+            self.check_attachment_ids(checked)
             wait = self.bucket(account, login, send_class).take()
             if wait:
                 self.throttled += 1
@@ -245,6 +251,21 @@ class Sandbox:
         headers = usage_headers(account, self.used_percent(account, send_class), 0)
         return web.json_response(answer, headers=headers), bool(fault and fault.get("hang"))
 
+    def check_attachment_ids(self, checked: Checked) -> None:
+        """An attachment id the sandbox issued must be sent as the type it was uploaded as, and one uploaded
+        without is_reusable only once ("Set is_reusable to true so that the media can be used in multiple
+        messages": Upload Media for Instagram Messaging). Ids from elsewhere are taken on trust."""
+        for kind, attachment_id in checked.attachment_ids:
+            upload = self.uploads.get(attachment_id)
+            if upload is None:
+                continue
+            if upload["type"] != kind:
+                raise GraphError(100, f"(#100) Attachment {attachment_id} was uploaded as {upload['type']}, "
+                                      f"not {kind}", subcode=2018047)
+            if not upload["is_reusable"] and upload["sends"]:
+                raise GraphError(100, f"(#100) Attachment {attachment_id} was uploaded without is_reusable "
+                                      "and has been sent already", subcode=2018047)
+
     def check_comment(self, account: str, comment_id: str) -> None:
         """Private Replies (Instagram Messaging; Instagram Platform "Send a Private Reply to a Commenter"): a
         single message per comment. Meta documents no subcode for a second one (code 100 with text); comment
@@ -277,10 +298,51 @@ class Sandbox:
             "message_id": answer.get("message_id"), "recipient_id": answer["recipient_id"],
             "received_at": now,
         })
+        for _, attachment_id in checked.attachment_ids:
+            if attachment_id in self.uploads:
+                self.uploads[attachment_id]["sends"] += 1
         if checked.comment_id is not None:
             self.private_replies[(account, checked.comment_id)] = {
                 "account": account, "comment_id": checked.comment_id, "recipient_id": answer["recipient_id"],
                 "message_id": answer["message_id"], "received_at": now}
+
+    # --- attachment upload (Facebook Login) ---------------------------------------------------------------
+
+    async def upload(self, request: web.Request, version: str | None, account_id: str) -> web.Response:
+        """``POST /{version}/{account}/message_attachments`` (Instagram Messaging "Upload Media for Instagram
+        Messaging"): answers ``{"attachment_id"}``. Meta documents it for Facebook Login only: the Instagram
+        Login pages link to that page and no graph.instagram.com upload is documented, so an Instagram-Login
+        account gets code 100. Uploads count against no send budget and take no scripted faults."""
+        account = account_id
+        login = self.login_of(account_id, _request_token(request))
+        try:
+            parsed = await read_request(request)
+            account = self.account_key(account_id, parsed.token)
+            login = self.login_of(account, parsed.token)
+            self.authenticate(parsed.token, parsed.proof)
+            if login != "facebook":
+                raise GraphError(100, "(#100) message_attachments is not available with Instagram Login: Meta "
+                                      "documents the Attachment Upload API for Facebook Login (a Page access "
+                                      "token) only")
+            upload = check_upload(parsed.body, parsed.file)
+        except GraphError as error:
+            self.errors[str(error.code)] += 1
+            return error.response(login, usage_headers(account, self.used_percent(account, "text"), 0))
+        attachment_id = self._new_attachment_id()
+        file = parsed.file
+        self.uploads[attachment_id] = {
+            "account": account, "login": login, "path": request.path, "version": version, "type": upload.kind,
+            "size": file.size if file else None, "sha256": file.sha256 if file else None,
+            "filename": file.filename if file else None, "content_type": file.content_type if file else None,
+            "url": upload.url, "is_reusable": upload.is_reusable, "sends": 0, "received_at": time.time()}
+        return web.json_response({"attachment_id": attachment_id},
+                                 headers=usage_headers(account, self.used_percent(account, "text"), 0))
+
+    def _new_attachment_id(self) -> str:
+        while True:  # numeric, like Meta's
+            attachment_id = str(10**15 + secrets.randbelow(9 * 10**15))
+            if attachment_id not in self.uploads:
+                return attachment_id
 
     # --- introspection under /_sandbox/ (no token: it is the test's view, not Meta's) --------------------
 
@@ -288,6 +350,11 @@ class Sandbox:
         account = request.query.get("account")
         messages = [m for m in self.messages if account is None or m["account"] == account]
         return web.json_response({"messages": messages})
+
+    async def list_uploads(self, request: web.Request) -> web.Response:
+        account = request.query.get("account")
+        uploads = {key: u for key, u in self.uploads.items() if account is None or u["account"] == account}
+        return web.json_response({"count": len(uploads), "uploads": uploads})
 
     async def list_private_replies(self, request: web.Request) -> web.Response:
         account = request.query.get("account")
@@ -388,6 +455,7 @@ def create_app(config: SandboxConfig) -> web.Application:
     app[SANDBOX] = sandbox
     app.router.add_get("/_sandbox/messages", sandbox.list_messages)
     app.router.add_delete("/_sandbox/messages", sandbox.clear)
+    app.router.add_get("/_sandbox/uploads", sandbox.list_uploads)
     app.router.add_get("/_sandbox/private_replies", sandbox.list_private_replies)
     app.router.add_get("/_sandbox/stats", sandbox.stats)
     app.router.add_get("/_sandbox/faults", sandbox.list_faults)

@@ -1,4 +1,5 @@
-"""Reading a Send API request (JSON, form fields holding JSON, multipart) and checking it as Meta documents it.
+"""Reading a Send API or upload request (JSON, form fields holding JSON, multipart) and checking it as Meta
+documents it.
 
 Written from Meta's docs (Meta's "Send a Message" page and the Instagram Platform pages; each rule names its
 page), independently of ``schemas/`` so a mistake shared with igsend cannot pass both.
@@ -6,13 +7,14 @@ page), independently of ``schemas/`` so a mistake shared with igsend cannot pass
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from sandbox.errors import invalid
 
@@ -46,6 +48,20 @@ BUTTON_TYPES = ("web_url", "postback")
 # the only tag available for Instagram; ACCOUNT_UPDATE, CONFIRMED_EVENT_UPDATE, POST_PURCHASE_UPDATE,
 # CUSTOMER_FEEDBACK and the other Messenger tags are not.
 INSTAGRAM_TAGS = {"HUMAN_AGENT"}
+# Attachment upload (Instagram Messaging "Upload Media for Instagram Messaging", updated 2026-04): image 8MB,
+# audio, video and file 25MB. Meta writes "MB"; the sandbox takes the smaller reading (10^6 bytes) so that what
+# it accepts, Meta accepts under either reading. File names must be ASCII (same page).
+UPLOAD_LIMITS = {"image": 8_000_000, "video": 25_000_000, "audio": 25_000_000, "file": 25_000_000}
+
+
+@dataclass
+class UploadedFile:
+    """The ``filedata`` part of a multipart request: only its size and digest are kept, never its bytes."""
+
+    filename: str | None
+    content_type: str | None
+    size: int
+    sha256: str
 
 
 @dataclass
@@ -55,6 +71,7 @@ class ParsedRequest:
     proof: str | None  # appsecret_proof, from the query or the body
     body: dict[str, Any]
     content_type: str
+    file: UploadedFile | None = None  # a multipart part named filedata
 
 
 @dataclass
@@ -77,11 +94,12 @@ async def read_request(request: web.Request) -> ParsedRequest:
         token, placement = request.query["access_token"], "query"
     proof = request.query.get("appsecret_proof")
 
-    content_type = request.content_type
+    content_type, file = request.content_type, None
     if content_type == "application/json":
         body = _json_body(await request.read())
     elif content_type.startswith("multipart/"):
-        body = _form_body({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+        fields, file = await _multipart(request)
+        body = _form_body(fields)
     else:  # curl --data sends x-www-form-urlencoded, and Meta reads a missing type the same way
         try:
             text = (await request.read()).decode("utf-8")
@@ -95,7 +113,26 @@ async def read_request(request: web.Request) -> ParsedRequest:
         token, placement = body_token, "form"
     if proof is None and isinstance(body_proof, str):
         proof = body_proof
-    return ParsedRequest(token, placement, proof, body, content_type)
+    return ParsedRequest(token, placement, proof, body, content_type, file)
+
+
+async def _multipart(request: web.Request) -> tuple[dict[str, str], UploadedFile | None]:
+    """Text parts as fields; the ``filedata`` part streamed through a digest (a 25 MB upload is never held)."""
+    fields: dict[str, str] = {}
+    file = None
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or not part.name:
+            continue
+        if part.name == "filedata":
+            digest, size = hashlib.sha256(), 0
+            while chunk := await part.read_chunk(1 << 16):
+                digest.update(chunk)
+                size += len(chunk)
+            file = UploadedFile(part.filename, part.headers.get("Content-Type"), size, digest.hexdigest())
+        elif part.filename is None:
+            fields[part.name] = await part.text()
+    return fields, file
 
 
 def _json_body(raw: bytes) -> dict[str, Any]:
@@ -399,3 +436,47 @@ def send_class(attachment_type: str) -> str:
     class. They ride in the text class here, as igsend's worker counts them (schemas.SEND_CLASS)."""
     return "media" if attachment_type in ("audio", "video") else "text"
 
+
+# --- the attachment upload body ---------------------------------------------------------------------------
+
+@dataclass
+class Upload:
+    kind: str  # image, video, audio or file
+    url: str | None  # uploaded from a URL, else from the filedata part
+    is_reusable: bool
+
+
+def check_upload(body: dict[str, Any], file: UploadedFile | None) -> Upload:
+    """``POST /{PAGE-ID}/message_attachments`` (Instagram Messaging "Upload Media for Instagram Messaging"):
+    ``platform=instagram``, ``message={"attachment": {"type", "payload": {"is_reusable": true, "url"?}}}`` and
+    the file in the multipart part ``filedata`` (or ``payload.url``)."""
+    if body.get("platform") != "instagram":
+        raise invalid(f"param platform must be instagram, got {body.get('platform')!r}")
+    message = body.get("message")
+    attachment = message.get("attachment") if isinstance(message, dict) else None
+    if not isinstance(attachment, dict):
+        attachment = {}
+    kind = attachment.get("type")
+    if not isinstance(kind, str) or kind not in MEDIA_TYPES:
+        raise invalid(f"param message[attachment][type] must be one of {sorted(MEDIA_TYPES)}, got {kind!r}")
+    payload = attachment.get("payload", {})
+    if not isinstance(payload, dict):
+        raise invalid("param message[attachment][payload] must be an object")
+    url = payload.get("url")
+    if (url is None) == (file is None):
+        raise invalid("Send the file in the multipart part filedata or its URL in param "
+                      "message[attachment][payload][url], one of them", subcode=2018047)
+    if url is not None:
+        if not isinstance(url, str) or not HTTP_URL.fullmatch(url):
+            raise invalid("param message[attachment][payload][url] must be an http(s) URL", subcode=2018047)
+    elif file is not None:
+        limit = UPLOAD_LIMITS[kind]
+        if file.size == 0:
+            raise invalid("Upload attachment failure: the filedata part is empty", subcode=2018047)
+        if file.size > limit:
+            raise invalid(f"Upload attachment failure: {kind} attachments may be at most {limit // 1_000_000} MB "
+                          f"({limit} bytes), got {file.size} bytes", subcode=2018047)
+        if file.filename is not None and not file.filename.isascii():
+            raise invalid(f"Upload attachment failure: the file name must be ASCII, got {file.filename!r}",
+                          subcode=2018047)
+    return Upload(kind, url, payload.get("is_reusable") in (True, "true"))

@@ -1,13 +1,14 @@
 """The sandbox's later message kinds (GRAPH_API_NOTES "Later kinds, as of 2026-12"): several images, files,
 quick replies, generic, button and product templates, typing and seen sender actions, private replies to
-comments, the HUMAN_AGENT tag and reply_to. Each is accepted in Meta's shape,
+comments, the HUMAN_AGENT tag, reply_to, and the attachment upload endpoint. Each is accepted in Meta's shape,
 each limit is accepted at N and refused at N+1 with Meta's code-100 error naming the param, and the sandbox's
-introspection shows what was sent.
+introspection shows what was sent and uploaded.
 
 The sandbox is served in-process as in test_sandbox, whose fixtures and helpers this file reuses."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -498,3 +499,107 @@ def test_reply_to_must_be_an_object_with_a_mid(sandbox: Server, reply_to: Any) -
     refused(post(sandbox, message({"text": "hi"}, reply_to=reply_to)), "param reply_to must be an object with a "
                                                                         "non-empty mid")
 
+
+# --- 11. attachment upload ----------------------------------------------------------------------------------
+
+def upload(sandbox: Server, kind: str = "image", data: bytes = b"\x89PNG fake image", *, token: str = PAGE_TOKEN,
+           account: str = PAGE_ACCOUNT, filename: str = "photo.png", reusable: bool = True,
+           platform: str | None = "instagram") -> requests.Response:
+    """Meta's multipart shape: message (JSON), platform, and the file in the part filedata."""
+    payload: dict = {"is_reusable": True} if reusable else {}
+    fields = {"message": json.dumps({"attachment": {"type": kind, "payload": payload}})}
+    if platform is not None:
+        fields["platform"] = platform
+    return requests.post(f"{sandbox.url}/v25.0/{account}/message_attachments", data=fields,
+                         files={"filedata": (filename, data, "application/octet-stream")},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def uploaded_id(answer: requests.Response) -> str:
+    assert answer.status_code == 200, answer.text
+    assert set(answer.json()) == {"attachment_id"} and answer.json()["attachment_id"].isdigit()
+    return str(answer.json()["attachment_id"])
+
+
+def test_upload_once_then_send_by_id_many_times(sandbox: Server) -> None:
+    data = b"\x89PNG" + bytes(range(256)) * 40
+    attachment_id = uploaded_id(upload(sandbox, data=data))
+    body = message({"attachment": {"type": "image", "payload": {"attachment_id": attachment_id}}})
+    for recipient in ("a", "b", "c"):
+        accepted(post(sandbox, {**body, "recipient": {"id": recipient}}))
+    accepted(post(sandbox, message({"attachments": [{"payload": {"attachment_id": attachment_id}},
+                                                    {"type": "image", "payload": {"url": URL}}]})))
+    shown = sandbox.get("/_sandbox/uploads")
+    assert shown["count"] == 1
+    record = shown["uploads"][attachment_id]
+    assert (record["account"], record["type"], record["size"], record["sha256"]) == (
+        PAGE_ACCOUNT, "image", len(data), hashlib.sha256(data).hexdigest())
+    assert (record["filename"], record["is_reusable"], record["sends"], record["url"]) == ("photo.png", True, 4, None)
+    assert sandbox.get("/_sandbox/uploads", account=IG_ACCOUNT) == {"count": 0, "uploads": {}}
+    requests.delete(f"{sandbox.url}/_sandbox/messages", timeout=5).raise_for_status()
+    assert sandbox.get("/_sandbox/uploads")["count"] == 0
+
+
+@pytest.mark.parametrize("kind", ["video", "audio", "file"])
+def test_each_media_type_uploads_and_sends(sandbox: Server, kind: str) -> None:
+    attachment_id = uploaded_id(upload(sandbox, kind, b"media bytes", filename=f"a.{kind}"))
+    accepted(post(sandbox, message({"attachment": {"type": kind, "payload": {"attachment_id": attachment_id}}})))
+    assert sandbox.messages()[0]["send_class"] == ("media" if kind in ("video", "audio") else "text")
+
+
+def test_upload_from_a_url_in_json(sandbox: Server) -> None:
+    answer = requests.post(f"{sandbox.url}/v25.0/{PAGE_ACCOUNT}/message_attachments", timeout=5,
+                           headers={"Authorization": f"Bearer {PAGE_TOKEN}"},
+                           json={"platform": "instagram", "message": {"attachment": {
+                               "type": "file", "payload": {"url": "https://cdn.example.com/menu.pdf",
+                                                           "is_reusable": True}}}})
+    record = sandbox.get("/_sandbox/uploads")["uploads"][uploaded_id(answer)]
+    assert (record["type"], record["url"], record["size"], record["sha256"]) == (
+        "file", "https://cdn.example.com/menu.pdf", None, None)
+
+
+def test_uploads_are_refused_on_instagram_login(sandbox: Server) -> None:
+    refused(upload(sandbox, token=IG_TOKEN, account=IG_ACCOUNT),
+            "message_attachments is not available with Instagram Login", "instagram", subcode=None)
+    assert sandbox.get("/_sandbox/uploads")["count"] == 0
+
+
+def test_upload_size_limits(sandbox: Server) -> None:
+    uploaded_id(upload(sandbox, "image", b"i" * 8_000_000))
+    refused(upload(sandbox, "image", b"i" * 8_000_001),
+            "Upload attachment failure: image attachments may be at most 8 MB (8000000 bytes), got 8000001 bytes",
+            subcode=2018047)
+    refused(upload(sandbox, "file", b"f" * 25_000_001, filename="big.pdf"),
+            "file attachments may be at most 25 MB (25000000 bytes), got 25000001 bytes", subcode=2018047)
+    assert sandbox.get("/_sandbox/uploads")["count"] == 1
+
+
+@pytest.mark.parametrize("kwargs,words,subcode", [
+    ({"platform": None}, "param platform must be instagram", 2534015),
+    ({"platform": "messenger"}, "param platform must be instagram", 2534015),
+    ({"kind": "sticker"}, "param message[attachment][type] must be one of ['audio', 'file', 'image', 'video']",
+     2534015),
+    ({"data": b""}, "the filedata part is empty", 2018047),
+    ({"filename": "café.png"}, "the file name must be ASCII", 2018047),
+])
+def test_upload_refusals(sandbox: Server, kwargs: dict, words: str, subcode: int) -> None:
+    refused(upload(sandbox, **kwargs), words, subcode=subcode)
+
+
+def test_an_issued_id_is_sent_as_its_type_and_a_non_reusable_one_once(sandbox: Server) -> None:
+    video = uploaded_id(upload(sandbox, "video", b"mp4"))
+    refused(post(sandbox, message({"attachment": {"type": "image", "payload": {"attachment_id": video}}})),
+            f"Attachment {video} was uploaded as video, not image", subcode=2018047)
+    once = uploaded_id(upload(sandbox, "image", b"png", reusable=False))
+    body = message({"attachment": {"type": "image", "payload": {"attachment_id": once}}})
+    accepted(post(sandbox, body))
+    refused(post(sandbox, body), f"Attachment {once} was uploaded without is_reusable", subcode=2018047)
+    # ids the sandbox did not issue are taken on trust (real ids come from elsewhere)
+    accepted(post(sandbox, message({"attachment": {"type": "image", "payload": {"attachment_id": "424242"}}})))
+
+
+def test_other_methods_on_the_upload_edge_answer_graph_errors(sandbox: Server) -> None:
+    answer = requests.get(f"{sandbox.url}/v25.0/{PAGE_ACCOUNT}/message_attachments", timeout=5,
+                          headers={"Authorization": f"Bearer {PAGE_TOKEN}"})
+    assert error_of(answer, 400, "GraphMethodException")["error_subcode"] == 33
+    assert error_of(upload(sandbox, token="nope"), 400, "IGApiException")["code"] == 190

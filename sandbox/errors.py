@@ -25,6 +25,7 @@ ERROR_MESSAGES: dict[tuple[int, int | None], str] = {
     (100, 2534014): "(#100) No matching user found",
     (100, 2018047): "(#100) Upload attachment failure.",
     (100, 2018294): "(#100) Timed out while fetching the video.",
+    (100, 2534025): "(#100) This comment is invalid for a private reply.",
     (190, None): "Invalid OAuth access token - Cannot parse access token",
     (190, 463): "Error validating access token: Session has expired.",
     (190, 467): "Error validating access token: The session is invalid because the user logged out.",

@@ -1,4 +1,5 @@
-"""Per-account send budgets: which login kind an account uses, and Meta's calls-per-second for it."""
+"""Per-account send budgets: which login kind an account uses, Meta's calls-per-second for it, and the hourly
+private-reply budget."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ BUDGETS: dict[str, dict[str, float]] = {
     "instagram": {"text": 100.0, "media": 10.0},
     "facebook": {"text": 300.0, "media": 10.0},
 }
+
+# Same page, and the private-replies pages (Instagram Platform "Send a Private Reply to a Commenter";
+# Instagram Messaging "Private Replies"): 750 calls per hour per account for private replies to comments on
+# posts and reels, a budget of its own beside the per-second ones, for both login kinds.
+PRIVATE_REPLIES_PER_HOUR = 750.0
+HOUR = 3600.0
 
 
 def login_from_token(token: str | None) -> str | None:
@@ -33,16 +40,18 @@ def check_login(value: object, what: str) -> str:
 
 
 class Bucket:
-    """Token bucket holding one second's worth of calls, refilled continuously at ``rate`` per second."""
+    """Token bucket for ``rate`` calls per ``period`` seconds: it holds one period's worth of calls (one second
+    for the calls/s budgets, an hour for private replies) and refills continuously at ``rate / period`` a second.
+    """
 
-    def __init__(self, rate: float):
-        self.rate = rate
+    def __init__(self, rate: float, period: float = 1.0):
+        self.rate, self.period = rate, period
         self.tokens = rate
         self.stamp = time.monotonic()
 
     def _refill(self) -> None:
         now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate / self.period)
         self.stamp = now
 
     def take(self) -> float:
@@ -51,7 +60,7 @@ class Bucket:
         if self.tokens >= 1:
             self.tokens -= 1
             return 0.0
-        return (1 - self.tokens) / self.rate
+        return (1 - self.tokens) * self.period / self.rate
 
     def used_percent(self) -> int:
         self._refill()

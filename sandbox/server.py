@@ -12,6 +12,7 @@ import math
 import os
 import random
 import re
+import secrets
 import signal
 import time
 import uuid
@@ -23,14 +24,16 @@ from aiohttp import web
 
 from sandbox.errors import GraphError, usage_headers
 from sandbox.faults import Faults, fault_error
-from sandbox.limits import BUDGETS, LOGINS, Bucket, check_login, login_from_token
-from sandbox.wire import ParsedRequest, read_request, validate
+from sandbox.limits import BUDGETS, HOUR, LOGINS, PRIVATE_REPLIES_PER_HOUR, Bucket, check_login, login_from_token
+from sandbox.wire import PRIVATE_REPLY, Checked, ParsedRequest, check_upload, read_request, validate
 
 GRAPH_VERSION = re.compile(r"v\d+\.\d+")
 NODE_ID = re.compile(r"\w+")
 MESSAGE_ID_PREFIX = "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlE"  # what real Instagram message ids start with
 DEFAULT_APP_VERSION = "v25.0"  # what an unversioned call is served as (the App Dashboard's version at Meta)
 GRAPH_DOCS = "Please read the Graph API documentation at https://developers.facebook.com/docs/graph-api"
+EDGES = ("messages", "message_attachments")  # the Send API and Facebook Login's Attachment Upload API
+INVALID_COMMENT = "INVALID"  # comment ids starting with it are "invalid for a private reply" (100/2534025)
 
 
 @dataclass
@@ -42,6 +45,7 @@ class SandboxConfig:
     error_rate: float = 0.0  # probability of a transient code-2 error
     rate_limit: float | None = None  # text-class calls/s for every account; None: Meta's per-login budget
     media_rate_limit: float | None = None  # audio/video calls/s for every account; None: Meta's (10/s)
+    private_reply_limit: float | None = None  # private replies/hour for every account; None: Meta's (750)
     logins: dict[str, str] = field(default_factory=dict)  # account id -> login kind, over the token's kind
     default_login: str = "instagram"  # for tokens whose prefix names no login kind
     app_version: str = DEFAULT_APP_VERSION
@@ -50,11 +54,12 @@ class SandboxConfig:
 
 
 def check_settings(*, latency_ms: float, error_rate: float, rate_limit: float | None,
-                   media_rate_limit: float | None, logins: dict[str, str], default_login: str) -> None:
-    if latency_ms < 0 or not 0 <= error_rate <= 1 or (rate_limit is not None and rate_limit <= 0) \
-            or (media_rate_limit is not None and media_rate_limit <= 0):
+                   media_rate_limit: float | None, private_reply_limit: float | None, logins: dict[str, str],
+                   default_login: str) -> None:
+    if latency_ms < 0 or not 0 <= error_rate <= 1 or any(
+            limit is not None and limit <= 0 for limit in (rate_limit, media_rate_limit, private_reply_limit)):
         raise ValueError("need latency_ms >= 0, 0 <= error_rate <= 1, rate_limit > 0 or null, "
-                         "media_rate_limit > 0 or null")
+                         "media_rate_limit > 0 or null, private_reply_limit > 0 or null")
     check_login(default_login, "default_login")
     for account, login in logins.items():
         check_login(login, f"login of account {account!r}")
@@ -62,8 +67,8 @@ def check_settings(*, latency_ms: float, error_rate: float, rate_limit: float | 
 
 def _settings(config: SandboxConfig) -> dict[str, Any]:
     return {"latency_ms": config.latency_ms, "error_rate": config.error_rate, "rate_limit": config.rate_limit,
-            "media_rate_limit": config.media_rate_limit, "logins": config.logins,
-            "default_login": config.default_login}
+            "media_rate_limit": config.media_rate_limit, "private_reply_limit": config.private_reply_limit,
+            "logins": config.logins, "default_login": config.default_login}
 
 
 def _number(value: Any, key: str, *, nullable: bool) -> float | None:
@@ -88,6 +93,8 @@ class Sandbox:
         self.by_account: dict[str, dict[str, Any]] = {}
         self.faults = Faults()
         self.buckets: dict[tuple[str, str], Bucket] = {}
+        self.uploads: dict[str, dict[str, Any]] = {}  # attachment id -> what was uploaded (never the bytes)
+        self.private_replies: dict[tuple[str, str], dict[str, Any]] = {}  # (account, comment id) -> the reply
 
     # --- who is calling -----------------------------------------------------------------------------------
 
@@ -118,11 +125,19 @@ class Sandbox:
         return {"text": c.rate_limit if c.rate_limit is not None else BUDGETS[login]["text"],
                 "media": c.media_rate_limit if c.media_rate_limit is not None else BUDGETS[login]["media"]}
 
+    def private_reply_budget(self) -> float:
+        limit = self.config.private_reply_limit
+        return limit if limit is not None else PRIVATE_REPLIES_PER_HOUR
+
     def bucket(self, account: str, login: str, send_class: str) -> Bucket:
-        rate = self.budgets(login)[send_class]
+        """Per account and class: text and media per second, private replies per hour."""
+        if send_class == PRIVATE_REPLY:
+            rate, period = self.private_reply_budget(), HOUR
+        else:
+            rate, period = self.budgets(login)[send_class], 1.0
         bucket = self.buckets.get((account, send_class))
         if bucket is None or bucket.rate != rate:  # a live rate change starts a fresh bucket
-            bucket = self.buckets[(account, send_class)] = Bucket(rate)
+            bucket = self.buckets[(account, send_class)] = Bucket(rate, period)
         return bucket
 
     def used_percent(self, account: str, send_class: str) -> int:
@@ -145,8 +160,10 @@ class Sandbox:
                                                             f"{request.path}"}, status=404)
         # Meta serves an unversioned call with the version set in the App Dashboard ("Platform Versioning")
         version = segments.pop(0) if segments and GRAPH_VERSION.fullmatch(segments[0]) else None
-        if len(segments) == 2 and segments[1] == "messages" and request.method == "POST" \
+        if len(segments) == 2 and segments[1] in EDGES and request.method == "POST" \
                 and (segments[0] == "me" or NODE_ID.fullmatch(segments[0])):
+            if segments[1] == "message_attachments":
+                return await self.upload(request, version, segments[0])
             return await self.send(request, version, segments[0])
         return self.route_error(request, segments)
 
@@ -155,7 +172,7 @@ class Sandbox:
         login = self.login_of(node, _request_token(request))
         if node and node != "me" and not NODE_ID.fullmatch(node):
             error = GraphError(803, f"(#803) Some of the aliases you requested do not exist: {node}")
-        elif len(segments) > 2 or (len(segments) == 2 and segments[1] != "messages"):
+        elif len(segments) > 2 or (len(segments) == 2 and segments[1] not in EDGES):
             error = GraphError(2500, "Unknown path components: /" + "/".join(segments[1:]))
         else:
             error = GraphError(100, f"Unsupported {request.method.lower()} request. Object with ID '{node}' does "
@@ -197,15 +214,26 @@ class Sandbox:
             account_error = self.faults.account_error(account)
             if account_error is not None:
                 raise account_error
-            send_class = validate(parsed.body)
+            checked = validate(parsed.body, login)
+            send_class = checked.send_class
+            self.check_attachment_ids(checked)
             wait = self.bucket(account, login, send_class).take()
             if wait:
                 self.throttled += 1
                 self.account_stats(account, login)["throttled"] += 1
                 headers = usage_headers(account, 100, math.ceil(wait / 60))
+                if send_class == PRIVATE_REPLY:  # no documented subcode for this budget
+                    raise GraphError(613, "(#613) Calls to this api have exceeded the rate limit. (Private "
+                                          f"replies: {self.private_reply_budget():g} calls per hour per account)",
+                                     retry_after=wait)
                 raise GraphError(613, subcode=2534040, retry_after=wait)
-            recipient = parsed.body["recipient"]["id"]
-            fault = self.faults.next_for(recipient)
+            if checked.comment_id is not None:
+                self.check_comment(account, checked.comment_id)
+                recipient = private_reply_recipient(checked.comment_id)
+            else:
+                recipient = parsed.body["recipient"]["id"]
+            # faults are scripted per recipient id, or per comment id for private replies
+            fault = self.faults.next_for(checked.comment_id or recipient)
             if fault is not None and not fault.get("hang"):
                 raise fault_error(fault)
             if fault is None and self.random.random() < self.config.error_rate:
@@ -219,12 +247,37 @@ class Sandbox:
         answer = {"recipient_id": recipient}
         if "message" in parsed.body:  # sender actions answer with the recipient only
             answer["message_id"] = MESSAGE_ID_PREFIX + uuid.uuid4().hex
-        self._record(account, login, request, version, parsed, answer)
+        self._record(account, login, request, version, parsed, checked, answer)
         headers = usage_headers(account, self.used_percent(account, send_class), 0)
         return web.json_response(answer, headers=headers), bool(fault and fault.get("hang"))
 
+    def check_attachment_ids(self, checked: Checked) -> None:
+        """An attachment id the sandbox issued must be sent as the type it was uploaded as, and one uploaded
+        without is_reusable only once ("Set is_reusable to true so that the media can be used in multiple
+        messages": Upload Media for Instagram Messaging). Ids from elsewhere are taken on trust."""
+        for kind, attachment_id in checked.attachment_ids:
+            upload = self.uploads.get(attachment_id)
+            if upload is None:
+                continue
+            if upload["type"] != kind:
+                raise GraphError(100, f"(#100) Attachment {attachment_id} was uploaded as {upload['type']}, "
+                                      f"not {kind}", subcode=2018047)
+            if not upload["is_reusable"] and upload["sends"]:
+                raise GraphError(100, f"(#100) Attachment {attachment_id} was uploaded without is_reusable "
+                                      "and has been sent already", subcode=2018047)
+
+    def check_comment(self, account: str, comment_id: str) -> None:
+        """Private Replies (Instagram Messaging; Instagram Platform "Send a Private Reply to a Commenter"): a
+        single message per comment. Meta documents no subcode for a second one (code 100 with text); comment
+        ids starting INVALID stand for comments Meta refuses (100/2534025: too old, deleted, not yours)."""
+        if comment_id.startswith(INVALID_COMMENT):
+            raise GraphError(100, subcode=2534025)
+        if (account, comment_id) in self.private_replies:
+            raise GraphError(100, f"(#100) A private reply has already been sent to comment {comment_id}: only "
+                                  "one private reply can be sent per comment")
+
     def _record(self, account: str, login: str, request: web.Request, version: str | None,
-                parsed: ParsedRequest, answer: dict[str, Any]) -> None:
+                parsed: ParsedRequest, checked: Checked, answer: dict[str, Any]) -> None:
         now = time.time()
         canonical = json.dumps([account, parsed.body], sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(canonical.encode()).hexdigest()
@@ -241,9 +294,55 @@ class Sandbox:
             "version": version, "served_version": version or self.config.app_version,
             "token_placement": parsed.placement, "content_type": parsed.content_type,
             "appsecret_proof": parsed.proof is not None, "body": parsed.body,
+            "kind": checked.kind, "send_class": checked.send_class,
             "message_id": answer.get("message_id"), "recipient_id": answer["recipient_id"],
             "received_at": now,
         })
+        for _, attachment_id in checked.attachment_ids:
+            if attachment_id in self.uploads:
+                self.uploads[attachment_id]["sends"] += 1
+        if checked.comment_id is not None:
+            self.private_replies[(account, checked.comment_id)] = {
+                "account": account, "comment_id": checked.comment_id, "recipient_id": answer["recipient_id"],
+                "message_id": answer["message_id"], "received_at": now}
+
+    # --- attachment upload (Facebook Login) ---------------------------------------------------------------
+
+    async def upload(self, request: web.Request, version: str | None, account_id: str) -> web.Response:
+        """``POST /{version}/{account}/message_attachments`` (Instagram Messaging "Upload Media for Instagram
+        Messaging"): answers ``{"attachment_id"}``. Meta documents it for Facebook Login only: the Instagram
+        Login pages link to that page and no graph.instagram.com upload is documented, so an Instagram-Login
+        account gets code 100. Uploads count against no send budget and take no scripted faults."""
+        account = account_id
+        login = self.login_of(account_id, _request_token(request))
+        try:
+            parsed = await read_request(request)
+            account = self.account_key(account_id, parsed.token)
+            login = self.login_of(account, parsed.token)
+            self.authenticate(parsed.token, parsed.proof)
+            if login != "facebook":
+                raise GraphError(100, "(#100) message_attachments is not available with Instagram Login: Meta "
+                                      "documents the Attachment Upload API for Facebook Login (a Page access "
+                                      "token) only")
+            upload = check_upload(parsed.body, parsed.file)
+        except GraphError as error:
+            self.errors[str(error.code)] += 1
+            return error.response(login, usage_headers(account, self.used_percent(account, "text"), 0))
+        attachment_id = self._new_attachment_id()
+        file = parsed.file
+        self.uploads[attachment_id] = {
+            "account": account, "login": login, "path": request.path, "version": version, "type": upload.kind,
+            "size": file.size if file else None, "sha256": file.sha256 if file else None,
+            "filename": file.filename if file else None, "content_type": file.content_type if file else None,
+            "url": upload.url, "is_reusable": upload.is_reusable, "sends": 0, "received_at": time.time()}
+        return web.json_response({"attachment_id": attachment_id},
+                                 headers=usage_headers(account, self.used_percent(account, "text"), 0))
+
+    def _new_attachment_id(self) -> str:
+        while True:  # numeric, like Meta's
+            attachment_id = str(10**15 + secrets.randbelow(9 * 10**15))
+            if attachment_id not in self.uploads:
+                return attachment_id
 
     # --- introspection under /_sandbox/ (no token: it is the test's view, not Meta's) --------------------
 
@@ -251,6 +350,16 @@ class Sandbox:
         account = request.query.get("account")
         messages = [m for m in self.messages if account is None or m["account"] == account]
         return web.json_response({"messages": messages})
+
+    async def list_uploads(self, request: web.Request) -> web.Response:
+        account = request.query.get("account")
+        uploads = {key: u for key, u in self.uploads.items() if account is None or u["account"] == account}
+        return web.json_response({"count": len(uploads), "uploads": uploads})
+
+    async def list_private_replies(self, request: web.Request) -> web.Response:
+        account = request.query.get("account")
+        replies = [r for r in self.private_replies.values() if account is None or r["account"] == account]
+        return web.json_response({"count": len(replies), "private_replies": replies})
 
     async def clear(self, request: web.Request) -> web.Response:
         self.reset()
@@ -279,12 +388,13 @@ class Sandbox:
 
     async def get_config(self, request: web.Request) -> web.Response:
         c = self.config
-        return web.json_response({**_settings(c), "budgets": BUDGETS, "app_version": c.app_version,
+        return web.json_response({**_settings(c), "budgets": BUDGETS,
+                                  "private_replies_per_hour": PRIVATE_REPLIES_PER_HOUR, "app_version": c.app_version,
                                   "tokens": len(c.tokens), "app_secret": c.app_secret is not None,
                                   "seed": c.seed})
 
     async def set_config(self, request: web.Request) -> web.Response:
-        """Changes only the keys given; ``rate_limit``/``media_rate_limit`` null = Meta's per-login budgets;
+        """Changes only the keys given; ``rate_limit``/``media_rate_limit``/``private_reply_limit`` null = Meta's;
         ``logins`` merges ``{account: kind}`` (null removes one)."""
         try:
             changes = await request.json()
@@ -294,7 +404,7 @@ class Sandbox:
             for key in ("latency_ms", "error_rate"):
                 if key in changes:
                     updates[key] = _number(changes[key], key, nullable=False)
-            for key in ("rate_limit", "media_rate_limit"):
+            for key in ("rate_limit", "media_rate_limit", "private_reply_limit"):
                 if key in changes:
                     updates[key] = _number(changes[key], key, nullable=True)
             if "default_login" in changes:
@@ -323,6 +433,13 @@ class Sandbox:
 SANDBOX: web.AppKey[Sandbox] = web.AppKey("sandbox", Sandbox)
 
 
+def private_reply_recipient(comment_id: str) -> str:
+    """Meta answers a private reply with the commenter's IGSID; the sandbox makes one up from the comment id,
+    the same every time (16 digits, like an IGSID)."""
+    digest = hashlib.sha256(comment_id.encode()).hexdigest()
+    return str(10**15 + int(digest[:15], 16) % (9 * 10**15))
+
+
 def _request_token(request: web.Request) -> str | None:
     """The token from the header or the query, without reading the body (for choosing the error type)."""
     scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
@@ -338,6 +455,8 @@ def create_app(config: SandboxConfig) -> web.Application:
     app[SANDBOX] = sandbox
     app.router.add_get("/_sandbox/messages", sandbox.list_messages)
     app.router.add_delete("/_sandbox/messages", sandbox.clear)
+    app.router.add_get("/_sandbox/uploads", sandbox.list_uploads)
+    app.router.add_get("/_sandbox/private_replies", sandbox.list_private_replies)
     app.router.add_get("/_sandbox/stats", sandbox.stats)
     app.router.add_get("/_sandbox/faults", sandbox.list_faults)
     app.router.add_post("/_sandbox/faults", sandbox.add_faults)
@@ -397,6 +516,8 @@ def main(argv: list[str] | None = None) -> None:
                              "300 Facebook Login)")
     parser.add_argument("--media-rate-limit", type=float, default=None,
                         help="audio/video calls/s for every account (default: Meta's, 10)")
+    parser.add_argument("--private-reply-limit", type=float, default=None,
+                        help="private replies per hour for every account (default: Meta's, 750)")
     parser.add_argument("--login", action="append", default=[], type=_login_setting, metavar="ACCOUNT=KIND",
                         help="the login kind of an account (instagram or facebook), over its token's prefix; "
                              "repeatable")
@@ -408,7 +529,8 @@ def main(argv: list[str] | None = None) -> None:
     env_tokens = [t.strip() for t in os.environ.get("IGSEND_SANDBOX_TOKENS", "").split(",") if t.strip()]
     config = SandboxConfig(port=args.port, host=args.host, tokens=[*args.token, *env_tokens],
                            latency_ms=args.latency_ms, error_rate=args.error_rate, rate_limit=args.rate_limit,
-                           media_rate_limit=args.media_rate_limit, logins=dict(args.login),
+                           media_rate_limit=args.media_rate_limit, private_reply_limit=args.private_reply_limit,
+                           logins=dict(args.login),
                            default_login=args.default_login, app_secret=args.app_secret, seed=args.seed)
     try:
         check_settings(**_settings(config))

@@ -31,8 +31,9 @@ from schemas import InvalidMessage
 __all__ = [
     "BatchResult", "EnqueueError", "IdempotencyConflict", "IgsendError", "InvalidMessage", "Job", "JobError",
     "JobCancelled", "JobNotFound", "JobStatus", "MessageDead", "OutcomeUnknown", "RedisFull", "ReplayRefused",
-    "get_job", "react", "send", "send_attachment", "send_link", "send_many",
-    "send_post", "send_sticker", "send_text", "unreact",
+    "get_job", "react", "reply_privately", "send", "send_attachment", "send_button_template", "send_generic_template",
+    "send_images", "send_link", "send_many", "send_post", "send_product_template", "send_quick_replies",
+    "send_sticker", "send_text", "sender_action", "unreact",
 ]
 
 
@@ -42,37 +43,94 @@ def send(document: dict[str, Any]) -> Job:
 
 
 def _send(kind: str, recipient: str, account: str, idempotency_key: str | None, **fields: Any) -> Job:
-    document = {"kind": kind, "recipient": recipient, "account": account, **fields}
+    document = {"kind": kind, "recipient": recipient, "account": account,
+                **{name: value for name, value in fields.items() if value is not None}}
     if idempotency_key is not None:
         document["idempotency_key"] = idempotency_key
     return enqueue(document)
 
 
-def send_text(recipient: str, text: str, *, account: str = "default", idempotency_key: str | None = None) -> Job:
-    """Text, UTF-8, at most 1000 bytes."""
-    return _send("text", recipient, account, idempotency_key, text=text)
+def send_text(recipient: str, text: str, *, account: str = "default", idempotency_key: str | None = None,
+              tag: str | None = None, reply_to: str | None = None) -> Job:
+    """Text, UTF-8, at most 1000 bytes.
+
+    Every sender of a message also takes ``tag="HUMAN_AGENT"`` (a person's reply within 7 days of the user's
+    message; needs Meta's Human Agent permission) and ``reply_to=MESSAGE_ID`` (quote a message of the
+    conversation)."""
+    return _send("text", recipient, account, idempotency_key, text=text, tag=tag, reply_to=reply_to)
 
 
-def send_link(recipient: str, url: str, *, account: str = "default", idempotency_key: str | None = None) -> Job:
+def send_link(recipient: str, url: str, *, account: str = "default", idempotency_key: str | None = None,
+              tag: str | None = None, reply_to: str | None = None) -> Job:
     """A link: text that is a valid http(s) URL."""
-    return _send("link", recipient, account, idempotency_key, url=url)
+    return _send("link", recipient, account, idempotency_key, url=url, tag=tag, reply_to=reply_to)
 
 
-def send_attachment(recipient: str, media_type: str, url: str, *, account: str = "default",
-                    idempotency_key: str | None = None) -> Job:
-    """An image, gif, video or audio file at a public http(s) URL."""
-    return _send(media_type, recipient, account, idempotency_key, url=url)
+def _source(source: str | dict[str, str]) -> dict[str, str]:
+    """A media item: a URL, or ``{"attachment_id": ID}`` of an attachment uploaded beforehand."""
+    return {"url": source} if isinstance(source, str) else dict(source)
 
 
-def send_post(recipient: str, post_id: str, *, account: str = "default",
-              idempotency_key: str | None = None) -> Job:
+def send_attachment(recipient: str, media_type: str, source: str | dict[str, str], *, account: str = "default",
+                    idempotency_key: str | None = None, tag: str | None = None, reply_to: str | None = None) -> Job:
+    """An image, gif, video, audio file or PDF (``file``): at a public http(s) URL, or
+    ``{"attachment_id": ID}``."""
+    return _send(media_type, recipient, account, idempotency_key, **_source(source), tag=tag, reply_to=reply_to)
+
+
+def send_images(recipient: str, images: list[str | dict[str, str]], *, account: str = "default",
+                idempotency_key: str | None = None, tag: str | None = None, reply_to: str | None = None) -> Job:
+    """1-10 images in one message, each a URL or ``{"attachment_id": ID}``."""
+    items = [_source(image) for image in images] if isinstance(images, list) else images
+    return _send("images", recipient, account, idempotency_key, images=items, tag=tag, reply_to=reply_to)
+
+
+def send_post(recipient: str, post_id: str, *, account: str = "default", idempotency_key: str | None = None,
+              tag: str | None = None, reply_to: str | None = None) -> Job:
     """A published post the account owns (MEDIA_SHARE)."""
-    return _send("post", recipient, account, idempotency_key, post_id=post_id)
+    return _send("post", recipient, account, idempotency_key, post_id=post_id, tag=tag, reply_to=reply_to)
 
 
-def send_sticker(recipient: str, *, account: str = "default", idempotency_key: str | None = None) -> Job:
+def send_sticker(recipient: str, *, account: str = "default", idempotency_key: str | None = None,
+                 tag: str | None = None, reply_to: str | None = None) -> Job:
     """The heart sticker (like_heart)."""
-    return _send("sticker", recipient, account, idempotency_key)
+    return _send("sticker", recipient, account, idempotency_key, tag=tag, reply_to=reply_to)
+
+
+def send_quick_replies(recipient: str, text: str, options: list[dict[str, str] | tuple[str, str]], *,
+                       account: str = "default", idempotency_key: str | None = None, tag: str | None = None,
+                       reply_to: str | None = None) -> Job:
+    """Text with 1-13 options under it; each option ``(title, payload)`` or Meta's
+    ``{"content_type": "text", "title": ..., "payload": ...}``. Titles are at most 20 characters."""
+    quick_replies = [{"content_type": "text", "title": option[0], "payload": option[1]}
+                     if isinstance(option, tuple) else option for option in options] \
+        if isinstance(options, list) else options
+    return _send("quick_replies", recipient, account, idempotency_key, text=text, quick_replies=quick_replies,
+                 tag=tag, reply_to=reply_to)
+
+
+def send_generic_template(recipient: str, elements: list[dict[str, Any]], *, account: str = "default",
+                          idempotency_key: str | None = None, tag: str | None = None,
+                          reply_to: str | None = None) -> Job:
+    """1-10 cards (``title`` and at least one of ``subtitle``, ``image_url``, ``default_action``, ``buttons``)."""
+    return _send("generic_template", recipient, account, idempotency_key, elements=elements, tag=tag,
+                 reply_to=reply_to)
+
+
+def send_button_template(recipient: str, text: str, buttons: list[dict[str, str]], *, account: str = "default",
+                         idempotency_key: str | None = None, tag: str | None = None,
+                         reply_to: str | None = None) -> Job:
+    """Text (at most 640 characters) with 1-3 ``web_url`` or ``postback`` buttons."""
+    return _send("button_template", recipient, account, idempotency_key, text=text, buttons=buttons, tag=tag,
+                 reply_to=reply_to)
+
+
+def send_product_template(recipient: str, product_ids: list[str], *, account: str = "default",
+                          idempotency_key: str | None = None, tag: str | None = None,
+                          reply_to: str | None = None) -> Job:
+    """1-10 products of the account's catalog. Facebook-Login accounts only: refused for Instagram-Login ones."""
+    return _send("product_template", recipient, account, idempotency_key, product_ids=product_ids, tag=tag,
+                 reply_to=reply_to)
 
 
 def react(recipient: str, message_id: str, reaction: str = "love", *, account: str = "default",
@@ -85,6 +143,19 @@ def unreact(recipient: str, message_id: str, *, account: str = "default",
             idempotency_key: str | None = None) -> Job:
     """Remove the reaction from a message."""
     return _send("unreact", recipient, account, idempotency_key, message_id=message_id)
+
+
+def sender_action(recipient: str, action: str, *, account: str = "default",
+                  idempotency_key: str | None = None) -> Job:
+    """``typing_on``, ``typing_off`` or ``mark_seen``: a request of its own, with no message."""
+    return _send(action, recipient, account, idempotency_key)
+
+
+def reply_privately(comment_id: str, text: str, *, account: str = "default") -> Job:
+    """The one private reply Meta allows to a comment, within 7 days of it (Live: during the broadcast). The
+    comment is the idempotency key: the same comment and text again returns the first job; another text raises
+    :class:`IdempotencyConflict`, so a retried webhook handler never writes to a commenter twice."""
+    return enqueue({"kind": "private_reply", "comment_id": comment_id, "text": text, "account": account})
 
 
 @dataclass

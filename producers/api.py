@@ -47,7 +47,7 @@ from producers import (
     send_many,
 )
 from schemas import KINDS, SCHEMAS
-from schemas.messages import MessageSchema
+from schemas.messages import BaseSchema
 
 MAX_BATCH = 1000
 #: The largest request body. A batch of 1,000 text messages at the 1,000-byte limit, every character
@@ -70,7 +70,8 @@ blp = Blueprint("messages", __name__, url_prefix="/v1", description="Send messag
 def _document_schema(kind: str) -> type[Schema]:
     """The kind's schema with ``kind`` pinned to its value, so the OpenAPI oneOf is unambiguous."""
     pinned = fields.String(required=True, validate=validate.OneOf([kind]), metadata={"description": "message kind"})
-    return type(f"{kind.capitalize()}Message", (SCHEMAS[kind],), {"kind": pinned})
+    name = "".join(part.capitalize() for part in kind.split("_"))  # quick_replies -> QuickRepliesMessage
+    return type(f"{name}Message", (SCHEMAS[kind],), {"kind": pinned})
 
 
 DOCUMENT_SCHEMAS = {kind: _document_schema(kind) for kind in KINDS}
@@ -80,7 +81,7 @@ def _server_default(converter: Any, field: fields.Field[Any], ret: dict[str, Any
     """Message fields the server fills in (``account``, ``reaction``, ...) are documented without ``default``:
     openapi-typescript types a property with a default as always present, so a client would have to send it.
     The description says what the server uses instead."""
-    if isinstance(field.parent, MessageSchema) and "default" in ret:
+    if isinstance(field.parent, BaseSchema) and "default" in ret:
         default = ret.pop("default")
         if default is not None:
             ret["description"] = f"{ret.get('description', '')} (default {json.dumps(default)})".lstrip()

@@ -29,7 +29,7 @@ from igsend.core.store import (
     memory_share,
 )
 from producers.jobs import Job
-from schemas import InvalidMessage, load_message
+from schemas import FACEBOOK_LOGIN_ONLY, InvalidMessage, load_message
 
 # What the create_job script (igsend/core/lua/create_job.lua) answers for each message.
 CREATED, DUPLICATE, CONFLICT = 1, 0, -1
@@ -120,6 +120,11 @@ def check_room(client: Any) -> None:
                         "deliver the queue or an operator makes room; nothing was queued")
 
 
+#: How long a private reply's comment keeps its job: Meta takes a private reply within 7 days of the comment, so a
+#: second one (a retried webhook handler) is answered with the first job for as long as Meta would accept one.
+PRIVATE_REPLY_KEY_SECONDS = 8 * 24 * 3600
+
+
 def _flatten(fields: dict[str, Any]) -> list[Any]:
     return [item for pair in fields.items() for item in pair]
 
@@ -128,7 +133,7 @@ def enqueue(document: dict[str, Any]) -> Job:
     """Validate one message document and queue it. Raises InvalidMessage (nothing queued), IdempotencyConflict
     (its key already names a different message; nothing queued) or EnqueueError."""
     message = load_message(document)
-    check_accounts([message["account"]])
+    check_sendable(_presence(), message)
     placed = place_many([message])[0]
     if placed.conflict is not None:
         raise placed.conflict
@@ -144,7 +149,7 @@ def validate_many(documents: Iterable[Any]) -> tuple[list[dict[str, Any]], dict[
         try:
             message = load_message(document)
             known = known or _presence()
-            known.check(message["account"])  # UnknownAccount is an InvalidMessage of the field `account`
+            check_sendable(known, message)
             valid.append(message)
         except InvalidMessage as exc:
             errors[index] = exc
@@ -166,12 +171,16 @@ def _presence() -> Presence:
     return known
 
 
-def check_accounts(accounts: list[str]) -> list[str]:
-    """Raise UnknownAccount for an account no worker serves; return the warnings of queuing now."""
-    known = _presence()
-    for account in accounts:
-        known.check(account)
-    return known.warnings()
+def check_sendable(known: Presence, message: dict[str, Any]) -> None:
+    """Refuse, before queueing, what no worker could send: an account no worker serves (UnknownAccount, an
+    InvalidMessage of the field ``account``), or a kind Meta offers only to Facebook-Login accounts for an account
+    the workers say uses Instagram Login."""
+    known.check(message["account"])
+    kind, account = message["kind"], message["account"]
+    about = known.served().get(account) or known.known.get(account) or {}
+    if kind in FACEBOOK_LOGIN_ONLY and about.get("login") == "instagram":
+        raise InvalidMessage({"kind": [f"{kind} needs a Facebook-Login (Page-linked) account: Meta offers it only "
+                                       f"there, and the account {account!r} uses Instagram Login"]})
 
 
 def _argsrepr(message: dict[str, Any]) -> str:
@@ -227,10 +236,13 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
         for message in messages:
             message = dict(message)
             key = message.pop("idempotency_key", None)
+            window = settings.idempotency_window
+            if message["kind"] == "private_reply":  # Meta allows one per comment: the comment is the key
+                key, window = f"comment:{message['comment_id']}", max(window, PRIVATE_REPLY_KEY_SECONDS)
             job_id = str(uuid.uuid4())
             idem = idempotency_key(message["account"], key) if key else NO_IDEMPOTENCY_KEY
             script(keys=[job_key(job_id), idem, PENDING_KEY],
-                   args=[job_id, settings.result_ttl, settings.idempotency_window, fingerprint(message),
+                   args=[job_id, settings.result_ttl, window, fingerprint(message),
                          *_flatten(records.new_record(job_id, message, idempotency_key=key, now=now))],
                    client=pipe)
             planned.append((message, idem, key))

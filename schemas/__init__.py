@@ -1,9 +1,11 @@
 """The message contract shared by producers, the HTTP API and workers."""
 
 from schemas.messages import (
+    FACEBOOK_LOGIN_ONLY,
     KINDS,
     MEDIA_KINDS,
     SCHEMAS,
+    SEED_KINDS,
     SEND_CLASS,
     TEXT_MAX_BYTES,
     InvalidMessage,
@@ -11,5 +13,5 @@ from schemas.messages import (
     load_message,
 )
 
-__all__ = ["KINDS", "MEDIA_KINDS", "SCHEMAS", "SEND_CLASS", "TEXT_MAX_BYTES", "InvalidMessage", "graph_body",
-           "load_message"]
+__all__ = ["FACEBOOK_LOGIN_ONLY", "KINDS", "MEDIA_KINDS", "SCHEMAS", "SEED_KINDS", "SEND_CLASS", "TEXT_MAX_BYTES",
+           "InvalidMessage", "graph_body", "load_message"]

@@ -88,6 +88,35 @@ class Utf8Text(Str):
         return cast(str, value)
 
 
+class Chars(Str):
+    """Text counted in characters (code points), as Meta counts titles and template texts: not blank, at most
+    ``max_chars``, with ``why`` added to the error (e.g. what Meta would do with a longer one)."""
+
+    def __init__(self, *, max_chars: int, why: str = "", allow_newlines: bool = False, **kwargs: Any):
+        super().__init__(allow_newlines=allow_newlines, max_input=max(max_chars * 4, 64), **kwargs)
+        self.max_chars = max_chars
+        self.why = why
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if not value.strip():
+            raise ValidationError("must not be empty")
+        if len(value) > self.max_chars:
+            why = f": {self.why}" if self.why else ""
+            raise ValidationError(f"must be at most {self.max_chars} characters (got {len(value)}){why}")
+        return cast(str, value)
+
+
+def count_between(low: int, high: int, what: str) -> Any:
+    """A validator for a list's length whose error says how many there were."""
+
+    def check(items: list[Any]) -> None:
+        if not low <= len(items) <= high:
+            raise ValidationError(f"must hold {low} to {high} {what} (got {len(items)})")
+
+    return check
+
+
 class HttpUrl(Str):
     """An absolute http(s) URL with a host, no credentials, and (optionally) a file extension from a list."""
 

@@ -40,7 +40,7 @@ def test_openapi_comes_from_the_message_schemas(client) -> None:
     body = spec["paths"]["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/Message"}
     message = spec["components"]["schemas"]["Message"]
-    assert len(message["oneOf"]) == len(KINDS) == 10
+    assert len(message["oneOf"]) == len(KINDS) == 20
     assert message["discriminator"]["mapping"]["text"] == "#/components/schemas/TextMessage"
 
 

@@ -37,7 +37,28 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "sticker": {"kind": "sticker", "recipient": "client-sticker"},
     "react": {"kind": "react", "recipient": "client-react", "message_id": "mid.react-1"},  # reaction: default
     "unreact": {"kind": "unreact", "recipient": "client-unreact", "message_id": "mid.react-1"},
+    "images": {"kind": "images", "recipient": "client-images",
+               "images": [{"url": "https://cdn.example.com/a.png"}, {"attachment_id": "123456"}]},
+    "file": {"kind": "file", "recipient": "client-file", "url": "https://cdn.example.com/terms.pdf"},
+    "quick_replies": {"kind": "quick_replies", "recipient": "client-quick", "text": "Pick one",
+                      "quick_replies": [{"content_type": "text", "title": "Yes", "payload": "YES"}]},
+    "generic_template": {"kind": "generic_template", "recipient": "client-generic", "elements": [
+        {"title": "Hat", "subtitle": "Warm", "default_action": {"type": "web_url", "url": "https://example.com/h"},
+         "buttons": [{"type": "postback", "title": "Buy", "payload": "BUY"}]}]},
+    "button_template": {"kind": "button_template", "recipient": "client-buttons", "text": "Next?",
+                        "buttons": [{"type": "web_url", "title": "Visit", "url": "https://example.com/v"}]},
+    "product_template": {"kind": "product_template", "recipient": "client-product", "product_ids": ["1234567890"],
+                         "account": "shop"},  # Facebook Login only: the session's Page-linked account
+    "typing_on": {"kind": "typing_on", "recipient": "client-typing-on"},
+    "typing_off": {"kind": "typing_off", "recipient": "client-typing-off"},
+    "mark_seen": {"kind": "mark_seen", "recipient": "client-seen"},
+    "private_reply": {"kind": "private_reply", "comment_id": "17900000000000077", "text": "Thanks!"},
 }
+
+
+def recipient(example: dict[str, Any]) -> str:
+    """Who a job says it went to: the IGSID, or the comment a private reply answers."""
+    return example.get("recipient") or f"comment:{example['comment_id']}"
 
 
 @pytest.fixture(scope="module")
@@ -179,9 +200,11 @@ def test_a_generated_python_client_delivers_every_kind(python_client, api_url, w
         time.sleep(0.1)
     assert sorted(delivered) == sorted(KINDS), f"delivered {len(delivered)}/{len(KINDS)}: {sorted(delivered)}"
     for kind, status in delivered.items():
-        assert status.kind == kind and status.recipient == EXAMPLES[kind]["recipient"]
+        assert status.kind == kind and status.recipient == recipient(EXAMPLES[kind])
         assert status.result.recipient_id and status.attempt_log[0].outcome == "delivered"
-    assert {m["body"]["recipient"]["id"] for m in received(sandbox)} >= {doc["recipient"] for doc in EXAMPLES.values()}
+    to = {m["body"]["recipient"].get("id") or f"comment:{m['body']['recipient'].get('comment_id')}"
+          for m in received(sandbox)}
+    assert to >= {recipient(doc) for doc in EXAMPLES.values()}
 
     missing = get_message.sync(client=client, job_id="no-such-job")
     assert isinstance(missing, models.Error) and missing.code == 404 and missing.message

@@ -87,9 +87,14 @@ def test_help_shows_a_newcomer_where_to_start() -> None:
     assert [line.split()[:2] for line in top[-3:]] == [["igsend", "demo"], ["igsend", "up"], ["igsend", "send"]]
     assert top[-4].strip() == "First steps:"
     send_help = igsend("send", "--help").stdout
-    usages = {"text": "RECIPIENT TEXT", "link": "RECIPIENT URL", "image": "RECIPIENT URL", "gif": "RECIPIENT URL",
-              "video": "RECIPIENT URL", "audio": "RECIPIENT URL", "post": "RECIPIENT POST_ID",
-              "sticker": "RECIPIENT", "react": "RECIPIENT MESSAGE_ID [REACTION]", "unreact": "RECIPIENT MESSAGE_ID"}
+    usages = {"text": "RECIPIENT TEXT", "link": "RECIPIENT URL", "image": "RECIPIENT SOURCE",
+              "gif": "RECIPIENT SOURCE", "video": "RECIPIENT SOURCE", "audio": "RECIPIENT SOURCE",
+              "file": "RECIPIENT SOURCE", "images": "RECIPIENT SOURCES...", "post": "RECIPIENT POST_ID",
+              "sticker": "RECIPIENT", "react": "RECIPIENT MESSAGE_ID [REACTION]", "unreact": "RECIPIENT MESSAGE_ID",
+              "quick_replies": "RECIPIENT TEXT OPTIONS...", "button_template": "RECIPIENT TEXT BUTTONS...",
+              "generic_template": "RECIPIENT ELEMENTS", "product_template": "RECIPIENT PRODUCT_IDS...",
+              "typing_on": "RECIPIENT", "typing_off": "RECIPIENT", "mark_seen": "RECIPIENT",
+              "private_reply": "COMMENT_ID TEXT"}
     for kind, usage in usages.items():
         assert f"  {kind} {usage}" in send_help, kind
     for option in ("--account NAME", "--wait", "--timeout SECONDS", "--idempotency-key KEY"):
@@ -126,7 +131,7 @@ def test_demo_uses_the_redis_named_in_dot_env(tmp_path) -> None:
     assert run.stdout.splitlines()[0].split() == ["redis", f"redis://127.0.0.1:{port}/0", "(from",
                                                   "IGSEND_REDIS_URL;", "started,", "AOF", "in",
                                                   f"{tmp_path / '.igsend' / 'demo-redis'})"]
-    assert "10/10 delivered" in run.stdout
+    assert "21/21 delivered" in run.stdout
     for kind in ("text", "link", "image", "gif", "video", "audio", "post", "sticker", "react", "unreact"):
         assert f"│ {kind} " in run.stdout
     assert (tmp_path / ".igsend" / "demo-redis" / "appendonlydir").is_dir()  # AOF on, where the user can see it

@@ -97,9 +97,13 @@ def test_link_is_a_valid_url_sent_as_text() -> None:
     ({"kind": "text", "recipient": 123, "text": "hi"}, "recipient: must be a string (got int)"),
     ({"recipient": "IGSID"}, "kind: is required"),
     ({"kind": "fax", "recipient": "IGSID"},
-     "kind: must be one of text, link, image, gif, video, audio, post, sticker, react, unreact (got 'fax')"),
+     "kind: must be one of text, link, image, gif, video, audio, post, sticker, react, unreact, images, file, "
+     "quick_replies, generic_template, button_template, product_template, typing_on, typing_off, mark_seen, "
+     "private_reply (got 'fax')"),
     ({"kind": ["text"], "recipient": "IGSID"},
-     "kind: must be one of text, link, image, gif, video, audio, post, sticker, react, unreact (got 'list')"),
+     "kind: must be one of text, link, image, gif, video, audio, post, sticker, react, unreact, images, file, "
+     "quick_replies, generic_template, button_template, product_template, typing_on, typing_off, mark_seen, "
+     "private_reply (got 'list')"),
     ({"kind": "sticker", "recipient": "IGSID", "text": "hi"}, "text: is not a field of this kind"),
     ({"kind": "post", "recipient": "IGSID"}, "post_id: is required"),
     ({"kind": "react", "recipient": "IGSID"}, "message_id: is required"),

@@ -51,13 +51,14 @@ class Budget:
 
 #: Meta's Send API budgets per professional account, by send class and login kind ("Messenger Platform rate
 #: limits" / Graph API rate limiting, checked 2026-11: Instagram Login 100/s, Facebook Login 300/s, audio and
-#: video 10/s on both). A new class is one line here plus its kinds in ``schemas.SEND_CLASS``; e.g. private
-#: replies will be ``"private_reply": {"instagram": Budget(750, per=3600), "facebook": Budget(750, per=3600)}``.
+#: video 10/s on both). A new class is one line here plus its kinds in ``schemas.SEND_CLASS``. Private replies
+#: have their own: 750 calls per hour per account for posts and reels (GRAPH_API_NOTES.md, "Later kinds").
 BUDGETS: dict[str, dict[str, Budget]] = {
     # text, links, reactions, stickers; and images, GIFs and posts, which Meta names in neither class
     # (docs/rate-limits.md)
     "text": {"instagram": Budget(100), "facebook": Budget(300)},
     "media": {"instagram": Budget(10), "facebook": Budget(10)},  # audio and video
+    "private_reply": {"instagram": Budget(750, per=3600), "facebook": Budget(750, per=3600)},
 }
 
 

@@ -83,7 +83,7 @@ class Admitter:
                 DELAYED_KEY, held_key(account), PENDING_KEY, INFLIGHT_KEY, done_key(job_id)]
         lock_ttl_ms = int(lock_ttl * 1000) if lock_ttl else self.lock_ttl_ms
         args = [job_id, lock_ttl_ms, rate, self.max_inline_wait, self.record_ttl,
-                json.dumps(message, ensure_ascii=False), message["kind"], account, message["recipient"],
+                json.dumps(message, ensure_ascii=False), message["kind"], account, records.recipient_of(message),
                 self.late_tolerance]
         if self.replica_acks:
             # One pipeline, so the WAIT runs on the connection that ran the script (WAIT counts that connection's

@@ -21,10 +21,10 @@ from celery.worker.request import Request as CeleryRequest
 from igsend.core import account_state
 from igsend.core.celery_app import TASK_NAME, get_app, summarize_arguments
 from igsend.core.errors import IgsendError
-from igsend.core.records import JobStatus, NotReplicated, Outcomes
+from igsend.core.records import JobStatus, NotReplicated, Outcomes, recipient_of
 from igsend.core.settings import get_settings
 from igsend.core.store import get_redis
-from schemas import SEND_CLASS, InvalidMessage, graph_body, load_message
+from schemas import FACEBOOK_LOGIN_ONLY, SEND_CLASS, InvalidMessage, graph_body, load_message
 from workers.accounts import AccountError, accounts_of_app, get_account, registry, secrets
 from workers.admission import Action, Admitter
 from workers.breaker import Breaker, reset_keys
@@ -153,6 +153,9 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
         account = get_account(msg["account"])
     except AccountError as exc:
         _dead(ctx, job_id, str(exc), None, None, raw=msg)
+    if msg["kind"] in FACEBOOK_LOGIN_ONLY and account.login != "facebook":  # producers refuse it; raw clients may not
+        _dead(ctx, job_id, f"{msg['kind']}: Meta offers it only to Facebook-Login accounts, and the account "
+                           f"{account.name!r} uses Instagram Login", None, None, msg=msg)
     send_class = SEND_CLASS[msg["kind"]]
 
     while True:
@@ -208,6 +211,8 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
         result = {"recipient_id": body["recipient_id"]}
         if body.get("message_id"):
             result["message_id"] = body["message_id"]
+        if "comment_id" in msg:
+            result["comment_id"] = msg["comment_id"]
         _record_delivered(ctx, job_id, result, entry, forget=reset_keys(msg["account"]))
         FINISHED.labels(msg["account"], msg["kind"], "delivered").inc()
         # What Flower shows as the task's result: Meta's answer plus who/what/how many tries; no secrets.
@@ -269,7 +274,7 @@ def _handle_failure(ctx: _Context, job_id: str, msg: dict[str, Any], verdict: Ve
     if outcome is Outcome.ACCOUNT_BROKEN:
         account_state.mark_broken(msg["account"], verdict.reason, verdict.error(), client=ctx.redis)
     if outcome is Outcome.PERMANENT and verdict.suspect:
-        tripped = ctx.breaker.count(msg["account"], verdict.signature, msg["recipient"], job_id)
+        tripped = ctx.breaker.count(msg["account"], verdict.signature, recipient_of(msg), job_id)
         if tripped:
             reason = (f"circuit breaker: the same error for {len(tripped)} different recipients in a row "
                       f"({verdict.code}/{verdict.subcode}: {verdict.message or verdict.reason}); the account's "

@@ -9,13 +9,14 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
 import redis
 
 from igsend.core import presence
-from igsend.core.errors import ConfigurationError, ReplayRefused
+from igsend.core.errors import ConfigurationError, IdempotencyConflict, ReplayRefused
 from igsend.core.store import brief_connections, describe_redis_error, get_redis, redis_warnings
 from producers import EnqueueError, InvalidMessage, JobError, JobNotFound, get_job, send
 from producers.jobs import Job
@@ -95,9 +96,6 @@ def _deliver(document: dict[str, Any], account: str, idempotency_key: str | None
     document["account"] = account
     if idempotency_key:
         document["idempotency_key"] = idempotency_key
-    # Imported here so this change stays inside _deliver while the rest of cli.py is edited in parallel.
-    from igsend.core.errors import IdempotencyConflict
-
     try:
         job = send(document)  # refuses an account no worker serves (UnknownAccount, an InvalidMessage)
     except InvalidMessage as exc:
@@ -157,6 +155,8 @@ class _SendGroup(click.Group):
                 ("--wait", "wait for the outcome and print it as JSON (exit 1 if it is not delivered)"),
                 ("--timeout SECONDS", "how long --wait waits (default: 60)"),
                 ("--idempotency-key KEY", "the same key and account within 24 h give the same job, sent once"),
+                ("--tag HUMAN_AGENT", "messages only: a person's reply up to 7 days after the user's message"),
+                ("--reply-to MESSAGE_ID", "messages only: quote this message of the conversation"),
             ])
 
 
@@ -169,15 +169,30 @@ def send_group() -> None:
     """
 
 
-def _register_send(kind: str, arguments: list[str], help_text: str,
-                   build: Any, optional: list[tuple[str, str]] | None = None) -> None:
-    _SendGroup.usages[kind] = " ".join([a.upper() for a in arguments] + [f"[{n.upper()}]" for n, _ in optional or []])
-    def command(account: str, idempotency_key: str | None, wait: bool, timeout: float, **values: Any) -> None:
+def _register_send(kind: str, arguments: list[str], help_text: str, build: Any,
+                   optional: list[tuple[str, str]] | None = None, *, several: str | None = None,
+                   message: bool = True) -> None:
+    """``igsend send KIND ARGUMENTS... [OPTIONAL]... [SEVERAL]...``; ``message``: it sends a message (not a sender
+    action), so it takes --tag and --reply-to."""
+    usage = [a.upper() for a in arguments] + [f"[{n.upper()}]" for n, _ in optional or []]
+    _SendGroup.usages[kind] = " ".join(usage + ([f"{several.upper()}..."] if several else []))
+
+    def command(account: str, idempotency_key: str | None, wait: bool, timeout: float, tag: str | None = None,
+                reply_to: str | None = None, **values: Any) -> None:
         get_redis().ping()  # an unreachable Redis is reported as such, not as a failed enqueue
-        _deliver({"kind": kind, **build(values)}, account, idempotency_key, wait, timeout)
+        extra = {name: value for name, value in (("tag", tag), ("reply_to", reply_to)) if value is not None}
+        _deliver({"kind": kind, **build(values), **extra}, account, idempotency_key, wait, timeout)
 
     command.__doc__ = help_text
     command = _send_options(command)
+    if message:
+        command = click.option("--reply-to", metavar="MESSAGE_ID", default=None,
+                               help="quote this message of the conversation")(command)
+        command = click.option("--tag", metavar="HUMAN_AGENT", default=None,
+                               help="a person's reply within 7 days of the user's message (Human Agent "
+                                    "permission)")(command)
+    if several:
+        command = click.argument(several, nargs=-1, required=True)(command)
     for name, default in reversed(optional or []):
         command = click.argument(name, required=False, default=default)(command)
     for name in reversed(arguments):
@@ -185,22 +200,80 @@ def _register_send(kind: str, arguments: list[str], help_text: str,
     send_group.command(name=kind)(command)
 
 
+def _media_source(value: str) -> dict[str, str]:
+    """SOURCE of a media kind: an http(s) URL, or the numeric id of an attachment uploaded beforehand."""
+    if value.isdigit():
+        return {"attachment_id": value}
+    return {"url": value}
+
+
+def _pairs(values: tuple[str, ...], what: str) -> list[tuple[str, str]]:
+    """``TITLE=VALUE`` arguments (the title is what comes before the first '=')."""
+    pairs = []
+    for value in values:
+        title, equals, rest = value.partition("=")
+        if not equals:
+            raise click.BadParameter(f"{value!r}: write each {what} as TITLE=VALUE")
+        pairs.append((title, rest))
+    return pairs
+
+
+def _buttons(values: tuple[str, ...]) -> list[dict[str, str]]:
+    """``TITLE=https://...`` is a web_url button, any other ``TITLE=PAYLOAD`` a postback button."""
+    return [{"type": "web_url", "title": title, "url": value} if value.startswith(("http://", "https://"))
+            else {"type": "postback", "title": title, "payload": value} for title, value in _pairs(values, "button")]
+
+
+def _json_argument(value: str, name: str) -> Any:
+    """A JSON argument, inline or ``@FILE``."""
+    try:
+        text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+        return json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"{name} must be JSON (or @FILE holding JSON): {exc}") from None
+
+
 _register_send("text", ["recipient", "text"], "Text (UTF-8, at most 1000 bytes).",
                lambda v: {"recipient": v["recipient"], "text": v["text"]})
 _register_send("link", ["recipient", "url"], "A link (a valid http(s) URL).",
                lambda v: {"recipient": v["recipient"], "url": v["url"]})
 for _media, _what in (("image", "An image (png, jpeg, gif)"), ("gif", "A GIF"),
-                      ("video", "A video (mp4, ogg, avi, mov, webm)"), ("audio", "An audio file (aac, m4a, wav, mp4)")):
-    _register_send(_media, ["recipient", "url"], f"{_what} at a public http(s) URL.",
-                   lambda v: {"recipient": v["recipient"], "url": v["url"]})
+                      ("video", "A video (mp4, ogg, avi, mov, webm)"), ("audio", "An audio file (aac, m4a, wav, mp4)"),
+                      ("file", "A PDF (25 MB)")):
+    _register_send(_media, ["recipient", "source"], f"{_what}: a public http(s) URL or an uploaded attachment id.",
+                   lambda v: {"recipient": v["recipient"], **_media_source(v["source"])})
+_register_send("images", ["recipient"], "1-10 images in one message, each a URL or an attachment id.",
+               lambda v: {"recipient": v["recipient"], "images": [_media_source(i) for i in v["sources"]]},
+               several="sources")
 _register_send("post", ["recipient", "post_id"], "A published post the account owns (MEDIA_SHARE).",
                lambda v: {"recipient": v["recipient"], "post_id": v["post_id"]})
 _register_send("sticker", ["recipient"], "The heart sticker.", lambda v: {"recipient": v["recipient"]})
+_register_send("quick_replies", ["recipient", "text"], "Text with 1-13 options, each TITLE=PAYLOAD (titles at "
+               "most 20 characters).",
+               lambda v: {"recipient": v["recipient"], "text": v["text"], "quick_replies": [
+                   {"content_type": "text", "title": title, "payload": payload}
+                   for title, payload in _pairs(v["options"], "option")]}, several="options")
+_register_send("button_template", ["recipient", "text"], "Text (at most 640 characters) with 1-3 buttons: "
+               "TITLE=https://... opens a page, TITLE=PAYLOAD posts back.",
+               lambda v: {"recipient": v["recipient"], "text": v["text"], "buttons": _buttons(v["buttons"])},
+               several="buttons")
+_register_send("generic_template", ["recipient", "elements"], "1-10 cards: ELEMENTS is Meta's elements array "
+               "as JSON, or @FILE.",
+               lambda v: {"recipient": v["recipient"], "elements": _json_argument(v["elements"], "ELEMENTS")})
+_register_send("product_template", ["recipient"], "1-10 catalog products (Facebook-Login accounts only).",
+               lambda v: {"recipient": v["recipient"], "product_ids": list(v["product_ids"])},
+               several="product_ids")
 _register_send("react", ["recipient", "message_id"], "React to a message (REACTION defaults to love).",
                lambda v: {"recipient": v["recipient"], "message_id": v["message_id"], "reaction": v["reaction"]},
-               optional=[("reaction", "love")])
+               optional=[("reaction", "love")], message=False)
 _register_send("unreact", ["recipient", "message_id"], "Remove a reaction.",
-               lambda v: {"recipient": v["recipient"], "message_id": v["message_id"]})
+               lambda v: {"recipient": v["recipient"], "message_id": v["message_id"]}, message=False)
+for _action, _what in (("typing_on", "Show the typing indicator."), ("typing_off", "Hide the typing indicator."),
+                       ("mark_seen", "Mark the conversation's last message as seen.")):
+    _register_send(_action, ["recipient"], _what, lambda v: {"recipient": v["recipient"]}, message=False)
+_register_send("private_reply", ["comment_id", "text"], "The one private reply to a comment (within 7 days of "
+               "it); the same comment again returns the first job.",
+               lambda v: {"comment_id": v["comment_id"], "text": v["text"]}, message=False)
 
 
 def _status_json(job: Job) -> dict[str, Any]:

@@ -15,15 +15,22 @@ class InvalidMessage(ValidationError, IgsendError):
     """A message broke a rule; ``messages`` maps each field to marshmallow's list of rule messages."""
 
     def __str__(self) -> str:
-        return "; ".join(f"{field}: {' '.join(_flatten(msgs))}" for field, msgs in self.normalized_messages().items())
+        return "; ".join(_lines("", self.normalized_messages()))
 
 
-def _flatten(messages: Any) -> list[str]:
+def _lines(path: str, messages: Any) -> list[str]:
+    """``field: rule`` per field; a nested field or list item by its path (``quick_replies[2].title: ...``)."""
     if isinstance(messages, dict):
-        return [f"{k}: {' '.join(_flatten(v))}" for k, v in messages.items()]
-    if isinstance(messages, list | tuple):
-        return [m for item in messages for m in _flatten(item)]
-    return [str(messages)]
+        lines = []
+        for key, value in messages.items():
+            where = path if key == "_schema" and path else f"{path}[{key}]" if isinstance(key, int) \
+                else f"{path}.{key}" if path else str(key)
+            lines += _lines(where, value)
+        return lines
+    if isinstance(messages, list | tuple) and any(isinstance(item, dict) for item in messages):
+        return [line for item in messages for line in _lines(path, item)]
+    rules = messages if isinstance(messages, list | tuple) else [messages]
+    return [f"{path}: {' '.join(str(rule) for rule in rules)}"]
 
 
 class ConfigurationError(IgsendError, ValueError):

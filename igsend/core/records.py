@@ -75,10 +75,19 @@ def script(client: redis.Redis, name: str) -> Script:
     return client.register_script(_source(name))
 
 
+COMMENT_PREFIX = "comment:"
+
+
+def recipient_of(message: dict[str, Any]) -> str:
+    """Who a validated message goes to, for records, logs and metrics: the IGSID, or the comment a private reply
+    answers (``comment:ID``)."""
+    return str(message["recipient"]) if "recipient" in message else f"{COMMENT_PREFIX}{message['comment_id']}"
+
+
 def new_record(job_id: str, message: dict[str, Any], *, idempotency_key: str | None, now: float) -> dict[str, Any]:
     """The fields of a job a producer has just accepted."""
     return {"id": job_id, "status": JobStatus.QUEUED.value, "kind": message["kind"], "account": message["account"],
-            "recipient": message["recipient"], "message": json.dumps(message, ensure_ascii=False), "attempts": 0,
+            "recipient": recipient_of(message), "message": json.dumps(message, ensure_ascii=False), "attempts": 0,
             "created_at": now, "updated_at": now, "idempotency_key": idempotency_key or ""}
 
 
@@ -115,6 +124,8 @@ def decode_done(job_id: str, raw: str) -> dict[str, Any]:
     """A delivered job's compact document (``lua/finish.lua``) as the same status JSON as any other job."""
     doc = json.loads(raw)
     result = {"recipient_id": doc.get("ri") or doc.get("r"), **({"message_id": doc["mi"]} if doc.get("mi") else {})}
+    if str(doc.get("r") or "").startswith(COMMENT_PREFIX):  # a private reply: the comment it answered
+        result["comment_id"] = doc["r"].removeprefix(COMMENT_PREFIX)
     log = doc.get("l") or [{"attempt": doc.get("n", 1), "at": doc["d"] - (doc.get("ms") or 0) / 1000,
                             "latency_ms": doc.get("ms"), "outcome": "delivered"}]
     return {"id": job_id, "status": JobStatus.DELIVERED.value, "kind": doc.get("k"), "account": doc.get("a"),

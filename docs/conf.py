@@ -37,7 +37,8 @@ autodoc_typehints = "description"
 autodoc_typehints_format = "short"
 # Without network access there is no intersphinx: types from other libraries are named, not linked.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(redis|celery|kombu|marshmallow|click|flask|requests|datetime|collections|typing|enum)(\..*)?"),
+    (r"py:.*", r"(redis|celery|kombu|marshmallow|click|flask|requests|datetime|collections|typing|enum|pathlib)"
+               r"(\..*)?"),
     (r"py:.*", r"(Redis|Pipeline|Celery|Schema|ValidationError|Enum|Path|Iterable|Iterator|Callable|Mapping)"),
 ]
 

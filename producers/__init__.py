@@ -9,9 +9,11 @@ Importing this package pulls in no worker code: no Graph client, no sandbox, no 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from igsend.core.errors import IdempotencyConflict, IgsendError, ReplayRefused
+from producers import uploads
 
 # enqueue_many: importable from here as before, though send_many no longer uses it
 from producers.enqueue import EnqueueError, RedisFull, enqueue, place_many, validate_many
@@ -31,9 +33,9 @@ from schemas import InvalidMessage
 __all__ = [
     "BatchResult", "EnqueueError", "IdempotencyConflict", "IgsendError", "InvalidMessage", "Job", "JobError",
     "JobCancelled", "JobNotFound", "JobStatus", "MessageDead", "OutcomeUnknown", "RedisFull", "ReplayRefused",
-    "get_job", "react", "reply_privately", "send", "send_attachment", "send_button_template", "send_generic_template",
-    "send_images", "send_link", "send_many", "send_post", "send_product_template", "send_quick_replies",
-    "send_sticker", "send_text", "sender_action", "unreact",
+    "get_job", "media_item", "react", "reply_privately", "send", "send_attachment", "send_button_template",
+    "send_generic_template", "send_images", "send_link", "send_many", "send_post", "send_product_template",
+    "send_quick_replies", "send_sticker", "send_text", "sender_action", "unreact",
 ]
 
 
@@ -66,22 +68,35 @@ def send_link(recipient: str, url: str, *, account: str = "default", idempotency
     return _send("link", recipient, account, idempotency_key, url=url, tag=tag, reply_to=reply_to)
 
 
-def _source(source: str | dict[str, str]) -> dict[str, str]:
-    """A media item: a URL, or ``{"attachment_id": ID}`` of an attachment uploaded beforehand."""
-    return {"url": source} if isinstance(source, str) else dict(source)
+#: What a media sender takes: a public URL, ``{"attachment_id": ID}``, a local file's path, or its bytes.
+Source = str | Path | bytes | dict[str, str]
 
 
-def send_attachment(recipient: str, media_type: str, source: str | dict[str, str], *, account: str = "default",
+def media_item(kind: str, source: Source, *, account: str = "default") -> dict[str, str]:
+    """The document's media fields for ``source``: ``{"url"}`` for an http(s) URL, the dict as given, or for a
+    local file (a path or bytes) ``{"upload": sha256}`` (staged for the worker to upload once) or
+    ``{"attachment_id"}`` (Meta has these bytes already). See :mod:`producers.uploads`."""
+    if isinstance(source, dict):
+        return dict(source)
+    if isinstance(source, str) and source.startswith(("http://", "https://")):
+        return {"url": source}
+    return uploads.stage(kind, source, account=account)
+
+
+def send_attachment(recipient: str, media_type: str, source: Source, *, account: str = "default",
                     idempotency_key: str | None = None, tag: str | None = None, reply_to: str | None = None) -> Job:
-    """An image, gif, video, audio file or PDF (``file``): at a public http(s) URL, or
-    ``{"attachment_id": ID}``."""
-    return _send(media_type, recipient, account, idempotency_key, **_source(source), tag=tag, reply_to=reply_to)
+    """An image, gif, video, audio file or PDF (``file``): at a public http(s) URL, ``{"attachment_id": ID}``, or
+    a local file (a path or bytes: checked by content and size, uploaded once per account and content, Facebook
+    Login accounts only)."""
+    return _send(media_type, recipient, account, idempotency_key, **media_item(media_type, source, account=account),
+                 tag=tag, reply_to=reply_to)
 
 
-def send_images(recipient: str, images: list[str | dict[str, str]], *, account: str = "default",
+def send_images(recipient: str, images: list[Source], *, account: str = "default",
                 idempotency_key: str | None = None, tag: str | None = None, reply_to: str | None = None) -> Job:
-    """1-10 images in one message, each a URL or ``{"attachment_id": ID}``."""
-    items = [_source(image) for image in images] if isinstance(images, list) else images
+    """1-10 images in one message, each a URL, ``{"attachment_id": ID}``, a local file or bytes."""
+    items = [media_item("image", image, account=account) for image in images] if isinstance(images, list) \
+        else images
     return _send("images", recipient, account, idempotency_key, images=items, tag=tag, reply_to=reply_to)
 
 

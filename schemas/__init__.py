@@ -11,7 +11,8 @@ from schemas.messages import (
     InvalidMessage,
     graph_body,
     load_message,
+    staged,
 )
 
 __all__ = ["FACEBOOK_LOGIN_ONLY", "KINDS", "MEDIA_KINDS", "SCHEMAS", "SEED_KINDS", "SEND_CLASS", "TEXT_MAX_BYTES",
-           "InvalidMessage", "graph_body", "load_message"]
+           "InvalidMessage", "graph_body", "load_message", "staged"]

@@ -127,18 +127,36 @@ class ContentSchema(MessageSchema):
             raise ValidationError(f"must be {HUMAN_AGENT}, the only message tag Instagram accepts (got {value[:40]!r})")
 
 
+SOURCES = ("url", "attachment_id", "upload")
+
+
 def _one_source(data: dict[str, Any]) -> None:
-    """A media item is sent by ``url`` or by an uploaded ``attachment_id``: exactly one of them."""
-    if ("url" in data) == ("attachment_id" in data):
-        where = "url" if "url" not in data else "attachment_id"
-        why = "one of url or attachment_id is required" if "url" not in data else "give url or attachment_id, not both"
-        raise ValidationError(why, where)
+    """A media item is sent by ``url``, by an ``attachment_id`` Meta gave before, or as a local file a producer
+    staged (``upload``): exactly one of them."""
+    given = [source for source in SOURCES if source in data]
+    if not given:
+        raise ValidationError("one of url or attachment_id is required", "url")
+    if len(given) > 1:
+        raise ValidationError(f"give {' or '.join(given)}, not both", given[-1])
 
 
 def _attachment_id(**kwargs: Any) -> Identifier:
     return Identifier(what="attachment id", pattern=r"[0-9A-Za-z_\-]+", metadata={
         "description": "id of an attachment uploaded to Meta beforehand (message_attachments), instead of url"},
         **kwargs)
+
+
+def _upload() -> Identifier:
+    """A local file staged in Redis by a producer (``send_attachment`` with a path or bytes): its sha256."""
+    return Identifier(what="sha256 of a staged file", pattern=r"[0-9a-f]{64}", metadata={
+        "description": "sha256 (hex) of a local file a producer staged for upload (set by the Python senders and "
+                       "the CLI; Facebook Login accounts)"})
+
+
+def staged(message: dict[str, Any]) -> list[str]:
+    """The content hashes of the files a message waits to have uploaded."""
+    items = message.get("images") or [message]
+    return [item["upload"] for item in items if "upload" in item]
 
 
 class TextSchema(ContentSchema):
@@ -157,6 +175,7 @@ class LinkSchema(ContentSchema):
 
 class MediaSchema(ContentSchema):
     attachment_id = _attachment_id()
+    upload = _upload()
 
     @validates_schema
     def _url_or_attachment_id(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -212,6 +231,7 @@ class ImageItemSchema(ItemSchema):
     url = HttpUrl(extensions=IMAGE_FORMATS, media="image",
                   metadata={"description": f"public http(s) URL of the image ({', '.join(IMAGE_FORMATS)})"})
     attachment_id = _attachment_id()
+    upload = _upload()
 
     @validates_schema
     def _url_or_attachment_id(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -368,6 +388,8 @@ def _rename_unknown(messages: dict[Any, Any], depth: int = 0) -> dict[Any, Any]:
 
 
 def _attachment(media_type: str, item: dict[str, Any]) -> dict[str, Any]:
+    if "upload" in item:  # the worker uploads staged files first and sends them by attachment_id
+        raise ValueError("a staged file must be uploaded before its message is sent")
     source = {"url": item["url"]} if "url" in item else {"attachment_id": item["attachment_id"]}
     return {"type": media_type, "payload": source}
 

@@ -131,7 +131,7 @@ def test_demo_uses_the_redis_named_in_dot_env(tmp_path) -> None:
     assert run.stdout.splitlines()[0].split() == ["redis", f"redis://127.0.0.1:{port}/0", "(from",
                                                   "IGSEND_REDIS_URL;", "started,", "AOF", "in",
                                                   f"{tmp_path / '.igsend' / 'demo-redis'})"]
-    assert "21/21 delivered" in run.stdout
+    assert "22/22 delivered" in run.stdout
     for kind in ("text", "link", "image", "gif", "video", "audio", "post", "sticker", "react", "unreact"):
         assert f"│ {kind} " in run.stdout
     assert (tmp_path / ".igsend" / "demo-redis" / "appendonlydir").is_dir()  # AOF on, where the user can see it

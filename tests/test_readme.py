@@ -58,7 +58,7 @@ def test_two_commands(tmp_path: Path) -> None:
                         + re.escape(str(tmp_path / ".igsend" / "demo-redis")) + r"; --redis-url or "
                         r"IGSEND_REDIS_URL to use another\)", first), first
     assert ":6379/" not in first
-    assert "21/21 delivered" in demo.stdout
+    assert "22/22 delivered" in demo.stdout
     assert not redis_answers(first.split()[1])  # stopped again
 
 

@@ -87,6 +87,10 @@ class Account:
     def messages_url(self) -> str:
         return f"{self.graph_url.rstrip('/')}/{self.api_version}/{self.id}/messages"
 
+    @property
+    def attachments_url(self) -> str:
+        return f"{self.graph_url.rstrip('/')}/{self.api_version}/{self.id}/message_attachments"
+
     def appsecret_proof(self) -> str | None:
         """HMAC-SHA256 of the token keyed by the app secret (Graph API, "Securing Requests")."""
         if not self.app_secret:

@@ -162,24 +162,37 @@ class GraphClient:
 
         Raises ``requests.RequestException`` when no HTTP answer arrives (:class:`SendDeadlineExceeded` when
         the deadline cut it). A redirect is returned as it is, never followed."""
-        total = deadline or self.deadline
-        headers = {"Authorization": f"Bearer {account.token}"}
-        params = {}
-        proof = account.appsecret_proof()
-        if proof:
-            params["appsecret_proof"] = proof
         if account.login == "facebook":
             payload: dict[str, Any] = {"data": {key: value if isinstance(value, str) else
                                                 json.dumps(value, ensure_ascii=False)
                                                 for key, value in body.items()}}
         else:
             payload = {"json": body}
+        return self._post(account, account.messages_url, deadline, payload)
+
+    def upload(self, account: Account, media_type: str, data: bytes, *, filename: str, content_type: str,
+               deadline: float | None = None) -> GraphResponse:
+        """Upload a file once through Meta's attachment endpoint (``POST /{PAGE-ID}/message_attachments``,
+        ``platform=instagram``, multipart ``filedata``; Facebook Login), reusable: the answer's ``attachment_id``
+        sends it any number of times."""
+        message = {"attachment": {"type": media_type, "payload": {"is_reusable": True}}}
+        payload = {"data": {"message": json.dumps(message), "platform": "instagram"},
+                   "files": {"filedata": (filename, data, content_type)}}
+        return self._post(account, account.attachments_url, deadline, payload)
+
+    def _post(self, account: Account, url: str, deadline: float | None, payload: dict[str, Any]) -> GraphResponse:
+        total = deadline or self.deadline
+        headers = {"Authorization": f"Bearer {account.token}"}
+        params = {}
+        proof = account.appsecret_proof()
+        if proof:
+            params["appsecret_proof"] = proof
         watch = _Watch()
         _current.watch = watch
         started = time.monotonic()
         _watchdog.arm(watch, started + total)
         try:
-            response = self.session.post(account.messages_url, params=params, headers=headers,
+            response = self.session.post(url, params=params, headers=headers,
                                          timeout=(min(self.connect_timeout, total), total),
                                          allow_redirects=False, **payload)
         except requests.RequestException:

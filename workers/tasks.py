@@ -23,9 +23,10 @@ from igsend.core.celery_app import TASK_NAME, get_app, summarize_arguments
 from igsend.core.errors import IgsendError
 from igsend.core.records import JobStatus, NotReplicated, Outcomes, recipient_of
 from igsend.core.settings import get_settings
-from igsend.core.store import get_redis
-from schemas import FACEBOOK_LOGIN_ONLY, SEND_CLASS, InvalidMessage, graph_body, load_message
-from workers.accounts import AccountError, accounts_of_app, get_account, registry, secrets
+from igsend.core.store import get_redis, job_key
+from schemas import FACEBOOK_LOGIN_ONLY, SEND_CLASS, InvalidMessage, graph_body, load_message, staged
+from workers import uploads
+from workers.accounts import Account, AccountError, accounts_of_app, get_account, registry, secrets
 from workers.admission import Action, Admitter
 from workers.breaker import Breaker, reset_keys
 from workers.errors import Outcome, Verdict, classify_answer, classify_transport
@@ -156,6 +157,8 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
     if msg["kind"] in FACEBOOK_LOGIN_ONLY and account.login != "facebook":  # producers refuse it; raw clients may not
         _dead(ctx, job_id, f"{msg['kind']}: Meta offers it only to Facebook-Login accounts, and the account "
                            f"{account.name!r} uses Instagram Login", None, None, msg=msg)
+    if staged(msg):
+        msg = _uploaded(ctx, job_id, msg, account)
     send_class = SEND_CLASS[msg["kind"]]
 
     while True:
@@ -241,6 +244,27 @@ def _record_delivered(ctx: _Context, job_id: str, result: dict[str, Any], entry:
                             "unknown, never send it again", job_id, type(exc).__name__)
                 return
             time.sleep(0.5)
+
+
+def _uploaded(ctx: _Context, job_id: str, msg: dict[str, Any], account: Account) -> dict[str, Any]:
+    """The message with its staged files uploaded (once per account and content; workers/uploads.py), or the job
+    retried or dead-lettered as a failed POST would be."""
+    if account.login != "facebook":  # producers refuse it; a raw client's message may still carry one
+        _dead(ctx, job_id, f"a local file needs a Facebook-Login account: Meta documents no upload endpoint for "
+                           f"Instagram Login (account {account.name!r}); send the file's public URL", None, None,
+              msg=msg)
+    started = time.time()
+    try:
+        return uploads.resolve(ctx.redis, ctx.graph, account, msg, deadline=ctx.settings.deadline("media"))
+    except uploads.StagedFileGone as exc:
+        _dead(ctx, job_id, str(exc), None, None, msg=msg)
+    except uploads.UploadFailed as failed:
+        verdict = failed.verdict.scrubbed(ctx.secrets)
+        entry = {"at": started, "latency_ms": round(failed.latency * 1000, 1), "outcome": verdict.outcome.value,
+                 "reason": f"upload: {verdict.reason}", **{k: v for k, v in verdict.error().items() if k != "class"}}
+        created_at = float(ctx.redis.hget(job_key(job_id), "created_at") or started)
+        _handle_failure(ctx, job_id, msg, verdict, entry, failed.headers, created_at)
+        raise Ignore() from None
 
 
 def _handle_failure(ctx: _Context, job_id: str, msg: dict[str, Any], verdict: Verdict, entry: dict[str, Any],

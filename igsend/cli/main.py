@@ -18,7 +18,7 @@ import redis
 from igsend.core import presence
 from igsend.core.errors import ConfigurationError, IdempotencyConflict, ReplayRefused
 from igsend.core.store import brief_connections, describe_redis_error, get_redis, redis_warnings
-from producers import EnqueueError, InvalidMessage, JobError, JobNotFound, get_job, send
+from producers import EnqueueError, InvalidMessage, JobError, JobNotFound, get_job, media_item, send
 from producers.jobs import Job
 
 # The CLI says "nobody is listening" in its own words, once: not the producers' log line as well.
@@ -181,7 +181,11 @@ def _register_send(kind: str, arguments: list[str], help_text: str, build: Any,
                 reply_to: str | None = None, **values: Any) -> None:
         get_redis().ping()  # an unreachable Redis is reported as such, not as a failed enqueue
         extra = {name: value for name, value in (("tag", tag), ("reply_to", reply_to)) if value is not None}
-        _deliver({"kind": kind, **build(values), **extra}, account, idempotency_key, wait, timeout)
+        try:
+            document = {"kind": kind, **build({**values, "account": account}), **extra}
+        except InvalidMessage as exc:  # a local file the kind does not take, or the account cannot upload
+            _fail(str(exc))
+        _deliver(document, account, idempotency_key, wait, timeout)
 
     command.__doc__ = help_text
     command = _send_options(command)
@@ -200,11 +204,14 @@ def _register_send(kind: str, arguments: list[str], help_text: str, build: Any,
     send_group.command(name=kind)(command)
 
 
-def _media_source(value: str) -> dict[str, str]:
-    """SOURCE of a media kind: an http(s) URL, or the numeric id of an attachment uploaded beforehand."""
+def _media_source(kind: str, value: str, account: str) -> dict[str, str]:
+    """SOURCE of a media kind: an http(s) URL, the numeric id of an attachment uploaded beforehand, or a local
+    file (uploaded once by the worker)."""
     if value.isdigit():
         return {"attachment_id": value}
-    return {"url": value}
+    if value.startswith(("http://", "https://")) or "://" in value:
+        return {"url": value}  # any other scheme: the schema says what is wrong with it
+    return media_item(kind, value, account=account)
 
 
 def _pairs(values: tuple[str, ...], what: str) -> list[tuple[str, str]]:
@@ -240,10 +247,13 @@ _register_send("link", ["recipient", "url"], "A link (a valid http(s) URL).",
 for _media, _what in (("image", "An image (png, jpeg, gif)"), ("gif", "A GIF"),
                       ("video", "A video (mp4, ogg, avi, mov, webm)"), ("audio", "An audio file (aac, m4a, wav, mp4)"),
                       ("file", "A PDF (25 MB)")):
-    _register_send(_media, ["recipient", "source"], f"{_what}: a public http(s) URL or an uploaded attachment id.",
-                   lambda v: {"recipient": v["recipient"], **_media_source(v["source"])})
-_register_send("images", ["recipient"], "1-10 images in one message, each a URL or an attachment id.",
-               lambda v: {"recipient": v["recipient"], "images": [_media_source(i) for i in v["sources"]]},
+    _register_send(_media, ["recipient", "source"], f"{_what}: a public http(s) URL, an uploaded attachment id, "
+                   "or a local file (Facebook Login).",
+                   lambda v, kind=_media: {"recipient": v["recipient"],
+                                           **_media_source(kind, v["source"], v["account"])})
+_register_send("images", ["recipient"], "1-10 images in one message, each a URL, an attachment id or a local file.",
+               lambda v: {"recipient": v["recipient"],
+                          "images": [_media_source("image", i, v["account"]) for i in v["sources"]]},
                several="sources")
 _register_send("post", ["recipient", "post_id"], "A published post the account owns (MEDIA_SHARE).",
                lambda v: {"recipient": v["recipient"], "post_id": v["post_id"]})

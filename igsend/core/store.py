@@ -59,6 +59,16 @@ def limiter_key(account: str, send_class: str) -> str:
     return f"{PREFIX}rl:{account}:{send_class}"
 
 
+def upload_key(account: str, sha256: str) -> str:
+    """A local file a producer staged for the account's worker to upload (bytes and what they are), with a TTL."""
+    return f"{PREFIX}upload:{account}:{sha256}"
+
+
+def attachment_key(account: str, sha256: str) -> str:
+    """The attachment id Meta gave for these bytes (content hash) on this account: sent by id, never re-uploaded."""
+    return f"{PREFIX}attachment:{account}:{sha256}"
+
+
 def held_key(account: str) -> str:
     """Jobs held back while their account is marked broken (sorted by when they were held)."""
     return f"{PREFIX}held:{account}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,16 @@ def _messages(first_message_id: str) -> list[dict[str, Any]]:
     ]
 
 
+def _tiny_png() -> bytes:
+    """A 1x1 PNG, made here so the demo ships no binary file."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\xe1\x30\x6c"))
+            + chunk(b"IEND", b""))
+
+
 def run_demo(*, keep_redis: bool = False, timeout: float = 60.0, redis_url: str | None = None) -> int:
     """``redis_url`` (``--redis-url``) or IGSEND_REDIS_URL names the Redis to use; without either the demo
     runs on a private Redis of its own, so it never touches one the user has."""
@@ -99,7 +111,7 @@ def _send_all(console: Console, redis_url: str, timeout: float) -> int:
     os.environ["IGSEND_REDIS_URL"] = redis_url
     from igsend.core.settings import get_settings
     from igsend.core.store import get_redis
-    from producers import JobError, send, send_text
+    from producers import JobError, media_item, send, send_text
 
     get_settings.cache_clear()
     assert get_redis().ping()
@@ -114,6 +126,10 @@ def _send_all(console: Console, redis_url: str, timeout: float) -> int:
         notes = [document[key] for key in ("tag", "account") if key in document]
         label = document["kind"] + (f" ({', '.join(notes)})" if notes else "")
         rows.append((label, send(document)))
+    # a local file: staged in Redis, uploaded once by the worker (Facebook Login), then sent by attachment id
+    picture = {"kind": "image", "recipient": DEMO_RECIPIENT, "account": DEMO_PAGE_ACCOUNT,
+               **media_item("image", _tiny_png(), account=DEMO_PAGE_ACCOUNT)}
+    rows.append((f"image (local file, {DEMO_PAGE_ACCOUNT})", send(picture)))
 
     table = Table(title="igsend demo: one message of every kind, through Redis, a worker and the sandbox")
     for column in ("kind", "job id", "status", "recipient_id", "message_id", "attempts", "ms"):

@@ -32,13 +32,14 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 from werkzeug.exceptions import HTTPException
 
-from igsend.core.errors import ReplayRefused
+from igsend.core.errors import CancelRefused, ReplayRefused
 from igsend.core.settings import get_settings
 from igsend.core.store import redis_from_url, redis_warnings
 from producers import (
     EnqueueError,
     IdempotencyConflict,
     InvalidMessage,
+    Job,
     JobNotFound,
     JobStatus,
     RedisFull,
@@ -388,6 +389,24 @@ def get_message(job_id: str) -> dict[str, Any]:
         return get_job(_checked_id(job_id)).info()
     except JobNotFound as exc:
         abort(404, message=str(exc))
+
+
+@blp.route("/messages/<job_id>", methods=["DELETE"])
+@blp.doc(operationId="cancelMessage")
+@blp.response(200, StatusSchema, description="cancelled: it will never be sent")
+@_fails(404, "no such job (or it expired)")
+@_fails(409, "the job is sending or finished: it cannot be taken back")
+@_common_errors
+def cancel_message(job_id: str) -> dict[str, Any]:
+    """Cancel a queued, scheduled or retrying message: it ends `cancelled` and is never sent."""
+    job = Job(_checked_id(job_id))
+    try:
+        job.cancel()
+    except JobNotFound as exc:
+        abort(404, message=str(exc))
+    except CancelRefused as exc:
+        abort(409, message=str(exc))
+    return job.info()
 
 
 @blp.route("/dead-letters", methods=["GET"])

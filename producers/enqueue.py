@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ from igsend.core.errors import IdempotencyConflict, IgsendError
 from igsend.core.presence import Presence
 from igsend.core.settings import get_settings
 from igsend.core.store import (
+    DELAYED_KEY,
     NO_IDEMPOTENCY_KEY,
     PENDING_KEY,
     STATS_KEY,
@@ -241,17 +243,21 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
                 key, window = f"comment:{message['comment_id']}", max(window, PRIVATE_REPLY_KEY_SECONDS)
             job_id = str(uuid.uuid4())
             idem = idempotency_key(message["account"], key) if key else NO_IDEMPOTENCY_KEY
-            script(keys=[job_key(job_id), idem, PENDING_KEY],
-                   args=[job_id, settings.result_ttl, window, fingerprint(message),
+            due = records.scheduled_for(message, now)
+            keys = [job_key(job_id), idem, PENDING_KEY] + ([DELAYED_KEY] if due is not None else [])
+            # a scheduled record must outlive its wait: the usual retention counts from when it is due
+            ttl = settings.result_ttl + (math.ceil(due - now) if due is not None else 0)
+            script(keys=keys,
+                   args=[job_id, ttl, max(window, ttl) if due is not None else window, fingerprint(message),
                          *_flatten(records.new_record(job_id, message, idempotency_key=key, now=now))],
                    client=pipe)
-            planned.append((message, idem, key))
+            planned.append((message, idem, key, due))
         outcomes = pipe.execute(raise_on_error=False)
     except RedisError as exc:
         raise EnqueueError(f"could not record the messages: {type(exc).__name__}: {exc}") from exc
     errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
     if errors:  # e.g. Redis full halfway through: take back what this call did write, so nothing is half-queued
-        created = [(job_id, idem) for (_, idem, _), outcome in zip(planned, outcomes, strict=True)
+        created = [(job_id, idem) for (_, idem, _, _), outcome in zip(planned, outcomes, strict=True)
                    if not isinstance(outcome, Exception) and outcome[0] == CREATED for job_id in [outcome[1]]]
         with contextlib.suppress(RedisError):
             records.discard(redis, [job_id for job_id, _ in created],
@@ -261,8 +267,9 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
                 from errors[0]
         raise EnqueueError(f"could not record the messages: {type(errors[0]).__name__}: {errors[0]}") \
             from errors[0]
-    fresh = [(message, idem, job_id) for (message, idem, _), (outcome, job_id) in zip(planned, outcomes, strict=True)
-             if outcome == CREATED]
+    # scheduled jobs wait in igsend:delayed: the scheduler publishes them when due
+    fresh = [(message, idem, job_id) for (message, idem, _, due), (outcome, job_id)
+             in zip(planned, outcomes, strict=True) if outcome == CREATED and due is None]
     app = get_app()
     try:
         with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
@@ -276,8 +283,10 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
             if idems:
                 redis.delete(*idems)
         raise EnqueueError(f"could not queue {len(fresh)} message(s): {type(exc).__name__}: {exc}") from exc
-    if settings.replica_acks and fresh:
-        _confirm_replicated(redis, [(job_id, idem) for _, idem, job_id in fresh])
+    created = [(job_id, idem) for (_, idem, _, _), (outcome, job_id) in zip(planned, outcomes, strict=True)
+               if outcome == CREATED]
+    if settings.replica_acks and created:
+        _confirm_replicated(redis, created)
     return [Placement(Job(job_id), outcome == CREATED,
                       IdempotencyConflict(key, job_id) if outcome == CONFLICT else None)
-            for (_, _, key), (outcome, job_id) in zip(planned, outcomes, strict=True)]
+            for (_, _, key, _), (outcome, job_id) in zip(planned, outcomes, strict=True)]

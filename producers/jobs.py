@@ -9,6 +9,7 @@ from igsend.core import records
 from igsend.core.celery_app import in_broker
 from igsend.core.errors import IgsendError
 from igsend.core.records import JobStatus as JobStatus
+from igsend.core.settings import get_settings
 from igsend.core.store import get_redis
 
 #: Seconds an id must read ``not_found`` before :meth:`Job.wait` believes it.
@@ -115,6 +116,22 @@ class Job:
             return cast(dict[str, Any], info["result"])
         failure = {JobStatus.DEAD: MessageDead, JobStatus.UNKNOWN: OutcomeUnknown}.get(status, JobCancelled)
         raise failure(self.id, info)
+
+
+    def cancel(self, reason: str = "cancelled by the caller") -> None:
+        """Take the message back before it is sent: a ``queued``, ``scheduled`` or ``retrying`` job ends
+        ``cancelled`` and is never POSTed, even from a copy already in a worker's prefetch. Raises
+        :class:`CancelRefused` (with the reason) for a job that is sending or finished, :class:`JobNotFound` for an
+        unknown id."""
+        client = get_redis()
+        ttl = get_settings().result_ttl
+        try:
+            records.cancel(client, self.id, reason=reason, record_ttl=ttl)
+        except LookupError:
+            if not in_broker(client, self.id):
+                raise JobNotFound(f"no job {self.id} (wrong id, or expired)") from None
+            # a raw client's message no worker took yet: its record is made cancelled, so no worker sends it
+            records.cancel(client, self.id, reason=reason, record_ttl=ttl, create=True)
 
 
 def _without_record(client: Any, job_id: str) -> JobStatus:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
+import time
 import unicodedata
+from datetime import UTC, datetime
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -115,6 +118,41 @@ def count_between(low: int, high: int, what: str) -> Any:
             raise ValidationError(f"must hold {low} to {high} {what} (got {len(items)})")
 
     return check
+
+
+#: How far ahead a message may be scheduled.
+MAX_SCHEDULE_SECONDS = 366 * 24 * 3600
+
+
+class SendAt(fields.Field[float]):
+    """When to send: ISO 8601 with a time zone, or Unix seconds; loaded as Unix seconds. A time without a zone is
+    refused (whose 9:00?), as is one more than a year ahead; a time in the past means now."""
+
+    default_error_messages = {"null": "must not be null"}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValidationError(f"must be ISO 8601 with a time zone, or Unix seconds (got {_describe(value)})")
+        if isinstance(value, str):
+            try:
+                when = datetime.fromisoformat(value.strip()) if len(value) <= 64 else None
+            except ValueError:
+                when = None
+            if when is None:
+                raise ValidationError(f"must be ISO 8601 with a time zone, e.g. 2026-12-01T09:00:00Z (got "
+                                      f"{value[:40]!r})")
+            if when.tzinfo is None or when.utcoffset() is None:
+                raise ValidationError(f"must include a time zone, e.g. {value[:19]}Z or {value[:19]}+01:00 "
+                                      f"(got {value[:40]!r})")
+            seconds = when.timestamp()
+        else:
+            seconds = float(value)
+            if not math.isfinite(seconds) or seconds <= 0:
+                raise ValidationError(f"must be a positive number of Unix seconds (got {value!r})")
+        if seconds > time.time() + MAX_SCHEDULE_SECONDS:
+            shown = datetime.fromtimestamp(min(seconds, 253402300799), UTC).isoformat()
+            raise ValidationError(f"must be at most a year ahead (got {shown})")
+        return seconds
 
 
 class HttpUrl(Str):

@@ -12,7 +12,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validates, validates_schema
 
 from igsend.core.errors import InvalidMessage as InvalidMessage  # re-exported: the contract's error
-from schemas.fields import Chars, HttpUrl, Identifier, Str, Utf8Text, count_between
+from schemas.fields import Chars, HttpUrl, Identifier, SendAt, Str, Utf8Text, count_between
 
 TEXT_MAX_BYTES = 1000
 
@@ -91,6 +91,9 @@ class BaseSchema(Schema):
                          metadata={"description": "name of the sending account (a worker-side setting)"})
     idempotency_key = Str(load_default=None, allow_none=True, max_input=200,
                           metadata={"description": "same key + account within the window = same job"})
+    send_at = SendAt(metadata={"description": "when to send: ISO 8601 with a time zone, or Unix seconds; at most "
+                               "a year ahead; a time past means now. Status `scheduled` until then",
+                               "type": "string", "example": "2026-12-01T09:00:00Z"})
 
     @validates_schema
     def _key_is_printable(self, data: dict[str, Any], **kwargs: Any) -> None:

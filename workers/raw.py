@@ -11,7 +11,6 @@ the task: :class:`workers.tasks.Request` reads it.)
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from celery.signals import task_rejected, task_revoked
@@ -19,8 +18,9 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 
 from igsend.core import records
 from igsend.core.celery_app import TASK_NAME
+from igsend.core.errors import CancelRefused
 from igsend.core.settings import get_settings
-from igsend.core.store import PENDING_KEY, done_key, get_redis, job_key
+from igsend.core.store import get_redis
 from workers.tasks import DeadLettered, _dead, context
 
 log = logging.getLogger("igsend.raw")
@@ -65,11 +65,8 @@ def _on_revoked(sender: Any = None, request: Any = None, expired: bool = False, 
         return
     reason = "expired before it was sent" if expired else "revoked (e.g. in Flower) before it was sent"
     try:
-        before = records.script(get_redis(), "cancel")(keys=[job_key(request.id), PENDING_KEY, done_key(request.id)],
-                                                      args=[request.id, reason, time.time(),
-                                                            get_settings().result_ttl])
+        records.cancel(get_redis(), request.id, reason=reason, record_ttl=get_settings().result_ttl, create=True)
+    except CancelRefused as refused:
+        log.warning("job %s was revoked while %s; its outcome stands", request.id, refused.status)
     except Exception:
         log.exception("could not cancel revoked job %s", request.id)
-        return
-    if before not in ("", "queued", "retrying"):
-        log.warning("job %s was revoked while %s; its outcome stands", request.id, before)

@@ -16,7 +16,7 @@ import click
 import redis
 
 from igsend.core import presence
-from igsend.core.errors import ConfigurationError, IdempotencyConflict, ReplayRefused
+from igsend.core.errors import CancelRefused, ConfigurationError, IdempotencyConflict, ReplayRefused
 from igsend.core.store import brief_connections, describe_redis_error, get_redis, redis_warnings
 from producers import EnqueueError, InvalidMessage, JobError, JobNotFound, get_job, media_item, send
 from producers.jobs import Job
@@ -129,6 +129,9 @@ def _nobody_listening(*, fresh: bool = False) -> bool:
 
 
 def _send_options(func: Any) -> Any:
+    func = click.option("--at", "send_at", metavar="WHEN", default=None,
+                        help="send at this time: ISO 8601 with a zone (2026-12-01T09:00:00+01:00) or Unix seconds; "
+                             "scheduled until then")(func)
     func = click.option("--timeout", default=60.0, show_default=True, help="seconds to wait with --wait")(func)
     func = click.option("--wait", is_flag=True, help="wait for the outcome and print it as JSON")(func)
     func = click.option("--idempotency-key", default=None, help="same key + account = same job")(func)
@@ -154,6 +157,7 @@ class _SendGroup(click.Group):
                 ("--account NAME", "the sending account (default: default); one a worker serves"),
                 ("--wait", "wait for the outcome and print it as JSON (exit 1 if it is not delivered)"),
                 ("--timeout SECONDS", "how long --wait waits (default: 60)"),
+                ("--at WHEN", "send at this time (ISO 8601 with a zone, or Unix seconds); scheduled until then"),
                 ("--idempotency-key KEY", "the same key and account within 24 h give the same job, sent once"),
                 ("--tag HUMAN_AGENT", "messages only: a person's reply up to 7 days after the user's message"),
                 ("--reply-to MESSAGE_ID", "messages only: quote this message of the conversation"),
@@ -177,10 +181,12 @@ def _register_send(kind: str, arguments: list[str], help_text: str, build: Any,
     usage = [a.upper() for a in arguments] + [f"[{n.upper()}]" for n, _ in optional or []]
     _SendGroup.usages[kind] = " ".join(usage + ([f"{several.upper()}..."] if several else []))
 
-    def command(account: str, idempotency_key: str | None, wait: bool, timeout: float, tag: str | None = None,
-                reply_to: str | None = None, **values: Any) -> None:
+    def command(account: str, idempotency_key: str | None, wait: bool, timeout: float, send_at: str | None,
+                tag: str | None = None, reply_to: str | None = None, **values: Any) -> None:
         get_redis().ping()  # an unreachable Redis is reported as such, not as a failed enqueue
-        extra = {name: value for name, value in (("tag", tag), ("reply_to", reply_to)) if value is not None}
+        when: str | float | None = float(send_at) if send_at and send_at.replace(".", "", 1).isdigit() else send_at
+        extra = {name: value for name, value in (("tag", tag), ("reply_to", reply_to), ("send_at", when))
+                 if value is not None}
         try:
             document = {"kind": kind, **build({**values, "account": account}), **extra}
         except InvalidMessage as exc:  # a local file the kind does not take, or the account cannot upload
@@ -309,6 +315,22 @@ def status(job_id: str) -> None:
     if info.get("status") in ("queued", "scheduled", "retrying"):
         _nobody_listening()
     _warn_about_redis()
+
+
+@main.command()
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Take back a queued, scheduled or retrying message: it is never sent. Prints its status JSON.
+
+    A message that is sending or finished cannot be cancelled (exit 1, with the reason)."""
+    job = Job(job_id)
+    try:
+        job.cancel()
+    except JobNotFound as exc:
+        _fail(str(exc), code=1)
+    except CancelRefused as exc:
+        _fail(str(exc), code=1)
+    _print_json(_status_json(job))
 
 
 @main.command(name="send-bulk")

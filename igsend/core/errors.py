@@ -46,6 +46,16 @@ class IdempotencyConflict(IgsendError):
         super().__init__(f"idempotency key {key!r} was already used for a different message (job {job_id})")
 
 
+class CancelRefused(IgsendError):
+    """A job that is sending or finished cannot be taken back (HTTP 409, CLI exit 1); the message says why."""
+
+    def __init__(self, job_id: str, status: str):
+        self.job_id = job_id
+        self.status = status
+        why = ("its POST may already be at Meta" if status == "sending" else f"it is already {status}")
+        super().__init__(f"job {job_id} cannot be cancelled: {why}")
+
+
 class ReplayRefused(IgsendError):
     """``dlq replay`` of a job that is not dead-lettered now (e.g. it was delivered, or is already queued)."""
 

@@ -24,7 +24,7 @@ import redis
 from redis.commands.core import Script
 from redis.typing import EncodableT
 
-from igsend.core.errors import IgsendError, ReplayRefused
+from igsend.core.errors import CancelRefused, IgsendError, ReplayRefused
 from igsend.core.settings import get_settings
 from igsend.core.store import (
     DELAYED_KEY,
@@ -46,7 +46,7 @@ _LUA = Path(__file__).parent / "lua"
 
 class JobStatus(StrEnum):
     QUEUED = "queued"
-    SCHEDULED = "scheduled"  # waiting for its send_at (DESIGN.md; not written yet)
+    SCHEDULED = "scheduled"  # waiting for its send_at in igsend:delayed
     SENDING = "sending"
     RETRYING = "retrying"
     DELIVERED = "delivered"  # accepted by Meta with a message id (Instagram has no delivery receipts)
@@ -84,11 +84,43 @@ def recipient_of(message: dict[str, Any]) -> str:
     return str(message["recipient"]) if "recipient" in message else f"{COMMENT_PREFIX}{message['comment_id']}"
 
 
+#: A ``send_at`` closer than this is sent now: scheduling it would only add the scheduler's round trip.
+SCHEDULE_AFTER = 0.5
+
+
+def scheduled_for(message: dict[str, Any], now: float) -> float | None:
+    """When a message is due, if it must wait for its ``send_at``; None to send it now."""
+    send_at = message.get("send_at")
+    return float(send_at) if send_at is not None and float(send_at) > now + SCHEDULE_AFTER else None
+
+
 def new_record(job_id: str, message: dict[str, Any], *, idempotency_key: str | None, now: float) -> dict[str, Any]:
-    """The fields of a job a producer has just accepted."""
-    return {"id": job_id, "status": JobStatus.QUEUED.value, "kind": message["kind"], "account": message["account"],
-            "recipient": recipient_of(message), "message": json.dumps(message, ensure_ascii=False), "attempts": 0,
-            "created_at": now, "updated_at": now, "idempotency_key": idempotency_key or ""}
+    """The fields of a job a producer has just accepted: ``queued``, or ``scheduled`` until its ``send_at``."""
+    due = scheduled_for(message, now)
+    record = {"id": job_id, "status": JobStatus.QUEUED.value, "kind": message["kind"], "account": message["account"],
+              "recipient": recipient_of(message), "message": json.dumps(message, ensure_ascii=False), "attempts": 0,
+              "created_at": now, "updated_at": now, "idempotency_key": idempotency_key or ""}
+    if due is not None:
+        record |= {"status": JobStatus.SCHEDULED.value, "next_attempt_at": due}
+    return record
+
+
+#: What a caller may still cancel: nothing of it has gone to Meta.
+CANCELLABLE = frozenset({"queued", "scheduled", "retrying"})
+
+
+def cancel(client: redis.Redis, job_id: str, *, reason: str, record_ttl: int, create: bool = False) -> str:
+    """Cancel a job that has not started sending: it ends ``cancelled`` and is never POSTed, even from a copy in a
+    worker's prefetch (admission reads the status). Returns the status it had; raises CancelRefused for a job that
+    is sending or final, LookupError for an id with no record (unless ``create``: a raw client's message no worker
+    has taken yet gets a cancelled record)."""
+    before = script(client, "cancel")(keys=[job_key(job_id), PENDING_KEY, done_key(job_id), DELAYED_KEY],
+                                      args=[job_id, reason, time.time(), record_ttl, "0" if create else "1"])
+    if before == "missing":
+        raise LookupError(f"no job {job_id}")
+    if before not in CANCELLABLE and before != "":
+        raise CancelRefused(job_id, str(before))
+    return str(before)
 
 
 def decode(raw: dict[str, str]) -> dict[str, Any]:

@@ -16,6 +16,13 @@ if not status then
   redis.call('HSET', KEYS[1], 'id', job_id, 'status', status, 'kind', ARGV[7], 'account', ARGV[8],
              'recipient', ARGV[9], 'message', ARGV[6], 'attempts', 0, 'created_at', now, 'updated_at', now)
   redis.call('EXPIRE', KEYS[1], ARGV[5])
+  local send_at = tonumber(cjson.decode(ARGV[6])['send_at'] or '')
+  if send_at and send_at > now + 0.5 then  -- a raw client's scheduled message: it waits like a producer's
+    redis.call('HSET', KEYS[1], 'status', 'scheduled', 'next_attempt_at', string.format('%.6f', send_at))
+    redis.call('EXPIRE', KEYS[1], math.ceil(send_at - now) + tonumber(ARGV[5]))
+    redis.call('ZADD', KEYS[5], string.format('%.6f', send_at), job_id)
+    return {'early', tostring(send_at)}
+  end
 end
 if status == 'delivered' or status == 'dead' or status == 'unknown' or status == 'cancelled' then
   return {'done', status}
@@ -25,7 +32,9 @@ local rec = redis.call('HMGET', KEYS[1], 'inflight', 'next_attempt_at', 'slot_at
 if rec[1] and rec[1] ~= '' then return {'orphaned', rec[1]} end
 local max_wait = tonumber(ARGV[4])
 local due = tonumber(rec[2] or '')
-if status == 'retrying' and due and due > now + max_wait then return {'early', tostring(due)} end
+if (status == 'retrying' or status == 'scheduled') and due and due > now + max_wait then
+  return {'early', tostring(due)}
+end
 
 local acct = redis.call('HMGET', KEYS[3], 'health', 'paused_until', 'slowdown', 'slowdown_until')
 if acct[1] == 'broken' then

@@ -1,9 +1,11 @@
 -- Cancel a job that has not started sending; returns the status it had ('' for a raw publish that no worker
 -- had taken yet: its record is created, cancelled).
--- KEYS: job, pending, done. ARGV: job id, reason, now, record ttl.
+-- KEYS: job, pending, done, delayed. ARGV: job id, reason, now, record ttl, and '1' when a job without a record
+-- is not to be created cancelled (a caller's cancel of an id: 'missing').
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'delivered' end
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == false or status == 'queued' or status == 'retrying' then
+if status == false and ARGV[5] == '1' then return 'missing' end
+if status == false or status == 'queued' or status == 'retrying' or status == 'scheduled' then
   redis.call('HSET', KEYS[1], 'id', ARGV[1], 'status', 'cancelled', 'reason', ARGV[2], 'inflight', '',
              'updated_at', ARGV[3])
   redis.call('HSETNX', KEYS[1], 'created_at', ARGV[3])
@@ -11,5 +13,6 @@ if status == false or status == 'queued' or status == 'retrying' then
   redis.call('HDEL', KEYS[1], 'next_attempt_at', 'slot_at')
   redis.call('EXPIRE', KEYS[1], ARGV[4])
   redis.call('ZREM', KEYS[2], ARGV[1])
+  if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[1]) end  -- a scheduled or retrying job waits there
 end
 return status or ''

@@ -2,7 +2,9 @@
 -- two concurrent calls with the same key cannot both create a job. The key's value is "JOB_ID|FINGERPRINT": a
 -- later call with the same key but another message is refused (as Stripe does).
 -- KEYS: job, idempotency key (or the bare prefix 'igsend:idem:' for none: a key name that ACL key patterns
--- for igsend cover, unlike ''), pending. ARGV: job id, record ttl, key window, fingerprint, fields...
+-- for igsend cover, unlike ''), pending, and for a scheduled job (a next_attempt_at field) the delayed set,
+-- where it waits for the scheduler instead of being published. ARGV: job id, record ttl, key window,
+-- fingerprint, fields...
 -- Returns {1, id} created, {0, id} the same message already has this job, {-1, id} the key names another message.
 if KEYS[2]:sub(-1) ~= ':' then
   local existing = redis.call('GET', KEYS[2])
@@ -17,6 +19,10 @@ if KEYS[2]:sub(-1) ~= ':' then
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+if KEYS[4] then
+  redis.call('ZADD', KEYS[4], redis.call('HGET', KEYS[1], 'next_attempt_at'), ARGV[1])
+  return {1, ARGV[1]}
+end
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[3], tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])  -- for the lost-message sweep
 return {1, ARGV[1]}

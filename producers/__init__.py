@@ -72,23 +72,24 @@ def _send(kind: str, recipient: str, account: str, idempotency_key: str | None, 
 
 def send_text(recipient: str, text: str, *, account: str = "default", idempotency_key: str | None = None,
               tag: str | None = None, reply_to: str | None = None,
-              send_at: When | None = None) -> Job:
+              send_at: When | None = None, ordered: bool | None = None) -> Job:
     """Text, UTF-8, at most 1000 bytes.
 
     Every sender of a message also takes ``tag="HUMAN_AGENT"`` (a person's reply within 7 days of the user's
     message; needs Meta's Human Agent permission) and ``reply_to=MESSAGE_ID`` (quote a message of the
     conversation); every sender takes ``send_at=`` an aware datetime or Unix seconds (the job is ``scheduled``
-    until then, at most a year ahead)."""
+    until then, at most a year ahead) and ``ordered=True`` (POSTed only after the account's earlier ordered
+    messages to this recipient are done with; the default comes from the account's ``ordered`` setting)."""
     return _send("text", recipient, account, idempotency_key, text=text, tag=tag, reply_to=reply_to,
-                 send_at=send_at)
+                 send_at=send_at, ordered=ordered)
 
 
 def send_link(recipient: str, url: str, *, account: str = "default", idempotency_key: str | None = None,
               tag: str | None = None, reply_to: str | None = None,
-              send_at: When | None = None) -> Job:
+              send_at: When | None = None, ordered: bool | None = None) -> Job:
     """A link: text that is a valid http(s) URL."""
     return _send("link", recipient, account, idempotency_key, url=url, tag=tag, reply_to=reply_to,
-                 send_at=send_at)
+                 send_at=send_at, ordered=ordered)
 
 
 #: What a media sender takes: a public URL, ``{"attachment_id": ID}``, a local file's path, or its bytes.
@@ -108,44 +109,44 @@ def media_item(kind: str, source: Source, *, account: str = "default") -> dict[s
 
 def send_attachment(recipient: str, media_type: str, source: Source, *, account: str = "default",
                     idempotency_key: str | None = None, tag: str | None = None, reply_to: str | None = None,
-                    send_at: When | None = None) -> Job:
+                    send_at: When | None = None, ordered: bool | None = None) -> Job:
     """An image, gif, video, audio file or PDF (``file``): at a public http(s) URL, ``{"attachment_id": ID}``, or
     a local file (a path or bytes: checked by content and size, uploaded once per account and content, Facebook
     Login accounts only)."""
     return _send(media_type, recipient, account, idempotency_key, **media_item(media_type, source, account=account),
                  tag=tag, reply_to=reply_to,
-                 send_at=send_at)
+                 send_at=send_at, ordered=ordered)
 
 
 def send_images(recipient: str, images: list[Source], *, account: str = "default",
                 idempotency_key: str | None = None, tag: str | None = None, reply_to: str | None = None,
-                send_at: When | None = None) -> Job:
+                send_at: When | None = None, ordered: bool | None = None) -> Job:
     """1-10 images in one message, each a URL, ``{"attachment_id": ID}``, a local file or bytes."""
     items = [media_item("image", image, account=account) for image in images] if isinstance(images, list) \
         else images
     return _send("images", recipient, account, idempotency_key, images=items, tag=tag, reply_to=reply_to,
-                 send_at=send_at)
+                 send_at=send_at, ordered=ordered)
 
 
 def send_post(recipient: str, post_id: str, *, account: str = "default", idempotency_key: str | None = None,
               tag: str | None = None, reply_to: str | None = None,
-              send_at: When | None = None) -> Job:
+              send_at: When | None = None, ordered: bool | None = None) -> Job:
     """A published post the account owns (MEDIA_SHARE)."""
     return _send("post", recipient, account, idempotency_key, post_id=post_id, tag=tag, reply_to=reply_to,
-                 send_at=send_at)
+                 send_at=send_at, ordered=ordered)
 
 
 def send_sticker(recipient: str, *, account: str = "default", idempotency_key: str | None = None,
                  tag: str | None = None, reply_to: str | None = None,
-                 send_at: When | None = None) -> Job:
+                 send_at: When | None = None, ordered: bool | None = None) -> Job:
     """The heart sticker (like_heart)."""
     return _send("sticker", recipient, account, idempotency_key, tag=tag, reply_to=reply_to,
-                 send_at=send_at)
+                 send_at=send_at, ordered=ordered)
 
 
 def send_quick_replies(recipient: str, text: str, options: list[dict[str, str] | tuple[str, str]], *,
                        account: str = "default", idempotency_key: str | None = None, tag: str | None = None,
-                       reply_to: str | None = None, send_at: When | None = None) -> Job:
+                       reply_to: str | None = None, send_at: When | None = None, ordered: bool | None = None) -> Job:
     """Text with 1-13 options under it; each option ``(title, payload)`` or Meta's
     ``{"content_type": "text", "title": ..., "payload": ...}``. Titles are at most 20 characters."""
     quick_replies = [{"content_type": "text", "title": option[0], "payload": option[1]}
@@ -153,50 +154,51 @@ def send_quick_replies(recipient: str, text: str, options: list[dict[str, str] |
         if isinstance(options, list) else options
     return _send("quick_replies", recipient, account, idempotency_key, text=text, quick_replies=quick_replies,
                  tag=tag, reply_to=reply_to,
-                 send_at=send_at)
+                 send_at=send_at, ordered=ordered)
 
 
 def send_generic_template(recipient: str, elements: list[dict[str, Any]], *, account: str = "default",
                           idempotency_key: str | None = None, tag: str | None = None,
-                          reply_to: str | None = None, send_at: When | None = None) -> Job:
+                          reply_to: str | None = None, send_at: When | None = None, ordered: bool | None = None) -> Job:
     """1-10 cards (``title`` and at least one of ``subtitle``, ``image_url``, ``default_action``, ``buttons``)."""
     return _send("generic_template", recipient, account, idempotency_key, elements=elements, tag=tag,
-                 reply_to=reply_to, send_at=send_at)
+                 reply_to=reply_to, send_at=send_at, ordered=ordered)
 
 
 def send_button_template(recipient: str, text: str, buttons: list[dict[str, str]], *, account: str = "default",
                          idempotency_key: str | None = None, tag: str | None = None,
-                         reply_to: str | None = None, send_at: When | None = None) -> Job:
+                         reply_to: str | None = None, send_at: When | None = None, ordered: bool | None = None) -> Job:
     """Text (at most 640 characters) with 1-3 ``web_url`` or ``postback`` buttons."""
     return _send("button_template", recipient, account, idempotency_key, text=text, buttons=buttons, tag=tag,
-                 reply_to=reply_to, send_at=send_at)
+                 reply_to=reply_to, send_at=send_at, ordered=ordered)
 
 
 def send_product_template(recipient: str, product_ids: list[str], *, account: str = "default",
                           idempotency_key: str | None = None, tag: str | None = None,
-                          reply_to: str | None = None, send_at: When | None = None) -> Job:
+                          reply_to: str | None = None, send_at: When | None = None, ordered: bool | None = None) -> Job:
     """1-10 products of the account's catalog. Facebook-Login accounts only: refused for Instagram-Login ones."""
     return _send("product_template", recipient, account, idempotency_key, product_ids=product_ids, tag=tag,
-                 reply_to=reply_to, send_at=send_at)
+                 reply_to=reply_to, send_at=send_at, ordered=ordered)
 
 
 def react(recipient: str, message_id: str, reaction: str = "love", *, account: str = "default",
-          idempotency_key: str | None = None, send_at: When | None = None) -> Job:
+          idempotency_key: str | None = None, send_at: When | None = None, ordered: bool | None = None) -> Job:
     """React to a message the recipient sent ('love', or an emoji for Instagram-Login accounts)."""
     return _send("react", recipient, account, idempotency_key, message_id=message_id, reaction=reaction,
-                 send_at=send_at)
+                 send_at=send_at, ordered=ordered)
 
 
 def unreact(recipient: str, message_id: str, *, account: str = "default",
-            idempotency_key: str | None = None, send_at: When | None = None) -> Job:
+            idempotency_key: str | None = None, send_at: When | None = None, ordered: bool | None = None) -> Job:
     """Remove the reaction from a message."""
-    return _send("unreact", recipient, account, idempotency_key, message_id=message_id, send_at=send_at)
+    return _send("unreact", recipient, account, idempotency_key, message_id=message_id, send_at=send_at,
+                 ordered=ordered)
 
 
 def sender_action(recipient: str, action: str, *, account: str = "default",
-                  idempotency_key: str | None = None, send_at: When | None = None) -> Job:
+                  idempotency_key: str | None = None, send_at: When | None = None, ordered: bool | None = None) -> Job:
     """``typing_on``, ``typing_off`` or ``mark_seen``: a request of its own, with no message."""
-    return _send(action, recipient, account, idempotency_key, send_at=send_at)
+    return _send(action, recipient, account, idempotency_key, send_at=send_at, ordered=ordered)
 
 
 def reply_privately(comment_id: str, text: str, *, account: str = "default", send_at: When | None = None) -> Job:

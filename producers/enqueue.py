@@ -25,6 +25,8 @@ from igsend.core.store import (
     NO_IDEMPOTENCY_KEY,
     PENDING_KEY,
     STATS_KEY,
+    conversation_counter_key,
+    conversation_key,
     get_redis,
     idempotency_key,
     job_key,
@@ -176,10 +178,12 @@ def _presence() -> Presence:
 def check_sendable(known: Presence, message: dict[str, Any]) -> None:
     """Refuse, before queueing, what no worker could send: an account no worker serves (UnknownAccount, an
     InvalidMessage of the field ``account``), or a kind Meta offers only to Facebook-Login accounts for an account
-    the workers say uses Instagram Login."""
+    the workers say uses Instagram Login. Fills in the account's ``ordered`` default."""
     known.check(message["account"])
     kind, account = message["kind"], message["account"]
     about = known.served().get(account) or known.known.get(account) or {}
+    if about.get("ordered") and "ordered" not in message and "recipient" in message:
+        message["ordered"] = True  # the account's default (ordered = true in the workers' accounts file)
     if kind in FACEBOOK_LOGIN_ONLY and about.get("login") == "instagram":
         raise InvalidMessage({"kind": [f"{kind} needs a Facebook-Login (Page-linked) account: Meta offers it only "
                                        f"there, and the account {account!r} uses Instagram Login"]})
@@ -244,7 +248,9 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
             job_id = str(uuid.uuid4())
             idem = idempotency_key(message["account"], key) if key else NO_IDEMPOTENCY_KEY
             due = records.scheduled_for(message, now)
-            keys = [job_key(job_id), idem, PENDING_KEY] + ([DELAYED_KEY] if due is not None else [])
+            conversation = (message["account"], records.recipient_of(message))
+            keys = [job_key(job_id), idem, PENDING_KEY, DELAYED_KEY, conversation_key(*conversation),
+                    conversation_counter_key(*conversation)]
             # a scheduled record must outlive its wait: the usual retention counts from when it is due
             ttl = settings.result_ttl + (math.ceil(due - now) if due is not None else 0)
             script(keys=keys,

@@ -107,6 +107,9 @@ class MessageSchema(BaseSchema):
 
     recipient = Identifier(required=True, what="Instagram-scoped ID (IGSID)",
                            metadata={"description": "the recipient's Instagram-scoped ID"})
+    ordered = fields.Boolean(truthy={True}, falsy={False}, error_messages={"invalid": "must be true or false"},
+                             metadata={"description": "POST it only after the account's earlier ordered messages "
+                                                      "to this recipient are delivered, dead or cancelled"})
 
 
 def _message_id(description: str, **kwargs: Any) -> Identifier:

@@ -9,6 +9,7 @@ from the TOML file named by ``IGSEND_ACCOUNTS_FILE``::
     token_env = "SHOP_IG_TOKEN"    # or token = "..." (keep the file out of version control)
     app_id = "shop-app"            # optional: accounts of one Meta app share its app-wide limit (code 4)
     app_secret_env = "SHOP_APP_SECRET"   # optional, or app_secret = "..."; default IGSEND_APP_SECRET
+    ordered = true                 # optional: its messages go in order per recipient (default false)
     # graph_url = "https://graph.instagram.com"   # optional; defaults by login kind
     [accounts.shop.limits]
     text_per_second = 100          # default: Meta's budget for the login kind (see BUDGETS)
@@ -82,6 +83,8 @@ class Account:
     #: calls per second by send class; classes left out get Meta's budget for the login kind
     limits: Mapping[str, float] = field(default_factory=dict)
     app_id: str = DEFAULT_APP
+    #: Its messages go in order per recipient unless a message says ``"ordered": false`` (``ordered = true``).
+    ordered: bool = False
 
     @property
     def messages_url(self) -> str:
@@ -111,7 +114,7 @@ class Account:
     def public(self) -> dict[str, Any]:
         """What may be shown anywhere (never the token or the app secret)."""
         return {"name": self.name, "id": self.id, "login": self.login, "app_id": self.app_id,
-                "budgets": {send_class: self.rate(send_class) for send_class in BUDGETS}}
+                "budgets": {send_class: self.rate(send_class) for send_class in BUDGETS}, "ordered": self.ordered}
 
 
 def _login(value: Any, where: str) -> str:
@@ -177,7 +180,7 @@ def load_accounts(env: Mapping[str, str] | None = None) -> dict[str, Account]:
 
 
 _FILE_FIELDS = {"id", "login", "token", "token_env", "graph_url", "api_version", "app_id", "app_secret",
-                "app_secret_env", "limits"}
+                "app_secret_env", "limits", "ordered"}
 
 
 def _load_file(path: str, env: dict[str, str], version: str, app_secret: str | None) -> dict[str, Account]:
@@ -236,7 +239,14 @@ def _account_from(name: str, spec: dict[str, Any], where: str, env: dict[str, st
                        f"{where}.graph_url"),
         api_version=str(spec.get("api_version", version)), token=token, app_secret=secret or app_secret,
         limits=limits, app_id=str(spec.get("app_id") or env.get("IGSEND_APP_ID") or DEFAULT_APP),
+        ordered=_flag(spec.get("ordered", False), f"{where}.ordered"),
     )
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise AccountError(f"{where}: must be true or false (got {value!r})")
+    return value
 
 
 @lru_cache(maxsize=1)

@@ -22,6 +22,7 @@ from igsend.core import records
 from igsend.core.store import (
     DELAYED_KEY,
     INFLIGHT_KEY,
+    NO_CONVERSATION_KEY,
     PENDING_KEY,
     account_key,
     done_key,
@@ -43,6 +44,7 @@ class Action(StrEnum):
     HELD = "held"  # the account is unhealthy
     DEFERRED = "deferred"  # the account is paused
     PARKED = "parked"  # a rate slot is booked for later
+    WAITING = "waiting"  # an ordered job behind an earlier one of its conversation; that one's end makes it due
     UNREPLICATED = "unreplicated"  # admitted on the primary only (IGSEND_REDIS_REPLICA_ACKS): must not POST
 
 
@@ -80,11 +82,12 @@ class Admitter:
         """``lock_ttl``: seconds the job's lock lives (its POST's deadline plus a margin; Settings.lock_ttl)."""
         account = message["account"]
         keys = [job_key(job_id), lock_key(job_id), account_key(account), limiter_key(account, send_class),
-                DELAYED_KEY, held_key(account), PENDING_KEY, INFLIGHT_KEY, done_key(job_id)]
+                DELAYED_KEY, held_key(account), PENDING_KEY, INFLIGHT_KEY, done_key(job_id),
+                records.conversation_of(message) or NO_CONVERSATION_KEY]
         lock_ttl_ms = int(lock_ttl * 1000) if lock_ttl else self.lock_ttl_ms
         args = [job_id, lock_ttl_ms, rate, self.max_inline_wait, self.record_ttl,
                 json.dumps(message, ensure_ascii=False), message["kind"], account, records.recipient_of(message),
-                self.late_tolerance]
+                self.late_tolerance, job_key("")]
         if self.replica_acks:
             # One pipeline, so the WAIT runs on the connection that ran the script (WAIT counts that connection's
             # writes), and a pipeline retried on a new primary runs the script there again before its WAIT.

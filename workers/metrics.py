@@ -21,6 +21,10 @@ FINISHED = Counter("igsend_messages", "Messages that reached a final status", ["
 RETRIES = Counter("igsend_retries", "Messages scheduled for another attempt", ["account", "reason"])
 RATE_WAITS = Counter("igsend_rate_limit_waits", "Admissions that had to wait for a rate slot",
                      ["account", "how"])
+ORDER_WAITS = Counter("igsend_order_waits", "Ordered messages parked behind an earlier one of their conversation",
+                      ["account"])
+HELD_CONVERSATIONS = Counter("igsend_held_conversations", "Ordered conversations held by a dead message "
+                             "(IGSEND_ORDERED_DEAD=hold) until it is replayed or released", ["account"])
 GRAPH_LATENCY = Histogram("igsend_graph_latency_seconds", "Time from POST to Meta's answer", ["account"],
                           buckets=(0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 15))
 

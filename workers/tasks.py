@@ -21,7 +21,7 @@ from celery.worker.request import Request as CeleryRequest
 from igsend.core import account_state
 from igsend.core.celery_app import TASK_NAME, get_app, summarize_arguments
 from igsend.core.errors import IgsendError
-from igsend.core.records import JobStatus, NotReplicated, Outcomes, recipient_of
+from igsend.core.records import JobStatus, NotReplicated, Outcomes, conversation_of, recipient_of
 from igsend.core.settings import get_settings
 from igsend.core.store import get_redis, job_key
 from schemas import FACEBOOK_LOGIN_ONLY, SEND_CLASS, InvalidMessage, graph_body, load_message, staged
@@ -31,7 +31,7 @@ from workers.admission import Action, Admitter
 from workers.breaker import Breaker, reset_keys
 from workers.errors import Outcome, Verdict, classify_answer, classify_transport
 from workers.graph import GraphClient
-from workers.metrics import ATTEMPTS, FINISHED, GRAPH_LATENCY, RATE_WAITS, RETRIES
+from workers.metrics import ATTEMPTS, FINISHED, GRAPH_LATENCY, HELD_CONVERSATIONS, ORDER_WAITS, RATE_WAITS, RETRIES
 from workers.retry import RetryPolicy, throttle_wait
 from workers.usage import read_usage, retry_after
 
@@ -181,6 +181,8 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
             ctx.outcomes.count("skipped_redeliveries_total")
         elif admission.action is Action.PARKED:
             RATE_WAITS.labels(msg["account"], "parked").inc()
+        elif admission.action is Action.WAITING:
+            ORDER_WAITS.labels(msg["account"]).inc()
         raise Ignore()  # parked, held, deferred, early, busy, done: another copy or the scheduler has it
 
     if admission.wait > 0:
@@ -216,7 +218,8 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
             result["message_id"] = body["message_id"]
         if "comment_id" in msg:
             result["comment_id"] = msg["comment_id"]
-        _record_delivered(ctx, job_id, result, entry, forget=reset_keys(msg["account"]))
+        _record_delivered(ctx, job_id, result, entry, forget=reset_keys(msg["account"]),
+                          conversation=conversation_of(msg))
         FINISHED.labels(msg["account"], msg["kind"], "delivered").inc()
         # What Flower shows as the task's result: Meta's answer plus who/what/how many tries; no secrets.
         return {**result, "account": msg["account"], "kind": msg["kind"], "attempts": admission.attempt}
@@ -225,7 +228,7 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
 
 
 def _record_delivered(ctx: _Context, job_id: str, result: dict[str, Any], entry: dict[str, Any], *,
-                      forget: list[str]) -> None:
+                      forget: list[str], conversation: str | None = None) -> None:
     """Write the delivered record until the replicas confirm it (IGSEND_REDIS_REPLICA_ACKS), through a failover.
 
     The POST went out: this worker alone knows Meta's answer, so it keeps trying (the write is idempotent) rather
@@ -235,7 +238,7 @@ def _record_delivered(ctx: _Context, job_id: str, result: dict[str, Any], entry:
     give_up_at = time.monotonic() + RECORD_PATIENCE
     while True:
         try:
-            ctx.outcomes.delivered(job_id, result, entry, forget=forget)
+            ctx.outcomes.delivered(job_id, result, entry, forget=forget, conversation=conversation)
             return
         except (NotReplicated, redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as exc:
             if time.monotonic() > give_up_at:
@@ -323,7 +326,13 @@ def _dead(ctx: _Context, job_id: str, reason: str, error: dict[str, Any] | None,
         for field in ("kind", "account", "recipient"):
             value = document.get(field)
             defaults[field] = value[:100] if isinstance(value, str) else ""
-    ctx.outcomes.dead(job_id, reason, error, entry, status=status, defaults=defaults)
+    conversation = conversation_of(msg) if msg else None
+    if conversation and status is JobStatus.DEAD and ctx.settings.ordered_dead == "hold":
+        reason += (f"; its ordered conversation waits until `igsend dlq replay {job_id}` or "
+                   f"`igsend dlq release {job_id}`")
+        conversation = None
+        HELD_CONVERSATIONS.labels(msg["account"] if msg else "invalid").inc()
+    ctx.outcomes.dead(job_id, reason, error, entry, status=status, defaults=defaults, conversation=conversation)
     # Labels only from what igsend knows: a caller's invalid document must not mint new time series.
     account = msg["account"] if msg and msg.get("account") in registry() else "invalid"
     kind = msg["kind"] if msg else "invalid"

@@ -129,6 +129,8 @@ def _nobody_listening(*, fresh: bool = False) -> bool:
 
 
 def _send_options(func: Any) -> Any:
+    func = click.option("--ordered", is_flag=True, default=None,
+                        help="POST it only after this account's earlier ordered messages to the recipient")(func)
     func = click.option("--at", "send_at", metavar="WHEN", default=None,
                         help="send at this time: ISO 8601 with a zone (2026-12-01T09:00:00+01:00) or Unix seconds; "
                              "scheduled until then")(func)
@@ -158,6 +160,7 @@ class _SendGroup(click.Group):
                 ("--wait", "wait for the outcome and print it as JSON (exit 1 if it is not delivered)"),
                 ("--timeout SECONDS", "how long --wait waits (default: 60)"),
                 ("--at WHEN", "send at this time (ISO 8601 with a zone, or Unix seconds); scheduled until then"),
+                ("--ordered", "POST it only after the account's earlier ordered messages to the recipient"),
                 ("--idempotency-key KEY", "the same key and account within 24 h give the same job, sent once"),
                 ("--tag HUMAN_AGENT", "messages only: a person's reply up to 7 days after the user's message"),
                 ("--reply-to MESSAGE_ID", "messages only: quote this message of the conversation"),
@@ -182,11 +185,11 @@ def _register_send(kind: str, arguments: list[str], help_text: str, build: Any,
     _SendGroup.usages[kind] = " ".join(usage + ([f"{several.upper()}..."] if several else []))
 
     def command(account: str, idempotency_key: str | None, wait: bool, timeout: float, send_at: str | None,
-                tag: str | None = None, reply_to: str | None = None, **values: Any) -> None:
+                ordered: bool | None, tag: str | None = None, reply_to: str | None = None, **values: Any) -> None:
         get_redis().ping()  # an unreachable Redis is reported as such, not as a failed enqueue
         when: str | float | None = float(send_at) if send_at and send_at.replace(".", "", 1).isdigit() else send_at
-        extra = {name: value for name, value in (("tag", tag), ("reply_to", reply_to), ("send_at", when))
-                 if value is not None}
+        extra = {name: value for name, value in (("tag", tag), ("reply_to", reply_to), ("send_at", when),
+                                                 ("ordered", ordered or None)) if value is not None}
         try:
             document = {"kind": kind, **build({**values, "account": account}), **extra}
         except InvalidMessage as exc:  # a local file the kind does not take, or the account cannot upload
@@ -499,6 +502,21 @@ def dlq_replay(job_id: str | None, replay_all: bool, account: str | None) -> Non
         click.echo(f"error: {message}", err=True)
     if refused:
         sys.exit(1)
+
+
+@dlq.command(name="release")
+@click.argument("job_id")
+def dlq_release(job_id: str) -> None:
+    """Let the ordered conversation a dead message holds go on without it (IGSEND_ORDERED_DEAD=hold).
+
+    `igsend dlq replay JOB_ID` resumes it the other way: the dead message is sent again first."""
+    from igsend.core import dlq
+
+    try:
+        head = dlq.release(job_id)
+    except LookupError as exc:
+        _fail(str(exc), code=1)
+    click.echo(f"released: {'job ' + head + ' goes next' if head else 'no message waits in that conversation'}")
 
 
 @dlq.command(name="purge")

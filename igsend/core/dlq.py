@@ -71,6 +71,8 @@ def purge(*, older_than: float | None = None, account: str | None = None,
         ids = [e["id"] for e in list_entries(account=account, client=client) if e["id"] in old]
     if not ids:
         return 0
+    # a dead message holding its ordered conversation (IGSEND_ORDERED_DEAD=hold) lets it go on without it
+    holds = [(i, c) for i, c in zip(ids, _conversations(client, ids), strict=True) if c]
     pipe = client.pipeline()
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
@@ -78,8 +80,31 @@ def purge(*, older_than: float | None = None, account: str | None = None,
         pipe.zrem(DLQ_INDEX_KEY, *chunk)
         # the dead job's record was kept for its entry; it goes with it (a replayed one is no longer dead)
         pipe.delete(*[job_key(i) for i in chunk], *[attempts_key(i) for i in chunk])
+    for job_id, conversation in holds:
+        records.release(client, conversation, job_id, pipe=pipe)
     pipe.execute()
     return len(ids)
+
+
+def _conversations(client: redis.Redis, ids: list[str]) -> list[str | None]:
+    pipe = client.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hget(job_key(job_id), "conversation")
+    return cast(list[str | None], pipe.execute())
+
+
+def release(job_id: str, *, client: redis.Redis | None = None) -> str:
+    """Let the ordered conversation a dead message holds (``IGSEND_ORDERED_DEAD=hold``) go on without it: the
+    next message is sent. Returns the job now at the head of the conversation ('' when none waits). Raises
+    LookupError when the job holds no conversation. ``igsend dlq replay`` resumes it the other way, by sending
+    the dead message again first."""
+    client = client or get_redis()
+    conversation = cast(str | None, client.hget(job_key(job_id), "conversation"))
+    if not conversation or client.zscore(conversation, job_id) is None:
+        raise LookupError(f"job {job_id} holds no ordered conversation")
+    records.release(client, conversation, job_id)
+    head = cast(list[str], client.zrange(conversation, 0, 0))
+    return head[0] if head else ""
 
 
 

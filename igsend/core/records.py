@@ -35,6 +35,7 @@ from igsend.core.store import (
     PENDING_KEY,
     STATS_KEY,
     attempts_key,
+    conversation_key,
     done_key,
     held_key,
     job_key,
@@ -71,7 +72,8 @@ def _source(name: str) -> str:
 
 
 def script(client: redis.Redis, name: str) -> Script:
-    """One of the record's Lua scripts (``create_job``, ``admit``, ``cancel``, ``claim_due``) on ``client``."""
+    """One of the record's Lua scripts (``create_job``, ``admit``, ``cancel``, ``claim_due``, ``release``) on
+    ``client``."""
     return client.register_script(_source(name))
 
 
@@ -102,7 +104,20 @@ def new_record(job_id: str, message: dict[str, Any], *, idempotency_key: str | N
               "created_at": now, "updated_at": now, "idempotency_key": idempotency_key or ""}
     if due is not None:
         record |= {"status": JobStatus.SCHEDULED.value, "next_attempt_at": due}
+    if message.get("ordered"):
+        record["conversation"] = conversation_of(message)
     return record
+
+
+def conversation_of(message: dict[str, Any]) -> str | None:
+    """The conversation key of an ordered message (its account and recipient), None for one that is not."""
+    return conversation_key(message["account"], recipient_of(message)) if message.get("ordered") else None
+
+
+def release(client: redis.Redis, conversation: str, job_id: str, *, pipe: redis.client.Pipeline | None = None) -> None:
+    """``job_id`` is done with: the next job of its ordered conversation may go (lua/release.lua); in ``pipe``
+    when given, so it is atomic with the outcome that ends the job."""
+    script(client, "release")(keys=[conversation, DELAYED_KEY], args=[job_id, job_key("")], client=pipe or client)
 
 
 #: What a caller may still cancel: nothing of it has gone to Meta.
@@ -366,19 +381,26 @@ class Outcomes:
         pipe.execute()
 
     def delivered(self, job_id: str, result: dict[str, Any], attempt_entry: dict[str, Any], *,
-                  forget: list[str] | None = None) -> None:
+                  forget: list[str] | None = None, conversation: str | None = None) -> None:
         """Meta accepted it: the job shrinks to its compact record (one key), atomically with the end of its
-        lock. ``forget``: keys to delete in the same step (e.g. the account's circuit breaker)."""
+        lock. ``forget``: keys to delete in the same step (e.g. the account's circuit breaker); ``conversation``:
+        an ordered job's, whose next job may then go (in the same transaction)."""
         keys = [job_key(job_id), attempts_key(job_id), done_key(job_id), lock_key(job_id), INFLIGHT_KEY,
                 OUTCOMES_KEY, DLQ_KEY, DLQ_INDEX_KEY, *(forget or [])]
         args = [job_id, result["recipient_id"], result.get("message_id") or "",
                 json.dumps(attempt_entry, ensure_ascii=False), time.time(), self.delivered_ttl, self.stream_max]
-        if not self.replica_acks:
+        if not self.replica_acks and conversation is None:
             self._finish(keys=keys, args=args)
             return
-        # WAIT counts the writes of its own connection: one pipeline, so the script and the WAIT share one.
+        # WAIT counts the writes of its own connection: one pipeline, so the script and the WAIT share one. The
+        # release goes in the same write, so Redis runs it right after the script (a WAIT cannot sit in MULTI).
         pipe = self.client.pipeline(transaction=False)
         self._finish(keys=keys, args=args, client=pipe)
+        if conversation is not None:
+            release(self.client, conversation, job_id, pipe=pipe)
+        if not self.replica_acks:
+            pipe.execute()
+            return
         wait_for_replicas(pipe, self.replica_acks, self.replica_timeout)
         check_replicas(pipe.execute()[-1], self.replica_acks, self.replica_timeout, f"job {job_id}'s delivered record")
 
@@ -413,10 +435,11 @@ class Outcomes:
 
     def dead(self, job_id: str, reason: str, error: dict[str, Any] | None,
              attempt_entry: dict[str, Any] | None, *, status: JobStatus = JobStatus.DEAD,
-             defaults: dict[str, Any] | None = None) -> None:
+             defaults: dict[str, Any] | None = None, conversation: str | None = None) -> None:
         """Finish a job as dead (or ``unknown``) and file it in the DLQ with every attempt.
 
-        ``defaults`` fills in the record of a job that has none (a malformed raw ``send_task``)."""
+        ``defaults`` fills in the record of a job that has none (a malformed raw ``send_task``); ``conversation``:
+        an ordered job's, whose next job may then go (in the same step; leave it out to hold the conversation)."""
         now = time.time()
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(job_key(job_id))
@@ -445,6 +468,8 @@ class Outcomes:
                   maxlen=self.stream_max, approximate=True)
         pipe.delete(lock_key(job_id))
         pipe.zrem(INFLIGHT_KEY, job_id)
+        if conversation is not None:
+            release(self.client, conversation, job_id, pipe=pipe)
         # Kept as long as its DLQ entry: `dlq purge` (or the DLQ cap) removes both.
         pipe.persist(job_key(job_id))
         pipe.persist(attempts_key(job_id))

@@ -68,6 +68,9 @@ class Settings:
     idempotency_window: int = 24 * 3600
     #: What to do when a POST went out and its answer was lost: ``dead-letter`` (default) or ``resend``.
     unknown_outcome: str = "dead-letter"
+    #: When an ordered message dies: ``continue`` with the next of its conversation (default), or ``hold`` the
+    #: conversation until the dead one is replayed or released (IGSEND_ORDERED_DEAD).
+    ordered_dead: str = "continue"
     #: Where ``igsend demo``/``up`` keep the embedded Redis's data (AOF) and logs.
     data_dir: str = ".igsend"
     log_format: str = "text"
@@ -110,6 +113,9 @@ class Settings:
         policy = env.get("IGSEND_UNKNOWN_OUTCOME", cls.unknown_outcome)
         if policy not in ("dead-letter", "resend"):
             raise ConfigurationError(f"IGSEND_UNKNOWN_OUTCOME: must be dead-letter or resend (got {policy!r})")
+        ordered_dead = env.get("IGSEND_ORDERED_DEAD") or cls.ordered_dead
+        if ordered_dead not in ("continue", "hold"):
+            raise ConfigurationError(f"IGSEND_ORDERED_DEAD: must be continue or hold (got {ordered_dead!r})")
         return cls(
             redis_url=env.get("IGSEND_REDIS_URL") or DEFAULT_REDIS_URL,
             result_ttl=int(_float("IGSEND_RESULT_TTL", cls.result_ttl)),
@@ -122,6 +128,7 @@ class Settings:
             retry_cap=_float("IGSEND_RETRY_CAP", cls.retry_cap),
             idempotency_window=int(_float("IGSEND_IDEMPOTENCY_WINDOW", cls.idempotency_window)),
             unknown_outcome=policy,
+            ordered_dead=ordered_dead,
             data_dir=env.get("IGSEND_DATA_DIR") or cls.data_dir,
             log_format=env.get("IGSEND_LOG_FORMAT") or cls.log_format,
             task_events=(env.get("IGSEND_TASK_EVENTS") or "1") not in ("0", "false", "no", "off"),

@@ -59,6 +59,19 @@ def limiter_key(account: str, send_class: str) -> str:
     return f"{PREFIX}rl:{account}:{send_class}"
 
 
+def conversation_key(account: str, recipient: str) -> str:
+    """The ordered jobs of one conversation not yet done with, scored by their place (enqueue order)."""
+    return f"{PREFIX}conv:{account}:{recipient}"
+
+
+def conversation_counter_key(account: str, recipient: str) -> str:
+    return f"{PREFIX}conv-seq:{account}:{recipient}"
+
+
+#: Stands for "not ordered" in the admission script (an igsend key name, so ACL key patterns cover it).
+NO_CONVERSATION_KEY = f"{PREFIX}conv:"
+
+
 def upload_key(account: str, sha256: str) -> str:
     """A local file a producer staged for the account's worker to upload (bytes and what they are), with a TTL."""
     return f"{PREFIX}upload:{account}:{sha256}"

@@ -1,8 +1,9 @@
 -- Admission: may this job POST now? One atomic step that reads the job record, its lock, the account's state
 -- and the account's GCRA rate limiter, on Redis's clock (TIME), shared by every worker.
--- KEYS: job, lock, account, limiter, delayed, held, pending, inflight, done
+-- KEYS: job, lock, account, limiter, delayed, held, pending, inflight, done, conversation (or the bare
+--       'igsend:conv:' for a job that is not ordered)
 -- ARGV: job_id, lock_ttl_ms, rate, max_inline_wait, record_ttl, message_json, kind, account, recipient,
---       late_tolerance
+--       late_tolerance, job-record key prefix
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local job_id = ARGV[1]
@@ -34,6 +35,23 @@ local max_wait = tonumber(ARGV[4])
 local due = tonumber(rec[2] or '')
 if (status == 'retrying' or status == 'scheduled') and due and due > now + max_wait then
   return {'early', tostring(due)}
+end
+
+-- An ordered job goes only from the head of its conversation. One behind a job still owed a send (or a dead one
+-- that holds the conversation) parks, holding no worker and no prefetch slot: the head's end makes it due.
+if KEYS[10] ~= 'igsend:conv:' then
+  for _ = 1, 50 do
+    local head = redis.call('ZRANGE', KEYS[10], 0, 0)[1]
+    if not head or head == job_id then break end
+    local state = redis.call('HGET', ARGV[11] .. head, 'status')
+    if state and state ~= 'delivered' and state ~= 'cancelled' and state ~= 'unknown' then
+      redis.call('HSET', KEYS[1], 'waiting_for', head, 'updated_at', now,
+                 'reason', 'waiting for job ' .. head .. ' (ordered conversation)')
+      return {'waiting', head}
+    end
+    redis.call('ZREM', KEYS[10], head)  -- done with, or its record expired: it no longer holds anyone
+  end
+  redis.call('HDEL', KEYS[1], 'waiting_for')
 end
 
 local acct = redis.call('HMGET', KEYS[3], 'health', 'paused_until', 'slowdown', 'slowdown_until')

@@ -14,5 +14,16 @@ if status == false or status == 'queued' or status == 'retrying' or status == 's
   redis.call('EXPIRE', KEYS[1], ARGV[4])
   redis.call('ZREM', KEYS[2], ARGV[1])
   if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[1]) end  -- a scheduled or retrying job waits there
+  -- an ordered job lets the next of its conversation go (as lua/release.lua does)
+  local conversation = redis.call('HGET', KEYS[1], 'conversation')
+  if conversation and KEYS[4] then
+    redis.call('ZREM', conversation, ARGV[1])
+    local head = redis.call('ZRANGE', conversation, 0, 0)[1]
+    local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[1])
+    if head and redis.call('HGET', prefix .. head, 'waiting_for') then
+      redis.call('HDEL', prefix .. head, 'waiting_for', 'reason')
+      redis.call('ZADD', KEYS[4], ARGV[3], head)
+    end
+  end
 end
 return status or ''

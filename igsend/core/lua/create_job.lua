@@ -2,8 +2,9 @@
 -- two concurrent calls with the same key cannot both create a job. The key's value is "JOB_ID|FINGERPRINT": a
 -- later call with the same key but another message is refused (as Stripe does).
 -- KEYS: job, idempotency key (or the bare prefix 'igsend:idem:' for none: a key name that ACL key patterns
--- for igsend cover, unlike ''), pending, and for a scheduled job (a next_attempt_at field) the delayed set,
--- where it waits for the scheduler instead of being published. ARGV: job id, record ttl, key window,
+-- for igsend cover, unlike ''), pending, delayed (where a scheduled job, one with a next_attempt_at field,
+-- waits for the scheduler instead of being published), its conversation and the conversation's counter (an
+-- ordered job, one with a conversation field, takes the next place in it). ARGV: job id, record ttl, key window,
 -- fingerprint, fields...
 -- Returns {1, id} created, {0, id} the same message already has this job, {-1, id} the key names another message.
 if KEYS[2]:sub(-1) ~= ':' then
@@ -19,8 +20,16 @@ if KEYS[2]:sub(-1) ~= ':' then
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-if KEYS[4] then
-  redis.call('ZADD', KEYS[4], redis.call('HGET', KEYS[1], 'next_attempt_at'), ARGV[1])
+if redis.call('HEXISTS', KEYS[1], 'conversation') == 1 then
+  local place = redis.call('INCR', KEYS[6])
+  redis.call('ZADD', KEYS[5], place, ARGV[1])
+  for i = 5, 6 do  -- a quiet conversation leaves nothing behind: both keys live as long as its longest job
+    if redis.call('TTL', KEYS[i]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+  end
+end
+local due = redis.call('HGET', KEYS[1], 'next_attempt_at')
+if due then
+  redis.call('ZADD', KEYS[4], due, ARGV[1])
   return {1, ARGV[1]}
 end
 local t = redis.call('TIME')

@@ -9,9 +9,11 @@
     ops/chaos --failover --small  # 200 messages, the forced failover with acks 2 only
     ops/chaos --failover --acks 1 # the same scenarios with IGSEND_REDIS_REPLICA_ACKS=1 (fewer than every replica)
 
+Every fourth message belongs to an ordered conversation and every tenth is scheduled a few seconds ahead.
 Reports accepted, delivered, dead by reason, lost (accepted but neither delivered nor dead nor unknown),
-duplicates (the sandbox accepted the same message twice) and unknown outcomes. Exit 0 when lost == 0 and
-duplicates <= unknown.
+duplicates (the sandbox accepted the same message twice), unknown outcomes, ordered conversations that reached
+Meta out of order and scheduled messages sent before their time. Exit 0 when lost == 0, duplicates <= unknown,
+and no conversation is out of order and nothing was sent early.
 """
 
 from __future__ import annotations
@@ -67,8 +69,7 @@ def run(*, messages: int, kills: int, seed: int | None) -> dict:
 
     accepted = []
     accepted_documents = []
-    documents = [{"kind": "text", "recipient": f"c{i}", "text": f"chaos message {i}", "account": f"acct{i % 3}"}
-                 for i in range(messages)]
+    documents = mixed_documents(messages, rng)
 
     def produce() -> None:
         send_all(documents, accepted, accepted_documents, batch_size=50, retry_after=0.5, pause=0.05)
@@ -110,12 +111,50 @@ def run(*, messages: int, kills: int, seed: int | None) -> dict:
         redis.stop()
 
     report = summarize(accepted, accepted_documents, statuses, delivered_wire)
+    report.update(check_order_and_time(accepted_documents, delivered_wire))
     report["republished_by_the_sweeper"] = republished
     report["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(report, indent=2))
-    ok = report["lost"] == 0 and report["duplicates"] <= report["unknown"] and len(accepted) == messages
-    print("target (lost 0, duplicates <= unknown outcomes):", "MET" if ok else "MISSED")
+    ok = (report["lost"] == 0 and report["duplicates"] <= report["unknown"] and len(accepted) == messages
+          and report["ordered_out_of_order"] == 0 and report["scheduled_early"] == 0)
+    print("target (lost 0, duplicates <= unknown outcomes, ordered conversations in order, nothing scheduled sent "
+          "early):", "MET" if ok else "MISSED")
     return {**report, "ok": ok}
+
+
+def mixed_documents(messages: int, rng: random.Random) -> list[dict[str, Any]]:
+    """Plain messages, with every fourth one in an ordered conversation of five and every tenth one scheduled a few
+    seconds ahead (so they come due while workers die and Redis restarts)."""
+    documents: list[dict[str, Any]] = []
+    for i in range(messages):
+        document: dict[str, Any] = {"kind": "text", "recipient": f"c{i}", "text": f"chaos message {i}",
+                                    "account": f"acct{i % 3}"}
+        if i % 4 == 1:
+            conversation = (i // 4) // 5
+            document.update(recipient=f"conv{conversation}", account=f"acct{conversation % 3}", ordered=True)
+        elif i % 10 == 3:
+            document["send_at"] = time.time() + rng.uniform(2, 12)
+        documents.append(document)
+    return documents
+
+
+def check_order_and_time(documents: list[dict[str, Any]], delivered_wire: list[dict[str, Any]]) -> dict[str, int]:
+    """Ordered conversations: what Meta received of each, in its order, must be in enqueue order (a dead or unknown
+    message may be missing). Scheduled ones: none received before its send_at."""
+    by_text = {document["text"]: (position, document) for position, document in enumerate(documents)}
+    conversations: dict[str, list[int]] = {}
+    early = 0
+    for message in sorted(delivered_wire, key=lambda m: m["received_at"]):
+        position, document = by_text.get(message["body"].get("message", {}).get("text"), (None, None))
+        if document is None:
+            continue
+        if document.get("ordered"):
+            conversations.setdefault(document["recipient"], []).append(position)
+        if "send_at" in document and message["received_at"] < document["send_at"] - 0.01:
+            early += 1
+    out_of_order = sum(positions != sorted(positions) for positions in conversations.values())
+    return {"ordered_conversations": len(conversations), "ordered_out_of_order": out_of_order,
+            "scheduled": sum("send_at" in d for d in documents), "scheduled_early": early}
 
 
 def send_all(documents: list[dict[str, Any]], accepted: list[Any], accepted_documents: list[dict[str, Any]], *,

@@ -97,8 +97,10 @@ def test_python_api_refuses_without_enqueueing(document, nothing_enqueued) -> No
 def test_cli_refuses_with_a_field_and_exit_2(kind, text, nothing_enqueued) -> None:
     args = {"text": ["IGSID", text], "link": ["IGSID", text], "image": ["IGSID", text], "video": ["IGSID", text],
             "post": ["IGSID", text], "react": ["IGSID", text, "hate"]}[kind]
+    # a media kind's SOURCE: ASCII digits are an attachment id, anything else (not a local file) a URL
+    source = ["attachment_id"] if text.isascii() and text.isdigit() else ["url"]
     document = {"kind": kind, "recipient": "IGSID", **dict(zip(
-        {"text": ["text"], "link": ["url"], "image": ["url"], "video": ["url"], "post": ["post_id"],
+        {"text": ["text"], "link": ["url"], "image": source, "video": source, "post": ["post_id"],
          "react": ["message_id", "reaction"]}[kind], args[1:], strict=True))}
     try:
         load_message(document)

@@ -214,13 +214,15 @@ def _register_send(kind: str, arguments: list[str], help_text: str, build: Any,
 
 
 def _media_source(kind: str, value: str, account: str) -> dict[str, str]:
-    """SOURCE of a media kind: an http(s) URL, the numeric id of an attachment uploaded beforehand, or a local
-    file (uploaded once by the worker)."""
-    if value.isdigit():
+    """SOURCE of a media kind: the numeric id of an attachment uploaded beforehand, a local file that exists
+    (uploaded once by the worker), else a URL (the message's rules say what is wrong with one that is not)."""
+    if value.isascii() and value.isdigit():
         return {"attachment_id": value}
-    if value.startswith(("http://", "https://")) or "://" in value:
-        return {"url": value}  # any other scheme: the schema says what is wrong with it
-    return media_item(kind, value, account=account)
+    try:
+        local = "://" not in value and Path(value).is_file()
+    except (OSError, ValueError):  # a name too long, or a NUL: not a file of this machine
+        local = False
+    return media_item(kind, value, account=account) if local else {"url": value}
 
 
 def _pairs(values: tuple[str, ...], what: str) -> list[tuple[str, str]]:

@@ -36,7 +36,9 @@ from producers.jobs import Job
 from schemas import FACEBOOK_LOGIN_ONLY, InvalidMessage, load_message
 
 # What the create_job script (igsend/core/lua/create_job.lua) answers for each message.
-CREATED, DUPLICATE, CONFLICT = 1, 0, -1
+#: What create_job answered: created (publish now), created to wait (scheduled, or behind an earlier message of its
+#: ordered conversation: the scheduler publishes it), the key's job already, the key names another message.
+CREATED, WAITING, DUPLICATE, CONFLICT = 1, 2, 0, -1
 
 
 class EnqueueError(IgsendError, RuntimeError):
@@ -264,7 +266,8 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
     errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
     if errors:  # e.g. Redis full halfway through: take back what this call did write, so nothing is half-queued
         created = [(job_id, idem) for (_, idem, _, _), outcome in zip(planned, outcomes, strict=True)
-                   if not isinstance(outcome, Exception) and outcome[0] == CREATED for job_id in [outcome[1]]]
+                   if not isinstance(outcome, Exception) and outcome[0] in (CREATED, WAITING)
+                   for job_id in [outcome[1]]]
         with contextlib.suppress(RedisError):
             records.discard(redis, [job_id for job_id, _ in created],
                             [idem for _, idem in created if idem != NO_IDEMPOTENCY_KEY])
@@ -273,9 +276,9 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
                 from errors[0]
         raise EnqueueError(f"could not record the messages: {type(errors[0]).__name__}: {errors[0]}") \
             from errors[0]
-    # scheduled jobs wait in igsend:delayed: the scheduler publishes them when due
-    fresh = [(message, idem, job_id) for (message, idem, _, due), (outcome, job_id)
-             in zip(planned, outcomes, strict=True) if outcome == CREATED and due is None]
+    # scheduled jobs, and ordered ones behind an earlier one, wait: the scheduler publishes them when due
+    fresh = [(message, idem, job_id) for (message, idem, _, _), (outcome, job_id)
+             in zip(planned, outcomes, strict=True) if outcome == CREATED]
     app = get_app()
     try:
         with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
@@ -290,9 +293,9 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
                 redis.delete(*idems)
         raise EnqueueError(f"could not queue {len(fresh)} message(s): {type(exc).__name__}: {exc}") from exc
     created = [(job_id, idem) for (_, idem, _, _), (outcome, job_id) in zip(planned, outcomes, strict=True)
-               if outcome == CREATED]
+               if outcome in (CREATED, WAITING)]
     if settings.replica_acks and created:
         _confirm_replicated(redis, created)
-    return [Placement(Job(job_id), outcome == CREATED,
+    return [Placement(Job(job_id), outcome in (CREATED, WAITING),
                       IdempotencyConflict(key, job_id) if outcome == CONFLICT else None)
             for (_, _, key, _), (outcome, job_id) in zip(planned, outcomes, strict=True)]

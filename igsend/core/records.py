@@ -232,6 +232,7 @@ def discard(client: redis.Redis, job_ids: list[str], idempotency_keys: list[str]
     for job_id in job_ids:
         pipe.delete(job_key(job_id))
         pipe.zrem(PENDING_KEY, job_id)
+        pipe.zrem(DELAYED_KEY, job_id)
     if idempotency_keys:
         pipe.delete(*idempotency_keys)
     pipe.execute()

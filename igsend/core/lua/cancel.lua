@@ -22,7 +22,8 @@ if status == false or status == 'queued' or status == 'retrying' or status == 's
     local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[1])
     if head and redis.call('HGET', prefix .. head, 'waiting_for') then
       redis.call('HDEL', prefix .. head, 'waiting_for', 'reason')
-      redis.call('ZADD', KEYS[4], ARGV[3], head)
+      local due = tonumber(redis.call('HGET', prefix .. head, 'next_attempt_at') or '') or 0
+      redis.call('ZADD', KEYS[4], math.max(due, tonumber(ARGV[3])), head)
     end
   end
 end

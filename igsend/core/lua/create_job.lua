@@ -6,7 +6,9 @@
 -- waits for the scheduler instead of being published), its conversation and the conversation's counter (an
 -- ordered job, one with a conversation field, takes the next place in it). ARGV: job id, record ttl, key window,
 -- fingerprint, fields...
--- Returns {1, id} created, {0, id} the same message already has this job, {-1, id} the key names another message.
+-- Returns {1, id} created (publish it now), {2, id} created to wait (scheduled, or behind an earlier job of its
+-- ordered conversation: not published now), {0, id} the same message already has this job, {-1, id} the key
+-- names another message.
 if KEYS[2]:sub(-1) ~= ':' then
   local existing = redis.call('GET', KEYS[2])
   if existing then
@@ -26,11 +28,26 @@ if redis.call('HEXISTS', KEYS[1], 'conversation') == 1 then
   for i = 5, 6 do  -- a quiet conversation leaves nothing behind: both keys live as long as its longest job
     if redis.call('TTL', KEYS[i]) < tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[i], ARGV[2]) end
   end
+  local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[1])
+  local head = redis.call('ZRANGE', KEYS[5], 0, 0)[1]
+  for _ = 1, 50 do  -- a head whose record is gone or that is done with holds no one (as in admit.lua)
+    if head == ARGV[1] then break end
+    local state = redis.call('HGET', prefix .. head, 'status')
+    if state and state ~= 'delivered' and state ~= 'cancelled' and state ~= 'unknown' then break end
+    redis.call('ZREM', KEYS[5], head)
+    head = redis.call('ZRANGE', KEYS[5], 0, 0)[1]
+  end
+  if head ~= ARGV[1] then
+    -- behind an earlier job: not published until that one is done with (lua/release.lua makes it due), so it
+    -- costs no worker a wasted turn
+    redis.call('HSET', KEYS[1], 'waiting_for', head, 'reason', 'waiting for job ' .. head .. ' (ordered conversation)')
+    return {2, ARGV[1]}
+  end
 end
 local due = redis.call('HGET', KEYS[1], 'next_attempt_at')
 if due then
   redis.call('ZADD', KEYS[4], due, ARGV[1])
-  return {1, ARGV[1]}
+  return {2, ARGV[1]}
 end
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[3], tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])  -- for the lost-message sweep

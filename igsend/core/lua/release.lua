@@ -9,7 +9,10 @@ if head then
   if redis.call('HGET', key, 'waiting_for') then
     redis.call('HDEL', key, 'waiting_for', 'reason')
     local t = redis.call('TIME')
-    redis.call('ZADD', KEYS[2], tonumber(t[1]) + tonumber(t[2]) / 1000000, head)
+    local due = tonumber(t[1]) + tonumber(t[2]) / 1000000
+    local scheduled = tonumber(redis.call('HGET', key, 'next_attempt_at') or '')
+    if scheduled and scheduled > due then due = scheduled end  -- a scheduled one still waits for its time
+    redis.call('ZADD', KEYS[2], string.format('%.6f', due), head)
   end
   return head
 end

@@ -192,3 +192,58 @@ def test_the_http_api_schedules_and_cancels(private_db) -> None:  # db 1: no wor
     assert client.delete("/v1/messages/no-such-job", headers=AUTH).status_code == 404
     naive = client.post("/v1/messages", json=text(send_at="2026-12-24T09:00:00"), headers=AUTH)
     assert naive.status_code == 422 and "send_at" in naive.get_json()["errors"]["json"]
+
+
+def test_a_cancelled_message_already_in_the_queue_is_never_posted(tmp_path: Path, redis_url: str, sandbox: str,
+                                                                  accounts_file: Path) -> None:
+    """Cancelled while its Celery message waits in the broker: the worker that takes it sends nothing."""
+    import redis as redis_lib
+
+    from igsend.local.processes import start_worker
+    from tests.conftest import queue_depth, wait_until
+
+    url = redis_url.rsplit("/", 1)[0] + "/4"  # no worker consumes this database until the test starts one
+    previous = os.environ["IGSEND_REDIS_URL"]
+    os.environ["IGSEND_REDIS_URL"] = url
+    reset_client_caches()
+    client = redis_lib.Redis.from_url(url, decode_responses=True)
+    client.flushdb()
+    worker = None
+    try:
+        job = send_text("cancel-queued", "never sent")
+        assert queue_depth(client) == 1
+        job.cancel()
+        worker = start_worker(env=worker_env(url, sandbox, accounts_file), concurrency=4,
+                              log_path=tmp_path / "worker.log")
+        wait_until(lambda: queue_depth(client) == 0, timeout=20)
+        time.sleep(1.0)
+        assert job.status() is JobStatus.CANCELLED
+        assert _posted_at(sandbox, "cancel-queued") == []
+    finally:
+        if worker:
+            worker.stop()
+        client.flushdb()
+        os.environ["IGSEND_REDIS_URL"] = previous
+        reset_client_caches()
+
+
+@pytest.mark.usefixtures("worker", "clean")
+def test_many_due_at_once_go_at_the_budget_in_order_of_their_time(sandbox: str) -> None:
+    """300 messages due within the same second: they go at the account's budget (100/s, Instagram Login), the
+    earlier-due ones first."""
+    due = time.time() + 2
+    documents = [text(recipient=f"due-{i:03d}", send_at=due + i * 0.002) for i in range(300)]
+    batch = send_many(documents)
+    finish = time.monotonic() + 30
+    while time.monotonic() < finish and len([m for m in received(sandbox)
+                                             if m["body"]["recipient"]["id"].startswith("due-")]) < 300:
+        time.sleep(0.2)
+    posted = sorted((m["received_at"], m["body"]["recipient"]["id"]) for m in received(sandbox)
+                    if m["body"]["recipient"]["id"].startswith("due-"))
+    assert len(posted) == 300
+    assert posted[0][0] >= due
+    busiest = max(sum(1 for at, _ in posted if start <= at < start + 1) for start, _ in posted)
+    assert busiest <= 110, f"{busiest} in one second: over the account's budget"
+    first_sent = {name for _, name in posted[:100]}
+    assert len(first_sent & {f"due-{i:03d}" for i in range(150)}) >= 90  # the earlier-due ones went first
+    assert all(job.status() is JobStatus.DELIVERED for job in batch.queued)

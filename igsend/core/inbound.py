@@ -1,0 +1,74 @@
+"""What people wrote to the accounts, as Meta's webhooks report it: when each person last wrote to each account
+(the 24-hour window), when each comment was made (private replies), and the capped stream ``igsend:inbound`` that
+other apps read.
+
+One small key per person and per comment, each expiring after :data:`REMEMBER_SECONDS` (past the longest window,
+7 days with ``HUMAN_AGENT``), so what igsend remembers never grows beyond the people active in the last week.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from igsend.core.store import PREFIX
+
+#: The stream of inbound events, capped like ``igsend:outcomes``.
+INBOUND_KEY = f"{PREFIX}inbound"
+#: About how many events the stream keeps (XADD MAXLEN ~).
+INBOUND_MAX = 100_000
+#: How long a person's last message and a comment's time are remembered: past every window.
+REMEMBER_SECONDS = 8 * 24 * 3600
+#: The windows ("Your app has 24 hours to respond"; HUMAN_AGENT: 7 days for a person's reply).
+WINDOW_SECONDS = 24 * 3600
+HUMAN_AGENT_WINDOW_SECONDS = 7 * 24 * 3600
+#: Meta takes a private reply within 7 days of the comment.
+PRIVATE_REPLY_SECONDS = 7 * 24 * 3600
+
+# KEYS: the key. ARGV: unix seconds, ttl. Keeps the later of the stored time and this one (webhooks arrive late,
+# retried and out of order).
+_LATER = """
+local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > stored then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+def last_wrote_key(account: str, person: str) -> str:
+    """When ``person`` (an IGSID) last wrote to ``account`` (an igsend account name): Unix seconds."""
+    return f"{PREFIX}lastwrote:{account}:{person}"
+
+
+def comment_key(account: str, comment_id: str) -> str:
+    """When a comment on one of ``account``'s posts was made: Unix seconds."""
+    return f"{PREFIX}comment:{account}:{comment_id}"
+
+
+def window_seconds(tag: str | None) -> int:
+    return HUMAN_AGENT_WINDOW_SECONDS if tag == "HUMAN_AGENT" else WINDOW_SECONDS
+
+
+def note_user_message(client: redis.Redis | redis.client.Pipeline, account: str, person: str, at: float) -> None:
+    """A person wrote (a message, a postback, a quick-reply tap, a referral): the window opens again from ``at``."""
+    _later(client, last_wrote_key(account, person), at)
+
+
+def note_comment(client: redis.Redis | redis.client.Pipeline, account: str, comment_id: str, at: float) -> None:
+    _later(client, comment_key(account, comment_id), at)
+
+
+def _later(client: redis.Redis | redis.client.Pipeline, key: str, at: float) -> None:
+    client.eval(_LATER, 1, key, f"{at:.3f}", REMEMBER_SECONDS)
+
+
+def last_user_message(client: redis.Redis, account: str, person: str) -> float | None:
+    """When the person last wrote to the account, if a webhook said so in the last week."""
+    value = client.get(last_wrote_key(account, person))
+    return float(value) if value else None
+
+
+def comment_time(client: redis.Redis, account: str, comment_id: str) -> float | None:
+    value = client.get(comment_key(account, comment_id))
+    return float(value) if value else None

@@ -13,7 +13,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from igsend.core.errors import CancelRefused, IdempotencyConflict, IgsendError, ReplayRefused
+from igsend.core.errors import (
+    CancelRefused,
+    IdempotencyConflict,
+    IgsendError,
+    OutsideWindow,
+    ReplayRefused,
+    UnknownAccount,
+)
 from producers import uploads
 
 # enqueue_many: importable from here as before, though send_many no longer uses it
@@ -33,8 +40,8 @@ from schemas import InvalidMessage
 
 __all__ = [
     "BatchResult", "CancelRefused", "EnqueueError", "IdempotencyConflict", "IgsendError", "InvalidMessage", "Job",
-    "JobError", "JobCancelled", "JobNotFound", "JobStatus", "MessageDead", "OutcomeUnknown", "RedisFull",
-    "ReplayRefused",
+    "JobError", "JobCancelled", "JobNotFound", "JobStatus", "MessageDead", "OutcomeUnknown", "OutsideWindow",
+    "RedisFull", "ReplayRefused", "UnknownAccount",
     "get_job", "media_item", "react", "reply_privately", "send", "send_attachment", "send_button_template",
     "send_generic_template", "send_images", "send_link", "send_many", "send_post", "send_product_template",
     "send_quick_replies", "send_sticker", "send_text", "sender_action", "unreact",

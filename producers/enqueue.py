@@ -15,9 +15,9 @@ from typing import Any
 
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from igsend.core import presence, records
+from igsend.core import inbound, presence, records
 from igsend.core.celery_app import NEW_PRIORITY, get_app, publish, queue_keys
-from igsend.core.errors import IdempotencyConflict, IgsendError
+from igsend.core.errors import IdempotencyConflict, IgsendError, OutsideWindow
 from igsend.core.presence import Presence
 from igsend.core.settings import get_settings
 from igsend.core.store import (
@@ -140,6 +140,8 @@ def enqueue(document: dict[str, Any]) -> Job:
     (its key already names a different message; nothing queued) or EnqueueError."""
     message = load_message(document)
     check_sendable(_presence(), message)
+    for refused in check_windows([message]).values():
+        raise refused
     placed = place_many([message])[0]
     if placed.conflict is not None:
         raise placed.conflict
@@ -148,7 +150,7 @@ def enqueue(document: dict[str, Any]) -> Job:
 
 def validate_many(documents: Iterable[Any]) -> tuple[list[dict[str, Any]], dict[int, InvalidMessage]]:
     """Validate a batch; return the valid messages and, by position, the errors of the others."""
-    valid: list[dict[str, Any]] = []
+    checked: list[tuple[int, dict[str, Any]]] = []
     errors: dict[int, InvalidMessage] = {}
     known: Presence | None = None
     for index, document in enumerate(documents):
@@ -156,10 +158,30 @@ def validate_many(documents: Iterable[Any]) -> tuple[list[dict[str, Any]], dict[
             message = load_message(document)
             known = known or _presence()
             check_sendable(known, message)
-            valid.append(message)
+            checked.append((index, message))
         except InvalidMessage as exc:
             errors[index] = exc
-    return valid, errors
+    outside = check_windows([message for _, message in checked])
+    for position, (index, _) in enumerate(checked):
+        if position in outside:
+            errors[index] = outside[position]
+    return [message for position, (_, message) in enumerate(checked) if position not in outside], errors
+
+
+def check_windows(messages: list[dict[str, Any]]) -> dict[int, OutsideWindow]:
+    """By position, the messages whose window is known to be closed (or to close before their ``send_at``): the
+    person's last message as igsend's webhooks remember it, or the caller's ``last_user_message_at``. One MGET for
+    the whole batch. Nothing known: the message is sent and Meta decides."""
+    if not messages:
+        return {}
+    opened = get_redis().mget([inbound.window_of(message)[0] for message in messages])
+    now = time.time()
+    refused = {}
+    for position, (message, value) in enumerate(zip(messages, opened, strict=True)):
+        why = inbound.outside_window(message, float(value) if value else None, now)
+        if why is not None:
+            refused[position] = OutsideWindow(*why)
+    return refused
 
 
 log = logging.getLogger("igsend.producers")

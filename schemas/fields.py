@@ -129,6 +129,9 @@ class SendAt(fields.Field[float]):
     refused (whose 9:00?), as is one more than a year ahead; a time in the past means now."""
 
     default_error_messages = {"null": "must not be null"}
+    #: How far ahead of now a time may be, and what to say past it.
+    max_ahead: float = MAX_SCHEDULE_SECONDS
+    too_far = "must be at most a year ahead"
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -149,10 +152,18 @@ class SendAt(fields.Field[float]):
             seconds = float(value)
             if not math.isfinite(seconds) or seconds <= 0:
                 raise ValidationError(f"must be a positive number of Unix seconds (got {value!r})")
-        if seconds > time.time() + MAX_SCHEDULE_SECONDS:
+        if seconds > time.time() + self.max_ahead:
             shown = datetime.fromtimestamp(min(seconds, 253402300799), UTC).isoformat()
-            raise ValidationError(f"must be at most a year ahead (got {shown})")
+            raise ValidationError(f"{self.too_far} (got {shown})")
         return seconds
+
+
+class PastMoment(SendAt):
+    """A moment that has happened (e.g. when a person last wrote): like ``send_at``, but not in the future (a
+    minute's clock skew allowed)."""
+
+    max_ahead = 60.0
+    too_far = "must not be in the future"
 
 
 class HttpUrl(Str):

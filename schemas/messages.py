@@ -12,7 +12,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validates, validates_schema
 
 from igsend.core.errors import InvalidMessage as InvalidMessage  # re-exported: the contract's error
-from schemas.fields import Chars, HttpUrl, Identifier, SendAt, Str, Utf8Text, count_between
+from schemas.fields import Chars, HttpUrl, Identifier, PastMoment, SendAt, Str, Utf8Text, count_between
 
 TEXT_MAX_BYTES = 1000
 
@@ -107,6 +107,10 @@ class MessageSchema(BaseSchema):
 
     recipient = Identifier(required=True, what="Instagram-scoped ID (IGSID)",
                            metadata={"description": "the recipient's Instagram-scoped ID"})
+    last_user_message_at = PastMoment(metadata={
+        "description": "when the person last wrote to the account (ISO 8601 with a time zone, or Unix seconds), for "
+                       "the 24-hour window when igsend's webhooks do not know it", "type": "string",
+        "example": "2026-12-03T08:10:00Z"})
     ordered = fields.Boolean(truthy={True}, falsy={False}, error_messages={"invalid": "must be true or false"},
                              metadata={"description": "POST it only after the account's earlier ordered messages "
                                                       "to this recipient are delivered, dead or cancelled"})

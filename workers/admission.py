@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from igsend.core import records
+from igsend.core import inbound, records
 from igsend.core.store import (
     DELAYED_KEY,
     INFLIGHT_KEY,
@@ -45,6 +45,7 @@ class Action(StrEnum):
     DEFERRED = "deferred"  # the account is paused
     PARKED = "parked"  # a rate slot is booked for later
     WAITING = "waiting"  # an ordered job behind an earlier one of its conversation; that one's end makes it due
+    WINDOW_CLOSED = "window_closed"  # the person's window closed while it waited: ``detail`` says when it opened
     UNREPLICATED = "unreplicated"  # admitted on the primary only (IGSEND_REDIS_REPLICA_ACKS): must not POST
 
 
@@ -81,13 +82,14 @@ class Admitter:
               lock_ttl: float | None = None) -> Admission:
         """``lock_ttl``: seconds the job's lock lives (its POST's deadline plus a margin; Settings.lock_ttl)."""
         account = message["account"]
+        window_key, window_seconds, _ = inbound.window_of(message)
         keys = [job_key(job_id), lock_key(job_id), account_key(account), limiter_key(account, send_class),
                 DELAYED_KEY, held_key(account), PENDING_KEY, INFLIGHT_KEY, done_key(job_id),
-                records.conversation_of(message) or NO_CONVERSATION_KEY]
+                records.conversation_of(message) or NO_CONVERSATION_KEY, window_key]
         lock_ttl_ms = int(lock_ttl * 1000) if lock_ttl else self.lock_ttl_ms
         args = [job_id, lock_ttl_ms, rate, self.max_inline_wait, self.record_ttl,
                 json.dumps(message, ensure_ascii=False), message["kind"], account, records.recipient_of(message),
-                self.late_tolerance, job_key("")]
+                self.late_tolerance, job_key(""), window_seconds, message.get("last_user_message_at") or ""]
         if self.replica_acks:
             # One pipeline, so the WAIT runs on the connection that ran the script (WAIT counts that connection's
             # writes), and a pipeline retried on a new primary runs the script there again before its WAIT.

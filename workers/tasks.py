@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any, NoReturn, cast
 
 import redis
@@ -18,7 +19,7 @@ from celery import Task
 from celery.exceptions import Ignore
 from celery.worker.request import Request as CeleryRequest
 
-from igsend.core import account_state
+from igsend.core import account_state, inbound
 from igsend.core.celery_app import TASK_NAME, get_app, summarize_arguments
 from igsend.core.errors import IgsendError
 from igsend.core.records import JobStatus, NotReplicated, Outcomes, conversation_of, recipient_of
@@ -173,6 +174,11 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
                 continue
             _dead(ctx, job_id, "outcome unknown: a worker stopped while its POST was in flight; not resent",
                   None, None, status=JobStatus.UNKNOWN, msg=msg)
+        if admission.action is Action.WINDOW_CLOSED:
+            _, _, name = inbound.window_of(msg)
+            opened = datetime.fromtimestamp(float(admission.detail), UTC).strftime("%Y-%m-%dT%H:%MZ")
+            _dead(ctx, job_id, f"window closed: the {name} closed while the message waited (opened {opened})",
+                  None, None, msg=msg)
         if admission.action is Action.UNREPLICATED:
             ctx.outcomes.unadmit(job_id, time.time() + UNREPLICATED_DELAY, reason=admission.detail)
             RETRIES.labels(msg["account"], "unreplicated").inc()

@@ -16,7 +16,7 @@ import click
 import redis
 
 from igsend.core import presence
-from igsend.core.errors import CancelRefused, ConfigurationError, IdempotencyConflict, ReplayRefused
+from igsend.core.errors import CancelRefused, ConfigurationError, IdempotencyConflict, OutsideWindow, ReplayRefused
 from igsend.core.store import brief_connections, describe_redis_error, get_redis, redis_warnings
 from producers import EnqueueError, InvalidMessage, JobError, JobNotFound, get_job, media_item, send
 from producers.jobs import Job
@@ -98,6 +98,8 @@ def _deliver(document: dict[str, Any], account: str, idempotency_key: str | None
         document["idempotency_key"] = idempotency_key
     try:
         job = send(document)  # refuses an account no worker serves (UnknownAccount, an InvalidMessage)
+    except OutsideWindow as exc:  # a valid message, refused for now: exit 1, like other refusals of a send
+        _fail(str(exc), code=1)
     except InvalidMessage as exc:
         _fail(str(exc))
     except (EnqueueError, IdempotencyConflict) as exc:

@@ -46,6 +46,15 @@ class IdempotencyConflict(IgsendError):
         super().__init__(f"idempotency key {key!r} was already used for a different message (job {job_id})")
 
 
+class OutsideWindow(InvalidMessage):
+    """The person's window for messages from the business is closed (24 hours after their last message, 7 days
+    with the HUMAN_AGENT tag; a private reply: 7 days after the comment): refused before queueing (HTTP 422 on the
+    field, CLI exit 1), or dead-lettered with reason ``window closed`` when it closed while the message waited."""
+
+    def __init__(self, field: str, rule: str):
+        super().__init__({field: [rule]})
+
+
 class CancelRefused(IgsendError):
     """A job that is sending or finished cannot be taken back (HTTP 409, CLI exit 1); the message says why."""
 

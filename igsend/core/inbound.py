@@ -8,6 +8,9 @@ One small key per person and per comment, each expiring after :data:`REMEMBER_SE
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import redis
 
 from igsend.core.store import PREFIX
@@ -72,3 +75,36 @@ def last_user_message(client: redis.Redis, account: str, person: str) -> float |
 def comment_time(client: redis.Redis, account: str, comment_id: str) -> float | None:
     value = client.get(comment_key(account, comment_id))
     return float(value) if value else None
+
+
+def window_of(message: dict[str, Any]) -> tuple[str, int, str]:
+    """For a validated message: the key holding the moment its window opened (the person's last message, or the
+    comment a private reply answers), how long the window lasts, and what to call it."""
+    if message["kind"] == "private_reply":
+        return comment_key(message["account"], message["comment_id"]), PRIVATE_REPLY_SECONDS, "7-day private-reply window"
+    seconds = window_seconds(message.get("tag"))
+    name = "7-day HUMAN_AGENT window" if seconds == HUMAN_AGENT_WINDOW_SECONDS else "24-hour window"
+    return last_wrote_key(message["account"], message["recipient"]), seconds, name
+
+
+def outside_window(message: dict[str, Any], opened: float | None, now: float) -> tuple[str, str] | None:
+    """Why ``message`` may not be sent (the field and the rule), or None. ``opened``: when its window opened, as
+    remembered from a webhook; the caller's ``last_user_message_at`` counts too (the later of the two). Nothing
+    known: igsend sends and Meta decides."""
+    opened = max(filter(None, (opened, message.get("last_user_message_at"))), default=None)
+    if opened is None:
+        return None
+    _, seconds, name = window_of(message)
+    closes = opened + seconds
+    field, what = ("comment_id", "comment") if message["kind"] == "private_reply" else ("recipient", "last message")
+    send_at = message.get("send_at")
+    if send_at is not None and send_at > now and send_at >= closes:
+        return field, (f"send_at {_iso(send_at)} is after the {name} closes ({_iso(closes)}; {what} "
+                       f"{_iso(opened)})")
+    if now >= closes:
+        return field, f"outside the {name} ({what} {_iso(opened)})"
+    return None
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%MZ")

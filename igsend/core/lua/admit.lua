@@ -1,9 +1,10 @@
 -- Admission: may this job POST now? One atomic step that reads the job record, its lock, the account's state
 -- and the account's GCRA rate limiter, on Redis's clock (TIME), shared by every worker.
 -- KEYS: job, lock, account, limiter, delayed, held, pending, inflight, done, conversation (or the bare
---       'igsend:conv:' for a job that is not ordered)
+--       'igsend:conv:' for a job that is not ordered), the moment the window opened (the person's last message,
+--       or the comment a private reply answers: igsend.core.inbound)
 -- ARGV: job_id, lock_ttl_ms, rate, max_inline_wait, record_ttl, message_json, kind, account, recipient,
---       late_tolerance, job-record key prefix
+--       late_tolerance, job-record key prefix, window seconds, the caller's last_user_message_at ('' for none)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local job_id = ARGV[1]
@@ -36,6 +37,13 @@ local due = tonumber(rec[2] or '')
 if (status == 'retrying' or status == 'scheduled') and due and due > now + max_wait then
   return {'early', tostring(due)}
 end
+
+-- A window that closed while the message waited (scheduled, throttled, retrying, behind an ordered one): it is
+-- dead-lettered, not POSTed into Meta's error.
+local opened = tonumber(redis.call('GET', KEYS[11]) or '')
+local given = tonumber(ARGV[13])
+if given and (not opened or given > opened) then opened = given end
+if opened and now >= opened + tonumber(ARGV[12]) then return {'window_closed', tostring(opened)} end
 
 -- An ordered job goes only from the head of its conversation. One behind a job still owed a send (or a dead one
 -- that holds the conversation) parks, holding no worker and no prefetch slot: the head's end makes it due.

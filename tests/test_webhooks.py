@@ -9,6 +9,7 @@ import hmac
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -390,3 +391,10 @@ def test_the_webhook_routes_are_not_in_the_openapi_document() -> None:
 
     paths = create_app(require_keys=False).test_client().get("/openapi.json").get_json()["paths"]
     assert not [path for path in paths if path.startswith("/webhooks")]
+
+
+def test_docs_page_lists_the_stream_fields() -> None:
+    from producers.webhook_inbox import FIELDS
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "webhooks.md").read_text(encoding="utf-8")
+    assert [name for name in FIELDS if f"| `{name}` |" not in page] == []

@@ -47,6 +47,8 @@ from producers import (
     send,
     send_many,
 )
+from producers.webhooks import PATH as WEBHOOK_PATH
+from producers.webhooks import start_inbox, webhooks
 from schemas import KINDS, SCHEMAS
 from schemas.messages import BaseSchema
 
@@ -60,6 +62,8 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_URL_CHARS = 2048
 JOB_ID = re.compile(r"[!-~]{1,255}")  # what a Celery task id can be in practice: printable ASCII, no spaces
 AUTH_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="igsend"'}
+#: Paths served without an API key: the health probe, the OpenAPI document, and Meta's webhooks (signed by Meta).
+KEYLESS_PATHS = ("/healthz", "/openapi.json", WEBHOOK_PATH)
 REDIS_DOWN = "Redis is unavailable: nothing was done; try again shortly"
 FAILED_MIDWAY = "Redis or the broker failed during the call: check the job's status, then try again"
 
@@ -529,12 +533,13 @@ def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True) 
     api.spec.components.schema("BatchRequest", component=BATCH_REQUEST_COMPONENT)
     api.register_blueprint(blp)
     api.register_blueprint(health_blp)
+    app.register_blueprint(webhooks)  # Meta's, not the apps': outside the OpenAPI document
 
     @app.before_request
     def _guard() -> None:
         if len(request.path) + len(request.query_string) > MAX_URL_CHARS:
             abort(414, message=f"the URL is longer than {MAX_URL_CHARS} characters")
-        if keys and request.path not in ("/healthz", "/openapi.json") and not _bearer_matches(
+        if keys and request.path not in KEYLESS_PATHS and not _bearer_matches(
                 request.headers.get("Authorization", ""), key_bytes):
             abort(401, message="send a key from IGSEND_API_KEYS as Authorization: Bearer KEY",
                   headers=AUTH_CHALLENGE)
@@ -549,4 +554,5 @@ def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True) 
 
     app.register_error_handler(RedisError, _unavailable)
     app.register_error_handler(BrokerError, _unavailable)
+    start_inbox()
     return app

@@ -43,6 +43,8 @@ IGSEND_SERVICES = {"worker", "flower", "api", "sandbox", "metrics"}
 HA = {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
 #: Settings that carry or locate account secrets: only the processes that send (and the sandbox) get them.
 ACCOUNT_SECRETS = {"IGSEND_ACCESS_TOKEN", "IGSEND_APP_SECRET", "IGSEND_ACCOUNTS_FILE"}
+#: ... except the app secret, which the API needs too: Meta signs its webhook deliveries with it (no token).
+SECRETS_ALSO_IN = {"api": {"IGSEND_APP_SECRET"}}
 #: Entry points the compose file runs that are contract (DESIGN.md / the deployment brief) but may not be written
 #: yet. A missing one skips its check with this reason; anything else missing fails.
 PENDING = {
@@ -280,7 +282,10 @@ def test_tokens_reach_only_workers_and_the_sandbox(services: dict[str, dict[str,
         worker)
     for name, service in services.items():
         if name not in ("worker", "sandbox"):
-            assert not ACCOUNT_SECRETS & set(environment(service)), f"{name} must not see account secrets"
+            allowed = SECRETS_ALSO_IN.get(name, set())
+            assert not (ACCOUNT_SECRETS - allowed) & set(environment(service)), f"{name} must not see account secrets"
+    api = environment(services["api"])
+    assert [ref[0] for ref in interpolations(api["IGSEND_APP_SECRET"])] == ["IGSEND_APP_SECRET"]
     # the optional accounts file is mounted read-only where IGSEND_ACCOUNTS_FILE points
     mounts = [v for v in services["worker"]["volumes"] if isinstance(v, dict)]
     assert any(m["target"] == "/etc/igsend/accounts.toml" and m.get("read_only") for m in mounts)
@@ -298,7 +303,7 @@ NOT_FROM_ENV = {
     "IGSEND_REDIS_URL": "built from IGSEND_REDIS_PASSWORD: the stack's Redis is the compose service",
 }
 #: Documented settings only one service reads.
-ONLY_IN = {"IGSEND_FLOWER_AUTH": "flower", "IGSEND_API_KEYS": "api"}
+ONLY_IN = {"IGSEND_FLOWER_AUTH": "flower", "IGSEND_API_KEYS": "api", "IGSEND_WEBHOOK_VERIFY_TOKEN": "api"}
 #: Settings producers read too (records, idempotency, the broker's visibility timeout): the API gets them.
 PRODUCER_SETTINGS = {"IGSEND_SEND_DEADLINE", "IGSEND_IDEMPOTENCY_WINDOW", "IGSEND_RESULT_TTL", "IGSEND_DELIVERED_TTL",
                      "IGSEND_DLQ_MAX", "IGSEND_DLQ_ARCHIVE", "IGSEND_LOG_FORMAT", "IGSEND_REDIS_URL"}

@@ -1,6 +1,7 @@
 """What people wrote to the accounts, as Meta's webhooks report it: when each person last wrote to each account
-(the 24-hour window), when each comment was made (private replies), and the capped stream ``igsend:inbound`` that
-other apps read.
+(the 24-hour window), when each comment was made (private replies), the capped stream ``igsend:inbound`` that
+other apps read (each event once: ids seen in the last 3 days are dropped), and the inbox of webhook deliveries
+not yet processed into it.
 
 One small key per person and per comment, each expiring after :data:`REMEMBER_SECONDS` (past the longest window,
 7 days with ``HUMAN_AGENT``), so what igsend remembers never grows beyond the people active in the last week.
@@ -8,6 +9,7 @@ One small key per person and per comment, each expiring after :data:`REMEMBER_SE
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +21,10 @@ from igsend.core.store import PREFIX
 INBOUND_KEY = f"{PREFIX}inbound"
 #: About how many events the stream keeps (XADD MAXLEN ~).
 INBOUND_MAX = 100_000
+#: Webhook deliveries as received (the raw body), kept until they are processed into :data:`INBOUND_KEY`.
+INBOX_KEY = f"{PREFIX}webhook-inbox"
+#: How long an event id is remembered to drop Meta's retries of it (Meta retries for 36 hours).
+SEEN_SECONDS = 3 * 24 * 3600
 #: How long a person's last message and a comment's time are remembered: past every window.
 REMEMBER_SECONDS = 8 * 24 * 3600
 #: The windows ("Your app has 24 hours to respond"; HUMAN_AGENT: 7 days for a person's reply).
@@ -37,6 +43,34 @@ if tonumber(ARGV[1]) > stored then
 end
 return 0
 """
+
+
+# KEYS: the event's seen key, the stream. ARGV: seen ttl, stream cap, then field, value, ... Appends the event
+# unless its id was seen: the check and the append are one step, so a retry after a crash neither loses nor
+# repeats it.
+_APPEND = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  return 0
+end
+local args = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*'}
+for i = 3, #ARGV do
+  args[#args + 1] = ARGV[i]
+end
+redis.call(unpack(args))
+return 1
+"""
+
+
+def seen_key(event_id: str) -> str:
+    """Set once an event is in the stream, so Meta's retries of it are dropped."""
+    return f"{PREFIX}inbound-seen:{event_id}"
+
+
+def append_event(client: redis.Redis | redis.client.Pipeline, event_id: str, fields: Mapping[str, str]) -> None:
+    """Add an event to :data:`INBOUND_KEY` unless an event with this id was added in the last
+    :data:`SEEN_SECONDS` (the script answers 1 when added, 0 when dropped)."""
+    flat = [part for pair in fields.items() for part in pair]
+    client.eval(_APPEND, 2, seen_key(event_id), INBOUND_KEY, SEEN_SECONDS, INBOUND_MAX, *flat)
 
 
 def last_wrote_key(account: str, person: str) -> str:
@@ -81,7 +115,8 @@ def window_of(message: dict[str, Any]) -> tuple[str, int, str]:
     """For a validated message: the key holding the moment its window opened (the person's last message, or the
     comment a private reply answers), how long the window lasts, and what to call it."""
     if message["kind"] == "private_reply":
-        return comment_key(message["account"], message["comment_id"]), PRIVATE_REPLY_SECONDS, "7-day private-reply window"
+        key = comment_key(message["account"], message["comment_id"])
+        return key, PRIVATE_REPLY_SECONDS, "7-day private-reply window"
     seconds = window_seconds(message.get("tag"))
     name = "7-day HUMAN_AGENT window" if seconds == HUMAN_AGENT_WINDOW_SECONDS else "24-hour window"
     return last_wrote_key(message["account"], message["recipient"]), seconds, name

@@ -1,17 +1,20 @@
-"""Token endpoints of the sandbox (sandbox.tokens): refresh_access_token, debug_token and /_sandbox/tokens, against a
-sandbox of this module's own (its token rules are changed here)."""
+"""Token files and refreshed tokens: the accounts file's rules (token_file, refresh), and the sandbox's token endpoints
+(sandbox.tokens: refresh_access_token, debug_token, /_sandbox/tokens) against a sandbox of this module's own (its
+token rules are changed here)."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from sandbox.tokens import digest
+from workers.accounts import AccountError, load_accounts
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -24,6 +27,66 @@ ROTATE_NEW = "IGQrotnew" + "n" * 40
 PAGE_TOKEN = "EAApage" + "p" * 40  # Facebook Login, never expires
 SOON_TOKEN = "EAAsoon" + "q" * 40  # Facebook Login, expires in 3 days
 CONFIGURED = [STUDIO_TOKEN, FRESH_TOKEN, ROTATE_TOKEN, PAGE_TOKEN, SOON_TOKEN]
+# --- the accounts file --------------------------------------------------------------------------------------------
+
+def accounts(tmp_path: Path, body: str, **files: str) -> dict[str, Any]:
+    for name, content in files.items():
+        (tmp_path / name).write_text(content)
+    path = tmp_path / "accounts.toml"
+    path.write_text(body)
+    return load_accounts({"IGSEND_ACCOUNTS_FILE": str(path)})
+
+
+def refused(tmp_path: Path, body: str, **files: str) -> str:
+    with pytest.raises(AccountError) as info:
+        accounts(tmp_path, body, **files)
+    return str(info.value)
+
+
+def test_token_file_is_read_relative_to_the_accounts_file(tmp_path: Path) -> None:
+    (tmp_path / "tokens").mkdir()
+    (tmp_path / "tokens" / "a.token").write_text(f"  {STUDIO_TOKEN}\n")
+    account = accounts(tmp_path, '[accounts.a]\ntoken_file = "tokens/a.token"\nrefresh = true\n')["a"]
+    assert account.token == STUDIO_TOKEN
+    assert account.token_file == str(tmp_path / "tokens" / "a.token")
+    assert account.refresh is True
+    assert STUDIO_TOKEN not in repr(account)
+
+
+@pytest.mark.parametrize(("body", "files", "expected"), [
+    ('[accounts.a]\ntoken = "IGQx12345678"\nrefresh = true\n', {},
+     'accounts.a.refresh: refresh = true needs token_file = "PATH"'),
+    ('[accounts.a]\nlogin = "facebook"\ntoken_file = "t"\nrefresh = true\n', {"t": PAGE_TOKEN},
+     "accounts.a.refresh: refresh = true is for Instagram-Login tokens"),
+    ('[accounts.a]\ntoken_file = "t"\ntoken_env = "X"\n', {"t": STUDIO_TOKEN},
+     "accounts.a.token_file: set one of token, token_env or token_file (also set: token_env)"),
+    ('[accounts.a]\ntoken_file = "missing"\n', {}, "accounts.a.token_file: cannot read"),
+    ('[accounts.a]\ntoken_file = "t"\n', {"t": "\n  \n"}, "accounts.a.token_file: "),
+    ('[accounts.a]\ntoken_file = "t"\n', {"t": "IGQone two"}, "the token holds a character tokens never hold"),
+    ('[accounts.a]\ntoken_file = "t"\nrefresh = "yes"\n', {"t": STUDIO_TOKEN},
+     "accounts.a.refresh: must be true or false"),
+    ('[accounts.a]\ntoken_file = 3\n', {}, "accounts.a.token_file: must be the path of a file"),
+])
+def test_token_file_and_refresh_mistakes_name_the_file_account_and_field(
+        tmp_path: Path, body: str, files: dict[str, str], expected: str) -> None:
+    message = refused(tmp_path, body, **files)
+    assert message.startswith(f"{tmp_path / 'accounts.toml'}: "), message
+    assert expected in message
+    assert "IGQone" not in message and STUDIO_TOKEN not in message
+
+
+def test_an_empty_token_file_is_named(tmp_path: Path) -> None:
+    message = refused(tmp_path, '[accounts.a]\ntoken_file = "t"\n', t="\n")
+    assert message.endswith(f"accounts.a.token_file: {tmp_path / 't'} is empty")
+
+
+def test_refresh_needs_a_folder_the_worker_may_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("workers.accounts.os.access", lambda path, mode: False)  # tests may run as root
+    message = refused(tmp_path, '[accounts.a]\ntoken_file = "t"\nrefresh = true\n', t=STUDIO_TOKEN)
+    assert "accounts.a.refresh: refresh = true writes the new token next to" in message
+    assert f"cannot write to {tmp_path}" in message
+
+
 # --- the sandbox's token endpoints ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

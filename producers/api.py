@@ -280,6 +280,9 @@ class HealthSchema(Schema):
     workers_warning = fields.String(metadata={"description": "when no worker is alive: what to run"})
     warnings = fields.List(fields.String(), metadata={
         "description": "Redis settings that put messages at risk, one sentence each"})
+    token_warnings = fields.List(fields.String(), metadata={
+        "description": "accounts whose token expires within 7 days (or expired), or whose last token refresh or "
+                       "check failed, one sentence each (docs: Tokens)"})
     error = fields.String(metadata={"description": "the type of the error a probe met"})
 
 
@@ -470,6 +473,7 @@ health_blp = Blueprint("health", __name__, description="Is the service able to s
 def healthz() -> Any:
     """Whether Redis answers, how many workers announced themselves, and what puts messages at risk; no key."""
     from igsend.core import presence
+    from igsend.core.account_state import token_warnings
 
     health: dict[str, Any] = {"redis": False, "workers": 0}
     # Each probe on its own: a failing one is reported, never raised; the workers are read from their
@@ -479,6 +483,7 @@ def healthz() -> Any:
         health["redis"] = bool(client.ping())
         health["warnings"] = redis_warnings(client)  # e.g. eviction on, or no persistence: reported, not fatal
         health["workers"] = presence.read(client).alive
+        health["token_warnings"] = token_warnings(client=client)  # reported, not fatal, as the Redis warnings
     except Exception as exc:  # noqa: BLE001 - a probe reports, it does not crash
         health["error"] = type(exc).__name__
     if health["redis"] and not health["workers"]:

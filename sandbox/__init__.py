@@ -66,6 +66,12 @@ Introspection: ``GET /_sandbox/messages`` (each with ``body``, ``kind`` and ``se
 "private_replies": [{"account", "comment_id", "recipient_id", "message_id", "received_at"}]}``), both
 filtered by ``?account=``; ``DELETE /_sandbox/messages`` clears all of it.
 
+Tokens (:mod:`sandbox.tokens`): ``GET /refresh_access_token`` refreshes an Instagram-Login token at least a day old
+(``refresh_min_age`` in ``/_sandbox/config``, ``--refresh-min-age``; 0 for tests) into a new one that is accepted
+from then on; ``GET /{version}/debug_token`` tells a token's ``expires_at``, ``data_access_expires_at`` and
+``is_valid``; ``POST /_sandbox/tokens`` adds a token or sets its issue and expiry times (an expired one answers
+190/463). Each message in ``/_sandbox/messages`` carries the ``token_digest`` it was sent with.
+
 Run it with ``python -m sandbox --port 8899 --token T``.
 """
 

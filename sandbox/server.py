@@ -22,9 +22,11 @@ from typing import Any
 
 from aiohttp import web
 
+import sandbox.tokens as token_api
 from sandbox.errors import GraphError, usage_headers
 from sandbox.faults import Faults, fault_error
 from sandbox.limits import BUDGETS, HOUR, LOGINS, PRIVATE_REPLIES_PER_HOUR, Bucket, check_login, login_from_token
+from sandbox.tokens import DAY, LONG_LIVED, TokenBook
 from sandbox.wire import PRIVATE_REPLY, Checked, ParsedRequest, check_upload, read_request, validate
 
 GRAPH_VERSION = re.compile(r"v\d+\.\d+")
@@ -51,11 +53,15 @@ class SandboxConfig:
     app_version: str = DEFAULT_APP_VERSION
     app_secret: str | None = None  # when set, every call needs appsecret_proof
     seed: int | None = None  # for the random error injection
+    refresh_min_age: float = DAY  # seconds: a younger token is not refreshed (Meta: 24 hours); 0 for tests
+    token_lifetime: float = LONG_LIVED  # seconds a refreshed token lives (Meta: 60 days)
 
 
 def check_settings(*, latency_ms: float, error_rate: float, rate_limit: float | None,
                    media_rate_limit: float | None, private_reply_limit: float | None, logins: dict[str, str],
-                   default_login: str) -> None:
+                   default_login: str, refresh_min_age: float = DAY, token_lifetime: float = LONG_LIVED) -> None:
+    if refresh_min_age < 0 or token_lifetime <= 0:
+        raise ValueError("need refresh_min_age >= 0 and token_lifetime > 0 (seconds)")
     if latency_ms < 0 or not 0 <= error_rate <= 1 or any(
             limit is not None and limit <= 0 for limit in (rate_limit, media_rate_limit, private_reply_limit)):
         raise ValueError("need latency_ms >= 0, 0 <= error_rate <= 1, rate_limit > 0 or null, "
@@ -68,7 +74,8 @@ def check_settings(*, latency_ms: float, error_rate: float, rate_limit: float | 
 def _settings(config: SandboxConfig) -> dict[str, Any]:
     return {"latency_ms": config.latency_ms, "error_rate": config.error_rate, "rate_limit": config.rate_limit,
             "media_rate_limit": config.media_rate_limit, "private_reply_limit": config.private_reply_limit,
-            "logins": config.logins, "default_login": config.default_login}
+            "logins": config.logins, "default_login": config.default_login,
+            "refresh_min_age": config.refresh_min_age, "token_lifetime": config.token_lifetime}
 
 
 def _number(value: Any, key: str, *, nullable: bool) -> float | None:
@@ -83,6 +90,7 @@ class Sandbox:
     def __init__(self, config: SandboxConfig):
         self.config = config
         self.random = random.Random(config.seed)
+        self.token_book = TokenBook(config)  # outlives reset(): workers keep the tokens it issued
         self.reset()
 
     def reset(self) -> None:
@@ -109,8 +117,9 @@ class Sandbox:
         return self.config.logins.get(account) or login_from_token(token) or self.config.default_login
 
     def authenticate(self, token: str | None, proof: str | None) -> None:
-        if not token or token not in self.config.tokens:
-            raise GraphError(190)
+        problem = self.token_book.problem(token)  # unknown, revoked or expired: 190
+        if problem is not None or token is None:
+            raise problem or GraphError(190)
         if self.config.app_secret:
             if not proof:
                 raise GraphError(100, "API calls from the server require an appsecret_proof argument")
@@ -293,7 +302,8 @@ class Sandbox:
             "seq": len(self.messages) + 1, "account": account, "login": login, "path": request.path,
             "version": version, "served_version": version or self.config.app_version,
             "token_placement": parsed.placement, "content_type": parsed.content_type,
-            "appsecret_proof": parsed.proof is not None, "body": parsed.body,
+            "appsecret_proof": parsed.proof is not None, "token_digest": token_api.digest(parsed.token or ""),
+            "body": parsed.body,
             "kind": checked.kind, "send_class": checked.send_class,
             "message_id": answer.get("message_id"), "recipient_id": answer["recipient_id"],
             "received_at": now,
@@ -401,7 +411,7 @@ class Sandbox:
             if not isinstance(changes, dict):
                 raise ValueError("the body must be a JSON object")
             updates = _settings(self.config)
-            for key in ("latency_ms", "error_rate"):
+            for key in ("latency_ms", "error_rate", "refresh_min_age", "token_lifetime"):
                 if key in changes:
                     updates[key] = _number(changes[key], key, nullable=False)
             for key in ("rate_limit", "media_rate_limit", "private_reply_limit"):
@@ -428,6 +438,38 @@ class Sandbox:
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
+
+    # --- tokens (sandbox.tokens) -------------------------------------------------------------------------
+
+    async def refresh_token(self, request: web.Request) -> web.Response:
+        token = _request_token(request)
+        login = self.login_of(self.account_key("me", token), token)
+        try:
+            self.authenticate(token, request.query.get("appsecret_proof"))
+            return await token_api.refresh(self.token_book, request, token, login=login,
+                                           min_age=self.config.refresh_min_age, lifetime=self.config.token_lifetime)
+        except GraphError as error:
+            self.errors[str(error.code)] += 1
+            return error.response("instagram")  # graph.instagram.com
+
+    async def debug_token(self, request: web.Request) -> web.Response:
+        token = _request_token(request)
+        login = self.login_of(self.account_key("me", token), token)
+        try:
+            self.authenticate(token, request.query.get("appsecret_proof"))
+            return await token_api.debug_token(self.token_book, request, login=login)
+        except GraphError as error:
+            self.errors[str(error.code)] += 1
+            return error.response("facebook")  # graph.facebook.com
+
+    async def list_tokens(self, request: web.Request) -> web.Response:
+        return web.json_response(self.token_book.describe())
+
+    async def set_token(self, request: web.Request) -> web.Response:
+        try:
+            return web.json_response(self.token_book.update(await request.json()))
+        except ValueError as error:
+            return web.json_response({"ok": False, "error": str(error)}, status=400)
 
 
 SANDBOX: web.AppKey[Sandbox] = web.AppKey("sandbox", Sandbox)
@@ -464,6 +506,11 @@ def create_app(config: SandboxConfig) -> web.Application:
     app.router.add_get("/_sandbox/config", sandbox.get_config)
     app.router.add_post("/_sandbox/config", sandbox.set_config)
     app.router.add_get("/healthz", sandbox.healthz)
+    app.router.add_get("/_sandbox/tokens", sandbox.list_tokens)
+    app.router.add_post("/_sandbox/tokens", sandbox.set_token)
+    app.router.add_get("/refresh_access_token", sandbox.refresh_token)
+    app.router.add_get("/debug_token", sandbox.debug_token)
+    app.router.add_get(r"/{version:v\d+\.\d+}/debug_token", sandbox.debug_token)
     # last, so the routes above win; every other path and method gets a Graph answer, never a plain 404/405
     app.router.add_route("*", "/{path:.*}", sandbox.graph)
     return app
@@ -525,13 +572,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="login kind for tokens starting neither IG nor EAA")
     parser.add_argument("--app-secret", default=None, help="require appsecret_proof made with this secret")
     parser.add_argument("--seed", type=int, default=None, help="seed for the random error injection")
+    parser.add_argument("--refresh-min-age", type=float, default=DAY,
+                        help="seconds a token must have lived before refresh_access_token refreshes it "
+                             "(default: Meta's 24 hours)")
+    parser.add_argument("--token-lifetime", type=float, default=LONG_LIVED,
+                        help="seconds a refreshed token lives (default: Meta's 60 days)")
     args = parser.parse_args(argv)
     env_tokens = [t.strip() for t in os.environ.get("IGSEND_SANDBOX_TOKENS", "").split(",") if t.strip()]
     config = SandboxConfig(port=args.port, host=args.host, tokens=[*args.token, *env_tokens],
                            latency_ms=args.latency_ms, error_rate=args.error_rate, rate_limit=args.rate_limit,
                            media_rate_limit=args.media_rate_limit, private_reply_limit=args.private_reply_limit,
                            logins=dict(args.login),
-                           default_login=args.default_login, app_secret=args.app_secret, seed=args.seed)
+                           default_login=args.default_login, app_secret=args.app_secret, seed=args.seed,
+                           refresh_min_age=args.refresh_min_age, token_lifetime=args.token_lifetime)
     try:
         check_settings(**_settings(config))
     except ValueError as error:

@@ -18,7 +18,7 @@ import redis as redis_lib
 from igsend.core import presence
 from igsend.core.errors import UnknownAccount
 from igsend.local.processes import Service
-from tests.conftest import ALL_TOKENS, TOKEN, reset_client_caches, worker_env
+from tests.conftest import ALL_TOKENS, TOKEN, reset_client_caches, wait_until, worker_env
 from tests.test_cli import igsend
 
 API_KEY = "first-hour-key"
@@ -174,20 +174,25 @@ def test_an_account_no_worker_serves_is_refused_everywhere_before_it_is_queued(s
 
 def test_accounts_list_shows_every_served_account_even_when_healthy(served) -> None:
     url, _ = served
+    # the worker asks the sandbox's debug_token about shop's Page token once it is ready (docs/tokens.md)
+    wait_until(lambda: redis_lib.Redis.from_url(url).hget("igsend:token:shop", "source") == b"debug_token")
     listed = igsend("accounts", "list", env={"IGSEND_REDIS_URL": url})
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert lines[0].split() == ["ACCOUNT", "ID", "LOGIN", "TEXT/S", "MEDIA/S", "WORKERS", "HELD", "STATE"]
+    assert lines[0].split() == ["ACCOUNT", "ID", "LOGIN", "TEXT/S", "MEDIA/S", "WORKERS", "HELD", "TOKEN", "EXPIRES",
+                                "STATE"]
     assert [line.split() for line in lines[1:]] == [
-        ["default", "17841400000000001", "instagram", "100", "10", "1", "0", "healthy"],
-        ["shop", "104000000000001", "facebook", "300", "10", "1", "0", "healthy"],
-        ["slow", "17841400000000003", "instagram", "4", "1", "1", "0", "healthy"],
+        ["default", "17841400000000001", "instagram", "100", "10", "1", "0", "unknown", "healthy"],
+        ["shop", "104000000000001", "facebook", "300", "10", "1", "0", "never", "expires", "healthy"],
+        ["slow", "17841400000000003", "instagram", "4", "1", "1", "0", "unknown", "healthy"],
     ]
     as_json = json.loads(igsend("accounts", "list", "--json", env={"IGSEND_REDIS_URL": url}).stdout)
     assert [row["account"] for row in as_json] == ["default", "shop", "slow"]
-    assert as_json[0] | {"budgets": None} == {
+    assert as_json[0] | {"budgets": None, "token": None} == {
         "account": "default", "id": "17841400000000001", "login": "instagram", "app_id": "default",
-        "budgets": None, "health": "healthy", "paused_until": None, "held": 0, "workers": 1}
+        "budgets": None, "health": "healthy", "paused_until": None, "held": 0, "workers": 1, "token": None}
+    assert [(row["token"]["expires_at"], row["token"]["source"]) for row in as_json] == [
+        (None, None), (0, "debug_token"), (None, None)]
     assert TOKEN not in listed.stdout
 
 

@@ -6,10 +6,12 @@ from the TOML file named by ``IGSEND_ACCOUNTS_FILE``::
     [accounts.shop]
     id = "17841400000000001"      # IG user id (Instagram Login) or Page id (Facebook Login); "me" works too
     login = "instagram"            # or "facebook"
-    token_env = "SHOP_IG_TOKEN"    # or token = "..." (keep the file out of version control)
+    token_env = "SHOP_IG_TOKEN"    # or token = "..." (keep the file out of version control), or token_file
     app_id = "shop-app"            # optional: accounts of one Meta app share its app-wide limit (code 4)
     app_secret_env = "SHOP_APP_SECRET"   # optional, or app_secret = "..."; default IGSEND_APP_SECRET
     ordered = true                 # optional: its messages go in order per recipient (default false)
+    # token_file = "tokens/shop.token"   # the token in a file of its own, re-read when it changes (workers.tokens)
+    # refresh = true                 # with token_file, Instagram Login only: workers refresh the token in the file
     # graph_url = "https://graph.instagram.com"   # optional; defaults by login kind
     [accounts.shop.limits]
     text_per_second = 100          # default: Meta's budget for the login kind (see BUDGETS)
@@ -27,7 +29,7 @@ import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, cast
 
@@ -85,6 +87,10 @@ class Account:
     app_id: str = DEFAULT_APP
     #: Its messages go in order per recipient unless a message says ``"ordered": false`` (``ordered = true``).
     ordered: bool = False
+    #: The file the token is read from (``token_file``): workers re-read it when it changes (workers.tokens).
+    token_file: str | None = None
+    #: Workers refresh the long-lived Instagram-Login token and write the new one to ``token_file``.
+    refresh: bool = False
 
     @property
     def messages_url(self) -> str:
@@ -179,8 +185,8 @@ def load_accounts(env: Mapping[str, str] | None = None) -> dict[str, Account]:
     return accounts
 
 
-_FILE_FIELDS = {"id", "login", "token", "token_env", "graph_url", "api_version", "app_id", "app_secret",
-                "app_secret_env", "limits", "ordered"}
+_FILE_FIELDS = {"id", "login", "token", "token_env", "token_file", "refresh", "graph_url", "api_version", "app_id",
+                "app_secret", "app_secret_env", "limits", "ordered"}
 
 
 def _load_file(path: str, env: dict[str, str], version: str, app_secret: str | None) -> dict[str, Account]:
@@ -204,13 +210,25 @@ def _load_file(path: str, env: dict[str, str], version: str, app_secret: str | N
         unknown = sorted(set(spec) - _FILE_FIELDS)
         if unknown:
             raise AccountError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(_FILE_FIELDS))})")
-        accounts[name] = _account_from(name, spec, where, env, version, app_secret)
+        accounts[name] = _account_from(name, spec, where, env, version, app_secret,
+                                       base=os.path.dirname(os.path.abspath(path)))
     return accounts
 
 
 def _account_from(name: str, spec: dict[str, Any], where: str, env: dict[str, str], version: str,
-                  app_secret: str | None) -> Account:
-    if "token" in spec:
+                  app_secret: str | None, *, base: str = ".") -> Account:
+    token_file = None
+    if "token_file" in spec:
+        others = [key for key in ("token", "token_env") if key in spec]
+        if others:
+            raise AccountError(f"{where}.token_file: set one of token, token_env or token_file (also set: "
+                               f"{', '.join(others)})")
+        if not isinstance(spec["token_file"], str) or not spec["token_file"]:
+            raise AccountError(f"{where}.token_file: must be the path of a file (got {spec['token_file']!r})")
+        # relative to the accounts file's folder, so the pair can move together
+        token_file = os.path.join(base, os.path.expanduser(spec["token_file"]))
+        token = read_token_file(token_file, f"{where}.token_file")
+    elif "token" in spec:
         token = _token(spec["token"], f"{where}.token")
     elif "token_env" in spec:
         variable = spec["token_env"]
@@ -218,8 +236,11 @@ def _account_from(name: str, spec: dict[str, Any], where: str, env: dict[str, st
             raise AccountError(f"{where}.token_env: the variable {variable} is not set or empty")
         token = _token(env[str(variable)], f"{where} (from {variable})")
     else:
-        raise AccountError(f"{where}: no token (set token or token_env)")
+        raise AccountError(f"{where}: no token (set token, token_env or token_file)")
     login = _login(spec.get("login", "instagram"), f"{where}.login")
+    refresh = _flag(spec.get("refresh", False), f"{where}.refresh")
+    if refresh:
+        _check_refresh(token_file, login, f"{where}.refresh")
     secret = spec.get("app_secret") or (env.get(str(spec["app_secret_env"])) if "app_secret_env" in spec else None)
     if "app_secret_env" in spec and not secret:
         raise AccountError(f"{where}.app_secret_env: the variable {spec['app_secret_env']} is not set or empty")
@@ -239,8 +260,45 @@ def _account_from(name: str, spec: dict[str, Any], where: str, env: dict[str, st
                        f"{where}.graph_url"),
         api_version=str(spec.get("api_version", version)), token=token, app_secret=secret or app_secret,
         limits=limits, app_id=str(spec.get("app_id") or env.get("IGSEND_APP_ID") or DEFAULT_APP),
-        ordered=_flag(spec.get("ordered", False), f"{where}.ordered"),
+        ordered=_flag(spec.get("ordered", False), f"{where}.ordered"), token_file=token_file, refresh=refresh,
     )
+
+
+#: A token file larger than this is not a token file.
+MAX_TOKEN_FILE = 64 * 1024
+
+
+def read_token_file(path: str, where: str) -> str:
+    """The token in ``path`` (surrounding whitespace and the final newline dropped); an :class:`AccountError`
+    naming ``where`` and the file when it cannot be read or holds no single token. Never shows the content."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_TOKEN_FILE + 1)
+    except OSError as exc:
+        raise AccountError(f"{where}: cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_TOKEN_FILE:
+        raise AccountError(f"{where}: {path} is larger than {MAX_TOKEN_FILE} bytes: not a token file")
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise AccountError(f"{where}: {path} is not UTF-8 text") from None
+    if not text:
+        raise AccountError(f"{where}: {path} is empty")
+    return _token(text, f"{where}: {path}")
+
+
+def _check_refresh(token_file: str | None, login: str, where: str) -> None:
+    """``refresh = true`` needs a token file igsend may rewrite, and a token Meta refreshes (Instagram Login)."""
+    if token_file is None:
+        raise AccountError(f'{where}: refresh = true needs token_file = "PATH": the refreshed token is written '
+                           "there (a token or token_env cannot be rewritten)")
+    if login != "instagram":
+        raise AccountError(f"{where}: refresh = true is for Instagram-Login tokens (login = \"instagram\"); "
+                           f"this account uses login = {login!r}, whose Page tokens do not expire")
+    folder = os.path.dirname(token_file) or "."
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise AccountError(f"{where}: refresh = true writes the new token next to {token_file}, but this user "
+                           f"cannot write to {folder}")
 
 
 def _flag(value: Any, where: str) -> bool:
@@ -268,11 +326,24 @@ def accounts_of_app(app_id: str) -> list[Account]:
     return [account for account in registry().values() if account.app_id == app_id]
 
 
+_secrets: list[str] = []
+
+
 def secrets() -> list[str]:
-    """Every configured token and app secret, for blanking out of anything stored or logged."""
-    values = []
+    """Every configured token and app secret, for blanking out of anything stored or logged.
+
+    Always the same list object, so a holder sees the tokens read from a token file later (:func:`use_token`)."""
     for account in registry().values():
-        values.append(account.token)
-        if account.app_secret:
-            values.append(account.app_secret)
-    return values
+        for value in (account.token, account.app_secret):
+            if value and value not in _secrets:
+                _secrets.append(value)
+    return _secrets
+
+
+def use_token(name: str, token: str) -> Account:
+    """Send as ``name`` with ``token`` from now on, in this process (a token file changed: workers.tokens)."""
+    accounts = registry()
+    account = accounts[name] = replace(accounts[name], token=token)
+    if token not in _secrets:
+        _secrets.append(token)
+    return account

@@ -1,5 +1,5 @@
 """The Celery app as a worker runs it (``celery -A workers.app worker``): the shared app plus the task,
-the delayed-job scheduler and the per-process metrics endpoint."""
+the delayed-job scheduler, the token keeper (workers.tokens) and the per-process metrics endpoint."""
 
 from __future__ import annotations
 
@@ -13,20 +13,24 @@ from igsend.core.presence import Heartbeat
 from workers import raw, tasks  # noqa: F401 - tasks registers igsend.send_message
 from workers.metrics import serve_worker_metrics
 from workers.scheduler import Scheduler
+from workers.tokens import TokenKeeper
 
 app = get_app()
 # Ends the job of a message whose body does not decode; raw's signal handlers end rejected and revoked ones.
 app.conf.worker_consumer = raw.Consumer
 _scheduler: Scheduler | None = None
 _heartbeat: Heartbeat | None = None
+_tokens: TokenKeeper | None = None
 log = logging.getLogger("igsend.worker")
 
 
 @worker_ready.connect
 def _start_scheduler(sender: object = None, **_: object) -> None:
-    global _scheduler, _heartbeat
+    global _scheduler, _heartbeat, _tokens
     _scheduler = Scheduler()
     _scheduler.start()
+    _tokens = TokenKeeper()  # token files re-read, expiry learned, refreshes (workers.tokens)
+    _tokens.start()
     _heartbeat = _announce(getattr(sender, "hostname", None))
     serve_worker_metrics()
     _warn_about_redis()
@@ -56,5 +60,7 @@ def _announce(hostname: str | None) -> Heartbeat:
 def _stop_scheduler(**_: object) -> None:
     if _heartbeat is not None:
         _heartbeat.stop()
+    if _tokens is not None:
+        _tokens.stop()
     if _scheduler is not None:
         _scheduler.stop()

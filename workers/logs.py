@@ -11,9 +11,10 @@ import sys
 import time
 
 # Meta tokens: user/page tokens start with EAA (Facebook Login) or IG (Instagram Login) followed by a long
-# run of URL-safe characters. Whatever follows "Bearer " or "access_token=" is blanked too.
+# run of URL-safe characters. Whatever follows "Bearer ", "access_token=" or "input_token=" (debug_token) is
+# blanked too.
 _TOKEN_SHAPED = re.compile(r"\b(?:EAA|IGQ|IGA)[A-Za-z0-9_\-]{20,}")
-_AFTER_MARKER = re.compile(r"(?i)(bearer\s+|access_token=)[^&\s\"',;]+")
+_AFTER_MARKER = re.compile(r"(?i)(bearer\s+|access_token=|input_token=)[^&\s\"',;]+")
 
 
 def redact(text: str) -> str:
@@ -25,17 +26,23 @@ class RedactTokens(logging.Filter):
 
     def __init__(self, secrets: list[str] | None = None):
         super().__init__()
-        self.secrets = [s for s in (secrets or []) if len(s) >= 8]
+        # Kept as given, not copied: workers.accounts.secrets() grows when a token file brings a new token.
+        self._secrets = secrets if secrets is not None else []
+
+    @property
+    def secrets(self) -> list[str]:
+        return [s for s in self._secrets if len(s) >= 8]
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message)
-        for secret in self.secrets:
+        secrets = self.secrets
+        for secret in secrets:
             cleaned = cleaned.replace(secret, "[redacted]")
         if record.exc_info and record.exc_info[1] is not None:
             exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_text = redact(exc_text)
-            for secret in self.secrets:
+            for secret in secrets:
                 record.exc_text = record.exc_text.replace(secret, "[redacted]")
             record.exc_info = None
         if cleaned != message:
@@ -78,7 +85,7 @@ def configure_logging() -> None:
     from celery.signals import after_setup_logger, after_setup_task_logger
 
     from igsend.core.settings import get_settings
-    from workers.accounts import registry
+    from workers.accounts import secrets as configured_secrets
 
     as_json = get_settings().log_format == "json"
 
@@ -87,7 +94,7 @@ def configure_logging() -> None:
         # the log volume (and its CPU cost) without adding anything. Failures still log.
         for name in ("celery.app.trace", "celery.worker.strategy"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        secrets = [account.token for account in registry().values()]
+        secrets = configured_secrets()
         for target in {logger or logging.getLogger(), logging.getLogger()}:
             for handler in target.handlers:
                 if not any(isinstance(f, RedactTokens) for f in handler.filters):
@@ -98,7 +105,7 @@ def configure_logging() -> None:
     after_setup_logger.connect(install, weak=False)
     after_setup_task_logger.connect(install, weak=False)
     if as_json:
-        _json_from_the_start(secrets_of=lambda: [account.token for account in registry().values()])
+        _json_from_the_start(secrets_of=configured_secrets)
 
 
 def _json_from_the_start(secrets_of: object) -> None:

@@ -1,19 +1,24 @@
 """Prometheus metrics for what Flower does not show.
 
 Per worker process (served on ``IGSEND_METRICS_PORT`` when set): attempts and outcomes by account, kind
-and Graph error code, retries, rate-limiter waits, Graph latency. From Redis (``igsend metrics``, one
-exporter per deployment): queue depth, delayed and held jobs, DLQ size, account health.
+and Graph error code, retries, rate-limiter waits, Graph latency, token refreshes, checks and reloads. From Redis
+(``igsend metrics``, one exporter per deployment): queue depth, delayed and held jobs, DLQ size, account health,
+seconds until each account's token expires.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, cast
 
 from prometheus_client import Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import REGISTRY, Collector
+
+if TYPE_CHECKING:
+    import redis
 
 ATTEMPTS = Counter("igsend_attempts", "POSTs to the Graph API by outcome and Graph error code",
                    ["account", "kind", "outcome", "code"])
@@ -25,6 +30,11 @@ ORDER_WAITS = Counter("igsend_order_waits", "Ordered messages parked behind an e
                       ["account"])
 HELD_CONVERSATIONS = Counter("igsend_held_conversations", "Ordered conversations held by a dead message "
                              "(IGSEND_ORDERED_DEAD=hold) until it is replayed or released", ["account"])
+TOKEN_REFRESHES = Counter("igsend_token_refreshes", "Refreshes of Instagram-Login tokens (refresh = true) by outcome",
+                          ["account", "outcome"])
+TOKEN_CHECKS = Counter("igsend_token_checks", "debug_token lookups of Facebook-Login tokens by outcome",
+                       ["account", "outcome"])
+TOKEN_RELOADS = Counter("igsend_token_reloads", "New tokens this process read from a token_file", ["account"])
 GRAPH_LATENCY = Histogram("igsend_graph_latency_seconds", "Time from POST to Meta's answer", ["account"],
                           buckets=(0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 15))
 
@@ -77,6 +87,41 @@ class RedisStateCollector(Collector):
             healthy.add_metric([state["account"]], 1.0 if ok else 0.0)
         yield held
         yield healthy
+        yield from _token_metrics(client)
+
+
+def _token_metrics(client: redis.Redis) -> Iterator[Metric]:
+    """From the token facts workers publish (igsend.core.account_state.token_view)."""
+    import time
+
+    from igsend.core.account_state import token_view
+    from igsend.core.presence import read
+    from igsend.core.store import ACCOUNTS_INDEX_KEY, token_key
+
+    known = read(client)
+    names = sorted(set(known.known) | set(known.served()) | cast(set[str], client.smembers(ACCOUNTS_INDEX_KEY)))
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(token_key(name))
+    now = time.time()
+    expiry = GaugeMetricFamily("igsend_token_expiry_seconds", "Seconds until the account's token expires (negative "
+                               "once expired); absent when it never expires or is not known", labels=["account"])
+    data_access = GaugeMetricFamily("igsend_token_data_access_expiry_seconds", "Seconds until the data access of "
+                                    "the account's Facebook-Login token ends", labels=["account"])
+    problem = GaugeMetricFamily("igsend_token_problem", "1 when the account's last token refresh or check failed "
+                                "or Meta says the token is not valid", labels=["account"])
+    for name, raw in zip(names, pipe.execute(), strict=True):
+        if not raw:
+            continue
+        token = token_view(raw, now)
+        if token["expires_in"] is not None:
+            expiry.add_metric([name], token["expires_in"])
+        if token["data_access_expires_at"]:
+            data_access.add_metric([name], round(token["data_access_expires_at"] - now))
+        problem.add_metric([name], 1.0 if token["problem"] or token["valid"] is False else 0.0)
+    yield expiry
+    yield data_access
+    yield problem
 
 
 def serve_exporter(port: int, host: str = "127.0.0.1") -> None:

@@ -49,9 +49,11 @@ def config_problem() -> str | None:
     from igsend.core.settings import get_settings
     from igsend.core.store import certificate_refused, describe_redis_error, get_redis
     from workers.accounts import AccountError, load_accounts
+    from workers.tokens import TokenPolicy
 
     try:
         get_settings()
+        TokenPolicy.from_env()
     except ConfigurationError as exc:
         return str(exc)
     try:

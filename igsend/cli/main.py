@@ -601,8 +601,8 @@ def accounts() -> None:
 @accounts.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="as JSON, for programs")
 def accounts_list(as_json: bool) -> None:
-    """Every account the workers serve: name, id, login kind, budgets, state, messages held."""
-    from igsend.core.account_state import describe, overview
+    """Every account the workers serve: name, id, login kind, budgets, token expiry, state, messages held."""
+    from igsend.core.account_state import describe, describe_token, overview
 
     rows = overview()
     if as_json:
@@ -610,13 +610,13 @@ def accounts_list(as_json: bool) -> None:
     elif not rows:
         click.echo("no accounts yet: workers list the accounts they serve when they start (igsend worker)")
     else:
-        table = [("ACCOUNT", "ID", "LOGIN", "TEXT/S", "MEDIA/S", "WORKERS", "HELD", "STATE")]
+        table = [("ACCOUNT", "ID", "LOGIN", "TEXT/S", "MEDIA/S", "WORKERS", "HELD", "TOKEN EXPIRES", "STATE")]
         for row in rows:
             budgets = row.get("budgets") or {}
             table.append((row["account"], row.get("id") or "?", row.get("login") or "?",
                           f"{budgets['text']:g}" if "text" in budgets else "?",
                           f"{budgets['media']:g}" if "media" in budgets else "?",
-                          str(row["workers"]), str(row["held"]), describe(row)))
+                          str(row["workers"]), str(row["held"]), describe_token(row["token"]), describe(row)))
         _print_table(table)
     if not as_json and rows and not any(row["workers"] for row in rows):
         click.echo(f"warning: {presence.NO_WORKER}", err=True)

@@ -55,6 +55,18 @@ def account_key(account: str) -> str:
     return f"{PREFIX}account:{account}"
 
 
+def token_key(account: str) -> str:
+    """Hash of what workers learned about an account's token (igsend.core.account_state, workers.tokens): when it
+    expires, its last check or refresh and what went wrong, and a fingerprint naming which token that was. Never
+    the token."""
+    return f"{PREFIX}token:{account}"
+
+
+def token_lease_key(account: str) -> str:
+    """Held by the one worker checking or refreshing the account's token right now."""
+    return f"{PREFIX}token-lease:{account}"
+
+
 def limiter_key(account: str, send_class: str) -> str:
     return f"{PREFIX}rl:{account}:{send_class}"
 

@@ -340,6 +340,22 @@ def secrets() -> list[str]:
     return _secrets
 
 
+def newer_token_from_file(account: Account) -> bool:
+    """After Meta refused the account's token (190): if its token file already holds another token (written while
+    this process had not re-read it yet), send with that one from now on and say so; the refusal was the old
+    token's, not the account's."""
+    if not account.token_file:
+        return False
+    try:
+        token = read_token_file(account.token_file, f"account {account.name}: token_file")
+    except AccountError:
+        return False
+    if token == account.token:
+        return False
+    use_token(account.name, token)
+    return True
+
+
 def use_token(name: str, token: str) -> Account:
     """Send as ``name`` with ``token`` from now on, in this process (a token file changed: workers.tokens)."""
     accounts = registry()

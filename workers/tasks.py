@@ -27,7 +27,15 @@ from igsend.core.settings import get_settings
 from igsend.core.store import get_redis, job_key
 from schemas import FACEBOOK_LOGIN_ONLY, SEND_CLASS, InvalidMessage, graph_body, load_message, staged
 from workers import uploads
-from workers.accounts import Account, AccountError, accounts_of_app, get_account, registry, secrets
+from workers.accounts import (
+    Account,
+    AccountError,
+    accounts_of_app,
+    get_account,
+    newer_token_from_file,
+    registry,
+    secrets,
+)
 from workers.admission import Action, Admitter
 from workers.breaker import Breaker, reset_keys
 from workers.errors import Outcome, Verdict, classify_answer, classify_transport
@@ -210,6 +218,10 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
         headers, latency, body = response.headers, response.elapsed, response.body
         verdict = classify_answer(response.status, body, location=headers.get("Location"))
         _note_usage(ctx, msg["account"], headers)
+    if verdict.outcome is Outcome.ACCOUNT_BROKEN and newer_token_from_file(account):
+        # another process saw the new token file first and released the account: send again with that token
+        verdict = Verdict(Outcome.TRANSIENT, "the token used was replaced in the account's token_file: sent again "
+                                             "with the new one", verdict.http_status, verdict.code, verdict.subcode)
     verdict = verdict.scrubbed(ctx.secrets)
 
     entry = {"attempt": admission.attempt, "at": started, "latency_ms": round(latency * 1000, 1),

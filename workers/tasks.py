@@ -40,7 +40,16 @@ from workers.admission import Action, Admitter
 from workers.breaker import Breaker, reset_keys
 from workers.errors import Outcome, Verdict, classify_answer, classify_transport
 from workers.graph import GraphClient
-from workers.metrics import ATTEMPTS, FINISHED, GRAPH_LATENCY, HELD_CONVERSATIONS, ORDER_WAITS, RATE_WAITS, RETRIES
+from workers.metrics import (
+    ATTEMPTS,
+    FINISHED,
+    GRAPH_LATENCY,
+    HELD_CONVERSATIONS,
+    ORDER_WAITS,
+    RATE_WAITS,
+    RETRIES,
+    TOKEN_RELOADS,
+)
 from workers.retry import RetryPolicy, throttle_wait
 from workers.usage import read_usage, retry_after
 
@@ -220,6 +229,7 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
         _note_usage(ctx, msg["account"], headers)
     if verdict.outcome is Outcome.ACCOUNT_BROKEN and newer_token_from_file(account):
         # another process saw the new token file first and released the account: send again with that token
+        TOKEN_RELOADS.labels(account.name).inc()
         verdict = Verdict(Outcome.TRANSIENT, "the token used was replaced in the account's token_file: sent again "
                                              "with the new one", verdict.http_status, verdict.code, verdict.subcode)
     verdict = verdict.scrubbed(ctx.secrets)

@@ -55,14 +55,15 @@ ACCOUNT_ERRORS: dict[str, dict[str, Any]] = {
 }
 
 FAULT_KEYS = {"code", "subcode", "message", "status", "is_transient", "retry_after", "error_user_title",
-              "error_user_msg", "sticky", "hang"}
+              "error_user_msg", "sticky", "hang", "drop"}
 
 
 def check_fault(fault: Any, *, allow_hang: bool = True) -> dict[str, Any]:
-    """A scripted fault must be a Graph error (``code``) or, where allowed, a lost answer (``hang``)."""
-    if not isinstance(fault, dict) or not (isinstance(fault.get("code"), int)
-                                           or (allow_hang and fault.get("hang") is True)):
-        needs = "an integer 'code' or 'hang': true" if allow_hang else "an integer 'code'"
+    """A scripted fault must be a Graph error (``code``) or, where allowed, a lost connection (``hang`` after
+    accepting, ``drop`` before)."""
+    if not isinstance(fault, dict) or not (isinstance(fault.get("code"), int) or (
+            allow_hang and (fault.get("hang") is True or fault.get("drop") is True))):
+        needs = "an integer 'code', 'hang': true or 'drop': true" if allow_hang else "an integer 'code'"
         raise ValueError(f"a fault needs {needs}, got {fault!r}")
     unknown = set(fault) - FAULT_KEYS
     if unknown:
@@ -95,7 +96,7 @@ def fault_error(fault: dict[str, Any]) -> GraphError:
 
 def shown(fault: dict[str, Any]) -> dict[str, Any]:
     """A fault as introspection shows it: with the message the sandbox will send."""
-    if fault.get("hang"):
+    if fault.get("hang") or fault.get("drop"):
         return dict(fault)
     return {**fault, "message": fault.get("message") or error_message(fault["code"], fault.get("subcode"))}
 

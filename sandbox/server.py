@@ -178,6 +178,9 @@ class Sandbox:
         login = self.login_of(account, token)
         try:
             self.authenticate(token, request.query.get("appsecret_proof"))
+            refused = self.faults.conversations_error(account)
+            if refused is not None:
+                raise refused
             answer = self.conversations.read(account, segments, request.query)
         except GraphError as error:
             self.errors[str(error.code)] += 1

@@ -129,3 +129,14 @@ def test_drop_is_a_fault_for_recipients_only(server: Server) -> None:
     refused = requests.post(f"{server.url}/_sandbox/faults", json={"account": ACCOUNT, "error": {"drop": True}},
                             timeout=5)
     assert refused.status_code == 400 and "integer 'code'" in refused.json()["error"]
+
+
+def test_an_account_can_be_refused_the_conversations_api_and_still_send(server: Server) -> None:
+    fault = {"account": ACCOUNT, "conversations": "missing_permission"}
+    requests.post(f"{server.url}/_sandbox/faults", json=fault, timeout=5).raise_for_status()
+    assert requests.get(f"{server.url}/_sandbox/faults", timeout=5).json()["conversations"][ACCOUNT]["code"] == 10
+    assert send(server, "5550006").status_code == 200
+    refused = get(server, f"{ACCOUNT}/conversations", platform="instagram", user_id="5550006")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == 10
+    requests.delete(f"{server.url}/_sandbox/faults", params={"account": ACCOUNT}, timeout=5).raise_for_status()
+    assert get(server, f"{ACCOUNT}/conversations", platform="instagram", user_id="5550006").status_code == 200

@@ -1,4 +1,8 @@
-"""Reconciling lost answers: the matching rule as pure functions."""
+"""Reconciling lost answers (IGSEND_UNKNOWN_OUTCOME=reconcile, the default): the matching rule as pure functions,
+then end to end with the session's worker and sandbox (send deadline 5 s, so the horizon is 10 s after a POST
+began): found at Meta -> delivered with Meta's id and one POST; not there -> sent again once; another job's
+identical message is never taken; the Conversations API refusing, a kind it cannot compare and a private reply
+-> unknown in the DLQ."""
 
 from __future__ import annotations
 
@@ -6,7 +10,12 @@ import time
 from typing import Any
 
 import pytest
+import requests
 
+import producers
+from igsend.core import dlq
+from igsend.core.store import STATS_KEY, message_claim_key
+from tests.conftest import ACCOUNT_ID, received, wait_until
 from workers.reconcile import CLOCK_SKEW, WINDOW_BEFORE, candidates, comparable_text, created_at, reaches_back
 
 # --- the matching rule ---------------------------------------------------------------------------------------
@@ -73,3 +82,120 @@ def test_twenty_messages_that_do_not_reach_back_to_the_attempt_cannot_prove_abse
     assert reaches_back([shown(f"m{i}", "x", T0 + i) for i in range(19)], T0)  # the whole conversation
     assert not reaches_back([shown(f"m{i}", "x", T0 + i) for i in range(20)], T0)
     assert reaches_back([shown(f"m{i}", "x", T0 - 10 + i) for i in range(20)], T0)
+
+
+# --- end to end: the session's worker (IGSEND_UNKNOWN_OUTCOME unset: reconcile) and the sandbox ---------------
+
+
+
+def fault(sandbox: str, recipient: str, *faults: dict[str, Any]) -> None:
+    requests.post(f"{sandbox}/_sandbox/faults", json={"recipient": recipient, "faults": list(faults)},
+                  timeout=5).raise_for_status()
+
+
+def stat(r, name: str) -> int:
+    return int(r.hget(STATS_KEY, name) or 0)
+
+
+def settled(job: producers.Job, timeout: float = 40) -> dict[str, Any]:
+    wait_until(lambda: job.status().final, timeout=timeout, interval=0.1)
+    return job.info()
+
+
+@pytest.mark.usefixtures("worker", "clean")
+def test_a_lost_answer_is_found_at_meta_and_delivered_with_its_id_after_one_post(sandbox: str, r) -> None:
+    fault(sandbox, "rec1", {"hang": True})
+    job = producers.send_text("rec1", "did it arrive?")
+    info = settled(job)
+    [sent] = received(sandbox, recipient="rec1")
+    assert info["status"] == "delivered" and info["attempts"] == 1
+    assert info["result"] == {"recipient_id": "rec1", "message_id": sent["message_id"]}
+    assert job.result(timeout=1)["message_id"] == sent["message_id"]
+    assert r.get(message_claim_key("default", sent["message_id"])) == job.id
+    assert stat(r, "reconciled_delivered_total") == 1 and stat(r, "reconciled_total") == 1
+    assert stat(r, "unknown_total") == 0 and dlq.show(job.id) is None
+    time.sleep(0.5)  # proves a negative: nothing is sent again
+    assert len(received(sandbox, recipient="rec1")) == 1
+
+
+@pytest.mark.usefixtures("worker", "clean")
+def test_a_connection_dropped_before_sending_is_sent_again_once_after_the_horizon(sandbox: str, r) -> None:
+    fault(sandbox, "rec2", {"drop": True})
+    job = producers.send_text("rec2", "second time lucky")
+    started = time.time()
+    info = settled(job)
+    assert time.time() - started >= 10 - 1  # not before the horizon: the deadline (5 s) + 5 s
+    [sent] = received(sandbox, recipient="rec2")
+    assert info["status"] == "delivered" and info["attempts"] == 2
+    assert info["result"]["message_id"] == sent["message_id"]
+    assert [a["outcome"] for a in info["attempt_log"]] == ["unknown", "delivered"]
+    assert "sent again" not in info["attempt_log"][1].get("reason", "")
+    assert "not in the conversation" in info["attempt_log"][0]["reconciled"]
+    assert stat(r, "reconciled_resent_total") == 1
+
+
+@pytest.mark.usefixtures("worker", "clean")
+def test_a_second_lost_answer_after_the_resend_is_unknown(sandbox: str, r) -> None:
+    fault(sandbox, "rec3", {"drop": True}, {"drop": True})
+    job = producers.send_text("rec3", "twice unlucky")
+    info = settled(job, timeout=60)
+    assert info["status"] == "unknown" and info["attempts"] == 2
+    assert "not sent a third time" in info["reason"]
+    assert dlq.show(job.id)["status"] == "unknown"
+    assert received(sandbox, recipient="rec3") == []
+
+
+@pytest.mark.usefixtures("worker", "clean")
+def test_another_jobs_identical_message_a_moment_earlier_is_not_taken(sandbox: str, r) -> None:
+    earlier = producers.send_text("rec4", "Thanks!")
+    first = earlier.result(timeout=30)["message_id"]
+    assert r.get(message_claim_key("default", first)) == earlier.id  # every delivery claims its message
+    fault(sandbox, "rec4", {"drop": True})
+    job = producers.send_text("rec4", "Thanks!")  # within the window, but the message is the other job's
+    info = settled(job)
+    assert info["status"] == "delivered" and info["attempts"] == 2  # not found, so sent again
+    texts = received(sandbox, recipient="rec4")
+    assert [m["body"]["message"]["text"] for m in texts] == ["Thanks!", "Thanks!"]
+    assert info["result"]["message_id"] == texts[1]["message_id"] != first
+
+
+@pytest.mark.usefixtures("worker", "clean")
+def test_an_older_identical_message_outside_the_window_is_not_taken(sandbox: str, r) -> None:
+    earlier = producers.send_text("rec5", "Thanks!")
+    first = earlier.result(timeout=30)["message_id"]
+    r.delete(message_claim_key("default", first))  # as if sent long ago: no claim any more
+    time.sleep(WINDOW_BEFORE + 1.5)  # older than the attempt's start minus the skew margin
+    fault(sandbox, "rec5", {"drop": True})
+    job = producers.send_text("rec5", "Thanks!")
+    info = settled(job)
+    assert info["status"] == "delivered" and info["attempts"] == 2
+    assert info["result"]["message_id"] == received(sandbox, recipient="rec5")[1]["message_id"]
+
+
+@pytest.mark.usefixtures("worker", "clean")
+def test_a_refused_conversations_api_leaves_the_job_unknown(sandbox: str, r) -> None:
+    requests.post(f"{sandbox}/_sandbox/faults", json={"account": ACCOUNT_ID, "conversations": "missing_permission"},
+                  timeout=5).raise_for_status()
+    fault(sandbox, "rec6", {"hang": True})
+    job = producers.send_text("rec6", "can we tell?")
+    info = settled(job)
+    assert info["status"] == "unknown" and info["attempts"] == 1
+    assert "not reconciled" in info["reason"] and "Graph error 10" in info["reason"]
+    assert dlq.show(job.id)["status"] == "unknown"
+    assert len(received(sandbox, recipient="rec6")) == 1
+    assert stat(r, "reconcile_failed_total") == 1 and stat(r, "reconciled_total") == 0
+
+
+@pytest.mark.parametrize("send,words", [
+    (lambda: producers.send_attachment("rec7", "image", "https://cdn.example.com/a.png"), "cannot be compared"),
+    (lambda: producers.send_sticker("rec7"), "cannot be compared"),
+    (lambda: producers.reply_privately("COMMENT-rec7", "Thanks! Details in your DMs"), "private reply"),
+], ids=["image", "sticker", "private-reply"])
+@pytest.mark.usefixtures("worker", "clean")
+def test_what_cannot_be_compared_stays_unknown(sandbox: str, send, words: str) -> None:
+    fault(sandbox, "rec7", {"hang": True})
+    fault(sandbox, "COMMENT-rec7", {"hang": True})
+    job = send()
+    info = settled(job)
+    assert info["status"] == "unknown" and words in info["reason"]
+    assert len(received(sandbox)) == 1 and dlq.show(job.id)["status"] == "unknown"

@@ -25,6 +25,8 @@ ORDER_WAITS = Counter("igsend_order_waits", "Ordered messages parked behind an e
                       ["account"])
 HELD_CONVERSATIONS = Counter("igsend_held_conversations", "Ordered conversations held by a dead message "
                              "(IGSEND_ORDERED_DEAD=hold) until it is replayed or released", ["account"])
+RECONCILED = Counter("igsend_reconciled", "Lost answers settled by asking the Conversations API: delivered (found), "
+                     "resent (not found after the horizon) or unknown (could not tell)", ["account", "result"])
 GRAPH_LATENCY = Histogram("igsend_graph_latency_seconds", "Time from POST to Meta's answer", ["account"],
                           buckets=(0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 15))
 

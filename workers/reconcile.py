@@ -255,6 +255,8 @@ class Reconciler:
             response = graph.get(account, path, params, deadline=GET_DEADLINE)
         except requests.RequestException as exc:
             raise _CannotTell(f"no answer from the Conversations API ({type(exc).__name__})") from None
+        except Exception as exc:  # noqa: BLE001 - a GET changes nothing at Meta: whatever failed, the job stays unknown
+            raise _CannotTell(f"the Conversations API call failed ({type(exc).__name__})") from None
         body = response.body
         error = body.get("error") if isinstance(body, dict) else None
         if response.status != 200 or not isinstance(body, dict) or error is not None:

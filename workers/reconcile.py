@@ -16,15 +16,20 @@ sent yesterday is older than the window.
 
 The horizon: the attempt's start + its POST's deadline + :data:`GRACE` seconds. Meta may still be working on a
 POST whose connection died, so absence before it proves nothing: the worker asks at once (a hang usually shows
-the message already), and if it is not there, waits for the horizon, holding the job's lock, and asks once more.
-Nothing there then: the job is sent again, once, through admission like a retry (``resent`` on its record); a
-second lost answer after that ends ``unknown``.
+the message already), and if it is not there, asks once more at the horizon. Nothing there then: the job is sent
+again, once, through admission like a retry (``resent`` on its record); a second lost answer after that ends
+``unknown``.
+
+Waiting holds no worker thread: for a horizon more than :data:`MAX_INLINE_WAIT` seconds away, or a Conversations
+API slot more than that ahead (a burst of lost answers on one account), the answer is :attr:`Found.LATER` with a
+time, and the job waits in ``igsend:delayed`` still ``sending`` with its attempt in flight, so the copy the
+scheduler brings back is admitted only to reconcile (``ORPHANED``), never to POST.
 
 What stays ``unknown`` (in the DLQ, as before): kinds the conversation cannot be compared on (attachments,
 stickers, posts, templates, reactions, sender actions), private replies (found by comment, not by IGSID), any
 refusal or error of the Conversations API (a missing permission, a throttle, no answer), a budget booked more
-than :data:`MAX_SLOT_WAIT` seconds ahead, a busy conversation whose 20 most recent messages do not reach back to
-the attempt, and an attempt older than :data:`MAX_AGE` (the claims of others' messages may be gone).
+a busy conversation whose 20 most recent messages do not reach back to the attempt, and an attempt older than
+:data:`MAX_AGE` (the claims of others' messages may be gone).
 """
 
 from __future__ import annotations
@@ -57,8 +62,9 @@ WINDOW_BEFORE = CLOCK_SKEW + 1.0
 RECENT = 20
 #: Total seconds one Conversations API call may take.
 GET_DEADLINE = 5.0
-#: Seconds a reconciliation may wait for a Conversations API slot; beyond it, the job ends unknown.
-MAX_SLOT_WAIT = 5.0
+#: Seconds a reconciliation waits in place, for the horizon or a Conversations API slot; a longer wait is
+#: Found.LATER: the job waits in igsend:delayed instead, holding no worker thread.
+MAX_INLINE_WAIT = 2.0
 #: Attempts older than this are not reconciled: the claims that keep other jobs' messages apart live
 #: MESSAGE_CLAIM_TTL seconds.
 MAX_AGE = MESSAGE_CLAIM_TTL - 60.0
@@ -66,13 +72,14 @@ CONVERSATIONS = "conversations"  # the budget's class in workers.accounts.BUDGET
 MESSAGE_FIELDS = "messages{id,created_time,from,to,message}"
 
 # GCRA without burst, as admission's (igsend/core/lua/admit.lua): the next call's slot, 1/rate after the previous
-# one. KEYS: the limiter. ARGV: rate, max wait. Returns the wait in seconds, or -1 (nothing booked) beyond it.
+# one. KEYS: the limiter. ARGV: rate, max wait. Returns the wait in seconds; beyond the max wait, nothing is booked
+# and the answer is the wait, negated.
 _SLOT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-if tat - now > tonumber(ARGV[2]) then return '-1' end
+if tat - now > tonumber(ARGV[2]) then return string.format('%.6f', now - tat) end
 local next_tat = tat + 1 / tonumber(ARGV[1])
 redis.call('SET', KEYS[1], string.format('%.6f', next_tat), 'PX', math.ceil((next_tat - now) * 1000) + 60000)
 return string.format('%.6f', tat - now)
@@ -96,6 +103,7 @@ class Found(StrEnum):
     DELIVERED = "delivered"  # Meta shows the message: ``message_id`` is its id
     ABSENT = "absent"  # not there after the horizon: it may be sent again
     FAILED = "failed"  # cannot tell: the job stays unknown
+    LATER = "later"  # ask again at ``due`` (the horizon, or the next Conversations API slot)
 
 
 @dataclass(frozen=True)
@@ -103,10 +111,17 @@ class Reconciliation:
     found: Found
     reason: str
     message_id: str | None = None
+    due: float | None = None
 
 
 class _CannotTell(Exception):
     pass
+
+
+class _Later(Exception):
+    def __init__(self, due: float, reason: str):
+        super().__init__(reason)
+        self.due = due
 
 
 # --- the matching rule (pure) ---------------------------------------------------------------------------------
@@ -182,7 +197,7 @@ class Reconciler:
                   started: float, deadline: float) -> Reconciliation:
         """Whether the attempt that began at ``started`` (a POST of ``deadline`` seconds at most) reached Meta.
 
-        The caller holds the job's lock; it is extended for as long as this takes."""
+        The caller holds the job's lock; it is extended for as long as this takes (a few seconds at most)."""
         if "comment_id" in message:
             return Reconciliation(Found.FAILED, "a private reply: the Conversations API finds conversations by "
                                                 "the person's IGSID, not by the comment")
@@ -213,10 +228,15 @@ class Reconciler:
                     return Reconciliation(Found.ABSENT, f"not in the conversation {asked_at - started:.1f} s "
                                                         f"after the attempt began (its deadline {deadline:g} s "
                                                         f"+ {self.grace:g} s)")
-                self._hold(job_id, horizon - time.time() + 2 * (MAX_SLOT_WAIT + GET_DEADLINE))
+                if horizon - time.time() > MAX_INLINE_WAIT:
+                    return Reconciliation(Found.LATER, "not in the conversation yet: asked again at the horizon",
+                                          due=horizon)
+                self._hold(job_id, horizon - time.time() + MAX_INLINE_WAIT + GET_DEADLINE)
                 self.sleep(max(0.0, horizon - time.time()))
         except _CannotTell as exc:
             return Reconciliation(Found.FAILED, str(exc))
+        except _Later as later:
+            return Reconciliation(Found.LATER, str(later), due=later.due)
 
     def _messages(self, graph: GraphClient, job_id: str, account: Account, recipient: str,
                   conversation: str | None) -> tuple[str | None, list[Any], float]:
@@ -244,10 +264,10 @@ class Reconciler:
     def _get(self, graph: GraphClient, job_id: str, account: Account, path: str,
              params: dict[str, str]) -> dict[str, Any]:
         wait = float(self._slot(keys=[limiter_key(account.name, CONVERSATIONS)],
-                                args=[account.rate(CONVERSATIONS), MAX_SLOT_WAIT]))
+                                args=[account.rate(CONVERSATIONS), MAX_INLINE_WAIT]))
         if wait < 0:
-            raise _CannotTell(f"the Conversations API budget ({account.rate(CONVERSATIONS):g} calls/s) is booked "
-                              f"more than {MAX_SLOT_WAIT:g} s ahead")
+            raise _Later(time.time() - wait, f"the Conversations API budget ({account.rate(CONVERSATIONS):g} "
+                                             f"calls/s) is booked {-wait:.1f} s ahead")
         self._hold(job_id, wait + GET_DEADLINE)
         if wait > 0:
             self.sleep(wait)

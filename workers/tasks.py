@@ -187,12 +187,12 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
         if admission.action is Action.GO:
             break
         if admission.action is Action.ORPHANED:
+            if ctx.settings.unknown_outcome == "reconcile":
+                return _reconcile_orphan(ctx, job_id, msg, account, send_class, admission.detail)
             ctx.outcomes.count("orphaned_total")
             if ctx.settings.unknown_outcome == "resend":
                 ctx.outcomes.forget_inflight(job_id)
                 continue
-            if ctx.settings.unknown_outcome == "reconcile":
-                return _reconcile_orphan(ctx, job_id, msg, account, send_class, admission.detail)
             _dead(ctx, job_id, "outcome unknown: a worker stopped while its POST was in flight; not resent",
                   None, None, status=JobStatus.UNKNOWN, msg=msg)
         if admission.action is Action.UNREPLICATED:
@@ -256,30 +256,44 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
 
 def _reconcile_orphan(ctx: _Context, job_id: str, msg: dict[str, Any], account: Account, send_class: str,
                       attempt: str) -> dict[str, Any]:
-    """A worker stopped while its POST was in flight: reconcile that attempt, holding the job's lock (one copy
-    of the job does it; another one arriving meanwhile stands back)."""
+    """An attempt's outcome was never recorded (a worker stopped while its POST was in flight), or its
+    reconciliation was put off until now: reconcile it, holding the job's lock (one copy of the job does it;
+    another one arriving meanwhile stands back)."""
     lock = lock_key(job_id)
     if not ctx.redis.set(lock, "1", nx=True, px=int(ctx.settings.lock_ttl(send_class) * 1000)):
         raise Ignore()  # another copy is reconciling it
-    status, inflight, inflight_at, updated_at = ctx.redis.hmget(job_key(job_id), "status", "inflight",
-                                                                "inflight_at", "updated_at")
+    status, inflight, inflight_at, updated_at, lost_answer = ctx.redis.hmget(
+        job_key(job_id), "status", "inflight", "inflight_at", "updated_at", "lost_answer")
     if status != JobStatus.SENDING.value or not inflight:  # finished, or let go, before this copy got the lock
         ctx.redis.delete(lock)
         raise Ignore()
+    if not lost_answer:
+        ctx.outcomes.count("orphaned_total")
     started = float(inflight_at or updated_at or time.time())
-    verdict = Verdict(Outcome.UNKNOWN, "a worker stopped while its POST was in flight")
+    verdict = Verdict(Outcome.UNKNOWN, str(lost_answer or "a worker stopped while its POST was in flight"))
     entry = {"attempt": int(attempt or inflight), "at": started, "latency_ms": None, "outcome": "unknown",
              "reason": verdict.reason}
-    return _reconcile(ctx, job_id, msg, account, send_class, verdict, entry, started=started)
+    return _reconcile(ctx, job_id, msg, account, send_class, verdict, entry, started=started,
+                      logged=bool(lost_answer))
 
 
 def _reconcile(ctx: _Context, job_id: str, msg: dict[str, Any], account: Account, send_class: str,
-               verdict: Verdict, entry: dict[str, Any], *, started: float) -> dict[str, Any]:
+               verdict: Verdict, entry: dict[str, Any], *, started: float, logged: bool = False) -> dict[str, Any]:
     """IGSEND_UNKNOWN_OUTCOME=reconcile: ask Meta whether the attempt's message arrived (workers/reconcile.py).
     Found: delivered with Meta's message id. Not there after the horizon: sent again once, through admission.
-    Cannot tell, or not there after the one resend: unknown, in the DLQ."""
+    Cannot tell, or not there after the one resend: unknown, in the DLQ. Not yet (before the horizon, or no
+    Conversations API slot soon): put off, holding no worker. ``logged``: the attempt's entry is in its log already
+    (written when the reconciliation was first put off)."""
     found = ctx.reconciler.reconcile(ctx.graph, job_id, msg, account, started=started,
                                      deadline=ctx.settings.deadline(send_class))
+    if found.found is Found.LATER and found.due is not None:
+        ctx.outcomes.defer_reconcile(job_id, found.due, reason=f"reconciling a lost answer: {found.reason}",
+                                     lost_answer=verdict.reason, started=started,
+                                     attempt_entry=None if logged else entry)
+        log.info("reconciling job=%s: %s; again in %.1f s", job_id, found.reason, found.due - time.time())
+        raise Ignore()
+    if logged:  # the log has the attempt's entry already: what follows is an event about it, as a republish is
+        entry = {"attempt": entry["attempt"], "at": time.time(), "outcome": "reconciled", "reason": verdict.reason}
     if found.found is Found.DELIVERED and found.message_id:
         result = {"recipient_id": str(msg["recipient"]), "message_id": found.message_id}
         delivered = {**entry, "outcome": "delivered", "reconciled": f"{verdict.reason}; {found.reason}"}

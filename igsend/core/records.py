@@ -276,7 +276,8 @@ def reopen(client: redis.Redis, entry: dict[str, Any]) -> None:
             "message": json.dumps(entry["message"], ensure_ascii=False), "failures": 0, "inflight": "",
             "updated_at": now, "created_at": now, "reason": "replayed from the DLQ",
         })
-        pipe.hdel(key, "error", "result", "dead_at", "next_attempt_at", "slot_at", "resent", "inflight_at")
+        pipe.hdel(key, "error", "result", "dead_at", "next_attempt_at", "slot_at", "resent", "inflight_at",
+                  "lost_answer")
         pipe.hsetnx(key, "attempts", len(entry.get("attempts") or []))
         _remove_dead_letter(pipe, job_id)
         pipe.zadd(PENDING_KEY, {job_id: now})  # should the publish that follows fail, the sweeper sends it
@@ -433,6 +434,21 @@ class Outcomes:
         pipe.hincrby(job_key(job_id), "failures", 1)
         pipe.zadd(DELAYED_KEY, {job_id: now})
         self._end(pipe, job_id)
+
+    def defer_reconcile(self, job_id: str, due: float, *, reason: str, lost_answer: str, started: float,
+                        attempt_entry: dict[str, Any] | None) -> None:
+        """The reconciliation of a lost answer goes on at ``due`` (its horizon, or the next Conversations API slot)
+        without holding a worker: the job waits in ``igsend:delayed`` still ``sending`` with its attempt in flight,
+        so the copy the scheduler brings back is admitted only to reconcile (admission's ``orphaned``), never to
+        POST. ``lost_answer``: how the answer was lost; ``started``: when the attempt began. Its in-flight entry
+        is scored ``due``: the sweeper brings it back too should that copy be lost."""
+        pipe = self._begin(job_id, attempt_entry)
+        pipe.hset(job_key(job_id), mapping={"reason": reason, "lost_answer": lost_answer, "inflight_at": started,
+                                            "updated_at": time.time()})
+        pipe.zadd(DELAYED_KEY, {job_id: due})
+        pipe.zadd(INFLIGHT_KEY, {job_id: due})
+        pipe.delete(lock_key(job_id))
+        pipe.execute()
 
     def unadmit(self, job_id: str, due: float, *, reason: str) -> None:
         """Take back an admission that must not POST (its replicas did not confirm it): the job is due again at

@@ -138,6 +138,18 @@ def test_a_connection_dropped_before_sending_is_sent_again_once_after_the_horizo
 
 
 @pytest.mark.usefixtures("worker", "clean")
+def test_graph_error_1357046_is_looked_up_too(sandbox: str, r) -> None:
+    """Meta's "sent successfully, but the endpoint returned an error": the sandbox answers it without keeping the
+    message, so the conversation shows nothing and the job is sent again once."""
+    fault(sandbox, "rec8", {"code": 1, "subcode": 1357046})
+    job = producers.send_text("rec8", "sent or not?")
+    info = settled(job)
+    assert info["status"] == "delivered" and info["attempts"] == 2
+    assert info["attempt_log"][0]["code"] == 1 and info["attempt_log"][0]["subcode"] == 1357046
+    assert len(received(sandbox)) == 1 and stat(r, "reconciled_resent_total") == 1
+
+
+@pytest.mark.usefixtures("worker", "clean")
 def test_a_second_lost_answer_after_the_resend_is_unknown(sandbox: str, r) -> None:
     fault(sandbox, "rec3", {"drop": True}, {"drop": True})
     job = producers.send_text("rec3", "twice unlucky")

@@ -27,9 +27,9 @@ scheduler brings back is admitted only to reconcile (``ORPHANED``), never to POS
 
 What stays ``unknown`` (in the DLQ, as before): kinds the conversation cannot be compared on (attachments,
 stickers, posts, templates, reactions, sender actions), private replies (found by comment, not by IGSID), any
-refusal or error of the Conversations API (a missing permission, a throttle, no answer), a budget booked more
-a busy conversation whose 20 most recent messages do not reach back to the attempt, and an attempt older than
-:data:`MAX_AGE` (the claims of others' messages may be gone).
+refusal or error of the Conversations API (a missing permission, a throttle, no answer), a busy conversation
+whose 20 most recent messages do not reach back to the attempt, and an attempt older than :data:`MAX_AGE` (the
+claims of others' messages may be gone).
 """
 
 from __future__ import annotations

@@ -11,9 +11,11 @@
 
 Every fourth message belongs to an ordered conversation and every tenth is scheduled a few seconds ahead.
 Reports accepted, delivered, dead by reason, lost (accepted but neither delivered nor dead nor unknown),
-duplicates (the sandbox accepted the same message twice), unknown outcomes, ordered conversations that reached
-Meta out of order and scheduled messages sent before their time. Exit 0 when lost == 0, duplicates <= unknown,
-and no conversation is out of order and nothing was sent early.
+duplicates (the sandbox accepted the same message twice), unknown outcomes, lost answers the workers reconciled
+by asking the Conversations API (IGSEND_UNKNOWN_OUTCOME=reconcile, the default: found at Meta, or sent again once),
+ordered conversations that reached Meta out of order and scheduled messages sent before their time. Exit 0 when
+lost == 0, duplicates == 0 (duplicates <= unknown under another IGSEND_UNKNOWN_OUTCOME), no conversation is out
+of order and nothing was sent early.
 """
 
 from __future__ import annotations
@@ -56,8 +58,10 @@ def run(*, messages: int, kills: int, seed: int | None) -> dict:
     accounts = tmp / "accounts.toml"
     accounts.write_text("".join(f'[accounts.acct{i}]\nid = "1784140000001{i:04d}"\ntoken = "{t}"\n'
                                 f"[accounts.acct{i}.limits]\ntext_per_second = 60\n\n" for i, t in enumerate(tokens)))
+    policy = os.environ.get("IGSEND_UNKNOWN_OUTCOME") or "reconcile"
     env = {"IGSEND_REDIS_URL": redis.url, "IGSEND_GRAPH_URL": sandbox.url, "IGSEND_ACCOUNTS_FILE": str(accounts),
-           "IGSEND_ACCESS_TOKEN": "", "IGSEND_RETRY_BASE": "0.5", "IGSEND_RETRY_CAP": "5"}
+           "IGSEND_ACCESS_TOKEN": "", "IGSEND_RETRY_BASE": "0.5", "IGSEND_RETRY_CAP": "5",
+           "IGSEND_UNKNOWN_OUTCOME": policy}
     worker_count = 0
 
     def new_worker() -> Service:
@@ -104,7 +108,7 @@ def run(*, messages: int, kills: int, seed: int | None) -> dict:
         delivered_wire = requests.get(f"{sandbox.url}/_sandbox/messages", timeout=30).json()["messages"]
         from igsend.core.store import STATS_KEY, get_redis
 
-        republished = int(get_redis().hget(STATS_KEY, "republished_total") or 0)
+        stats = get_redis().hgetall(STATS_KEY)
     finally:
         for service in [*workers, sandbox]:
             service.stop()
@@ -112,13 +116,21 @@ def run(*, messages: int, kills: int, seed: int | None) -> dict:
 
     report = summarize(accepted, accepted_documents, statuses, delivered_wire)
     report.update(check_order_and_time(accepted_documents, delivered_wire))
-    report["republished_by_the_sweeper"] = republished
+    report["republished_by_the_sweeper"] = int(stats.get("republished_total") or 0)
+    report["unknown_outcome_policy"] = policy
+    # Lost answers (a worker killed mid-POST, a connection cut) settled without an operator: found at Meta by the
+    # Conversations API, or not there after the horizon and sent again once; "failed" ones ended unknown.
+    report["reconciled"] = {name: int(stats.get(key) or 0) for name, key in (
+        ("total", "reconciled_total"), ("delivered", "reconciled_delivered_total"),
+        ("resent", "reconciled_resent_total"), ("failed", "reconcile_failed_total"),
+        ("worker_killed_mid_post", "orphaned_total"))}
     report["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(report, indent=2))
-    ok = (report["lost"] == 0 and report["duplicates"] <= report["unknown"] and len(accepted) == messages
+    duplicates_ok = report["duplicates"] == 0 if policy == "reconcile" else report["duplicates"] <= report["unknown"]
+    ok = (report["lost"] == 0 and duplicates_ok and len(accepted) == messages
           and report["ordered_out_of_order"] == 0 and report["scheduled_early"] == 0)
-    print("target (lost 0, duplicates <= unknown outcomes, ordered conversations in order, nothing scheduled sent "
-          "early):", "MET" if ok else "MISSED")
+    print(f"target (lost 0, duplicates {'0' if policy == 'reconcile' else '<= unknown outcomes'}, ordered "
+          "conversations in order, nothing scheduled sent early):", "MET" if ok else "MISSED")
     return {**report, "ok": ok}
 
 
@@ -346,12 +358,12 @@ def main(argv: list[str] | None = None) -> int:
         reports.append(run(**size, seed=base + index))
     if args.runs > 1:
         print(f"{'run':>3} {'seed':>8} {'accepted':>8} {'delivered':>9} {'dead':>5} {'unknown':>7} "
-              f"{'reached':>7} {'stuck':>5} {'dups':>5} {'republ.':>7} {'s':>6}")
+              f"{'reached':>7} {'reconc.':>7} {'stuck':>5} {'dups':>5} {'republ.':>7} {'s':>6}")
         for index, r in enumerate(reports):
             print(f"{index + 1:>3} {base + index:>8} {r['accepted']:>8} {r['delivered']:>9} {r['dead']:>5} "
-                  f"{r['unknown']:>7} {r['unknown_that_reached_meta']:>7} {r['lost']:>5} {r['duplicates']:>5} "
-                  f"{r['republished_by_the_sweeper']:>7} {r['seconds']:>6}")
-        print("all runs: lost 0 and duplicates <= unknown outcomes:",
+                  f"{r['unknown']:>7} {r['unknown_that_reached_meta']:>7} {r['reconciled']['total']:>7} "
+                  f"{r['lost']:>5} {r['duplicates']:>5} {r['republished_by_the_sweeper']:>7} {r['seconds']:>6}")
+        print("all runs: lost 0 and no duplicates:",
               "MET" if all(r["ok"] for r in reports) else "MISSED")
     return 0 if all(r["ok"] for r in reports) else 1
 

@@ -47,15 +47,21 @@ not document the status of a throttled call (third parties report 400 and 429), 
 code: 400 for the Graph-wide limits 4, 17, 32, 341; 429 for 613 and the business-use-case limits 80001,
 80002, 80006 (but 400 for 613/2018338, tag misuse, a refusal). igsend must decide by code, never by status.
 
-Routes: anything but ``POST /{version}/{node}/messages`` or ``.../message_attachments`` gets a Graph error,
-never a plain-text 404/405:
+Conversations API (:mod:`sandbox.conversations`): ``GET /{version}/{account}/conversations?platform=instagram
+&user_id=IGSID``, ``GET /{version}/{conversation-id}?fields=messages{id,created_time,from,to,message}`` and ``GET
+/{version}/{message-id}`` show what the sandbox accepted, the 20 most recent messages of each conversation, at
+2 calls/s per account (613 above it).
+
+Routes: anything but ``POST /{version}/{node}/messages`` or ``.../message_attachments`` (and the Conversations
+API's GETs) gets a Graph error, never a plain-text 404/405:
 another method ``100/33 "Unsupported get request. Object with ID ..."``, an unknown edge or extra path
 ``2500 "Unknown path components: /…"``, a malformed node ``803``. An unversioned ``POST /me/messages`` is
 served, as Meta serves it with the App Dashboard's version (introspection shows ``"version": null``).
 
 Faults (``POST /_sandbox/faults``, see :mod:`sandbox.faults` for the shapes): queued or sticky
-errors per recipient; named per-recipient refusals (200/1545041, 200/2018028, 10/2018065, 10/2534022,
-551/1545041, 100/2018001) on every message to that recipient; one error for every send of an account until
+errors per recipient; a lost answer after accepting (``hang``) or a connection dropped before accepting
+(``drop``); named per-recipient refusals (200/1545041, 200/2018028, 10/2018065, 10/2534022, 551/1545041,
+100/2018001) on every message to that recipient; one error for every send of an account until
 cleared; app-wide ``(#4) Application request limit reached`` for N seconds over a group of accounts (all
 of them by default). Magic recipients ``ERR_{code}_{subcode}`` always answer that error. A private reply's
 faults are keyed by its comment id.

@@ -11,6 +11,8 @@ Request shapes for ``POST /_sandbox/faults`` (each answers ``{"ok": true, ...}``
 - ``{"account": A, "error": NAME | F}`` — every send of account A (the id in the path, or the ``me-…`` key
   shown by ``/_sandbox/messages`` for ``/me`` calls) answers F until cleared; NAME is one of
   :data:`ACCOUNT_ERRORS`. Checked right after the token, before the body.
+- ``{"account": A, "conversations": NAME | F}`` — every Conversations API call for account A answers F until
+  cleared (a missing permission, an expired token: NAME as for ``error``); its sends are not affected.
 - ``{"app": {"seconds": N, "accounts"?: [A, ...]}}`` — the app hit its limit: for N seconds every send of
   the listed accounts (all accounts when ``accounts`` is left out: the sandbox is one app by default)
   answers ``(#4) Application request limit reached`` with Retry-After and X-App-Usage at 100. (Meta says
@@ -55,14 +57,15 @@ ACCOUNT_ERRORS: dict[str, dict[str, Any]] = {
 }
 
 FAULT_KEYS = {"code", "subcode", "message", "status", "is_transient", "retry_after", "error_user_title",
-              "error_user_msg", "sticky", "hang"}
+              "error_user_msg", "sticky", "hang", "drop"}
 
 
 def check_fault(fault: Any, *, allow_hang: bool = True) -> dict[str, Any]:
-    """A scripted fault must be a Graph error (``code``) or, where allowed, a lost answer (``hang``)."""
-    if not isinstance(fault, dict) or not (isinstance(fault.get("code"), int)
-                                           or (allow_hang and fault.get("hang") is True)):
-        needs = "an integer 'code' or 'hang': true" if allow_hang else "an integer 'code'"
+    """A scripted fault must be a Graph error (``code``) or, where allowed, a lost connection (``hang`` after
+    accepting, ``drop`` before)."""
+    if not isinstance(fault, dict) or not (isinstance(fault.get("code"), int) or (
+            allow_hang and (fault.get("hang") is True or fault.get("drop") is True))):
+        needs = "an integer 'code', 'hang': true or 'drop': true" if allow_hang else "an integer 'code'"
         raise ValueError(f"a fault needs {needs}, got {fault!r}")
     unknown = set(fault) - FAULT_KEYS
     if unknown:
@@ -95,7 +98,7 @@ def fault_error(fault: dict[str, Any]) -> GraphError:
 
 def shown(fault: dict[str, Any]) -> dict[str, Any]:
     """A fault as introspection shows it: with the message the sandbox will send."""
-    if fault.get("hang"):
+    if fault.get("hang") or fault.get("drop"):
         return dict(fault)
     return {**fault, "message": fault.get("message") or error_message(fault["code"], fault.get("subcode"))}
 
@@ -114,6 +117,7 @@ class Faults:
         self.queued: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
         self.sticky: dict[str, dict[str, Any]] = {}
         self.accounts: dict[str, dict[str, Any]] = {}
+        self.conversations: dict[str, dict[str, Any]] = {}  # account -> the Conversations API's answer
         self.apps: list[AppLimit] = []
 
     def add(self, spec: Any) -> dict[str, Any]:
@@ -126,6 +130,9 @@ class Faults:
             account = spec["account"]
             if not isinstance(account, str) or not account:
                 raise ValueError("'account' must be a non-empty string")
+            if "conversations" in spec:
+                self.conversations[account] = preset(spec["conversations"], ACCOUNT_ERRORS, "account error")
+                return {"ok": True, "account": account, "conversations": shown(self.conversations[account])}
             self.accounts[account] = preset(spec.get("error"), ACCOUNT_ERRORS, "account error")
             return {"ok": True, "account": account, "error": shown(self.accounts[account])}
         recipient = spec.get("recipient")
@@ -162,6 +169,7 @@ class Faults:
             self.sticky.pop(recipient, None)
         if account is not None:
             self.accounts.pop(account, None)
+            self.conversations.pop(account, None)
         if app:
             self.apps.clear()
 
@@ -176,6 +184,10 @@ class Faults:
 
     def account_error(self, account: str) -> GraphError | None:
         fault = self.accounts.get(account)
+        return fault_error(fault) if fault else None
+
+    def conversations_error(self, account: str) -> GraphError | None:
+        fault = self.conversations.get(account)
         return fault_error(fault) if fault else None
 
     def next_for(self, recipient: str) -> dict[str, Any] | None:
@@ -198,5 +210,6 @@ class Faults:
         apps = [{"accounts": None if a.accounts is None else sorted(a.accounts),
                  "seconds_left": math.ceil(a.until - now)} for a in self.apps if now < a.until]
         return {"recipients": recipients, "accounts": {a: shown(f) for a, f in self.accounts.items()},
+                "conversations": {a: shown(f) for a, f in self.conversations.items()},
                 "apps": apps, "refusals": {n: shown(f) for n, f in REFUSALS.items()},
                 "account_errors": {n: shown(f) for n, f in ACCOUNT_ERRORS.items()}}

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 import sandbox.tokens as token_api
+from sandbox.conversations import Conversations
 from sandbox.errors import GraphError, usage_headers
 from sandbox.faults import Faults, fault_error
 from sandbox.limits import BUDGETS, HOUR, LOGINS, PRIVATE_REPLIES_PER_HOUR, Bucket, check_login, login_from_token
@@ -103,6 +104,7 @@ class Sandbox:
         self.buckets: dict[tuple[str, str], Bucket] = {}
         self.uploads: dict[str, dict[str, Any]] = {}  # attachment id -> what was uploaded (never the bytes)
         self.private_replies: dict[tuple[str, str], dict[str, Any]] = {}  # (account, comment id) -> the reply
+        self.conversations = Conversations()  # what was accepted, as the Conversations API shows it
 
     # --- who is calling -----------------------------------------------------------------------------------
 
@@ -174,14 +176,32 @@ class Sandbox:
             if segments[1] == "message_attachments":
                 return await self.upload(request, version, segments[0])
             return await self.send(request, version, segments[0])
+        if request.method == "GET" and self.conversations.serves(segments):
+            return self.read_conversations(request, segments)
         return self.route_error(request, segments)
+
+    def read_conversations(self, request: web.Request, segments: list[str]) -> web.Response:
+        """``GET`` of the Conversations API (:mod:`sandbox.conversations`), for the account that owns the data."""
+        token = _request_token(request)
+        account = self.conversations.owner(segments) or self.account_key(segments[0], token)
+        login = self.login_of(account, token)
+        try:
+            self.authenticate(token, request.query.get("appsecret_proof"))
+            refused = self.faults.conversations_error(account)
+            if refused is not None:
+                raise refused
+            answer = self.conversations.read(account, segments, request.query)
+        except GraphError as error:
+            self.errors[str(error.code)] += 1
+            return error.response(login, usage_headers(account, self.conversations.used_percent(account), 0))
+        return web.json_response(answer, headers=usage_headers(account, self.conversations.used_percent(account), 0))
 
     def route_error(self, request: web.Request, segments: list[str]) -> web.Response:
         node = segments[0] if segments else ""
         login = self.login_of(node, _request_token(request))
         if node and node != "me" and not NODE_ID.fullmatch(node):
             error = GraphError(803, f"(#803) Some of the aliases you requested do not exist: {node}")
-        elif len(segments) > 2 or (len(segments) == 2 and segments[1] not in EDGES):
+        elif len(segments) > 2 or (len(segments) == 2 and segments[1] not in (*EDGES, "conversations")):
             error = GraphError(2500, "Unknown path components: /" + "/".join(segments[1:]))
         else:
             error = GraphError(100, f"Unsupported {request.method.lower()} request. Object with ID '{node}' does "
@@ -243,6 +263,8 @@ class Sandbox:
                 recipient = parsed.body["recipient"]["id"]
             # faults are scripted per recipient id, or per comment id for private replies
             fault = self.faults.next_for(checked.comment_id or recipient)
+            if fault is not None and fault.get("drop"):  # the connection closes before Meta accepts anything
+                return web.Response(status=502), True
             if fault is not None and not fault.get("hang"):
                 raise fault_error(fault)
             if fault is None and self.random.random() < self.config.error_rate:
@@ -308,6 +330,8 @@ class Sandbox:
             "message_id": answer.get("message_id"), "recipient_id": answer["recipient_id"],
             "received_at": now,
         })
+        if answer.get("message_id"):
+            self.conversations.add(account, answer["recipient_id"], answer["message_id"], parsed.body, now)
         for _, attachment_id in checked.attachment_ids:
             if attachment_id in self.uploads:
                 self.uploads[attachment_id]["sends"] += 1

@@ -274,7 +274,8 @@ def test_app_id_and_per_account_app_secret(write) -> None:
     assert (accounts["b"].app_id, accounts["b"].app_secret) == ("default", "global-secret-123")
     assert accounts["a"].public() == {"name": "a", "id": "me", "login": "facebook", "app_id": "shop-app",
                                       "budgets": {"text": 300.0, "media": 10.0,
-                                                  "private_reply": 750 / 3600}, "ordered": False}
+                                                  "private_reply": 750 / 3600, "conversations": 2.0},
+                                      "ordered": False}
 
 
 def test_budget_table_follows_the_login_kind() -> None:

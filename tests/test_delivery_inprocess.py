@@ -94,6 +94,8 @@ INPROCESS_ENV = {
     "IGSEND_RETRY_CAP": "0.001",
     # 1000/s: rate slots a millisecond apart, so admission never parks a job or waits for its slot.
     "IGSEND_TEXT_RATE": "1000",
+    # FakeGraph answers POSTs only: lost answers are dead-lettered here; reconciling them is tests/test_reconcile.py
+    "IGSEND_UNKNOWN_OUTCOME": "dead-letter",
 }
 ACCOUNTS_TOML = f"""
 [accounts.shop]   # the default account's app: code 4 pauses it too

@@ -122,7 +122,8 @@ def test_a_live_worker_announces_itself_and_its_accounts_without_tokens(served, 
     assert sorted(a["name"] for a in announced["accounts"]) == ["default", "shop", "slow"]
     shop = next(a for a in announced["accounts"] if a["name"] == "shop")
     assert shop == {"name": "shop", "id": "104000000000001", "login": "facebook", "app_id": "default",
-                    "budgets": {"text": 300.0, "media": 10.0, "private_reply": 750 / 3600}, "ordered": False}
+                    "budgets": {"text": 300.0, "media": 10.0, "private_reply": 750 / 3600, "conversations": 2.0},
+                    "ordered": False}
     stored = json.dumps([client.get(keys[0]), client.hgetall(presence.KNOWN_ACCOUNTS_KEY)])
     assert not any(token in stored for token in ALL_TOKENS)
 

@@ -59,17 +59,19 @@ def test_cli_idempotency_key(sandbox: str) -> None:
 
 
 
-def test_an_answer_lost_after_sending_is_unknown_and_not_resent(sandbox: str) -> None:
+def test_an_answer_lost_after_sending_is_reconciled_and_not_resent(sandbox: str) -> None:
+    """The default IGSEND_UNKNOWN_OUTCOME=reconcile (tests/test_reconcile.py has the rest; the dead-letter policy is
+    in tests/test_delivery_inprocess.py)."""
     requests.post(f"{sandbox}/_sandbox/faults", json={"recipient": "lost1", "faults": [{"hang": True}]},
                   timeout=5).raise_for_status()
     job = producers.send_text("lost1", "did it arrive?")
-    with pytest.raises(producers.OutcomeUnknown):
-        job.result(timeout=30)
+    [sent] = wait_until(lambda: received(sandbox))
+    assert job.result(timeout=30)["message_id"] == sent["message_id"]  # Meta's id, found in the conversation
     time.sleep(0.3)  # proves a negative: a resend would have reached the sandbox by now (retry base 0.2 s)
     assert len(received(sandbox, recipient="lost1")) == 1  # Meta (the sandbox) got it once; igsend did not resend
     info = job.info()
-    assert info["status"] == "unknown" and info["attempts"] == 1
-    assert dlq.show(job.id)["status"] == "unknown"
+    assert info["status"] == "delivered" and info["attempts"] == 1
+    assert dlq.show(job.id) is None
 
 
 def test_raw_send_task_is_validated_and_delivered(sandbox: str) -> None:
@@ -99,7 +101,8 @@ def test_malformed_raw_tasks_are_dead_lettered_once(sandbox: str, args, kwargs, 
 
 
 def test_a_sigkilled_worker_loses_nothing(redis_url: str, sandbox: str, accounts_file, tmp_path) -> None:
-    """A worker killed mid-POST: its in-flight job ends ``unknown`` (not resent), its queued ones deliver."""
+    """A worker killed mid-POST: its in-flight jobs are reconciled (found at Meta, or sent again once if they
+    never got there), its queued ones deliver; nothing twice."""
     from igsend.local.processes import start_worker
     from tests.conftest import reset_client_caches
 
@@ -124,9 +127,12 @@ def test_a_sigkilled_worker_loses_nothing(redis_url: str, sandbox: str, accounts
         finally:
             rescuer.stop()
         statuses = sorted(j.status().value for j in jobs)
-        assert statuses == ["delivered"] * 4 + ["unknown"] * 2
+        assert statuses == ["delivered"] * 6
         texts = [m["body"]["message"]["text"] for m in received(sandbox)]
-        assert len(texts) == len(set(texts))  # nothing sent twice
+        assert len(texts) == len(set(texts)) == 6  # nothing sent twice, nothing lost
+        from igsend.core.store import STATS_KEY, get_redis
+
+        assert int(get_redis().hget(STATS_KEY, "reconciled_total") or 0) == 2
     finally:
         os.environ["IGSEND_REDIS_URL"] = redis_url
         reset_client_caches()

@@ -17,7 +17,8 @@ IGSEND = [sys.executable, "-m", "igsend.cli"]
 
 @pytest.mark.parametrize(("name", "value", "rule"), [
     ("IGSEND_SEND_DEADLINE", "soon", "must be a number"), ("IGSEND_SEND_DEADLINE", "-1", "positive"),
-    ("IGSEND_UNKNOWN_OUTCOME", "retry", "dead-letter or resend"), ("IGSEND_MAX_ATTEMPTS", "many", "must be a number"),
+    ("IGSEND_UNKNOWN_OUTCOME", "retry", "reconcile, dead-letter or resend"),
+    ("IGSEND_MAX_ATTEMPTS", "many", "must be a number"),
 ])
 def test_a_bad_setting_is_a_typed_error_naming_it(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
                                                   rule: str) -> None:

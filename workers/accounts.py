@@ -62,6 +62,8 @@ BUDGETS: dict[str, dict[str, Budget]] = {
     "text": {"instagram": Budget(100), "facebook": Budget(300)},
     "media": {"instagram": Budget(10), "facebook": Budget(10)},  # audio and video
     "private_reply": {"instagram": Budget(750, per=3600), "facebook": Budget(750, per=3600)},
+    # the Conversations API, asked when a send's answer was lost (workers/reconcile.py): 2 calls/s per account
+    "conversations": {"instagram": Budget(2), "facebook": Budget(2)},
 }
 
 

@@ -180,10 +180,18 @@ class GraphClient:
                    "files": {"filedata": (filename, data, content_type)}}
         return self._post(account, account.attachments_url, deadline, payload)
 
-    def _post(self, account: Account, url: str, deadline: float | None, payload: dict[str, Any]) -> GraphResponse:
+    def get(self, account: Account, path: str, params: dict[str, str], *, deadline: float) -> GraphResponse:
+        """``GET {graph_url}/{version}/{path}`` as the account (the Conversations API: workers/reconcile.py), under
+        the same rules as a POST: no redirects, a total deadline. Raises ``requests.RequestException`` when no
+        HTTP answer arrives."""
+        url = f"{account.graph_url.rstrip('/')}/{account.api_version}/{path}"
+        return self._post(account, url, deadline, {"params": params}, method="GET")
+
+    def _post(self, account: Account, url: str, deadline: float | None, payload: dict[str, Any], *,
+              method: str = "POST") -> GraphResponse:
         total = deadline or self.deadline
         headers = {"Authorization": f"Bearer {account.token}"}
-        params = {}
+        params: dict[str, str] = payload.pop("params", {})
         proof = account.appsecret_proof()
         if proof:
             params["appsecret_proof"] = proof
@@ -192,9 +200,9 @@ class GraphClient:
         started = time.monotonic()
         _watchdog.arm(watch, started + total)
         try:
-            response = self.session.post(url, params=params, headers=headers,
-                                         timeout=(min(self.connect_timeout, total), total),
-                                         allow_redirects=False, **payload)
+            response = self.session.request(method, url, params=params, headers=headers,
+                                            timeout=(min(self.connect_timeout, total), total),
+                                            allow_redirects=False, **payload)
         except requests.RequestException:
             if watch.expired:
                 raise SendDeadlineExceeded(f"no complete answer within the send deadline ({total:g} s)") from None

@@ -35,6 +35,8 @@ TOKEN_REFRESHES = Counter("igsend_token_refreshes", "Refreshes of Instagram-Logi
 TOKEN_CHECKS = Counter("igsend_token_checks", "debug_token lookups of Facebook-Login tokens by outcome",
                        ["account", "outcome"])
 TOKEN_RELOADS = Counter("igsend_token_reloads", "New tokens this process read from a token_file", ["account"])
+RECONCILED = Counter("igsend_reconciled", "Lost answers settled by asking the Conversations API: delivered (found), "
+                     "resent (not found after the horizon) or unknown (could not tell)", ["account", "result"])
 GRAPH_LATENCY = Histogram("igsend_graph_latency_seconds", "Time from POST to Meta's answer", ["account"],
                           buckets=(0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 15))
 

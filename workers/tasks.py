@@ -24,7 +24,7 @@ from igsend.core.celery_app import TASK_NAME, get_app, summarize_arguments
 from igsend.core.errors import IgsendError
 from igsend.core.records import JobStatus, NotReplicated, Outcomes, conversation_of, recipient_of
 from igsend.core.settings import get_settings
-from igsend.core.store import get_redis, job_key
+from igsend.core.store import get_redis, job_key, lock_key, message_claim_key
 from schemas import FACEBOOK_LOGIN_ONLY, SEND_CLASS, InvalidMessage, graph_body, load_message, staged
 from workers import uploads
 from workers.accounts import (
@@ -40,6 +40,7 @@ from workers.admission import Action, Admitter
 from workers.breaker import Breaker, reset_keys
 from workers.errors import Outcome, Verdict, classify_answer, classify_transport
 from workers.graph import GraphClient
+from workers.logs import redact
 from workers.metrics import (
     ATTEMPTS,
     FINISHED,
@@ -47,9 +48,11 @@ from workers.metrics import (
     HELD_CONVERSATIONS,
     ORDER_WAITS,
     RATE_WAITS,
+    RECONCILED,
     RETRIES,
     TOKEN_RELOADS,
 )
+from workers.reconcile import Found, Reconciler, comparable_text
 from workers.retry import RetryPolicy, throttle_wait
 from workers.usage import read_usage, retry_after
 
@@ -94,7 +97,16 @@ class _Context:
         self.graph = GraphClient(pool_size=max(10, pool))
         self.breaker = Breaker(self.redis)
         self.secrets = secrets()
+        self.reconciler = Reconciler(self.redis, redact=self.scrub)
         self.slowdown: dict[str, float] = {}
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every configured secret, and anything token-shaped, blanked out."""
+        text = redact(text)
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "[redacted]")
+        return text
 
 
 _context: _Context | None = None
@@ -185,6 +197,8 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
         if admission.action is Action.GO:
             break
         if admission.action is Action.ORPHANED:
+            if ctx.settings.unknown_outcome == "reconcile":
+                return _reconcile_orphan(ctx, job_id, msg, account, send_class, admission.detail)
             ctx.outcomes.count("orphaned_total")
             if ctx.settings.unknown_outcome == "resend":
                 ctx.outcomes.forget_inflight(job_id)
@@ -246,17 +260,97 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
             result["message_id"] = body["message_id"]
         if "comment_id" in msg:
             result["comment_id"] = msg["comment_id"]
+        claim = None
+        if ctx.settings.unknown_outcome == "reconcile" and result.get("message_id") and comparable_text(msg):
+            claim = message_claim_key(msg["account"], result["message_id"])  # no other job's reconciliation takes it
         _record_delivered(ctx, job_id, result, entry, forget=reset_keys(msg["account"]),
-                          conversation=conversation_of(msg))
+                          conversation=conversation_of(msg), claim=claim)
         FINISHED.labels(msg["account"], msg["kind"], "delivered").inc()
         # What Flower shows as the task's result: Meta's answer plus who/what/how many tries; no secrets.
         return {**result, "account": msg["account"], "kind": msg["kind"], "attempts": admission.attempt}
+    if verdict.outcome is Outcome.UNKNOWN and ctx.settings.unknown_outcome == "reconcile":
+        return _reconcile(ctx, job_id, msg, account, send_class, verdict, entry, started=started)
     _handle_failure(ctx, job_id, msg, verdict, entry, headers, admission.created_at)
     raise Ignore()
 
 
+def _reconcile_orphan(ctx: _Context, job_id: str, msg: dict[str, Any], account: Account, send_class: str,
+                      attempt: str) -> dict[str, Any]:
+    """An attempt's outcome was never recorded (a worker stopped while its POST was in flight), or its
+    reconciliation was put off until now: reconcile it, holding the job's lock (one copy of the job does it;
+    another one arriving meanwhile stands back)."""
+    lock = lock_key(job_id)
+    if not ctx.redis.set(lock, "1", nx=True, px=int(ctx.settings.lock_ttl(send_class) * 1000)):
+        raise Ignore()  # another copy is reconciling it
+    status, inflight, inflight_at, updated_at, lost_answer = ctx.redis.hmget(
+        job_key(job_id), "status", "inflight", "inflight_at", "updated_at", "lost_answer")
+    if status != JobStatus.SENDING.value or not inflight:  # finished, or let go, before this copy got the lock
+        ctx.redis.delete(lock)
+        raise Ignore()
+    if not lost_answer:
+        ctx.outcomes.count("orphaned_total")
+    started = float(inflight_at or updated_at or time.time())
+    verdict = Verdict(Outcome.UNKNOWN, str(lost_answer or "a worker stopped while its POST was in flight"))
+    entry = {"attempt": int(attempt or inflight), "at": started, "latency_ms": None, "outcome": "unknown",
+             "reason": verdict.reason}
+    return _reconcile(ctx, job_id, msg, account, send_class, verdict, entry, started=started,
+                      logged=bool(lost_answer))
+
+
+def _reconcile(ctx: _Context, job_id: str, msg: dict[str, Any], account: Account, send_class: str,
+               verdict: Verdict, entry: dict[str, Any], *, started: float, logged: bool = False) -> dict[str, Any]:
+    """IGSEND_UNKNOWN_OUTCOME=reconcile: ask Meta whether the attempt's message arrived (workers/reconcile.py).
+    Found: delivered with Meta's message id. Not there after the horizon: sent again once, through admission.
+    Cannot tell, or not there after the one resend: unknown, in the DLQ. Not yet (before the horizon, or no
+    Conversations API slot soon): put off, holding no worker. ``logged``: the attempt's entry is in its log already
+    (written when the reconciliation was first put off)."""
+    found = ctx.reconciler.reconcile(ctx.graph, job_id, msg, account, started=started,
+                                     deadline=ctx.settings.deadline(send_class))
+    if found.found is Found.LATER and found.due is not None:
+        ctx.outcomes.defer_reconcile(job_id, found.due, reason=f"reconciling a lost answer: {found.reason}",
+                                     lost_answer=verdict.reason, started=started,
+                                     attempt_entry=None if logged else entry)
+        log.info("reconciling job=%s: %s; again in %.1f s", job_id, found.reason, found.due - time.time())
+        raise Ignore()
+    if logged:  # the log has the attempt's entry already: what follows is an event about it, as a republish is
+        entry = {"attempt": entry["attempt"], "at": time.time(), "outcome": "reconciled", "reason": verdict.reason}
+    if found.found is Found.DELIVERED and found.message_id:
+        result = {"recipient_id": str(msg["recipient"]), "message_id": found.message_id}
+        delivered = {**entry, "outcome": "delivered", "reconciled": f"{verdict.reason}; {found.reason}"}
+        # the reconciler claimed Meta's message id for this job already
+        _record_delivered(ctx, job_id, result, delivered, forget=reset_keys(msg["account"]),
+                          conversation=conversation_of(msg))
+        _count_reconciled(ctx, msg, "delivered")
+        FINISHED.labels(msg["account"], msg["kind"], "delivered").inc()
+        log.info("reconciled job=%s: delivered (%s), message_id=%s", job_id, verdict.reason, found.message_id)
+        return {**result, "account": msg["account"], "kind": msg["kind"], "attempts": entry["attempt"],
+                "reconciled": True}
+    resent = ctx.redis.hget(job_key(job_id), "resent")
+    if found.found is Found.ABSENT and not resent:
+        ctx.outcomes.resend(job_id, reason=f"{verdict.reason}; {found.reason}: sent again (once)",
+                            attempt_entry={**entry, "reconciled": found.reason})
+        _count_reconciled(ctx, msg, "resent")
+        RETRIES.labels(msg["account"], "reconciled").inc()
+        log.info("reconciled job=%s: not at Meta (%s), sent again", job_id, found.reason)
+        raise Ignore()
+    why = found.reason if found.found is Found.FAILED else \
+        f"{found.reason}, and it was sent again once already after a lost answer: not sent a third time"
+    ctx.outcomes.count("reconcile_failed_total")
+    RECONCILED.labels(msg["account"], "unknown").inc()
+    _dead(ctx, job_id, f"{Outcome.UNKNOWN.value}: {verdict.reason}; not reconciled: {why}", verdict.error(), entry,
+          status=JobStatus.UNKNOWN, msg=msg)
+
+
+def _count_reconciled(ctx: _Context, msg: dict[str, Any], result: str) -> None:
+    """``igsend:stats``: ``reconciled_total`` (lost answers settled without an operator), split into
+    ``reconciled_delivered_total`` and ``reconciled_resent_total``."""
+    ctx.outcomes.count("reconciled_total")
+    ctx.outcomes.count(f"reconciled_{result}_total")
+    RECONCILED.labels(msg["account"], result).inc()
+
+
 def _record_delivered(ctx: _Context, job_id: str, result: dict[str, Any], entry: dict[str, Any], *,
-                      forget: list[str], conversation: str | None = None) -> None:
+                      forget: list[str], conversation: str | None = None, claim: str | None = None) -> None:
     """Write the delivered record until the replicas confirm it (IGSEND_REDIS_REPLICA_ACKS), through a failover.
 
     The POST went out: this worker alone knows Meta's answer, so it keeps trying (the write is idempotent) rather
@@ -266,7 +360,7 @@ def _record_delivered(ctx: _Context, job_id: str, result: dict[str, Any], entry:
     give_up_at = time.monotonic() + RECORD_PATIENCE
     while True:
         try:
-            ctx.outcomes.delivered(job_id, result, entry, forget=forget, conversation=conversation)
+            ctx.outcomes.delivered(job_id, result, entry, forget=forget, conversation=conversation, claim=claim)
             return
         except (NotReplicated, redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as exc:
             if time.monotonic() > give_up_at:

@@ -31,6 +31,7 @@ from igsend.core.store import (
     DLQ_INDEX_KEY,
     DLQ_KEY,
     INFLIGHT_KEY,
+    NO_CLAIM_KEY,
     OUTCOMES_KEY,
     PENDING_KEY,
     STATS_KEY,
@@ -60,6 +61,10 @@ class JobStatus(StrEnum):
     def final(self) -> bool:
         return self in FINAL
 
+
+#: Seconds the id of a delivered message stays claimed by its job (``igsend:mid:{account}:{message id}``): longer
+#: than any reconciliation comes after its attempt (workers/reconcile.py reconciles none older than this allows).
+MESSAGE_CLAIM_TTL = 600
 
 FINAL = frozenset({JobStatus.DELIVERED, JobStatus.DEAD, JobStatus.UNKNOWN, JobStatus.CANCELLED})
 #: Statuses an operator may replay from the DLQ.
@@ -271,7 +276,8 @@ def reopen(client: redis.Redis, entry: dict[str, Any]) -> None:
             "message": json.dumps(entry["message"], ensure_ascii=False), "failures": 0, "inflight": "",
             "updated_at": now, "created_at": now, "reason": "replayed from the DLQ",
         })
-        pipe.hdel(key, "error", "result", "dead_at", "next_attempt_at", "slot_at")
+        pipe.hdel(key, "error", "result", "dead_at", "next_attempt_at", "slot_at", "resent", "inflight_at",
+                  "lost_answer")
         pipe.hsetnx(key, "attempts", len(entry.get("attempts") or []))
         _remove_dead_letter(pipe, job_id)
         pipe.zadd(PENDING_KEY, {job_id: now})  # should the publish that follows fail, the sweeper sends it
@@ -382,14 +388,16 @@ class Outcomes:
         pipe.execute()
 
     def delivered(self, job_id: str, result: dict[str, Any], attempt_entry: dict[str, Any], *,
-                  forget: list[str] | None = None, conversation: str | None = None) -> None:
+                  forget: list[str] | None = None, conversation: str | None = None, claim: str | None = None) -> None:
         """Meta accepted it: the job shrinks to its compact record (one key), atomically with the end of its
         lock. ``forget``: keys to delete in the same step (e.g. the account's circuit breaker); ``conversation``:
-        an ordered job's, whose next job may then go (in the same transaction)."""
+        an ordered job's, whose next job may then go (in the same transaction); ``claim``: the key that claims
+        Meta's message id for this job for MESSAGE_CLAIM_TTL seconds (``store.message_claim_key``)."""
         keys = [job_key(job_id), attempts_key(job_id), done_key(job_id), lock_key(job_id), INFLIGHT_KEY,
-                OUTCOMES_KEY, DLQ_KEY, DLQ_INDEX_KEY, *(forget or [])]
+                OUTCOMES_KEY, DLQ_KEY, DLQ_INDEX_KEY, claim or NO_CLAIM_KEY, *(forget or [])]
         args = [job_id, result["recipient_id"], result.get("message_id") or "",
-                json.dumps(attempt_entry, ensure_ascii=False), time.time(), self.delivered_ttl, self.stream_max]
+                json.dumps(attempt_entry, ensure_ascii=False), time.time(), self.delivered_ttl, self.stream_max,
+                MESSAGE_CLAIM_TTL]
         if not self.replica_acks and conversation is None:
             self._finish(keys=keys, args=args)
             return
@@ -415,6 +423,32 @@ class Outcomes:
             pipe.hincrby(job_key(job_id), "failures", 1)
         pipe.zadd(DELAYED_KEY, {job_id: due})
         self._end(pipe, job_id)
+
+    def resend(self, job_id: str, *, reason: str, attempt_entry: dict[str, Any] | None) -> None:
+        """Reconciliation found no trace at Meta of an attempt whose answer was lost: the job is due again now and
+        goes through admission like any retry; ``resent`` marks that it had its one resend."""
+        now = time.time()
+        pipe = self._begin(job_id, attempt_entry)
+        pipe.hset(job_key(job_id), mapping={"status": JobStatus.RETRYING.value, "next_attempt_at": now,
+                                            "inflight": "", "reason": reason, "resent": 1, "updated_at": now})
+        pipe.hincrby(job_key(job_id), "failures", 1)
+        pipe.zadd(DELAYED_KEY, {job_id: now})
+        self._end(pipe, job_id)
+
+    def defer_reconcile(self, job_id: str, due: float, *, reason: str, lost_answer: str, started: float,
+                        attempt_entry: dict[str, Any] | None) -> None:
+        """The reconciliation of a lost answer goes on at ``due`` (its horizon, or the next Conversations API slot)
+        without holding a worker: the job waits in ``igsend:delayed`` still ``sending`` with its attempt in flight,
+        so the copy the scheduler brings back is admitted only to reconcile (admission's ``orphaned``), never to
+        POST. ``lost_answer``: how the answer was lost; ``started``: when the attempt began. Its in-flight entry
+        is scored ``due``: the sweeper brings it back too should that copy be lost."""
+        pipe = self._begin(job_id, attempt_entry)
+        pipe.hset(job_key(job_id), mapping={"reason": reason, "lost_answer": lost_answer, "inflight_at": started,
+                                            "updated_at": time.time()})
+        pipe.zadd(DELAYED_KEY, {job_id: due})
+        pipe.zadd(INFLIGHT_KEY, {job_id: due})
+        pipe.delete(lock_key(job_id))
+        pipe.execute()
 
     def unadmit(self, job_id: str, due: float, *, reason: str) -> None:
         """Take back an admission that must not POST (its replicas did not confirm it): the job is due again at

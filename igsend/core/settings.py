@@ -17,6 +17,8 @@ MEDIA_DEADLINE_FACTOR = 3
 #: Room between a POST's deadline and its job lock (admission, the inline rate wait, recording the answer),
 #: and again between the longest lock and the broker's visibility timeout.
 DEADLINE_MARGIN = 5.0
+#: IGSEND_UNKNOWN_OUTCOME's values, the default first.
+UNKNOWN_OUTCOMES = ("reconcile", "dead-letter", "resend")
 
 
 def _float(name: str, default: float) -> float:
@@ -66,8 +68,9 @@ class Settings:
     retry_cap: float = 300.0
     #: Window in which the same idempotency key (per account) returns the same job.
     idempotency_window: int = 24 * 3600
-    #: What to do when a POST went out and its answer was lost: ``dead-letter`` (default) or ``resend``.
-    unknown_outcome: str = "dead-letter"
+    #: What to do when a POST went out and its answer was lost: ``reconcile`` (default: ask Meta's Conversations
+    #: API whether it arrived; workers/reconcile.py), ``dead-letter`` or ``resend``.
+    unknown_outcome: str = "reconcile"
     #: When an ordered message dies: ``continue`` with the next of its conversation (default), or ``hold`` the
     #: conversation until the dead one is replayed or released (IGSEND_ORDERED_DEAD).
     ordered_dead: str = "continue"
@@ -111,8 +114,9 @@ class Settings:
         load_dotenv(os.environ.get("IGSEND_ENV_FILE", ".env"), override=False)
         env = os.environ
         policy = env.get("IGSEND_UNKNOWN_OUTCOME", cls.unknown_outcome)
-        if policy not in ("dead-letter", "resend"):
-            raise ConfigurationError(f"IGSEND_UNKNOWN_OUTCOME: must be dead-letter or resend (got {policy!r})")
+        if policy not in UNKNOWN_OUTCOMES:
+            raise ConfigurationError(f"IGSEND_UNKNOWN_OUTCOME: must be reconcile, dead-letter or resend "
+                                     f"(got {policy!r})")
         ordered_dead = env.get("IGSEND_ORDERED_DEAD") or cls.ordered_dead
         if ordered_dead not in ("continue", "hold"):
             raise ConfigurationError(f"IGSEND_ORDERED_DEAD: must be continue or hold (got {ordered_dead!r})")

@@ -96,7 +96,8 @@ if not slot or slot < now - tonumber(ARGV[10]) then
   end
 end
 local attempt = tonumber(rec[4] or '0') + 1
-redis.call('HSET', KEYS[1], 'status', 'sending', 'inflight', attempt, 'attempts', attempt, 'updated_at', now)
+redis.call('HSET', KEYS[1], 'status', 'sending', 'inflight', attempt, 'attempts', attempt, 'updated_at', now,
+           'inflight_at', now)  -- when the attempt began: what a reconciliation of its lost answer looks after
 redis.call('HDEL', KEYS[1], 'slot_at', 'next_attempt_at', 'reason')
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 redis.call('ZADD', KEYS[8], now + tonumber(ARGV[2]) / 1000, job_id)  -- until an outcome is recorded

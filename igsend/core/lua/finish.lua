@@ -1,10 +1,10 @@
 -- A delivered job shrinks to one small string: the hash and its attempt log are replaced by a compact JSON
 -- document (kind, account, recipient, Meta's ids, times; the attempt log only when there was more than one
 -- attempt), kept for the delivered retention. The text of the message is not kept: it was sent.
--- KEYS: job hash, attempts list, done key, lock, inflight, outcome stream, dlq, dlq index, then keys to delete
---       (breaker).
+-- KEYS: job hash, attempts list, done key, lock, inflight, outcome stream, dlq, dlq index, the message's claim
+--       ('igsend:mid:' for none), then keys to delete (breaker).
 -- ARGV: job id, recipient_id, message_id ('' for none), attempt entry (JSON), now, delivered ttl,
---       stream max length
+--       stream max length, claim ttl
 if redis.call('EXISTS', KEYS[3]) == 1 then
   -- Recorded already (this call again, after a failover or a shortfall of replica acks): keep the record, but
   -- still write (its TTL), so a WAIT after this call covers the record on this primary.
@@ -35,5 +35,7 @@ redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[1], 'status'
 -- Meta's answer says delivered, so it leaves the DLQ.
 redis.call('HDEL', KEYS[7], ARGV[1])
 redis.call('ZREM', KEYS[8], ARGV[1])
-for i = 9, #KEYS do redis.call('DEL', KEYS[i]) end
+-- The message Meta shows in the conversation is this job's: a reconciliation of another job must not take it.
+if KEYS[9] ~= 'igsend:mid:' then redis.call('SET', KEYS[9], ARGV[1], 'EX', ARGV[8]) end
+for i = 10, #KEYS do redis.call('DEL', KEYS[i]) end
 return 1

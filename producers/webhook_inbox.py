@@ -210,9 +210,12 @@ def accounts_by_id(client: redis.Redis) -> dict[str, tuple[str, ...]]:
     current = presence.current(client)
     found: dict[str, set[str]] = {}
     for name, account in {**current.known, **current.served()}.items():
-        account_id = _text(_dict(account).get("id"))
-        if account_id and account_id != "me":
-            found.setdefault(account_id, set()).add(name)
+        # a Facebook-Login account is declared by its Page id; its webhooks name the Instagram account
+        # (instagram_id in the accounts file)
+        for key in ("id", "instagram_id"):
+            account_id = _text(_dict(account).get(key))
+            if account_id and account_id != "me":
+                found.setdefault(account_id, set()).add(name)
     return {account_id: tuple(sorted(names)) for account_id, names in found.items()}
 
 

@@ -398,3 +398,26 @@ def test_docs_page_lists_the_stream_fields() -> None:
 
     page = (Path(__file__).resolve().parent.parent / "docs" / "webhooks.md").read_text(encoding="utf-8")
     assert [name for name in FIELDS if f"| `{name}` |" not in page] == []
+
+
+def test_a_facebook_login_account_is_found_by_its_instagram_id(redis_url: str, tmp_path: Path) -> None:
+    """A Page-linked account is declared by its Page id; Meta's webhooks name the Instagram account: the accounts
+    file's ``instagram_id`` maps one to the other."""
+    from igsend.core.presence import Heartbeat, forget
+    from producers.webhook_inbox import accounts_by_id
+    from workers.accounts import load_accounts
+
+    client = redis_lib.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{QUIET_DB}", decode_responses=True)
+    client.flushdb()
+    try:
+        path = tmp_path / "accounts.toml"
+        path.write_text('[accounts.page]\nid = "104000000000009"\nlogin = "facebook"\ntoken = "EAApagetoken123"\n'
+                        'instagram_id = "17841400000000066"\n')
+        public = load_accounts({"IGSEND_ACCOUNTS_FILE": str(path)})["page"].public()
+        assert public["instagram_id"] == "17841400000000066" and "EAApagetoken123" not in json.dumps(public)
+        Heartbeat("webhook-test-worker", [public], client).beat()
+        forget()
+        assert accounts_by_id(client) == {"104000000000009": ("page",), "17841400000000066": ("page",)}
+    finally:
+        client.flushdb()
+        forget()

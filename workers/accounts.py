@@ -89,6 +89,8 @@ class Account:
     app_id: str = DEFAULT_APP
     #: Its messages go in order per recipient unless a message says ``"ordered": false`` (``ordered = true``).
     ordered: bool = False
+    #: The Instagram account id Meta's webhooks name, when ``id`` is a Page id (Facebook Login).
+    instagram_id: str | None = None
     #: The file the token is read from (``token_file``): workers re-read it when it changes (workers.tokens).
     token_file: str | None = None
     #: Workers refresh the long-lived Instagram-Login token and write the new one to ``token_file``.
@@ -122,7 +124,8 @@ class Account:
     def public(self) -> dict[str, Any]:
         """What may be shown anywhere (never the token or the app secret)."""
         return {"name": self.name, "id": self.id, "login": self.login, "app_id": self.app_id,
-                "budgets": {send_class: self.rate(send_class) for send_class in BUDGETS}, "ordered": self.ordered}
+                "budgets": {send_class: self.rate(send_class) for send_class in BUDGETS}, "ordered": self.ordered,
+                **({"instagram_id": self.instagram_id} if self.instagram_id else {})}
 
 
 def _login(value: Any, where: str) -> str:
@@ -188,7 +191,7 @@ def load_accounts(env: Mapping[str, str] | None = None) -> dict[str, Account]:
 
 
 _FILE_FIELDS = {"id", "login", "token", "token_env", "token_file", "refresh", "graph_url", "api_version", "app_id",
-                "app_secret", "app_secret_env", "limits", "ordered"}
+                "app_secret", "app_secret_env", "limits", "ordered", "instagram_id"}
 
 
 def _load_file(path: str, env: dict[str, str], version: str, app_secret: str | None) -> dict[str, Account]:
@@ -262,7 +265,9 @@ def _account_from(name: str, spec: dict[str, Any], where: str, env: dict[str, st
                        f"{where}.graph_url"),
         api_version=str(spec.get("api_version", version)), token=token, app_secret=secret or app_secret,
         limits=limits, app_id=str(spec.get("app_id") or env.get("IGSEND_APP_ID") or DEFAULT_APP),
-        ordered=_flag(spec.get("ordered", False), f"{where}.ordered"), token_file=token_file, refresh=refresh,
+        ordered=_flag(spec.get("ordered", False), f"{where}.ordered"),
+        instagram_id=str(spec["instagram_id"]) if spec.get("instagram_id") else None,
+        token_file=token_file, refresh=refresh,
     )
 
 

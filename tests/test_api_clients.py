@@ -163,6 +163,7 @@ def python_client(api_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             del sys.modules[name]
 
 
+@pytest.mark.scenario
 def test_a_generated_python_client_delivers_every_kind(python_client, api_url, worker, clean, sandbox,
                                                        document) -> None:
     client_mod = python_client

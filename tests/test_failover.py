@@ -59,6 +59,7 @@ def _wait_final(job_ids: list[str], timeout: float) -> dict[str, str]:
         time.sleep(0.3)
 
 
+@pytest.mark.scenario
 @pytest.mark.parametrize("event", ["failover", "kill-primary"])
 def test_sends_through_a_failover_without_losing_or_doubling(event: str, cluster: SentinelCluster, via_sentinel: str,
                                                             sandbox: str, accounts_file: Path,

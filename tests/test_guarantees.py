@@ -100,6 +100,7 @@ def test_malformed_raw_tasks_are_dead_lettered_once(sandbox: str, args, kwargs, 
     assert received(sandbox) == []
 
 
+@pytest.mark.scenario
 def test_a_sigkilled_worker_loses_nothing(redis_url: str, sandbox: str, accounts_file, tmp_path) -> None:
     """A worker killed mid-POST: its in-flight jobs are reconciled (found at Meta, or sent again once if they
     never got there), its queued ones deliver; nothing twice."""

@@ -116,6 +116,7 @@ def hostile_worker(redis_url: str, stand_in: StandIn, tmp_path_factory: pytest.T
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.scenario
 @pytest.mark.parametrize("recipient", ["empty200", "nonjson200", "obj200"])
 def test_2xx_without_recipient_id_is_unknown_and_sent_once(hostile_worker: str, stand_in: StandIn,
                                                            recipient: str) -> None:

@@ -279,6 +279,7 @@ def test_product_template_only_from_a_facebook_login_account(r) -> None:
     assert send_product_template("later-product", ["8012345"], account="shop").result(timeout=30)["message_id"]
 
 
+@pytest.mark.scenario
 @pytest.mark.usefixtures("worker", "clean")
 def test_cli_forms_of_the_later_kinds(sandbox: str) -> None:
     from tests.conftest import received

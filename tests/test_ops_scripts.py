@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 OPS = Path(__file__).resolve().parent.parent / "ops"
 
 
@@ -15,6 +17,7 @@ def _run(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess
                           timeout=timeout, cwd=OPS.parent)
 
 
+@pytest.mark.scenario
 def test_chaos_small_loses_nothing_and_doubles_nothing() -> None:
     run = _run("chaos.py", "--small", "--seed", "7", timeout=400)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -26,6 +29,7 @@ def test_chaos_small_loses_nothing_and_doubles_nothing() -> None:
     assert report["reconciled"]["total"] == report["reconciled"]["delivered"] + report["reconciled"]["resent"]
 
 
+@pytest.mark.scenario
 def test_rate_bench_small_runs() -> None:
     run = _run("benchmarks.py", "rate", "--small", timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -38,6 +42,7 @@ def test_sweep_bench_small_finds_the_lost_and_only_them() -> None:
     assert "10 lost among the oldest" in run.stdout
 
 
+@pytest.mark.scenario
 def test_throughput_bench_small_runs() -> None:
     run = _run("benchmarks.py", "throughput", "--small", timeout=400)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

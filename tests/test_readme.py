@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from igsend.local.embedded_redis import free_port, redis_answers
 from tests.conftest import wait_until
 
@@ -62,6 +64,7 @@ def test_two_commands(tmp_path: Path) -> None:
     assert not redis_answers(first.split()[1])  # stopped again
 
 
+@pytest.mark.scenario
 def test_try_it_by_hand(tmp_path: Path) -> None:
     commands = shell_block("Try it by hand")
     assert commands[0] == "igsend up"

@@ -118,6 +118,7 @@ def test_a_lost_answer_is_found_at_meta_and_delivered_with_its_id_after_one_post
     assert len(received(sandbox, recipient="rec1")) == 1
 
 
+@pytest.mark.scenario
 @pytest.mark.usefixtures("worker", "clean")
 def test_a_connection_dropped_before_sending_is_sent_again_once_after_the_horizon(sandbox: str, r) -> None:
     fault(sandbox, "rec2", {"drop": True})
@@ -137,6 +138,7 @@ def test_a_connection_dropped_before_sending_is_sent_again_once_after_the_horizo
     assert stat(r, "reconciled_resent_total") == 1 and stat(r, "orphaned_total") == 0
 
 
+@pytest.mark.scenario
 @pytest.mark.usefixtures("worker", "clean")
 def test_graph_error_1357046_is_looked_up_too(sandbox: str, r) -> None:
     """Meta's "sent successfully, but the endpoint returned an error": the sandbox answers it without keeping the
@@ -149,6 +151,7 @@ def test_graph_error_1357046_is_looked_up_too(sandbox: str, r) -> None:
     assert len(received(sandbox)) == 1 and stat(r, "reconciled_resent_total") == 1
 
 
+@pytest.mark.scenario
 @pytest.mark.usefixtures("worker", "clean")
 def test_a_second_lost_answer_after_the_resend_is_unknown(sandbox: str, r) -> None:
     fault(sandbox, "rec3", {"drop": True}, {"drop": True})
@@ -160,6 +163,7 @@ def test_a_second_lost_answer_after_the_resend_is_unknown(sandbox: str, r) -> No
     assert received(sandbox, recipient="rec3") == []
 
 
+@pytest.mark.scenario
 @pytest.mark.usefixtures("worker", "clean")
 def test_another_jobs_identical_message_a_moment_earlier_is_not_taken(sandbox: str, r) -> None:
     earlier = producers.send_text("rec4", "Thanks!")
@@ -174,6 +178,7 @@ def test_another_jobs_identical_message_a_moment_earlier_is_not_taken(sandbox: s
     assert info["result"]["message_id"] == texts[1]["message_id"] != first
 
 
+@pytest.mark.scenario
 @pytest.mark.usefixtures("worker", "clean")
 def test_an_older_identical_message_outside_the_window_is_not_taken(sandbox: str, r) -> None:
     earlier = producers.send_text("rec5", "Thanks!")

@@ -34,6 +34,7 @@ def small_redis(tmp_path: Path, redis_url: str) -> Iterator[redis_lib.Redis]:
     server.stop()
 
 
+@pytest.mark.scenario
 def test_a_full_redis_refuses_new_messages_and_still_delivers_the_queue(
         small_redis: redis_lib.Redis, sandbox: str, accounts_file: Path, tmp_path: Path) -> None:
     from igsend.local.processes import start_worker

@@ -86,6 +86,7 @@ def test_a_time_in_the_past_sends_now(sandbox: str) -> None:
     assert job.result(timeout=10)["message_id"]
 
 
+@pytest.mark.scenario
 @pytest.mark.usefixtures("worker", "clean")
 def test_due_messages_do_not_wait_behind_a_backlog(sandbox: str) -> None:
     """A backlog of another account's messages: the due one still goes within about a second of its time."""
@@ -126,6 +127,7 @@ def test_a_sent_message_cannot_be_taken_back(sandbox: str) -> None:
     assert str(caught.value) == f"job {job.id} cannot be cancelled: it is already delivered"
 
 
+@pytest.mark.scenario
 @pytest.mark.usefixtures("worker", "clean")
 def test_cancel_from_the_cli(sandbox: str) -> None:
     queued = igsend("send", "text", "sched-cli", "later", "--at", "2099-01-01T00:00:00Z")

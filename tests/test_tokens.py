@@ -361,6 +361,7 @@ def send(account: str, text: str = "hi") -> Any:
     return producers.send_text("17841499999999999", text, account=account)
 
 
+@pytest.mark.scenario
 def test_a_refresh_is_applied_written_privately_and_sent_with(stack: Stack) -> None:
     path = stack.file("studio")
     new = wait_until(lambda: (path.read_text().strip() != STUDIO_TOKEN) and path.read_text().strip(), timeout=30)

@@ -10,12 +10,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 
 from igsend.local.embedded_redis import free_port, redis_answers
 from tests.conftest import wait_until
 
 
+@pytest.mark.scenario
 def test_up_runs_the_stack_and_stops_cleanly(tmp_path) -> None:
     ports = {name: free_port() for name in ("redis", "api", "flower", "metrics", "sandbox")}
     env = {**os.environ, "IGSEND_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0", "IGSEND_ACCESS_TOKEN": "",
@@ -88,6 +90,7 @@ def _stop_up(process: subprocess.Popen) -> int:
         raise
 
 
+@pytest.mark.scenario
 def test_up_runs_on_a_private_redis_and_keeps_its_credentials(tmp_path) -> None:
     """Nothing named: `igsend up` starts a Redis of its own (never one on 6379), says so first, generates the API
     key and the Flower login once (mode 0600 in the data directory) and reuses them; `igsend` commands in the same

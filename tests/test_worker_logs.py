@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ALL_TOKENS, worker_env
 
 IGSEND = [sys.executable, "-m", "igsend.cli"]
@@ -16,6 +18,7 @@ UNREGISTERED = ("from igsend.core.celery_app import get_app; "
                 "get_app().send_task('no.such.task', args=[1], queue='igsend')")
 
 
+@pytest.mark.scenario
 def test_every_worker_line_is_json(redis_url: str, sandbox: str, accounts_file: Path, tmp_path: Path) -> None:
     from igsend.local.processes import start_worker
 

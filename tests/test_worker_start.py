@@ -44,6 +44,7 @@ def test_bad_accounts_file_stops_the_worker_at_once(tmp_path: Path, closed_redis
     assert TOKEN not in done.stderr + done.stdout
 
 
+@pytest.mark.scenario
 def test_missing_or_invalid_file_names_the_file(tmp_path: Path, closed_redis: dict[str, str]) -> None:
     missing = tmp_path / "nowhere.toml"
     done, _ = run("worker", "--processes", "1", env={**closed_redis, "IGSEND_ACCOUNTS_FILE": str(missing)})

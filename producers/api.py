@@ -32,7 +32,9 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 from werkzeug.exceptions import HTTPException
 
+from igsend.core import routing
 from igsend.core.errors import CancelRefused, ReplayRefused
+from igsend.core.groups import Group
 from igsend.core.settings import get_settings
 from igsend.core.store import redis_from_url, redis_warnings
 from producers import (
@@ -286,6 +288,17 @@ class HealthSchema(Schema):
     error = fields.String(metadata={"description": "the type of the error a probe met"})
 
 
+class GroupHealthSchema(HealthSchema):
+    group = fields.String(required=True, metadata={"description": "the group's name (IGSEND_GROUPS)"})
+    accounts = fields.List(fields.String(), required=True, metadata={"description": "the group's accounts"})
+
+
+class HealthWithGroupsSchema(HealthSchema):
+    groups = fields.List(fields.Nested(GroupHealthSchema), metadata={
+        "description": "with IGSEND_GROUPS: each group's own probe; `ok` is then true when every group's Redis "
+                       "answers, and the answer is 503 only when none does"})
+
+
 class DeadLetterQuerySchema(Schema):
     account = fields.String()
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=10_000))
@@ -346,7 +359,8 @@ def post_message() -> tuple[dict[str, Any], int, dict[str, str]]:
         abort(503, message=str(exc))
     from igsend.core import presence
 
-    warnings = presence.current().warnings()  # cached: the check before queuing just read it
+    with routing.for_job(job.id):  # the group's workers (IGSEND_GROUPS); its id names it
+        warnings = presence.current().warnings()  # cached: the check before queuing just read it
     return {"id": job.id, "warnings": warnings}, 202, {"Location": f"/v1/messages/{job.id}"}
 
 
@@ -425,7 +439,13 @@ def list_dead_letters(query: dict[str, Any]) -> list[dict[str, Any]]:
     """Dead messages, oldest first, with every attempt and the reason."""
     from igsend.core import dlq
 
-    return dlq.list_entries(account=query.get("account"), limit=query["limit"])
+    entries: list[dict[str, Any]] = []
+    for group in routing.every_group():  # with IGSEND_GROUPS: every group's DLQ, group after group
+        with routing.in_group(group):
+            entries += dlq.list_entries(account=query.get("account"), limit=query["limit"] - len(entries))
+        if len(entries) >= query["limit"]:
+            break
+    return entries
 
 
 @blp.route("/dead-letters/<job_id>/replay", methods=["POST"])
@@ -439,7 +459,8 @@ def replay_dead_letter(job_id: str) -> tuple[dict[str, str], int, dict[str, str]
     from igsend.core import dlq
 
     try:
-        replayed = dlq.replay(_checked_id(job_id))
+        with routing.for_job(_checked_id(job_id)):
+            replayed = dlq.replay(job_id)
     except ReplayRefused as exc:
         abort(409, message=str(exc))
     if not replayed:
@@ -457,10 +478,16 @@ def _quick_redis(url: str) -> redis.Redis:
 
 
 def _redis_answers() -> bool:
-    try:
-        return bool(_quick_redis(get_settings().redis_url).ping())
-    except RedisError:
-        return False
+    """Whether the Redis answers; with IGSEND_GROUPS, whether some group's does (one group down must not take
+    the others' messages down with it: a call for the down group fails on its own, 503)."""
+    urls = [group.redis_url for group in routing.every_group() if group] or [get_settings().redis_url]
+    for url in urls:
+        try:
+            if _quick_redis(url).ping():
+                return True
+        except RedisError:
+            continue
+    return False
 
 
 health_blp = Blueprint("health", __name__, description="Is the service able to send")
@@ -468,10 +495,32 @@ health_blp = Blueprint("health", __name__, description="Is the service able to s
 
 @health_blp.route("/healthz", methods=["GET"])
 @health_blp.doc(operationId="health", security=[])
-@health_blp.response(200, HealthSchema, description="Redis answers (workers are reported, not required)")
-@health_blp.alt_response(503, schema=HealthSchema, description="Redis does not answer")
+@health_blp.response(200, HealthWithGroupsSchema, description="Redis answers (workers are reported, not required)")
+@health_blp.alt_response(503, schema=HealthWithGroupsSchema, description="Redis does not answer")
 def healthz() -> Any:
-    """Whether Redis answers, how many workers announced themselves, and what puts messages at risk; no key."""
+    """Whether Redis answers, how many workers announced themselves, and what puts messages at risk; no key.
+    With IGSEND_GROUPS, the same for each group under ``groups``, summed up at the top."""
+    groups = [group for group in routing.every_group() if group]
+    if not groups:
+        health = _probe(get_settings().redis_url)
+        return jsonify({"ok": health["redis"], **health}), 200 if health["redis"] else 503
+    probes = [{"group": group.name, "accounts": list(group.accounts), **_probe(group.redis_url, group)}
+              for group in groups]
+    total: dict[str, Any] = {
+        "ok": all(probe["redis"] for probe in probes), "redis": all(probe["redis"] for probe in probes),
+        "workers": sum(probe["workers"] for probe in probes),
+        "warnings": [f"group {probe['group']}: {warning}" for probe in probes for warning in probe.get("warnings", [])],
+        "token_warnings": [f"group {probe['group']}: {warning}" for probe in probes
+                           for warning in probe.get("token_warnings", [])],
+        "groups": probes}
+    down = [probe["group"] for probe in probes if not probe["redis"]]
+    if down:
+        total["error"] = f"Redis of group(s) {', '.join(down)} does not answer"
+    return jsonify(total), 200 if len(down) < len(probes) else 503
+
+
+def _probe(url: str, group: Group | None = None) -> dict[str, Any]:
+    """One Redis's health: whether it answers, its workers, what puts its messages at risk."""
     from igsend.core import presence
     from igsend.core.account_state import token_warnings
 
@@ -479,18 +528,18 @@ def healthz() -> Any:
     # Each probe on its own: a failing one is reported, never raised; the workers are read from their
     # heartbeats (igsend.core.presence), not pinged, and not read when Redis is down.
     try:
-        client = _quick_redis(get_settings().redis_url)
-        health["redis"] = bool(client.ping())
-        health["warnings"] = redis_warnings(client)  # e.g. eviction on, or no persistence: reported, not fatal
-        health["workers"] = presence.read(client).alive
-        health["token_warnings"] = token_warnings(client=client)  # reported, not fatal, as the Redis warnings
+        with routing.in_group(group):  # settings-driven checks (DLQ cap, replica acks) read this group's
+            client = _quick_redis(url)
+            health["redis"] = bool(client.ping())
+            health["warnings"] = redis_warnings(client)  # e.g. eviction on, or no persistence: reported, not fatal
+            health["workers"] = presence.read(client).alive
+            health["token_warnings"] = token_warnings(client=client)  # reported, not fatal, as the Redis warnings
     except Exception as exc:  # noqa: BLE001 - a probe reports, it does not crash
         health["error"] = type(exc).__name__
     if health["redis"] and not health["workers"]:
         # Reported, not fatal: the API still queues, and the messages wait for a worker.
         health["workers_warning"] = presence.NO_WORKER
-    ok = health["redis"]
-    return jsonify({"ok": ok, **health}), 200 if ok else 503
+    return health
 
 
 def _header_bytes(value: str) -> bytes:

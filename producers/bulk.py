@@ -23,10 +23,9 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from igsend.core import records
-from igsend.core.store import describe_redis_error, get_redis
+from igsend.core.store import describe_redis_error
 from producers import EnqueueError, send_many
-from producers.jobs import Job, JobStatus
+from producers.jobs import Job, JobStatus, statuses
 
 BATCH = 1000
 #: Exit status after Ctrl-C, as a shell reports a process killed by SIGINT.
@@ -197,7 +196,7 @@ def _report_stop(state: _Progress, why: str, idempotency: bool, name: str, as_js
 
 
 def _statuses(jobs: list[Job]) -> Counter[str]:
-    return Counter(status.value for status in records.statuses(get_redis(), [job.id for job in jobs]))
+    return Counter(status.value for status in statuses([job.id for job in jobs]))  # each group's, with groups
 
 
 def _follow(jobs: list[Job], timeout: float, console: Console) -> Counter[str]:

@@ -15,9 +15,11 @@ from typing import Any
 
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from igsend.core import inbound, presence, records
+from igsend.core import inbound, presence, records, routing
 from igsend.core.celery_app import NEW_PRIORITY, get_app, publish, queue_keys
 from igsend.core.errors import IdempotencyConflict, IgsendError, OutsideWindow
+from igsend.core.groups import Group
+from igsend.core.groups import job_id as new_job_id
 from igsend.core.presence import Presence
 from igsend.core.settings import get_settings
 from igsend.core.store import (
@@ -67,7 +69,7 @@ local wanted, removed = {}, {}
 for i = 2, #ARGV do wanted[ARGV[i]] = true end
 for _, key in ipairs(KEYS) do
   for _, item in ipairs(redis.call('LRANGE', key, 0, tonumber(ARGV[1]) - 1)) do
-    local id = string.match(item, '"id": "([%x%-]+)"')
+    local id = string.match(item, '"id": "([^"]+)"')
     if id and wanted[id] then
       redis.call('LREM', key, 1, item)
       wanted[id] = nil
@@ -139,33 +141,51 @@ def enqueue(document: dict[str, Any]) -> Job:
     """Validate one message document and queue it. Raises InvalidMessage (nothing queued), IdempotencyConflict
     (its key already names a different message; nothing queued) or EnqueueError."""
     message = load_message(document)
-    check_sendable(_presence(), message)
-    for refused in check_windows([message]).values():
-        raise refused
-    placed = place_many([message])[0]
+    with routing.for_account(message["account"]) as group:  # UnknownAccount: in no group of IGSEND_GROUPS
+        check_sendable(_presence(), message)
+        for refused in check_windows([message]).values():
+            raise refused
+        placed = _place([message], group)[0]
     if placed.conflict is not None:
         raise placed.conflict
     return placed.job
 
 
 def validate_many(documents: Iterable[Any]) -> tuple[list[dict[str, Any]], dict[int, InvalidMessage]]:
-    """Validate a batch; return the valid messages and, by position, the errors of the others."""
-    checked: list[tuple[int, dict[str, Any]]] = []
+    """Validate a batch; return the valid messages and, by position, the errors of the others. With groups, each
+    message is checked against its account's group (its workers, its windows); an account in no group is refused
+    (UnknownAccount)."""
+    checked: list[tuple[int, dict[str, Any], Group | None]] = []
     errors: dict[int, InvalidMessage] = {}
-    known: Presence | None = None
+    known: dict[str | None, Presence] = {}  # the workers' registry of each group, read once per batch
     for index, document in enumerate(documents):
         try:
             message = load_message(document)
-            known = known or _presence()
-            check_sendable(known, message)
-            checked.append((index, message))
+            group = routing.group_of_account(message["account"])
+            name = group.name if group else None
+            with routing.in_group(group):
+                if name not in known:
+                    known[name] = _presence()
+                check_sendable(known[name], message)
+            checked.append((index, message, group))
         except InvalidMessage as exc:
             errors[index] = exc
-    outside = check_windows([message for _, message in checked])
-    for position, (index, _) in enumerate(checked):
-        if position in outside:
-            errors[index] = outside[position]
-    return [message for position, (_, message) in enumerate(checked) if position not in outside], errors
+    outside: set[int] = set()
+    for group, positions in _by_group([(position, group) for position, (_, _, group) in enumerate(checked)]):
+        with routing.in_group(group):
+            refused = check_windows([checked[position][1] for position in positions])
+        for place, error in refused.items():
+            errors[checked[positions[place]][0]] = error
+            outside.add(positions[place])
+    return [message for position, (_, message, _) in enumerate(checked) if position not in outside], errors
+
+
+def _by_group(items: list[tuple[int, Group | None]]) -> list[tuple[Group | None, list[int]]]:
+    """Positions by group, groups in order of first appearance (one entry, None, without groups)."""
+    found: dict[str | None, tuple[Group | None, list[int]]] = {}
+    for position, group in items:
+        found.setdefault(group.name if group else None, (group, []))[1].append(position)
+    return list(found.values())
 
 
 def check_windows(messages: list[dict[str, Any]]) -> dict[int, OutsideWindow]:
@@ -254,7 +274,32 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
     idempotency key is claimed atomically) in one pipeline, then the Celery messages in one kombu publish
     batch. A key repeated inside the call queues one job: the pipeline runs the calls in order, so the later
     ones find the key claimed. If the broker fails, nothing of the call counts as queued and EnqueueError is
-    raised."""
+    raised.
+
+    With groups (IGSEND_GROUPS) each group's messages go to its Redis in the same way, group after group: a
+    failure leaves the earlier groups' messages queued, and the error says how many (send them again with the
+    same idempotency keys: those answer with the jobs already queued)."""
+    by_group = _by_group([(index, routing.group_of_account(message["account"]))
+                          for index, message in enumerate(messages)])
+    if len(by_group) <= 1:
+        with routing.in_group(by_group[0][0] if by_group else None):
+            return _place(messages, by_group[0][0] if by_group else None)
+    placements: dict[int, Placement] = {}
+    for group, positions in by_group:
+        try:
+            with routing.in_group(group):
+                placed = _place([messages[index] for index in positions], group)
+        except EnqueueError as exc:
+            if not placements:
+                raise
+            raise type(exc)(f"group {group.name if group else '-'}: {exc} ({len(placements)} message(s) of "
+                            "other groups were queued before it)") from exc
+        placements.update(zip(positions, placed, strict=True))
+    return [placements[index] for index in range(len(messages))]
+
+
+def _place(messages: list[dict[str, Any]], group: Group | None) -> list[Placement]:
+    """:func:`place_many` for messages of one group, inside its block (``routing.in_group``)."""
     settings = get_settings()
     redis = get_redis()
     check_room(redis)
@@ -269,7 +314,7 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
             window = settings.idempotency_window
             if message["kind"] == "private_reply":  # Meta allows one per comment: the comment is the key
                 key, window = f"comment:{message['comment_id']}", max(window, PRIVATE_REPLY_KEY_SECONDS)
-            job_id = str(uuid.uuid4())
+            job_id = new_job_id(group.name if group else None, str(uuid.uuid4()))
             idem = idempotency_key(message["account"], key) if key else NO_IDEMPOTENCY_KEY
             due = records.scheduled_for(message, now)
             conversation = (message["account"], records.recipient_of(message))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, cast
 
-from igsend.core import records
+from igsend.core import records, routing
 from igsend.core.celery_app import in_broker
 from igsend.core.errors import IgsendError
 from igsend.core.records import JobStatus as JobStatus
@@ -66,16 +66,18 @@ class Job:
     def info(self) -> dict[str, Any]:
         """The status record: id, status, kind, account, recipient, attempts, timestamps, result or error,
         and ``attempt_log`` (one entry per POST: time, HTTP status, Graph code/subcode, message, fbtrace_id)."""
-        client = get_redis()
-        record = records.read(client, self.id)
-        if record:
-            return record
-        return {"id": self.id, "status": _without_record(client, self.id).value, "attempts": 0}
+        with routing.for_job(self.id):  # the group its id names (IGSEND_GROUPS); the process's Redis without
+            client = get_redis()
+            record = records.read(client, self.id)
+            if record:
+                return record
+            return {"id": self.id, "status": _without_record(client, self.id).value, "attempts": 0}
 
     def status(self) -> JobStatus:
-        client = get_redis()
-        status = records.status_of(client, self.id)
-        return _without_record(client, self.id) if status is JobStatus.NOT_FOUND else status
+        with routing.for_job(self.id):
+            client = get_redis()
+            status = records.status_of(client, self.id)
+            return _without_record(client, self.id) if status is JobStatus.NOT_FOUND else status
 
     def wait(self, timeout: float | None = 30.0, *, poll: float = 0.05) -> JobStatus:
         """Poll until the job is final (or has no record); return its status. Raises :class:`TimeoutError`.
@@ -123,15 +125,16 @@ class Job:
         ``cancelled`` and is never POSTed, even from a copy already in a worker's prefetch. Raises
         :class:`CancelRefused` (with the reason) for a job that is sending or finished, :class:`JobNotFound` for an
         unknown id."""
-        client = get_redis()
-        ttl = get_settings().result_ttl
-        try:
-            records.cancel(client, self.id, reason=reason, record_ttl=ttl)
-        except LookupError:
-            if not in_broker(client, self.id):
-                raise JobNotFound(f"no job {self.id} (wrong id, or expired)") from None
-            # a raw client's message no worker took yet: its record is made cancelled, so no worker sends it
-            records.cancel(client, self.id, reason=reason, record_ttl=ttl, create=True)
+        with routing.for_job(self.id):
+            client = get_redis()
+            ttl = get_settings().result_ttl
+            try:
+                records.cancel(client, self.id, reason=reason, record_ttl=ttl)
+            except LookupError:
+                if not in_broker(client, self.id):
+                    raise JobNotFound(f"no job {self.id} (wrong id, or expired)") from None
+                # a raw client's message no worker took yet: its record is made cancelled, so no worker sends it
+                records.cancel(client, self.id, reason=reason, record_ttl=ttl, create=True)
 
 
 def _without_record(client: Any, job_id: str) -> JobStatus:
@@ -143,7 +146,23 @@ def _without_record(client: Any, job_id: str) -> JobStatus:
 def get_job(job_id: str) -> Job:
     """The handle of an existing job, e.g. in another process. Raises :class:`JobNotFound` if unknown."""
     job = Job(job_id)
-    client = get_redis()
-    if not records.exists(client, job_id) and not in_broker(client, job_id):
-        raise JobNotFound(f"no job {job_id} (wrong id, or expired)")
+    with routing.for_job(job_id):
+        client = get_redis()
+        if not records.exists(client, job_id) and not in_broker(client, job_id):
+            raise JobNotFound(f"no job {job_id} (wrong id, or expired)")
     return job
+
+
+def statuses(job_ids: list[str]) -> list[JobStatus]:
+    """Each job's status by position, one round trip per group (records only: an id without a record reads
+    ``not_found``)."""
+    found: dict[int, JobStatus] = {}
+    by_group: dict[str | None, list[int]] = {}
+    for index, job_id in enumerate(job_ids):
+        group = routing.group_of_job(job_id)
+        by_group.setdefault(group.name if group else None, []).append(index)
+    for name, indexes in by_group.items():
+        with routing.in_group(routing.groups().get(name) if name else None):
+            read = records.statuses(get_redis(), [job_ids[index] for index in indexes])
+        found.update(zip(indexes, read, strict=True))
+    return [found[index] for index in range(len(job_ids))]

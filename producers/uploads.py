@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from igsend.core import presence
+from igsend.core import presence, routing
 from igsend.core.settings import get_settings
 from igsend.core.store import attachment_key, get_redis, upload_key
 from schemas import InvalidMessage
@@ -99,20 +99,21 @@ def stage(kind: str, source: str | Path | bytes, *, account: str) -> dict[str, s
     kind does not take, or an account that cannot upload."""
     data, name = read_source(source)
     found = check(kind, data, name)
-    about = presence.current().served().get(account) or presence.current().known.get(account) or {}
-    if about.get("login") == "instagram":
-        raise _refuse(f"account {account!r} uses Instagram Login, for which Meta documents no upload endpoint: "
-                      "send the file's public http(s) URL instead")
-    digest = hashlib.sha256(data).hexdigest()
-    client = get_redis()
-    known = client.get(attachment_key(account, digest))
-    if known:
-        return {"attachment_id": known.decode() if isinstance(known, bytes) else str(known)}
-    filename = name if name != "the bytes" else f"upload.{found.format}"
-    ttl = int(get_settings().max_age) + 3600
-    pipe = client.pipeline(transaction=True)
-    pipe.hset(upload_key(account, digest), mapping={"data": data, "content_type": found.content_type,
-                                                    "filename": filename, "size": len(data)})
-    pipe.expire(upload_key(account, digest), ttl)
-    pipe.execute()
-    return {"upload": digest}
+    with routing.for_account(account):  # staged in the account's group (IGSEND_GROUPS), where its worker reads
+        about = presence.current().served().get(account) or presence.current().known.get(account) or {}
+        if about.get("login") == "instagram":
+            raise _refuse(f"account {account!r} uses Instagram Login, for which Meta documents no upload "
+                          "endpoint: send the file's public http(s) URL instead")
+        digest = hashlib.sha256(data).hexdigest()
+        client = get_redis()
+        known = client.get(attachment_key(account, digest))
+        if known:
+            return {"attachment_id": known.decode() if isinstance(known, bytes) else str(known)}
+        filename = name if name != "the bytes" else f"upload.{found.format}"
+        ttl = int(get_settings().max_age) + 3600
+        pipe = client.pipeline(transaction=True)
+        pipe.hset(upload_key(account, digest), mapping={"data": data, "content_type": found.content_type,
+                                                        "filename": filename, "size": len(data)})
+        pipe.expire(upload_key(account, digest), ttl)
+        pipe.execute()
+        return {"upload": digest}

@@ -187,7 +187,30 @@ def load_accounts(env: Mapping[str, str] | None = None) -> dict[str, Account]:
                 raise AccountError(f"{path}: accounts.{name}: the name is taken by the account from "
                                    "IGSEND_ACCESS_TOKEN; choose another")
             accounts[name] = account
-    return accounts
+    group = env.get("IGSEND_GROUP")
+    return _of_group(accounts, group, env.get("IGSEND_GROUPS") or "") if group else accounts
+
+
+def _of_group(accounts: dict[str, Account], group: str, path: str) -> dict[str, Account]:
+    """The accounts of this worker's group (IGSEND_GROUP, a group of IGSEND_GROUPS): a worker serves only them, so
+    a message of another group's account is refused by producers here (UnknownAccount) rather than sent from two
+    groups with two limiters. Every account the group lists must have a token here."""
+    from igsend.core.errors import ConfigurationError
+    from igsend.core.groups import load_groups
+
+    if not path:
+        raise AccountError(f"IGSEND_GROUP: names a group ({group!r}) but IGSEND_GROUPS names no groups file")
+    try:
+        groups = load_groups(path)
+    except ConfigurationError as exc:
+        raise AccountError(str(exc)) from None
+    if group not in groups:
+        raise AccountError(f"IGSEND_GROUP: no group {group!r} in {path} (groups: {', '.join(groups)})")
+    missing = [name for name in groups[group].accounts if name not in accounts]
+    if missing:
+        raise AccountError(f"{path}: groups.{group}.accounts: {missing[0]!r} has no token on this worker (configured: "
+                           f"{', '.join(sorted(accounts)) or 'none'}); add it to IGSEND_ACCOUNTS_FILE")
+    return {name: account for name, account in accounts.items() if name in groups[group].accounts}
 
 
 _FILE_FIELDS = {"id", "login", "token", "token_env", "token_file", "refresh", "graph_url", "api_version", "app_id",

@@ -15,7 +15,7 @@ from typing import Any
 import click
 import redis
 
-from igsend.core import presence
+from igsend.core import presence, routing
 from igsend.core.errors import CancelRefused, ConfigurationError, IdempotencyConflict, OutsideWindow, ReplayRefused
 from igsend.core.store import brief_connections, describe_redis_error, get_redis, redis_warnings
 from producers import EnqueueError, InvalidMessage, JobError, JobNotFound, get_job, media_item, send
@@ -26,7 +26,7 @@ logging.getLogger("igsend.producers").addHandler(logging.NullHandler())
 
 #: Commands a person waits on: their Redis calls fail within seconds instead of riding out an outage.
 #: The long-running ones (worker, up, demo, metrics, ...) keep the patient policy.
-_BRIEF = {"send", "send-bulk", "status", "dlq", "accounts"}
+_BRIEF = {"send", "send-bulk", "status", "dlq", "accounts", "groups"}
 
 
 def _print_json(data: Any) -> None:
@@ -188,7 +188,12 @@ def _register_send(kind: str, arguments: list[str], help_text: str, build: Any,
 
     def command(account: str, idempotency_key: str | None, wait: bool, timeout: float, send_at: str | None,
                 ordered: bool | None, tag: str | None = None, reply_to: str | None = None, **values: Any) -> None:
-        get_redis().ping()  # an unreachable Redis is reported as such, not as a failed enqueue
+        try:
+            group = routing.group_of_account(account)  # with IGSEND_GROUPS: the account's group, or UnknownAccount
+        except InvalidMessage as exc:
+            _fail(str(exc))
+        with routing.in_group(group):
+            get_redis().ping()  # an unreachable Redis is reported as such, not as a failed enqueue
         when: str | float | None = float(send_at) if send_at and send_at.replace(".", "", 1).isdigit() else send_at
         extra = {name: value for name, value in (("tag", tag), ("reply_to", reply_to), ("send_at", when),
                                                  ("ordered", ordered or None)) if value is not None}
@@ -196,7 +201,8 @@ def _register_send(kind: str, arguments: list[str], help_text: str, build: Any,
             document = {"kind": kind, **build({**values, "account": account}), **extra}
         except InvalidMessage as exc:  # a local file the kind does not take, or the account cannot upload
             _fail(str(exc))
-        _deliver(document, account, idempotency_key, wait, timeout)
+        with routing.in_group(group):  # its workers are the ones that matter for "nobody is listening"
+            _deliver(document, account, idempotency_key, wait, timeout)
 
     command.__doc__ = help_text
     command = _send_options(command)
@@ -313,15 +319,16 @@ def _status_json(job: Job) -> dict[str, Any]:
 @click.argument("job_id")
 def status(job_id: str) -> None:
     """The job as JSON: id, status, attempts, result or error, and its attempt log."""
-    try:
-        job = get_job(job_id)
-    except JobNotFound as exc:
-        _fail(str(exc), code=1)
-    info = _status_json(job)
-    _print_json(info)
-    if info.get("status") in ("queued", "scheduled", "retrying"):
-        _nobody_listening()
-    _warn_about_redis()
+    with routing.for_job(job_id):  # with IGSEND_GROUPS: the group its id names
+        try:
+            job = get_job(job_id)
+        except JobNotFound as exc:
+            _fail(str(exc), code=1)
+        info = _status_json(job)
+        _print_json(info)
+        if info.get("status") in ("queued", "scheduled", "retrying"):
+            _nobody_listening()
+        _warn_about_redis()
 
 
 @main.command()
@@ -330,7 +337,7 @@ def cancel(job_id: str) -> None:
     """Take back a queued, scheduled or retrying message: it is never sent. Prints its status JSON.
 
     A message that is sending or finished cannot be cancelled (exit 1, with the reason)."""
-    job = Job(job_id)
+    job = Job(job_id)  # its methods work on the group its id names (IGSEND_GROUPS)
     try:
         job.cancel()
     except JobNotFound as exc:
@@ -359,7 +366,9 @@ def send_bulk(file: Any, no_wait: bool, timeout: float, as_json: bool, no_idempo
     """
     from producers.bulk import run_bulk
 
-    get_redis().ping()  # Redis unreachable before anything is read: one line (as `send`), not a summary
+    for group in routing.every_group():  # Redis unreachable before anything is read: one line (as `send`)
+        with routing.in_group(group):
+            get_redis().ping()
     sys.exit(run_bulk(file, wait=not no_wait, timeout=timeout, as_json=as_json,
                       idempotency=not no_idempotency))
 
@@ -438,7 +447,11 @@ def dlq_list(account: str | None, as_json: bool) -> None:
     """Dead messages, oldest first."""
     from igsend.core import dlq as dead
 
-    entries = dead.list_entries(account=account)
+    entries = []
+    for group in routing.every_group():
+        with routing.in_group(group):
+            entries += [{**entry, "group": group.name} if group else entry
+                        for entry in dead.list_entries(account=account)]
     if as_json:
         _print_json(entries)
         return
@@ -469,7 +482,8 @@ def dlq_show(job_id: str) -> None:
     """One entry as JSON, with every attempt."""
     from igsend.core import dlq as dead
 
-    entry = dead.show(job_id)
+    with routing.for_job(job_id):
+        entry = dead.show(job_id)
     if entry is None:
         _fail(f"no dead-letter entry {job_id}", code=1)
     _print_json(entry)
@@ -487,7 +501,8 @@ def dlq_replay(job_id: str | None, replay_all: bool, account: str | None) -> Non
         _fail("give a JOB_ID or --all")
     if job_id:
         try:
-            found = dead.replay(job_id)
+            with routing.for_job(job_id):
+                found = dead.replay(job_id)
         except ReplayRefused as exc:
             _fail(str(exc), code=1)
         if not found:
@@ -495,12 +510,14 @@ def dlq_replay(job_id: str | None, replay_all: bool, account: str | None) -> Non
         _print_json({"replayed": [job_id]})
         return
     replayed, refused = [], {}
-    for entry in dead.list_entries(account=account):
-        try:
-            if dead.replay(entry["id"]):
-                replayed.append(entry["id"])
-        except ReplayRefused as exc:  # one job that is not dead must not stop the others
-            refused[entry["id"]] = str(exc)
+    for group in routing.every_group():
+        with routing.in_group(group):
+            for entry in dead.list_entries(account=account):
+                try:
+                    if dead.replay(entry["id"]):
+                        replayed.append(entry["id"])
+                except ReplayRefused as exc:  # one job that is not dead must not stop the others
+                    refused[entry["id"]] = str(exc)
     _print_json({"replayed": replayed, "refused": refused})
     for message in refused.values():
         click.echo(f"error: {message}", err=True)
@@ -517,7 +534,8 @@ def dlq_release(job_id: str) -> None:
     from igsend.core import dlq
 
     try:
-        head = dlq.release(job_id)
+        with routing.for_job(job_id):
+            head = dlq.release(job_id)
     except LookupError as exc:
         _fail(str(exc), code=1)
     click.echo(f"released: {'job ' + head + ' goes next' if head else 'no message waits in that conversation'}")
@@ -536,9 +554,17 @@ def dlq_purge(older_than: str | None, account: str | None, yes: bool) -> None:
         # Deleting every dead letter cannot be undone: a stray `dlq purge` in a script must not do it.
         if not sys.stdin.isatty():
             _fail("purging every dead-letter entry needs --yes (or --older-than / --account)")
-        if not click.confirm(f"delete all {dead.size()} dead-letter entries?", err=True):
+        size = 0
+        for group in routing.every_group():
+            with routing.in_group(group):
+                size += dead.size()
+        if not click.confirm(f"delete all {size} dead-letter entries?", err=True):
             _fail("nothing purged", code=1)
-    _print_json({"purged": dead.purge(older_than=seconds, account=account)})
+    purged = 0
+    for group in routing.every_group():
+        with routing.in_group(group):
+            purged += dead.purge(older_than=seconds, account=account)
+    _print_json({"purged": purged})
 
 
 def _duration(text: str) -> float:
@@ -604,23 +630,32 @@ def accounts_list(as_json: bool) -> None:
     """Every account the workers serve: name, id, login kind, budgets, token expiry, state, messages held."""
     from igsend.core.account_state import describe, describe_token, overview
 
-    rows = overview()
+    rows: list[dict[str, Any]] = []
+    groups = routing.every_group()
+    for group in groups:  # with IGSEND_GROUPS: every group's accounts, each from its own Redis
+        with routing.in_group(group):
+            rows += [{"group": group.name, **row} if group else row for row in overview()]
     if as_json:
         _print_json(rows)
     elif not rows:
         click.echo("no accounts yet: workers list the accounts they serve when they start (igsend worker)")
     else:
-        table = [("ACCOUNT", "ID", "LOGIN", "TEXT/S", "MEDIA/S", "WORKERS", "HELD", "TOKEN EXPIRES", "STATE")]
+        grouped = groups != [None]
+        table = [(*(("GROUP",) if grouped else ()), "ACCOUNT", "ID", "LOGIN", "TEXT/S", "MEDIA/S", "WORKERS", "HELD",
+                  "TOKEN EXPIRES", "STATE")]
         for row in rows:
             budgets = row.get("budgets") or {}
-            table.append((row["account"], row.get("id") or "?", row.get("login") or "?",
+            table.append((*((row["group"],) if grouped else ()), row["account"], row.get("id") or "?",
+                          row.get("login") or "?",
                           f"{budgets['text']:g}" if "text" in budgets else "?",
                           f"{budgets['media']:g}" if "media" in budgets else "?",
                           str(row["workers"]), str(row["held"]), describe_token(row["token"]), describe(row)))
         _print_table(table)
     if not as_json and rows and not any(row["workers"] for row in rows):
         click.echo(f"warning: {presence.NO_WORKER}", err=True)
-    _warn_about_redis()
+    for group in groups:
+        with routing.in_group(group):
+            _warn_about_redis()
 
 
 @accounts.command(name="heal")
@@ -629,6 +664,69 @@ def accounts_heal(name: str) -> None:
     """Mark an account healthy again (after fixing its token) and release its held messages."""
     from igsend.core.account_state import mark_healthy
 
-    _print_json({"account": name, "released": mark_healthy(name)})
+    try:
+        group = routing.group_of_account(name)
+    except InvalidMessage as exc:
+        _fail(str(exc))
+    with routing.in_group(group):
+        _print_json({"account": name, "released": mark_healthy(name)})
 
 
+
+
+@main.group()
+def groups() -> None:
+    """Redis groups (IGSEND_GROUPS): list them, and move an account between them (docs: Redis groups)."""
+
+
+def _named_group(name: str) -> Any:
+    known = routing.groups()
+    if not known:
+        _fail("IGSEND_GROUPS is not set: there is one group, IGSEND_REDIS_URL")
+    if name not in known:
+        _fail(f"no group {name!r} in {os.environ.get('IGSEND_GROUPS')} (groups: {', '.join(known)})")
+    return known[name]
+
+
+@groups.command(name="list")
+def groups_list() -> None:
+    """Every group as JSON: its Redis (no password), its accounts, its live workers and the accounts they serve."""
+    rows = []
+    for group in routing.every_group():
+        with routing.in_group(group):
+            now = presence.read(get_redis())
+            rows.append({**(group.public() if group else {"group": None}),
+                         "workers": now.alive, "served": sorted(now.served())})
+    _print_json(rows)
+
+
+@groups.command(name="backlog")
+@click.argument("account")
+def groups_backlog(account: str) -> None:
+    """The ACCOUNT's unfinished jobs in every group, by status, as JSON (``{}``: none). After moving it, the old
+    group is drained when its entry is empty."""
+    from igsend.core.moves import backlog
+
+    found = {}
+    for group in routing.every_group():
+        with routing.in_group(group):
+            found[group.name if group else "-"] = backlog(get_redis(), account)
+    _print_json(found)
+
+
+@groups.command(name="copy-keys")
+@click.argument("account")
+@click.option("--from", "source", required=True, help="the group the account leaves")
+@click.option("--to", "target", required=True, help="the group the account joins")
+def groups_copy_keys(account: str, source: str, target: str) -> None:
+    """Copy ACCOUNT's idempotency keys from one group to another (with their time left), so a send retried with
+    a key across the move answers with the job already queued instead of sending again."""
+    from igsend.core.moves import copy_idempotency_keys
+
+    old, new = _named_group(source), _named_group(target)
+    with routing.in_group(old):
+        source_client = get_redis()
+    with routing.in_group(new):
+        target_client = get_redis()
+    _print_json({"account": account, "from": source, "to": target,
+                 "copied": copy_idempotency_keys(source_client, target_client, account)})

@@ -198,18 +198,20 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-_app: tuple[Settings, Celery] | None = None
+#: One app per Redis (a process that routes to several groups publishes through each group's broker).
+_apps: dict[tuple[str, str], tuple[Settings, Celery]] = {}
 
 
 def get_app() -> Celery:
-    """The app for the settings in force, built once per reading of them: when the settings are read again
-    (``get_settings.cache_clear()``, as ``igsend.core.store.forget_connections`` does after a change of
-    ``IGSEND_REDIS_URL``), the next call builds a new app, with the new broker."""
-    global _app
+    """The app for the settings in force, built once per reading of them and per Redis: when the settings are read
+    again (``get_settings.cache_clear()``, as ``igsend.core.store.forget_connections`` does after a change of
+    ``IGSEND_REDIS_URL``), the next call builds a new app, with the new broker. Inside
+    ``igsend.core.settings.using_redis`` (a group's block) it is that group's app."""
     settings = get_settings()
-    built = _app
+    where = (settings.redis_url, settings.redis_master)
+    built = _apps.get(where)
     if built is None or built[0] is not settings:
         app = Celery("igsend")
         app.conf.update(celery_config(settings))
-        built = _app = (settings, app)
+        built = _apps[where] = (settings, app)
     return built[1]

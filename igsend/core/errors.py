@@ -74,9 +74,10 @@ class UnknownAccount(InvalidMessage):
     the field ``account``). An :class:`InvalidMessage` too, so every path that reports a field error reports
     this one the same way."""
 
-    def __init__(self, account: str, known: list[str]):
+    def __init__(self, account: str, known: list[str], rule: str | None = None):
         self.account = account
         self.known = known
         names = ", ".join(known) or "none"
-        super().__init__({"account": [f"no igsend worker serves the account {account!r} (accounts: {names}); "
-                                      "add it to the workers' IGSEND_ACCOUNTS_FILE and restart them"]})
+        super().__init__({"account": [rule or f"no igsend worker serves the account {account!r} (accounts: "
+                                              f"{names}); add it to the workers' IGSEND_ACCOUNTS_FILE and restart "
+                                              "them"]})

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from dotenv import load_dotenv
@@ -94,6 +97,12 @@ class Settings:
     replica_acks: int = 0
     #: Seconds WAIT may take before the producer (or worker) gives up (IGSEND_REDIS_REPLICA_TIMEOUT).
     replica_timeout: float = 1.0
+    #: The TOML file of Redis groups (IGSEND_GROUPS, igsend.core.groups): producers send each account's messages
+    #: to its group's Redis. None: one group, IGSEND_REDIS_URL.
+    groups_file: str | None = None
+    #: The group this process serves (IGSEND_GROUP, a name of IGSEND_GROUPS): its redis_url replaces
+    #: IGSEND_REDIS_URL, and a worker serves only the group's accounts.
+    group: str | None = None
 
     def deadline(self, send_class: str) -> float:
         """Total seconds one POST of this class may take, answer included."""
@@ -120,8 +129,23 @@ class Settings:
         ordered_dead = env.get("IGSEND_ORDERED_DEAD") or cls.ordered_dead
         if ordered_dead not in ("continue", "hold"):
             raise ConfigurationError(f"IGSEND_ORDERED_DEAD: must be continue or hold (got {ordered_dead!r})")
+        redis_url = env.get("IGSEND_REDIS_URL") or DEFAULT_REDIS_URL
+        redis_master = env.get("IGSEND_REDIS_MASTER") or cls.redis_master
+        groups_file = env.get("IGSEND_GROUPS") or None
+        group = env.get("IGSEND_GROUP") or None
+        if group is not None:
+            from igsend.core.groups import load_groups
+
+            if groups_file is None:
+                raise ConfigurationError(f"IGSEND_GROUP: names a group ({group!r}) but IGSEND_GROUPS names no "
+                                         "groups file")
+            groups = load_groups(groups_file)
+            if group not in groups:
+                raise ConfigurationError(f"IGSEND_GROUP: no group {group!r} in {groups_file} (groups: "
+                                         f"{', '.join(groups)})")
+            redis_url, redis_master = groups[group].redis_url, groups[group].redis_master or redis_master
         return cls(
-            redis_url=env.get("IGSEND_REDIS_URL") or DEFAULT_REDIS_URL,
+            redis_url=redis_url,
             result_ttl=int(_float("IGSEND_RESULT_TTL", cls.result_ttl)),
             delivered_ttl=int(_positive("IGSEND_DELIVERED_TTL", cls.delivered_ttl)),
             dlq_max=int(_positive("IGSEND_DLQ_MAX", cls.dlq_max)),
@@ -138,12 +162,57 @@ class Settings:
             task_events=(env.get("IGSEND_TASK_EVENTS") or "1") not in ("0", "false", "no", "off"),
             send_deadline=_positive("IGSEND_SEND_DEADLINE", cls.send_deadline),
             lost_after=_positive("IGSEND_LOST_AFTER", cls.lost_after),
-            redis_master=env.get("IGSEND_REDIS_MASTER") or cls.redis_master,
+            redis_master=redis_master,
             replica_acks=_count("IGSEND_REDIS_REPLICA_ACKS", cls.replica_acks),
             replica_timeout=_positive("IGSEND_REDIS_REPLICA_TIMEOUT", cls.replica_timeout),
+            groups_file=groups_file,
+            group=group,
         )
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings.from_env()
+#: The Redis a block of code works on instead of the process's own (url, sentinel primary's name): set by
+#: ``igsend.core.routing`` while a producer works on one group's messages or jobs.
+_route: ContextVar[tuple[str, str | None] | None] = ContextVar("igsend_route", default=None)
+
+
+@contextmanager
+def using_redis(url: str | None, master: str | None = None) -> Iterator[None]:
+    """Within this block (this thread or task), :func:`get_settings` names ``url`` as the Redis, so every client
+    and the Celery app that follow the settings (igsend.core.store, igsend.core.celery_app) use it. None: no change."""
+    if url is None:
+        yield
+        return
+    token = _route.set((url, master))
+    try:
+        yield
+    finally:
+        _route.reset(token)
+
+
+class _SettingsReader:
+    """``get_settings()``: the settings read once from the environment, with the Redis of the block's group (see
+    :func:`using_redis`); ``get_settings.cache_clear()`` reads the environment again on next use."""
+
+    @staticmethod
+    @lru_cache(maxsize=1)
+    def _base() -> Settings:
+        return Settings.from_env()
+
+    @staticmethod
+    @lru_cache(maxsize=64)
+    def _routed(base: Settings, url: str, master: str | None) -> Settings:
+        return replace(base, redis_url=url, redis_master=master or base.redis_master)
+
+    def __call__(self) -> Settings:
+        base = self._base()
+        route = _route.get()
+        if route is None or (route[0] == base.redis_url and route[1] in (None, base.redis_master)):
+            return base
+        return self._routed(base, *route)
+
+    def cache_clear(self) -> None:
+        self._base.cache_clear()
+        self._routed.cache_clear()
+
+
+get_settings = _SettingsReader()

@@ -178,7 +178,7 @@ def redis_from_url(url: str, **kwargs: Any) -> redis.Redis:
                                                   **credentials, connection_class=PrimaryConnection, **kwargs))
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=64)  # per Redis group and retry policy
 def _client(url: str, policy: str = "patient") -> redis.Redis:
     settings = _POLICIES[policy]
     supported = tuple(settings["retry_on_error"])

@@ -583,8 +583,8 @@ def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True) 
     app.register_blueprint(webhooks)  # Meta's, not the apps': outside the OpenAPI document
     # the operator's console (HTML, session login): keys authenticate the JSON blueprints, so CSRF skips them
     init_console(app, keys, throttle=throttled, exempt=[blp, health_blp, webhooks],
-                 links={name: os.environ.get(f"IGSEND_UI_{name.upper()}_URL", "").strip()
-                        for name in ("flower", "grafana")})
+                 links={"flower": os.environ.get("IGSEND_UI_FLOWER_URL", "").strip(),
+                        "grafana": os.environ.get("IGSEND_UI_GRAFANA_URL", "").strip()})
 
     @app.before_request
     def _guard() -> None:

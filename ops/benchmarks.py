@@ -6,6 +6,7 @@
     ops/bench sweep              # the lost-message sweep's cost over 100,000 queued messages
     ops/bench memory             # Redis bytes and keys each message leaves behind: delivered, dead, waiting
     ops/bench ordered            # 200 conversations x 5 messages, ordered and unordered, side by side
+    ops/bench console            # the console's dead-letter pages over a 100,000-entry DLQ (first, filtered, deep)
     ops/bench rate --small       # scaled down, no targets enforced (what the test suite runs)
     ops/bench throughput --small
 """
@@ -538,10 +539,77 @@ def _format(row: dict) -> str:
             f"{row['cpu_per_1000']:>9.2f} {row['rss_mb']:>12.0f}")
 
 
+def bench_console(entries: int) -> int:
+    """The console's dead-letter list over a DLQ of ``entries``: the first page, filtered pages and a deep page,
+    each rendered by the app as a browser would get it (login, session cookie), median of 5."""
+    import re
+    import statistics
+
+    from igsend.core import records
+    from igsend.core.store import get_redis
+    from producers.api import create_app
+
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = start_redis(Path(tmp) / "redis")
+        try:
+            os.environ["IGSEND_REDIS_URL"] = redis.url
+            os.environ["IGSEND_UI_SECRET"] = "bench-console-secret-0123456789"
+            forget_connections()
+            client = get_redis()
+            started = time.time()
+            pipe = client.pipeline(transaction=False)
+            for i in range(entries):
+                code, subcode, klass = [(100, 2018001, "permanent"), (10, 2534022, "permanent"),
+                                        (190, 463, "account_broken"), (1, 1357046, "unknown")][i % 4]
+                error = {"code": code, "subcode": subcode, "message": "refused by Meta", "fbtrace_id": f"T{i}",
+                         "http_status": 400, "class": klass}
+                attempt = {"attempt": 1, "at": started - entries + i, "outcome": klass, "http_status": 400,
+                           "code": code, "subcode": subcode, "message": "refused by Meta", "fbtrace_id": f"T{i}"}
+                account = "rare" if i % 1000 == 7 else f"account{i % 10}"
+                record = {"id": f"job-{i:06d}", "account": account, "recipient": f"r{i}", "kind": "text",
+                          "status": "dead", "message": {"kind": "text", "recipient": f"r{i}", "text": "x" * 200,
+                                                        "account": account}}
+                records._file_dead_letter(pipe, records._dead_letter(record, [attempt], f"{klass}: refused",
+                                                                     error, started - entries + i))
+                if i % 5000 == 4999:
+                    pipe.execute()
+            pipe.execute()
+            print(f"ops/bench console: {entries:,} dead letters filed in {time.time() - started:.1f} s "
+                  f"(Redis {client.info('memory')['used_memory_human']})")
+            key = "bench-operator-key"
+            web = create_app(api_keys=[key]).test_client()
+            token = re.search(rb'name="csrf_token" value="([^"]+)"', web.get("/ui/login").data)
+            assert token
+            web.post("/ui/login", data={"api_key": key, "csrf_token": token.group(1).decode()})
+            pages = [("first page", "/ui/dead-letters"),
+                     ("filtered: account (1 in 10)", "/ui/dead-letters?account=account3"),
+                     ("filtered: code + reason", "/ui/dead-letters?code=190&reason=account_broken"),
+                     ("filtered: rare account (1 in 1,000)", "/ui/dead-letters?account=rare"),
+                     ("filtered: older than 1 h", "/ui/dead-letters?age=1h"),
+                     (f"deep page (from #{entries - 10_000:,})", f"/ui/dead-letters?start={entries - 10_000}"),
+                     ("one entry", "/ui/dead-letters/job-050000")]
+            print(f"{'page':40} {'median ms':>10} {'max ms':>8} {'rows':>5}")
+            worst = 0.0
+            for name, path in pages:
+                times = []
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    answer = web.get(path)
+                    times.append((time.perf_counter() - t0) * 1000)
+                    assert answer.status_code == 200, (path, answer.status_code)
+                rows = answer.data.count(b'name="job_id"')
+                worst = max(worst, max(times))
+                print(f"{name:40} {statistics.median(times):10.1f} {max(times):8.1f} {rows:5}")
+            print(f"slowest page: {worst:.0f} ms (target: under 1,000 ms a page)")
+            return 0 if worst < 1000 else 1
+        finally:
+            redis.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ops/bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["rate", "throughput", "sweep", "memory", "ordered"])
+    parser.add_argument("which", choices=["rate", "throughput", "sweep", "memory", "ordered", "console"])
     parser.add_argument("--small", action="store_true", help="scaled-down counts, targets not enforced (CI)")
     args = parser.parse_args(argv)
     if args.which == "rate":
@@ -553,6 +621,8 @@ def main(argv: list[str] | None = None) -> int:
         return bench_sweep(10_000 if args.small else 100_000)
     if args.which == "ordered":
         return bench_ordered(args.small)
+    if args.which == "console":
+        return bench_console(10_000 if args.small else 100_000)
     return bench_throughput(args.small)
 
 

@@ -2,7 +2,9 @@
 
 The OpenAPI document at ``/openapi.json`` is generated from the same marshmallow schemas the Python API
 validates with; a refused message answers 422 with marshmallow's field messages. Keys come from
-``IGSEND_API_KEYS`` (comma-separated) and are sent as ``Authorization: Bearer KEY`` (scheme in any case).
+``IGSEND_API_KEYS`` (comma-separated) and are sent as ``Authorization: Bearer KEY`` (scheme in any case); each
+operation needs one scope (``x-igsend-scope`` in the document; 403 naming it without), and a key with ``@N`` gets
+429 with ``Retry-After`` past N requests per second (:mod:`producers.api_keys`).
 
 Every answer that is not a success has one JSON shape, ``{"code": 404, "status": "Not Found", "message": "..."}``,
 plus ``errors`` (location -> field -> messages) on a 422. Limits: a body of at most ``MAX_BODY_BYTES`` (4 MiB,
@@ -12,7 +14,6 @@ characters (404 otherwise). When Redis does not answer within about a second eve
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
@@ -49,6 +50,8 @@ from producers import (
     send,
     send_many,
 )
+from producers.api_keys import OPERATE, READ, SEND, ApiKey, find_key, parse_keys, retry_after
+from producers.console import console, init_console
 from producers.webhooks import PATH as WEBHOOK_PATH
 from producers.webhooks import start_inbox, webhooks
 from schemas import KINDS, SCHEMAS
@@ -142,6 +145,22 @@ class _Api(Api):
         return payload, code, headers
 
 
+#: endpoint -> the scope it needs (see _scope); an endpoint of the API's blueprints missing here needs operate
+SCOPE_OF: dict[str, str] = {}
+
+
+def _scope(scope: str) -> Callable[[Any], Any]:
+    """The operation needs a key with ``scope``: enforced by the app's guard, declared in the OpenAPI document
+    (``x-igsend-scope``: a bearer scheme's security requirement cannot carry scopes in OpenAPI 3.0) with its
+    403 answer."""
+
+    def decorate(func: Any) -> Any:
+        SCOPE_OF[f"{blp.name}.{func.__name__}"] = scope
+        func = blp.doc(**{"x-igsend-scope": scope})(func)
+        return blp.alt_response(403, schema=ErrorSchema, description=f"the key lacks the scope `{scope}`")(func)
+    return decorate
+
+
 def _fails(code: int, description: str, headers: dict[str, Any] | None = None) -> Callable[[Any], Any]:
     """Document an error answer of a route with the shared error schema."""
     return cast(Callable[[Any], Any], blp.alt_response(code, schema=ErrorSchema, description=description,
@@ -152,6 +171,8 @@ def _common_errors(func: Any) -> Any:
     func = _fails(401, "no valid key: send Authorization: Bearer KEY", headers={"WWW-Authenticate": {
         "description": 'Bearer realm="igsend"', "schema": {"type": "string"}}})(func)
     func = _fails(414, f"the URL is longer than {MAX_URL_CHARS} characters")(func)
+    func = _fails(429, "the key made more requests per second than its @N allows", headers={"Retry-After": {
+        "description": "seconds to wait", "schema": {"type": "integer"}}})(func)
     return _fails(503, "Redis or the broker did not answer, or Redis is nearly full: nothing was done; try again",
                   headers={"Retry-After": {"description": "seconds to wait, when Redis is nearly full",
                                            "schema": {"type": "integer"}}})(func)
@@ -342,6 +363,7 @@ def _checked_id(job_id: str) -> str:
 @_fails(422, "the message broke a rule; errors name each field")
 @_body_errors
 @_common_errors
+@_scope(SEND)
 def post_message() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Queue one message."""
     document = _json_body()
@@ -370,6 +392,7 @@ def post_message() -> tuple[dict[str, Any], int, dict[str, str]]:
 @_fails(422, "the body is not a list of at most 1000 messages")
 @_body_errors
 @_common_errors
+@_scope(SEND)
 def post_batch() -> dict[str, Any]:
     """Queue up to 1,000 messages; invalid ones are reported by index, the valid ones still queued."""
     body = _json_body()
@@ -404,6 +427,7 @@ def post_batch() -> dict[str, Any]:
 @blp.response(200, StatusSchema)
 @_fails(404, "no such job (or it expired)")
 @_common_errors
+@_scope(READ)
 def get_message(job_id: str) -> dict[str, Any]:
     """The job's status: queued, scheduled, sending, retrying, delivered, dead, unknown or cancelled."""
     try:
@@ -418,6 +442,7 @@ def get_message(job_id: str) -> dict[str, Any]:
 @_fails(404, "no such job (or it expired)")
 @_fails(409, "the job is sending or finished: it cannot be taken back")
 @_common_errors
+@_scope(OPERATE)
 def cancel_message(job_id: str) -> dict[str, Any]:
     """Cancel a queued, scheduled or retrying message: it ends `cancelled` and is never sent."""
     job = Job(_checked_id(job_id))
@@ -435,6 +460,7 @@ def cancel_message(job_id: str) -> dict[str, Any]:
 @blp.arguments(DeadLetterQuerySchema, location="query")
 @blp.response(200, DeadLetterSchema(many=True))
 @_common_errors
+@_scope(OPERATE)
 def list_dead_letters(query: dict[str, Any]) -> list[dict[str, Any]]:
     """Dead messages, oldest first, with every attempt and the reason."""
     from igsend.core import dlq
@@ -454,6 +480,7 @@ def list_dead_letters(query: dict[str, Any]) -> list[dict[str, Any]]:
 @_fails(404, "no such dead letter")
 @_fails(409, "the job is not dead now (e.g. it was delivered): a replay could send it twice")
 @_common_errors
+@_scope(OPERATE)
 def replay_dead_letter(job_id: str) -> tuple[dict[str, str], int, dict[str, str]]:
     """Send a dead message again under its job id."""
     from igsend.core import dlq
@@ -551,22 +578,37 @@ def _header_bytes(value: str) -> bytes:
         return value.encode("utf-8", "replace")
 
 
-def _bearer_matches(header: str, keys: list[bytes]) -> bool:
+def _bearer_key(header: str, keys: list[ApiKey]) -> ApiKey | None:
     scheme, _, credentials = header.strip().partition(" ")
     if scheme.lower() != "bearer":  # RFC 7235: the scheme is case-insensitive
-        return False
-    supplied = _header_bytes(credentials.strip())
-    # Compare against every key, so the time taken does not tell which one matched.
-    return any([hmac.compare_digest(supplied, key) for key in keys])
+        return None
+    return find_key(_header_bytes(credentials.strip()), keys)
+
+
+def configured_keys(api_keys: list[str] | None = None) -> list[ApiKey]:
+    """The keys of ``api_keys`` (entries), default ``IGSEND_API_KEYS``; a bad entry raises ConfigurationError."""
+    if api_keys is not None:
+        return parse_keys(",".join(api_keys))
+    return parse_keys(os.environ.get("IGSEND_API_KEYS", ""))
+
+
+def throttled(key: ApiKey) -> None:
+    """Refuse (429 with Retry-After) a request past the key's @N requests per second. When Redis does not answer
+    the request goes on: the limit protects Redis, and a call that needs it answers 503 anyway."""
+    try:
+        wait = retry_after(_quick_redis(get_settings().redis_url), key)
+    except RedisError:
+        return
+    if wait:
+        abort(429, message=f"this key may make {key.rate:g} requests per second: try again in {wait} s",
+              headers={"Retry-After": str(wait)})
 
 
 def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True) -> Flask:
     """The WSGI app (``gunicorn 'producers.api:create_app()'``). Keys default to ``IGSEND_API_KEYS``."""
-    keys = api_keys if api_keys is not None else [
-        k.strip() for k in os.environ.get("IGSEND_API_KEYS", "").split(",") if k.strip()]
+    keys = configured_keys(api_keys)
     if require_keys and not keys:
         raise RuntimeError("IGSEND_API_KEYS is empty: the HTTP API does not run without keys outside the demo")
-    key_bytes = [key.encode("utf-8") for key in keys]
     app = Flask("igsend")
     app.config.update(
         API_TITLE="igsend", API_VERSION="1", OPENAPI_VERSION="3.0.3", OPENAPI_URL_PREFIX="/",
@@ -588,15 +630,27 @@ def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True) 
     api.register_blueprint(blp)
     api.register_blueprint(health_blp)
     app.register_blueprint(webhooks)  # Meta's, not the apps': outside the OpenAPI document
+    # the operator's console (HTML, session login): keys authenticate the JSON blueprints, so CSRF skips them
+    init_console(app, keys, throttle=throttled, exempt=[blp, health_blp, webhooks],
+                 links={"flower": os.environ.get("IGSEND_UI_FLOWER_URL", "").strip(),
+                        "grafana": os.environ.get("IGSEND_UI_GRAFANA_URL", "").strip()})
 
     @app.before_request
     def _guard() -> None:
         if len(request.path) + len(request.query_string) > MAX_URL_CHARS:
             abort(414, message=f"the URL is longer than {MAX_URL_CHARS} characters")
-        if keys and request.path not in KEYLESS_PATHS and not _bearer_matches(
-                request.headers.get("Authorization", ""), key_bytes):
-            abort(401, message="send a key from IGSEND_API_KEYS as Authorization: Bearer KEY",
-                  headers=AUTH_CHALLENGE)
+        if request.blueprint == console.name or request.path.startswith(console.url_prefix or "/ui"):
+            return  # the console: its own login page and session cookie (producers.console)
+        if keys and request.path not in KEYLESS_PATHS:
+            key = _bearer_key(request.headers.get("Authorization", ""), keys)
+            if key is None:
+                abort(401, message="send a key from IGSEND_API_KEYS as Authorization: Bearer KEY",
+                      headers=AUTH_CHALLENGE)
+            needed = SCOPE_OF.get(request.endpoint or "", OPERATE)
+            if not key.allows(needed):
+                abort(403, message=f"this key lacks the scope {needed!r}: give it {needed} in IGSEND_API_KEYS "
+                                   "(KEY:scope+scope)")
+            throttled(key)
         # Routed /v1 calls all need Redis: answer 503 at once rather than after the shared client's retries.
         if request.blueprint == blp.name and not _redis_answers():
             abort(503, message=REDIS_DOWN)

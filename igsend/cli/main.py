@@ -509,15 +509,14 @@ def dlq_replay(job_id: str | None, replay_all: bool, account: str | None) -> Non
             _fail(f"no dead-letter entry {job_id}", code=1)
         _print_json({"replayed": [job_id]})
         return
-    replayed, refused = [], {}
+    replayed: list[str] = []
+    refused: dict[str, str] = {}
     for group in routing.every_group():
         with routing.in_group(group):
-            for entry in dead.list_entries(account=account):
-                try:
-                    if dead.replay(entry["id"]):
-                        replayed.append(entry["id"])
-                except ReplayRefused as exc:  # one job that is not dead must not stop the others
-                    refused[entry["id"]] = str(exc)
+            # oldest first, as `dlq list` shows them; one job that is not dead does not stop the others
+            outcome = dead.replay_many(list(reversed(list(dead.matching_ids(dead.Filter(account=account))))))
+        replayed += outcome.replayed
+        refused.update(outcome.refused)
     _print_json({"replayed": replayed, "refused": refused})
     for message in refused.values():
         click.echo(f"error: {message}", err=True)

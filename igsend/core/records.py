@@ -143,6 +143,23 @@ def cancel(client: redis.Redis, job_id: str, *, reason: str, record_ttl: int, cr
     return str(before)
 
 
+def waiting(client: redis.Redis, *, start: int = 0, count: int = 50) -> tuple[list[dict[str, Any]], int]:
+    """Jobs waiting in ``igsend:delayed`` (scheduled for their ``send_at``, or retrying), soonest due first, from
+    rank ``start``: each record (without its message) with ``due_at``; and how many wait in all."""
+    pairs = cast(list[tuple[str, float]], client.zrange(DELAYED_KEY, start, start + count - 1, withscores=True))
+    pipe = client.pipeline(transaction=False)
+    for job_id, _ in pairs:
+        pipe.hgetall(job_key(job_id))
+    pipe.zcard(DELAYED_KEY)
+    *raws, total = pipe.execute()
+    jobs = []
+    for (job_id, due), raw in zip(pairs, raws, strict=True):
+        record = decode(raw) or {"id": job_id, "status": None}
+        record.pop("message", None)
+        jobs.append({**record, "due_at": due})
+    return jobs, int(total)
+
+
 def decode(raw: dict[str, str]) -> dict[str, Any]:
     """Turn a job hash into the status JSON of DESIGN.md (plus timestamps and the message)."""
     if not raw:

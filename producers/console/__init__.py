@@ -1,0 +1,350 @@
+"""The operator's console at ``/ui``, served by ``igsend api``: overview, dead letters, accounts, scheduled
+messages and one job, in plain HTML forms.
+
+Every page reads and acts through the functions the CLI and the HTTP API use (:mod:`igsend.core.dlq`,
+:mod:`igsend.core.account_state`, :mod:`igsend.core.records`, :class:`producers.jobs.Job`); nothing here decides a
+rule of its own. Login with a key of ``IGSEND_API_KEYS`` that has the ``operate`` scope; the session then
+remembers which key (its SHA-256 prefix, never the key). Every change is a POST with a CSRF token, answered by a
+redirect (post/redirect/get). Message text is shown only on a detail page, on request.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Flask, current_app, flash, redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
+from werkzeug.datastructures import MultiDict
+
+from igsend.core import account_state, activity, dlq, presence, records
+from igsend.core.errors import CancelRefused, ReplayRefused
+from igsend.core.store import get_redis, memory_share
+from producers.api_keys import OPERATE, ApiKey, find_key
+from producers.console import security
+from producers.jobs import Job, JobNotFound, get_job
+
+console = Blueprint("console", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
+
+PAGE_SIZE = 50
+#: Seconds a bulk replay may run within one request (gunicorn's worker timeout is 30 s); what is left is counted
+#: and offered again.
+BULK_BUDGET = 20.0
+_EXTENSION = "igsend_console"
+
+
+def init_console(app: Flask, keys: list[ApiKey], *, throttle: Callable[[ApiKey], None], exempt: list[object],
+                 links: dict[str, str] | None = None) -> None:
+    """Serve the console on ``app``: ``keys`` log in, ``throttle`` applies a key's request rate, ``exempt`` are
+    the blueprints CSRF does not cover (the JSON API), ``links`` the Flower and Grafana addresses to show."""
+    security.protect(app, exempt)
+    app.extensions[_EXTENSION] = {"keys": keys, "throttle": throttle, "links": links or {}}
+    app.register_blueprint(console)
+
+
+def _config() -> dict[str, Any]:
+    return dict(current_app.extensions[_EXTENSION])
+
+
+def _session_key() -> ApiKey | None:
+    ident = session.get("key")
+    return next((key for key in _config()["keys"] if key.ident == ident and key.allows(OPERATE)), None)
+
+
+@console.before_request
+def _require_login() -> ResponseReturnValue | None:
+    if request.endpoint in ("console.login", "console.static"):
+        return None
+    key = _session_key()  # a key taken out of IGSEND_API_KEYS (or its operate scope) ends its sessions
+    if key is None:
+        session.clear()
+        return redirect(url_for("console.login", next=request.full_path if request.method == "GET" else None))
+    _config()["throttle"](key)
+    return None
+
+
+console.after_request(security.headers)
+
+
+@console.app_template_filter("when")
+def _when(value: Any) -> str:
+    """Unix seconds as UTC date and time; ages as well, for a person reading a list."""
+    if value in (None, ""):
+        return "-"
+    seconds = float(value)
+    ago = time.time() - seconds
+    span = f"{abs(ago):.0f} s" if abs(ago) < 120 else f"{abs(ago) / 60:.0f} min" if abs(ago) < 7200 else \
+        f"{abs(ago) / 3600:.0f} h" if abs(ago) < 172800 else f"{abs(ago) / 86400:.0f} d"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds)) + (f" ({span} ago)" if ago >= 0
+                                                                           else f" (in {span})")
+
+
+@console.app_template_filter("pretty")
+def _pretty(value: Any) -> str:
+    """A message document as indented JSON text (autoescaped by the template like any other text)."""
+    return json.dumps(value, indent=2, ensure_ascii=False) if not isinstance(value, str) else value
+
+
+@console.app_context_processor
+def _globals() -> dict[str, Any]:
+    return {"links": _config()["links"] if _EXTENSION in current_app.extensions else {},
+            "logged_in": "key" in session}
+
+
+# --- login -------------------------------------------------------------------------------------------------------
+
+@console.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    error = None
+    if request.method == "POST":
+        supplied = request.form.get("api_key", "").strip().encode("utf-8", "replace")
+        key = find_key(supplied, _config()["keys"])
+        if key is None:
+            error = "That is not a key of IGSEND_API_KEYS."
+        elif not key.allows(OPERATE):
+            error = "That key lacks the scope 'operate', which the console needs (KEY:operate in IGSEND_API_KEYS)."
+        else:
+            _config()["throttle"](key)
+            session.clear()  # a new session for a new login
+            session["key"] = key.ident
+            session.permanent = True
+            target = request.args.get("next") or ""
+            # only a path of the console: never an address elsewhere (an open redirect)
+            return redirect(target if target.startswith("/ui") and not target.startswith("//") else
+                            url_for("console.overview"))
+    return render_template("login.html", error=error), 401 if error else 200
+
+
+@console.route("/logout", methods=["POST"])
+def logout() -> ResponseReturnValue:
+    session.clear()
+    return redirect(url_for("console.login"))
+
+
+# --- overview ----------------------------------------------------------------------------------------------------
+
+@console.route("")
+@console.route("/")
+def overview() -> ResponseReturnValue:
+    client = get_redis()
+    rows = account_state.overview(client=client)
+    now_doing = activity.read(client=client)
+    names = sorted({row["account"] for row in rows} | set(now_doing.accounts))
+    known = {row["account"]: row for row in rows}
+    accounts = []
+    for name in names:
+        row = known.get(name) or {"account": name, "health": "healthy", "workers": 0, "held": 0}
+        accounts.append({**row, "state": _state(row), "why": account_state.describe(row),
+                         "counts": now_doing.accounts.get(name, dict.fromkeys(activity.COLUMNS, 0))})
+    memory = client.info("memory")
+    return render_template("overview.html", accounts=accounts, activity=now_doing,
+                           workers=presence.read(client).alive, dead=dlq.size(client=client),
+                           memory=memory.get("used_memory_human"), memory_share=memory_share(client),
+                           columns=activity.COLUMNS)
+
+
+def _state(row: dict[str, Any]) -> str:
+    """healthy, paused, broken or held: the word the overview colours."""
+    if row.get("health") == "broken":
+        return "broken"
+    if row.get("paused_until"):
+        return "paused"
+    return "held" if row.get("held") else "healthy"
+
+
+# --- dead letters ------------------------------------------------------------------------------------------------
+
+AGES = {"": None, "5m": 300, "1h": 3600, "1d": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+
+
+def _filter(values: MultiDict[str, str]) -> tuple[dlq.Filter, dict[str, str], list[str]]:
+    """The filter of a request's fields (GET parameters, or a bulk form's hidden fields); bad fields are named and
+    left out."""
+    problems = []
+    code_text = values.get("code", "").strip()
+    code: int | None = None
+    if code_text:
+        try:
+            code = int(code_text)
+        except ValueError:
+            problems.append(f"code: must be a Graph error code, a whole number (got {code_text!r})")
+    age = values.get("age", "")
+    if age not in AGES:
+        problems.append(f"age: must be one of {', '.join(a for a in AGES if a)} (got {age!r})")
+        age = ""
+    fields = {"account": values.get("account", "").strip(), "reason": values.get("reason", "").strip(),
+              "code": code_text if code is not None else "", "age": age}
+    flt = dlq.Filter(account=fields["account"] or None, reason=fields["reason"] or None, code=code,
+                     older_than=AGES[age])
+    return flt, fields, problems
+
+
+def _start(values: MultiDict[str, str]) -> int:
+    try:
+        return max(0, int(values.get("start", "0")))
+    except ValueError:
+        return 0
+
+
+@console.route("/dead-letters")
+def dead_letters() -> ResponseReturnValue:
+    flt, fields, problems = _filter(request.args)
+    start = _start(request.args)
+    found = dlq.page(flt, start=start, size=PAGE_SIZE)
+    query: dict[str, Any] = {k: v for k, v in fields.items() if v}
+    rows = [{**entry, "reason_class": dlq.reason_class(entry)} for entry in found.entries]
+    return render_template("dead_letters.html", page=found, rows=rows, fields=fields, problems=problems,
+                           start=start, ages=[a for a in AGES if a], filtered=bool(query),
+                           next_url=None if found.next_start is None else
+                           url_for("console.dead_letters", **query, start=found.next_start),
+                           first_url=url_for("console.dead_letters", **query) if start else None)
+
+
+@console.route("/dead-letters/<path:job_id>")
+def dead_letter(job_id: str) -> ResponseReturnValue:
+    entry = dlq.show(job_id)
+    if entry is None:
+        return render_template("missing.html", what=f"dead letter {job_id}"), 404
+    return render_template("dead_letter.html", entry=entry, reason_class=dlq.reason_class(entry),
+                           show_text=request.args.get("show") == "text", holds=dlq.holds_conversation(job_id))
+
+
+@console.route("/dead-letters/<path:job_id>/replay", methods=["POST"])
+def replay_one(job_id: str) -> ResponseReturnValue:
+    try:
+        found = dlq.replay(job_id)
+    except ReplayRefused as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("console.dead_letter", job_id=job_id))
+    if not found:
+        flash(f"no dead-letter entry {job_id}", "error")
+        return redirect(url_for("console.dead_letters"))
+    flash(f"replayed 1 dead letter: job {job_id} is queued again", "ok")
+    return redirect(url_for("console.job", job_id=job_id))
+
+
+def _targets() -> tuple[list[str], dict[str, str], str]:
+    """The ids a bulk form names: the ticked ``job_id`` boxes, or (``scope=all``) every entry its filter
+    matches. Returns them, the filter's fields, and a description for the confirmation."""
+    flt, fields, _ = _filter(request.form)
+    if request.form.get("scope") == "all":
+        described = ", ".join(f"{k} {v}" for k, v in fields.items() if v) or "no filter: every entry"
+        return list(dlq.matching_ids(flt)), fields, f"every dead letter that matches ({described})"
+    ids = list(dict.fromkeys(i for i in request.form.getlist("job_id") if i))
+    return ids, fields, "the selected dead letters"
+
+
+def _bulk(action: str) -> ResponseReturnValue:
+    ids, fields, described = _targets()
+    query: dict[str, Any] = {k: v for k, v in fields.items() if v}
+    back = url_for("console.dead_letters", **query)
+    if not ids:
+        flash(f"nothing to {action}: select dead letters, or choose all that match", "error")
+        return redirect(back)
+    if request.form.get("confirm") != "yes":  # the confirmation step: nothing changes yet
+        return render_template("confirm.html", action=action, count=len(ids), described=described,
+                               ids=ids if request.form.get("scope") != "all" else [], fields=fields,
+                               scope=request.form.get("scope", "selected"))
+    if action == "purge":
+        flash(f"purged {dlq.purge_ids(ids)} dead letters", "ok")
+        return redirect(back)
+    outcome = dlq.replay_many(ids, budget=BULK_BUDGET)
+    flash(f"replayed {len(outcome.replayed)} dead letters", "ok")
+    for job_id, why in list(outcome.refused.items())[:10]:
+        flash(f"{job_id}: {why}", "error")
+    if outcome.left:
+        flash(f"{outcome.left} not replayed yet (time budget of {BULK_BUDGET:g} s spent): replay again to go on",
+              "error")
+    return redirect(back)
+
+
+@console.route("/dead-letters/replay", methods=["POST"])
+def replay_many() -> ResponseReturnValue:
+    return _bulk("replay")
+
+
+@console.route("/dead-letters/purge", methods=["POST"])
+def purge() -> ResponseReturnValue:
+    return _bulk("purge")
+
+
+# --- accounts ----------------------------------------------------------------------------------------------------
+
+@console.route("/accounts")
+def accounts() -> ResponseReturnValue:
+    rows = account_state.overview()
+    return render_template("accounts.html", accounts=[
+        {**row, "state": _state(row), "why": account_state.describe(row),
+         "token_text": account_state.describe_token(row["token"])} for row in rows])
+
+
+@console.route("/accounts/<name>/heal", methods=["POST"])
+def heal(name: str) -> ResponseReturnValue:
+    released = account_state.mark_healthy(name)
+    flash(f"account {name} marked healthy; {released} held message{'s' if released != 1 else ''} released", "ok")
+    return redirect(url_for("console.accounts"))
+
+
+@console.route("/accounts/release", methods=["POST"])
+def release() -> ResponseReturnValue:
+    """Let the ordered conversation a dead message holds go on without it (``igsend dlq release``)."""
+    job_id = request.form.get("job_id", "").strip()
+    try:
+        head = dlq.release(job_id)
+    except LookupError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"released the conversation of job {job_id}: "
+              + (f"job {head} goes next" if head else "no message waits in it"), "ok")
+    return redirect(request.form.get("back", "") if request.form.get("back", "").startswith("/ui/")
+                    else url_for("console.accounts"))
+
+
+# --- scheduled and jobs ------------------------------------------------------------------------------------------
+
+@console.route("/scheduled")
+def scheduled() -> ResponseReturnValue:
+    start = _start(request.args)
+    jobs, total = records.waiting(get_redis(), start=start, count=PAGE_SIZE)
+    return render_template("scheduled.html", jobs=jobs, total=total, start=start,
+                           cancellable=records.CANCELLABLE, pages=math.ceil(total / PAGE_SIZE),
+                           next_url=url_for("console.scheduled", start=start + PAGE_SIZE)
+                           if start + PAGE_SIZE < total else None)
+
+
+@console.route("/jobs/<path:job_id>/cancel", methods=["POST"])
+def cancel(job_id: str) -> ResponseReturnValue:
+    try:
+        Job(job_id).cancel(reason="cancelled in the console")
+    except JobNotFound as exc:
+        flash(str(exc), "error")
+    except CancelRefused as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"cancelled job {job_id}: it will never be sent", "ok")
+    back = request.form.get("back", "")
+    return redirect(back if back.startswith("/ui/") else url_for("console.job", job_id=job_id))
+
+
+@console.route("/jobs")
+def find_job() -> ResponseReturnValue:
+    """The search box of every page: open a job by its id."""
+    job_id = request.args.get("id", "").strip()
+    if not job_id:
+        return redirect(url_for("console.overview"))
+    return redirect(url_for("console.job", job_id=job_id))
+
+
+@console.route("/jobs/<path:job_id>")
+def job(job_id: str) -> ResponseReturnValue:
+    try:
+        info = get_job(job_id).info()
+    except JobNotFound:
+        return render_template("missing.html", what=f"job {job_id}"), 404
+    return render_template("job.html", job=info, show_text=request.args.get("show") == "text",
+                           dead=dlq.show(job_id) is not None, cancellable=info.get("status") in records.CANCELLABLE,
+                           show_url=url_for("console.job", job_id=job_id) + "?" + urlencode({"show": "text"}))

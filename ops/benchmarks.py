@@ -7,6 +7,7 @@
     ops/bench memory             # Redis bytes and keys each message leaves behind: delivered, dead, waiting
     ops/bench ordered            # 200 conversations x 5 messages, ordered and unordered, side by side
     ops/bench console            # the console's dead-letter pages over a 100,000-entry DLQ (first, filtered, deep)
+    ops/bench pod                # one worker process (a Kubernetes pod): msgs/s, CPU, RSS, KEDA's listLength
     ops/bench rate --small       # scaled down, no targets enforced (what the test suite runs)
     ops/bench throughput --small
 """
@@ -527,6 +528,38 @@ def bench_throughput(small: bool) -> int:
     return 0
 
 
+#: Seconds of backlog one pod is meant to hold before KEDA adds another: listLength = per-pod msgs/s x this.
+DRAIN_SECONDS = 30
+
+
+def bench_pod(small: bool) -> int:
+    """What one worker pod (``igsend worker`` with IGSEND_PROCESSES=1, 64 threads) sends, at what CPU and memory:
+    the figures behind ops/k8s (resources, KEDA's listLength; docs/kubernetes.md)."""
+    count = 500 if small else 5000
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        with stack(tmp, accounts=10, budget=1_000_000, workers=0, latency_ms=LATENCY_MS,
+                   concurrency=None) as (redis_url, sandbox, names):
+            env = {"IGSEND_REDIS_URL": redis_url, "IGSEND_GRAPH_URL": sandbox,
+                   "IGSEND_ACCOUNTS_FILE": str(tmp / "accounts.toml"), "IGSEND_ACCESS_TOKEN": ""}
+            worker = start_worker(env=env, log_path=tmp / "igsend-worker.log", processes=1)
+            try:
+                import psutil
+
+                idle_rss = psutil.Process(worker.process.pid).memory_info().rss
+                row = run_igsend([worker.process.pid], sandbox, names, count, "igsend, one process")
+            finally:
+                worker.stop()
+    cores = row["rate"] * row["cpu_per_1000"] / 1000
+    print(f"ops/bench pod: one worker process, 64 threads, sandbox latency {LATENCY_MS} ms, {count:,} messages, "
+          f"{os.cpu_count()} cores shared with Redis and the sandbox")
+    print(f"{'msgs/s':>8} {'CPU s/1k':>9} {'CPU cores':>10} {'idle RSS MB':>12} {'peak RSS MB':>12}")
+    print(f"{row['rate']:>8.1f} {row['cpu_per_1000']:>9.2f} {cores:>10.2f} {idle_rss / 2**20:>12.0f} "
+          f"{row['rss_mb']:>12.0f}")
+    print(f"KEDA listLength = {row['rate']:.0f} msgs/s x {DRAIN_SECONDS} s = {row['rate'] * DRAIN_SECONDS:,.0f}")
+    return 0
+
+
 def _account_tokens(tmp: Path) -> list[str]:
     import tomllib
 
@@ -609,7 +642,7 @@ def bench_console(entries: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ops/bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["rate", "throughput", "sweep", "memory", "ordered", "console"])
+    parser.add_argument("which", choices=["rate", "throughput", "sweep", "memory", "ordered", "console", "pod"])
     parser.add_argument("--small", action="store_true", help="scaled-down counts, targets not enforced (CI)")
     args = parser.parse_args(argv)
     if args.which == "rate":
@@ -623,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
         return bench_ordered(args.small)
     if args.which == "console":
         return bench_console(10_000 if args.small else 100_000)
+    if args.which == "pod":
+        return bench_pod(args.small)
     return bench_throughput(args.small)
 
 

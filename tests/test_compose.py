@@ -299,6 +299,7 @@ NOT_FROM_ENV = {
     "IGSEND_ENV_FILE": "compose passes settings as environment variables, not as a file",
     "IGSEND_METRICS_HOST": "fixed at 0.0.0.0: Prometheus scrapes every worker replica inside the compose network",
     "IGSEND_SANDBOX_TOKENS": "the sandbox service accepts IGSEND_ACCESS_TOKEN (or sandbox-token)",
+    "IGSEND_LIVENESS_FILE": "Kubernetes' liveness probe (ops/k8s); compose's healthcheck pings the worker instead",
     "IGSEND_METRICS_PORT": "fixed at 9809: ops/prometheus.yml scrapes every worker replica on that port",
     "IGSEND_REDIS_URL": "built from IGSEND_REDIS_PASSWORD: the stack's Redis is the compose service",
 }

@@ -1,5 +1,5 @@
 """The Celery app as a worker runs it (``celery -A workers.app worker``): the shared app plus the task,
-the delayed-job scheduler, the token keeper (workers.tokens) and the per-process metrics endpoint."""
+the delayed-job scheduler, the token keeper (workers.tokens), the per-process metrics endpoint and the liveness file."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from celery.signals import worker_ready, worker_shutdown
 from igsend.core.celery_app import get_app
 from igsend.core.presence import Heartbeat
 from workers import raw, tasks  # noqa: F401 - tasks registers igsend.send_message
+from workers.liveness import LivenessStep
 from workers.metrics import serve_worker_metrics
 from workers.scheduler import Scheduler
 from workers.tokens import TokenKeeper
@@ -18,6 +19,8 @@ from workers.tokens import TokenKeeper
 app = get_app()
 # Ends the job of a message whose body does not decode; raw's signal handlers end rejected and revoked ones.
 app.conf.worker_consumer = raw.Consumer
+# Touches IGSEND_LIVENESS_FILE while the consumer consumes (the liveness probe of ops/k8s reads it).
+app.steps["consumer"].add(LivenessStep)
 _scheduler: Scheduler | None = None
 _heartbeat: Heartbeat | None = None
 _tokens: TokenKeeper | None = None

@@ -116,6 +116,8 @@ def _supervise(processes: int, concurrency: int, loglevel: str, extra: list[str]
         env = dict(os.environ)
         if env.get("IGSEND_METRICS_PORT"):  # one metrics endpoint per process: base port + index
             env["IGSEND_METRICS_PORT"] = str(int(env["IGSEND_METRICS_PORT"]) + index)
+        if env.get("IGSEND_LIVENESS_FILE"):  # one liveness file per process; the probe wants each fresh
+            env["IGSEND_LIVENESS_FILE"] = f"{env['IGSEND_LIVENESS_FILE']}.{index}"
         return subprocess.Popen(argv, preexec_fn=_die_with_parent, env=env)
 
     return supervise(spawn, processes)

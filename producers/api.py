@@ -516,12 +516,11 @@ def _groups_used() -> list[Group]:
     if isinstance(job_id, str):
         name = group_named_by(job_id)
         return [known[name]] if name in known else list(known.values())
-    if request.method == "POST" and request.endpoint in (f"{blp.name}.post_message", f"{blp.name}.post_batch"):
-        accounts = _accounts_sent()
-    else:
-        accounts = [request.args["account"]] if request.args.get("account") else []
+    posting = request.method == "POST" and request.endpoint in (f"{blp.name}.post_message",
+                                                                f"{blp.name}.post_batch")
+    accounts = _accounts_sent() if posting else [request.args["account"]] if request.args.get("account") else []
     if not accounts:
-        return list(known.values())
+        return [] if posting else list(known.values())  # a body naming no account is refused, Redis or not
     used: dict[str, Group] = {}
     for account in accounts:
         try:

@@ -34,8 +34,8 @@ from redis.retry import Retry
 from werkzeug.exceptions import HTTPException
 
 from igsend.core import routing
-from igsend.core.errors import CancelRefused, ReplayRefused
-from igsend.core.groups import Group
+from igsend.core.errors import CancelRefused, ReplayRefused, UnknownAccount
+from igsend.core.groups import Group, group_named_by
 from igsend.core.settings import get_settings
 from igsend.core.store import redis_from_url, redis_warnings
 from producers import (
@@ -505,16 +505,74 @@ def _quick_redis(url: str) -> redis.Redis:
 
 
 def _redis_answers() -> bool:
-    """Whether the Redis answers; with IGSEND_GROUPS, whether some group's does (one group down must not take
-    the others' messages down with it: a call for the down group fails on its own, 503)."""
-    urls = [group.redis_url for group in routing.every_group() if group] or [get_settings().redis_url]
-    for url in urls:
+    """Whether the process's Redis answers (without IGSEND_GROUPS)."""
+    try:
+        return bool(_quick_redis(get_settings().redis_url).ping())
+    except RedisError:
+        return False
+
+
+def _group_answers(group: Group) -> bool:
+    try:
+        with routing.in_group(group):  # a sentinel:// group's primary name
+            return bool(_quick_redis(group.redis_url).ping())
+    except RedisError:
+        return False
+
+
+def _accounts_sent() -> list[str]:
+    """The accounts a POST of messages names (read without validating: the handler refuses what is wrong)."""
+    try:
+        document = json.loads(request.get_data(cache=True))
+    except (ValueError, RecursionError):
+        return []
+    if request.endpoint == f"{blp.name}.post_batch":
+        documents = document.get("messages") if isinstance(document, dict) else None
+    else:
+        documents = [document]
+    accounts = [item.get("account", "default") for item in documents or [] if isinstance(item, dict)]
+    return [account for account in dict.fromkeys(accounts) if isinstance(account, str)]
+
+
+def _groups_used() -> list[Group]:
+    """The groups a /v1 call will work on, known without asking Redis: the account(s) of the messages sent, the
+    group a job id names, the account asked about; every group otherwise (a list of them all, or an id that names
+    no group, looked for in each)."""
+    known = routing.groups()
+    job_id = (request.view_args or {}).get("job_id")
+    if isinstance(job_id, str):
+        name = group_named_by(job_id)
+        return [known[name]] if name in known else list(known.values())
+    posting = request.method == "POST" and request.endpoint in (f"{blp.name}.post_message",
+                                                                f"{blp.name}.post_batch")
+    accounts = _accounts_sent() if posting else [request.args["account"]] if request.args.get("account") else []
+    if not accounts:
+        return [] if posting else list(known.values())  # a body naming no account is refused, Redis or not
+    used: dict[str, Group] = {}
+    for account in accounts:
         try:
-            if _quick_redis(url).ping():
-                return True
-        except RedisError:
-            continue
-    return False
+            group = routing.group_of_account(account)
+        except UnknownAccount:
+            continue  # refused by the handler, 422 naming `account`
+        if group is not None:
+            used[group.name] = group
+    return list(used.values())
+
+
+def _check_redis() -> None:
+    """Answer 503 at once when the Redis a /v1 call needs does not answer, rather than after the shared client's
+    retries (~10 s). With IGSEND_GROUPS only the groups the call uses are asked: one group down fails its own
+    accounts' calls, naming it, and the other groups keep working."""
+    if not routing.groups():
+        if not _redis_answers():
+            abort(503, message=REDIS_DOWN)
+        return
+    down = [group for group in _groups_used() if not _group_answers(group)]
+    if down:
+        names = ", ".join(group.name for group in down)
+        accounts = ", ".join(account for group in down for account in group.accounts)
+        abort(503, message=f"the Redis of group {names} (accounts {accounts}) does not answer: nothing was done; "
+                           "try again shortly (the other groups are not affected)")
 
 
 health_blp = Blueprint("health", __name__, description="Is the service able to send")
@@ -651,9 +709,10 @@ def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True) 
                 abort(403, message=f"this key lacks the scope {needed!r}: give it {needed} in IGSEND_API_KEYS "
                                    "(KEY:scope+scope)")
             throttled(key)
-        # Routed /v1 calls all need Redis: answer 503 at once rather than after the shared client's retries.
-        if request.blueprint == blp.name and not _redis_answers():
-            abort(503, message=REDIS_DOWN)
+        # Routed /v1 calls all need Redis (their group's, with IGSEND_GROUPS): answer 503 at once rather than
+        # after the shared client's retries.
+        if request.blueprint == blp.name:
+            _check_redis()
 
     def _unavailable(exc: Exception) -> tuple[Any, int]:
         # Redis went away after the guard's check (or the broker refused a publish): the caller may retry.

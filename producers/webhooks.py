@@ -6,7 +6,8 @@
   app secret: ``IGSEND_APP_SECRET``, or the ``app_secret`` / ``app_secret_env`` of an account in
   ``IGSEND_ACCOUNTS_FILE`` (only those fields are read here, never a token). No or a malformed signature: 401; a
   wrong one: 403. A verified body is stored as received in the inbox stream before the 200 (Redis failed: 503, and
-  Meta retries for 36 hours); :mod:`producers.webhook_inbox` processes it after the answer.
+  Meta retries for 36 hours); :mod:`producers.webhook_inbox` processes it after the answer. With
+  ``IGSEND_GROUPS`` each entry goes to the inbox of its account's group (:mod:`producers.webhook_groups`).
 
 Nothing of the request's headers is stored; the body is kept only until it is processed.
 """
@@ -28,10 +29,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from igsend.core import routing
+from igsend.core.groups import Group
 from igsend.core.records import NotReplicated
 from igsend.core.settings import get_settings
 from igsend.core.store import redis_from_url
-from producers.webhook_inbox import Inbox, store
+from producers.webhook_groups import RegistryUnavailable, split
+from producers.webhook_inbox import Inbox, accounts_by_id, store
 
 log = logging.getLogger("igsend.webhooks")
 
@@ -87,13 +91,13 @@ def signature_valid(body: bytes, signature: bytes, secrets: list[bytes]) -> bool
     return any([hmac.compare_digest(signature, digest) for digest in expected])
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=64)  # per Redis group
 def _store_client(url: str, timeout: float) -> redis.Redis:
     """Gives up at once (no retry): Meta hears 503 within seconds and retries, rather than waiting on backoff."""
     return redis_from_url(url, socket_connect_timeout=1, socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=64)  # per Redis group
 def inbox(url: str) -> Inbox:
     """This process's inbox processor for the Redis at ``url`` (its thread is started on first use)."""
     return Inbox(redis_from_url(url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=15))
@@ -108,7 +112,16 @@ def start_inbox() -> None:
     Called by ``create_app``, and before each request: a process forked after ``create_app`` (gunicorn
     ``--preload``) has no thread until then."""
     if verify_token():
-        inbox(get_settings().redis_url).ensure_running()
+        for group in routing.every_group():  # with IGSEND_GROUPS, one thread per group's inbox
+            with routing.in_group(group):
+                inbox(get_settings().redis_url).ensure_running()
+
+
+def _registry(group: Group) -> dict[str, tuple[str, ...]]:
+    """The group's IG account id -> account names (its workers' registry), read at once or not at all."""
+    with routing.in_group(group):
+        settings = get_settings()
+        return accounts_by_id(_store_client(settings.redis_url, 1 + settings.replica_timeout))
 
 
 webhooks.before_app_request(start_inbox)
@@ -140,15 +153,35 @@ def receive() -> Any:
         return _error(503, "Service Unavailable", "no app secret is configured to verify the signature")
     if not signature_valid(body, match[1].lower().encode(), secrets):
         return _error(403, "Forbidden", f"{SIGNATURE_HEADER} does not match the body under the app secret")
-    settings = get_settings()
-    try:
-        store(_store_client(settings.redis_url, 1 + settings.replica_timeout), body,
-              replica_acks=settings.replica_acks, replica_timeout=settings.replica_timeout)
-    except (RedisError, NotReplicated) as exc:
-        log.warning("a webhook delivery could not be stored (%s: %s): answered 503, Meta retries it",
-                    type(exc).__name__, exc)
-        return _error(503, "Service Unavailable", "the delivery could not be stored: retry")
-    processor = inbox(settings.redis_url)
-    processor.ensure_running()
-    processor.wake()
+    known = routing.groups()
+    parts: list[tuple[Group | None, bytes]] = [(None, body)]
+    if known:  # with IGSEND_GROUPS: each entry to its account's group, where the window is checked
+        try:
+            parts = [(known[name], part) for name, part in split(body, known, _registry).items()]
+        except RegistryUnavailable as exc:
+            log.warning("a webhook delivery could not be routed (%s): answered 503, Meta retries it", exc)
+            return _error(503, "Service Unavailable", f"the delivery could not be routed: {exc}; retry")
+    for group, part in parts:
+        refused = _store_in(group, part)
+        if refused is not None:
+            return refused  # the parts stored already are processed once: Meta's retry of them is dropped
     return Response("EVENT_RECEIVED", 200, mimetype="text/plain")
+
+
+def _store_in(group: Group | None, body: bytes) -> tuple[Response, int] | None:
+    """Store a delivery in the group's inbox (None: the process's Redis) and wake its processor; the 503 to
+    answer when it could not be stored."""
+    with routing.in_group(group):
+        settings = get_settings()
+        try:
+            store(_store_client(settings.redis_url, 1 + settings.replica_timeout), body,
+                  replica_acks=settings.replica_acks, replica_timeout=settings.replica_timeout)
+        except (RedisError, NotReplicated) as exc:
+            where = f" in group {group.name}" if group else ""
+            log.warning("a webhook delivery could not be stored%s (%s: %s): answered 503, Meta retries it",
+                        where, type(exc).__name__, exc)
+            return _error(503, "Service Unavailable", f"the delivery could not be stored{where}: retry")
+        processor = inbox(settings.redis_url)
+        processor.ensure_running()
+        processor.wake()
+    return None

@@ -7,6 +7,8 @@ from one group to the other without losing or doubling a message (docs/groups.md
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import time
@@ -23,7 +25,15 @@ import redis as redis_lib
 import requests
 from click.testing import CliRunner
 
-from tests.conftest import ACCOUNT_ID, SHOP_PAGE_ID, SLOW_ACCOUNT_ID, received, reset_client_caches, worker_env
+from tests.conftest import (
+    ACCOUNT_ID,
+    SHOP_PAGE_ID,
+    SLOW_ACCOUNT_ID,
+    received,
+    reset_client_caches,
+    wait_until,
+    worker_env,
+)
 
 KEY = "groups-test-key"
 ACCOUNT_IDS = {"default": ACCOUNT_ID, "shop": SHOP_PAGE_ID, "slow": SLOW_ACCOUNT_ID}
@@ -46,6 +56,7 @@ class Grouped:
     accounts_file: Path
     logs: Path
     workers: dict[str, Any] = field(default_factory=dict)
+    servers: dict[str, Any] = field(default_factory=dict)
 
     def client(self, group: str) -> redis_lib.Redis:
         return redis_lib.Redis.from_url(self.urls[group], decode_responses=True)
@@ -75,7 +86,7 @@ def grouped(tmp_path_factory: pytest.TempPathFactory, sandbox: str, accounts_fil
 
     servers = {name: start_redis(tmp_path_factory.mktemp(f"redis-{name}")) for name in LAYOUT}
     setup = Grouped(tmp_path_factory.mktemp("groups") / "groups.toml", {n: s.url for n, s in servers.items()},
-                    sandbox, accounts_file, tmp_path_factory.mktemp("group-logs"))
+                    sandbox, accounts_file, tmp_path_factory.mktemp("group-logs"), servers=servers)
     write_groups(setup.path, setup.urls, LAYOUT)
     saved = {name: os.environ.get(name) for name in ("IGSEND_GROUPS", "IGSEND_REDIS_URL")}
     os.environ.update({"IGSEND_GROUPS": str(setup.path), "IGSEND_REDIS_URL": NOWHERE})
@@ -273,7 +284,7 @@ def test_moving_an_account_between_groups(grouped: Grouped) -> None:
 
     marker = uuid.uuid4().hex[:8]
     # before the switch: shop's messages go to alpha; some wait there (scheduled) past the switch
-    before = [send_text("r-move", f"before {i} {marker}", account="shop", send_at=time.time() + 6).id
+    before = [send_text("r-move", f"before {i} {marker}", account="shop", send_at=time.time() + 10).id
               for i in range(3)]
     keyed = send_text("r-move", f"keyed {marker}", account="shop", idempotency_key=f"k-{marker}")
     keyed.result(timeout=30)
@@ -282,6 +293,8 @@ def test_moving_an_account_between_groups(grouped: Grouped) -> None:
 
     # switch: the file moves shop to beta, beta's workers restart to serve it, the keys follow
     write_groups(grouped.path, grouped.urls, MOVED)
+    # alpha still holds what it queued (checked before beta's worker starts: the wait must outlast that start)
+    assert json.loads(_cli("groups", "backlog", "shop").output)["alpha"] == {"scheduled": 3}
     grouped.start("beta")
     copied = _cli("groups", "copy-keys", "shop", "--from", "alpha", "--to", "beta")
     assert copied.exit_code == 0 and json.loads(copied.output)["copied"] >= 1  # the bulk line's key too
@@ -293,7 +306,6 @@ def test_moving_an_account_between_groups(grouped: Grouped) -> None:
     assert again.id == keyed.id  # a retried send across the move gets its first job back: not sent twice
 
     # drain: alpha's worker (started with the old file) still serves shop and sends what alpha holds of it
-    assert json.loads(_cli("groups", "backlog", "shop").output)["alpha"] == {"scheduled": 3}
     for job_id in before + after:
         assert get_job(job_id).result(timeout=30)
     # verify: alpha holds nothing more of shop; every message went out once, from the group that queued it
@@ -310,3 +322,102 @@ def test_moving_an_account_between_groups(grouped: Grouped) -> None:
     groups = {g["group"]: g["served"] for g in json.loads(_cli("groups", "list").output)}
     assert groups == {"alpha": ["default"], "beta": ["shop", "slow"]}
     assert requests.get(f"{grouped.sandbox}/_sandbox/messages", timeout=5).ok
+
+
+# --- webhooks: each event in its account's group ----------------------------------------------------------------
+
+APP_SECRET = "groups-test-app-secret"
+STRANGER_ID = "17841400000000099"  # an account no group holds
+
+
+@pytest.fixture
+def webhook_api(grouped: Grouped, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The HTTP API taking Meta's webhooks in-process (one inbox thread per group), stopped after the test."""
+    from producers.webhooks import inbox
+
+    monkeypatch.setenv("IGSEND_WEBHOOK_VERIFY_TOKEN", "groups-verify-token")
+    monkeypatch.setenv("IGSEND_APP_SECRET", APP_SECRET)
+    yield _api()
+    for url in grouped.urls.values():
+        inbox(url).stop()
+    inbox.cache_clear()
+
+
+def _webhook(api: Any, entries: list[dict[str, Any]]) -> Any:
+    body = json.dumps({"object": "instagram", "entry": entries}).encode()
+    signature = "sha256=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return api.post("/webhooks/instagram", data=body, headers={"X-Hub-Signature-256": signature,
+                                                               "Content-Type": "application/json"})
+
+
+def _wrote(account_id: str, person: str, ms: int) -> dict[str, Any]:
+    """An entry of one message a person wrote to the account ``account_id`` at ``ms``."""
+    return {"id": account_id, "time": ms, "messaging": [{"sender": {"id": person}, "recipient": {"id": account_id},
+                                                         "timestamp": ms, "message": {"mid": f"m-{person}",
+                                                                                      "text": "hello"}}]}
+
+
+def _inbound(client: redis_lib.Redis, marker: str) -> set[tuple[str, str]]:
+    """(account, sender) of the group's inbound events whose sender carries ``marker``."""
+    return {(fields["account"], fields["sender"]) for _, fields in client.xrange("igsend:inbound")
+            if marker in fields["sender"]}
+
+
+def test_a_webhook_opens_the_window_in_its_accounts_group(grouped: Grouped, webhook_api: Any) -> None:
+    """One delivery naming accounts of both groups and an account of none: each entry is recorded in its account's
+    group (where producers and workers check the window), the stranger's kept without an account in the first."""
+    from igsend.core.inbound import INBOX_KEY, last_wrote_key
+    from producers import OutsideWindow, send_text
+
+    marker = uuid.uuid4().hex[:8]
+    inside, outside, other, stranger = (f"{who}-{marker}" for who in ("inside", "outside", "other", "stranger"))
+    now_ms = int(time.time() * 1000)
+    answer = _webhook(webhook_api, [_wrote(SLOW_ACCOUNT_ID, inside, now_ms),
+                                    _wrote(SLOW_ACCOUNT_ID, outside, now_ms - 25 * 3600 * 1000),  # window closed
+                                    _wrote(ACCOUNT_ID, other, now_ms), _wrote(STRANGER_ID, stranger, now_ms)])
+    assert answer.status_code == 200  # the stranger's entry too: Meta must not retry it forever
+    alpha, beta = grouped.client("alpha"), grouped.client("beta")
+    wait_until(lambda: beta.exists(last_wrote_key("slow", inside)) and alpha.exists(last_wrote_key("default", other))
+               and alpha.xlen(INBOX_KEY) == 0 and beta.xlen(INBOX_KEY) == 0, timeout=15)
+    assert _inbound(beta, marker) == {("slow", inside), ("slow", outside)}
+    assert _inbound(alpha, marker) == {("default", other), ("", stranger)}
+    assert not alpha.keys(f"igsend:lastwrote:slow:*{marker}") and not beta.keys(f"igsend:lastwrote:default:*{marker}")
+
+    with pytest.raises(OutsideWindow) as refused:  # beta's window, checked on beta's Redis before queueing
+        send_text(outside, f"never {marker}", account="slow")
+    assert "outside the 24-hour window" in refused.value.normalized_messages()["recipient"][0]
+    job = send_text(inside, f"reply {marker}", account="slow")
+    assert job.id.startswith("beta.") and job.result(timeout=30)["recipient_id"]
+    assert _texts(grouped.sandbox, marker) == Counter({(SLOW_ACCOUNT_ID, f"reply {marker}"): 1})
+
+
+def test_one_group_down_fails_its_own_calls_at_once_and_names_it(grouped: Grouped, webhook_api: Any) -> None:
+    """Last in this file: beta's Redis is stopped for good (its worker first, so that it stops cleanly)."""
+    from producers import send_text
+
+    marker = uuid.uuid4().hex[:8]
+    grouped.workers.pop("beta").stop()
+    grouped.servers["beta"].stop()
+    refused = webhook_api.post("/v1/messages", headers=AUTH, json={"kind": "text", "recipient": "r", "text": "x",
+                                                                   "account": "slow"})
+    assert refused.status_code == 503 and "group beta (accounts slow" in refused.json["message"]
+    batch = webhook_api.post("/v1/messages:batch", headers=AUTH, json={"messages": [
+        {"kind": "text", "recipient": "r", "text": "x", "account": a} for a in ("default", "slow")]})
+    assert batch.status_code == 503 and "group beta" in batch.json["message"]  # nothing of the batch queued
+    for path in ("/v1/messages/beta.0f0c3e1a", "/v1/dead-letters?account=slow"):
+        looked_up = webhook_api.get(path, headers=AUTH)
+        assert looked_up.status_code == 503 and "group beta" in looked_up.json["message"], path
+    delivery = _webhook(webhook_api, [_wrote(SLOW_ACCOUNT_ID, f"p-{marker}", int(time.time() * 1000))])
+    assert delivery.status_code == 503  # Meta retries it until beta is back
+
+    # alpha keeps working: the API, the webhooks, the health probe
+    sent = webhook_api.post("/v1/messages", headers=AUTH, json={"kind": "text", "recipient": "r-alive",
+                                                                "text": f"alive {marker}", "account": "default"})
+    assert sent.status_code == 202, sent.json
+    assert send_text("r-alive", f"py {marker}", account="default").result(timeout=30)["recipient_id"]
+    assert webhook_api.get(f"/v1/messages/{sent.json['id']}", headers=AUTH).status_code == 200
+    assert _webhook(webhook_api, [_wrote(ACCOUNT_ID, f"q-{marker}", int(time.time() * 1000))]).status_code == 200
+    health = webhook_api.get("/healthz")
+    assert health.status_code == 200 and health.json["ok"] is False
+    assert [(g["group"], g["redis"]) for g in health.json["groups"]] == [("alpha", True), ("beta", False)]
+    assert "beta" in health.json["error"]

@@ -572,9 +572,11 @@ def _format(row: dict) -> str:
             f"{row['cpu_per_1000']:>9.2f} {row['rss_mb']:>12.0f}")
 
 
-def bench_console(entries: int) -> int:
+def bench_console(entries: int, groups: bool = False) -> int:
     """The console's dead-letter list over a DLQ of ``entries``: the first page, filtered pages and a deep page,
-    each rendered by the app as a browser would get it (login, session cookie), median of 5."""
+    each rendered by the app as a browser would get it (login, session cookie), median of 5. With ``groups``, two
+    Redis groups (IGSEND_GROUPS): ``alpha`` holds 20 dead letters, ``beta`` the ``entries``, so the first page
+    crosses from one group into the other and the deep page is deep in ``beta``."""
     import re
     import statistics
 
@@ -584,8 +586,15 @@ def bench_console(entries: int) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         redis = start_redis(Path(tmp) / "redis")
+        other = start_redis(Path(tmp) / "redis-alpha") if groups else None
+        prefix = "beta." if groups else ""
         try:
             os.environ["IGSEND_REDIS_URL"] = redis.url
+            if other is not None:
+                groups_file = Path(tmp) / "groups.toml"
+                groups_file.write_text(f'[groups.alpha]\nredis_url = "{other.url}"\naccounts = ["a"]\n'
+                                       f'[groups.beta]\nredis_url = "{redis.url}"\naccounts = ["b"]\n')
+                os.environ["IGSEND_GROUPS"] = str(groups_file)
             os.environ["IGSEND_UI_SECRET"] = "bench-console-secret-0123456789"
             forget_connections()
             client = get_redis()
@@ -599,7 +608,7 @@ def bench_console(entries: int) -> int:
                 attempt = {"attempt": 1, "at": started - entries + i, "outcome": klass, "http_status": 400,
                            "code": code, "subcode": subcode, "message": "refused by Meta", "fbtrace_id": f"T{i}"}
                 account = "rare" if i % 1000 == 7 else f"account{i % 10}"
-                record = {"id": f"job-{i:06d}", "account": account, "recipient": f"r{i}", "kind": "text",
+                record = {"id": f"{prefix}job-{i:06d}", "account": account, "recipient": f"r{i}", "kind": "text",
                           "status": "dead", "message": {"kind": "text", "recipient": f"r{i}", "text": "x" * 200,
                                                         "account": account}}
                 records._file_dead_letter(pipe, records._dead_letter(record, [attempt], f"{klass}: refused",
@@ -607,7 +616,18 @@ def bench_console(entries: int) -> int:
                 if i % 5000 == 4999:
                     pipe.execute()
             pipe.execute()
-            print(f"ops/bench console: {entries:,} dead letters filed in {time.time() - started:.1f} s "
+            if other is not None:  # a few in the first group, so that the first page goes on into the second
+                alpha = get_redis(other.url)
+                for i in range(20):
+                    record = {"id": f"alpha.job-{i:06d}", "account": "a", "recipient": f"r{i}", "kind": "text",
+                              "status": "dead", "message": {"kind": "text", "recipient": f"r{i}", "text": "x",
+                                                            "account": "a"}}
+                    apipe = alpha.pipeline(transaction=False)
+                    records._file_dead_letter(apipe, records._dead_letter(record, [], "permanent: refused", None,
+                                                                          started + i))
+                    apipe.execute()
+            mode = " --groups" if groups else ""
+            print(f"ops/bench console{mode}: {entries:,} dead letters filed in {time.time() - started:.1f} s "
                   f"(Redis {client.info('memory')['used_memory_human']})")
             key = "bench-operator-key"
             web = create_app(api_keys=[key]).test_client()
@@ -619,8 +639,11 @@ def bench_console(entries: int) -> int:
                      ("filtered: code + reason", "/ui/dead-letters?code=190&reason=account_broken"),
                      ("filtered: rare account (1 in 1,000)", "/ui/dead-letters?account=rare"),
                      ("filtered: older than 1 h", "/ui/dead-letters?age=1h"),
-                     (f"deep page (from #{entries - 10_000:,})", f"/ui/dead-letters?start={entries - 10_000}"),
-                     ("one entry", "/ui/dead-letters/job-050000")]
+                     (f"deep page (from #{entries - 10_000:,})",
+                      f"/ui/dead-letters?start={'beta:' if groups else ''}{entries - 10_000}"),
+                     ("one entry", f"/ui/dead-letters/{prefix}job-050000")]
+            if groups:
+                pages.append(("one group: beta", "/ui/dead-letters?group=beta"))
             print(f"{'page':40} {'median ms':>10} {'max ms':>8} {'rows':>5}")
             worst = 0.0
             for name, path in pages:
@@ -637,6 +660,9 @@ def bench_console(entries: int) -> int:
             return 0 if worst < 1000 else 1
         finally:
             redis.stop()
+            if other is not None:
+                other.stop()
+                os.environ.pop("IGSEND_GROUPS", None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -644,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", choices=["rate", "throughput", "sweep", "memory", "ordered", "console", "pod"])
     parser.add_argument("--small", action="store_true", help="scaled-down counts, targets not enforced (CI)")
+    parser.add_argument("--groups", action="store_true", help="console: two Redis groups (IGSEND_GROUPS)")
     args = parser.parse_args(argv)
     if args.which == "rate":
         code = bench_rate(args.small)
@@ -655,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.which == "ordered":
         return bench_ordered(args.small)
     if args.which == "console":
-        return bench_console(10_000 if args.small else 100_000)
+        return bench_console(10_000 if args.small else 100_000, args.groups)
     if args.which == "pod":
         return bench_pod(args.small)
     return bench_throughput(args.small)

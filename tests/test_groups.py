@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import time
 import uuid
 from collections import Counter
@@ -275,6 +276,81 @@ def test_accounts_list_groups_list_and_healthz_show_every_group(grouped: Grouped
     assert health.status_code == 200 and health.json["ok"] is True and health.json["workers"] == 2
     assert [(g["group"], g["redis"], g["workers"], g["accounts"]) for g in health.json["groups"]] == [
         ("alpha", True, 1, ["default", "shop"]), ("beta", True, 1, ["slow"])]
+
+
+def _csrf(page: bytes) -> str:
+    match = re.search(rb'name="csrf_token" value="([^"]+)"', page)
+    assert match, page[:300]
+    return match.group(1).decode()
+
+
+def test_the_console_covers_every_group(grouped: Grouped, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console (/ui) over two groups: every group's accounts, dead letters and scheduled messages; a job, a dead
+    letter and a cancel each routed to the group its id names; a group whose Redis is down shown as down."""
+    from igsend.core import routing
+    from producers import get_job, send_text
+    from tests.conftest import wait_until
+
+    monkeypatch.setenv("IGSEND_UI_SECRET", "groups-console-secret-0123456789")
+    ui = _api()
+    login = ui.post("/ui/login", data={"api_key": KEY, "csrf_token": _csrf(ui.get("/ui/login").data)})
+    assert login.status_code == 302 and ui.get("/ui").status_code == 200
+
+    recipient = f"nobody-{uuid.uuid4().hex[:6]}"
+    requests.post(f"{grouped.sandbox}/_sandbox/faults", json={"recipient": recipient, "faults": [
+        {"code": 100, "subcode": 2018001}]}, timeout=5).raise_for_status()
+    dead = send_text(recipient, "dead in beta", account="slow")
+    in_alpha = send_text("r-console", "hello alpha", account="default")
+    later = send_text("r-later", "tomorrow", account="slow", send_at=time.time() + 3600)
+    assert dead.id.startswith("beta.") and in_alpha.id.startswith("alpha.") and later.id.startswith("beta.")
+    in_alpha.result(timeout=30)
+    wait_until(lambda: dead.status() == "dead", timeout=30)
+
+    overview = ui.get("/ui").get_data(as_text=True)  # every group's accounts, with their group
+    rows = set(re.findall(r"<td>(alpha|beta)</td>\s*<td>(\w+)</td>", overview))
+    assert {("alpha", "default"), ("alpha", "shop"), ("beta", "slow")} <= rows
+    assert overview.count("Workers alive") == 2 and overview.count("Redis memory") == 2  # each group's own
+
+    # the dead letter of beta: listed (every group, and beta's own), opened, replayed, delivered
+    assert dead.id in ui.get("/ui/dead-letters").get_data(as_text=True)
+    assert dead.id in ui.get("/ui/dead-letters?group=beta").get_data(as_text=True)
+    assert dead.id not in ui.get("/ui/dead-letters?group=alpha").get_data(as_text=True)
+    detail = ui.get(f"/ui/dead-letters/{dead.id}")
+    assert detail.status_code == 200 and "No matching user found" in detail.get_data(as_text=True)
+    replayed = ui.post(f"/ui/dead-letters/{dead.id}/replay", data={"csrf_token": _csrf(detail.data)})
+    assert replayed.status_code == 302 and replayed.headers["Location"] == f"/ui/jobs/{dead.id}"
+    assert get_job(dead.id).result(timeout=30)["recipient_id"]
+    assert "delivered" in ui.get(f"/ui/jobs/{dead.id}").get_data(as_text=True)
+    assert _group_holding(grouped, dead.id) == ["beta"] and not grouped.client("beta").hexists("igsend:dlq", dead.id)
+
+    # a job of alpha opened by id through the search box
+    found = ui.get("/ui/jobs", query_string={"id": in_alpha.id})
+    assert found.status_code == 302
+    page = ui.get(found.headers["Location"]).get_data(as_text=True)
+    assert "delivered" in page and "<dd>alpha</dd>" in page
+    assert ui.get("/ui/jobs/beta.no-such-job").status_code == 404
+
+    # the scheduled message of beta, listed with every group's and cancelled
+    listing = ui.get("/ui/scheduled")
+    assert later.id in listing.get_data(as_text=True)
+    cancelled = ui.post(f"/ui/jobs/{later.id}/cancel", data={"csrf_token": _csrf(listing.data)})
+    assert cancelled.status_code == 302 and later.status() == "cancelled"
+
+    # a third group whose Redis is down: shown as down, the others still shown, and its jobs answer 503
+    write_groups(grouped.path, {**grouped.urls, "gamma": NOWHERE}, {**LAYOUT, "gamma": ["ghost"]})
+    routing.forget()
+    try:
+        overview = ui.get("/ui")
+        text = overview.get_data(as_text=True)
+        assert overview.status_code == 200 and "<td>ghost</td>" in text and "<td>slow</td>" in text
+        assert "Group <strong>gamma</strong>: <span class=\"state down\">down</span>" in text
+        listed = ui.get("/ui/dead-letters")
+        assert listed.status_code == 200 and "group gamma: cannot reach Redis" in listed.get_data(as_text=True)
+        assert ui.get("/ui/scheduled").status_code == 200 and ui.get("/ui/accounts").status_code == 200
+        assert ui.get("/ui/jobs/gamma.some-job").status_code == 503
+    finally:
+        write_groups(grouped.path, grouped.urls, LAYOUT)
+        routing.forget()
 
 
 def test_moving_an_account_between_groups(grouped: Grouped) -> None:

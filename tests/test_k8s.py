@@ -321,3 +321,23 @@ def test_the_two_groups_overlay_points_each_worker_at_its_group(rendered) -> Non
     import tomllib
 
     assert set(tomllib.loads(example)["groups"]) == set(groups)
+
+
+def test_the_two_groups_example_loads_and_names_every_workers_group(rendered) -> None:
+    """The example groups file is one igsend itself accepts (its own loader, every rule), and each worker
+    Deployment of the overlay serves a group it declares, on that group's Redis host."""
+    from urllib.parse import urlsplit
+
+    from igsend.core.groups import load_groups
+
+    loaded = load_groups(str(K8S / "overlays" / "two-groups" / "groups.example.toml"))
+    deployments = [w for w in workers(rendered["overlays/two-groups"]) if w["kind"] == "Deployment"]
+    assert deployments
+    served = set()
+    for worker in deployments:
+        variables = env(worker["spec"]["template"]["spec"]["containers"][0])
+        group = variables["IGSEND_GROUP"]["value"]
+        assert group in loaded, f"{worker['metadata']['name']}: IGSEND_GROUP {group!r} is not in the example file"
+        assert urlsplit(variables["IGSEND_REDIS_URL"]["value"]).hostname == urlsplit(loaded[group].redis_url).hostname
+        served.add(group)
+    assert served == set(loaded)  # and no group of the file is left without workers

@@ -3,29 +3,32 @@ messages and one job, in plain HTML forms.
 
 Every page reads and acts through the functions the CLI and the HTTP API use (:mod:`igsend.core.dlq`,
 :mod:`igsend.core.account_state`, :mod:`igsend.core.records`, :class:`producers.jobs.Job`); nothing here decides a
-rule of its own. Login with a key of ``IGSEND_API_KEYS`` that has the ``operate`` scope; the session then
-remembers which key (its SHA-256 prefix, never the key). Every change is a POST with a CSRF token, answered by a
-redirect (post/redirect/get). Message text is shown only on a detail page, on request.
+rule of its own. With Redis groups (``IGSEND_GROUPS``) every page covers every group (:mod:`.across`), and what acts
+on one job or account goes to the group holding it (:mod:`igsend.core.routing`).
+
+Login with a key of ``IGSEND_API_KEYS`` that has the ``operate`` scope; the session then remembers which key (its
+SHA-256 prefix, never the key). Every change is a POST with a CSRF token, answered by a redirect
+(post/redirect/get). Message text is shown only on a detail page, on request.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+import redis
 from flask import Blueprint, Flask, current_app, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import MultiDict
 
-from igsend.core import account_state, activity, dlq, presence, records
-from igsend.core.errors import CancelRefused, ReplayRefused
-from igsend.core.store import get_redis, memory_share
+from igsend.core import account_state, activity, dlq, presence, records, routing
+from igsend.core.errors import CancelRefused, ReplayRefused, UnknownAccount
+from igsend.core.store import DELAYED_KEY, memory_share
 from producers.api_keys import OPERATE, ApiKey, find_key
-from producers.console import security
+from producers.console import across, security
 from producers.jobs import Job, JobNotFound, get_job
 
 console = Blueprint("console", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
@@ -127,10 +130,30 @@ def logout() -> ResponseReturnValue:
 
 # --- overview ----------------------------------------------------------------------------------------------------
 
+@console.errorhandler(across.GroupDown)
+def _group_down(exc: across.GroupDown) -> ResponseReturnValue:
+    return render_template("down.html", why=str(exc)), 503
+
+
 @console.route("")
 @console.route("/")
 def overview() -> ResponseReturnValue:
-    client = get_redis()
+    parts = across.each_group(_overview_of)
+    accounts = []
+    for part in parts:
+        if part.value is not None:
+            accounts += [{**row, "group": part.group} for row in part.value["accounts"]]
+        else:  # its accounts as the groups file names them: their state is unknown while their Redis is down
+            accounts += [{"account": name, "group": part.group, "state": "down", "why": "its group's Redis is down",
+                          "counts": {}, "held": "-", "workers": "-"}
+                         for name in (routing.groups()[part.group].accounts if part.group else ())]
+    return render_template("overview.html", accounts=accounts, parts=parts, grouped=across.grouped(),
+                           exact=all(p.value["activity"].exact for p in parts if p.value is not None),
+                           columns=activity.COLUMNS)
+
+
+def _overview_of(client: redis.Redis) -> dict[str, Any]:
+    """One Redis's share of the overview: its accounts with their state and counts, workers, memory, dead."""
     rows = account_state.overview(client=client)
     now_doing = activity.read(client=client)
     names = sorted({row["account"] for row in rows} | set(now_doing.accounts))
@@ -141,10 +164,9 @@ def overview() -> ResponseReturnValue:
         accounts.append({**row, "state": _state(row), "why": account_state.describe(row),
                          "counts": now_doing.accounts.get(name, dict.fromkeys(activity.COLUMNS, 0))})
     memory = client.info("memory")
-    return render_template("overview.html", accounts=accounts, activity=now_doing,
-                           workers=presence.read(client).alive, dead=dlq.size(client=client),
-                           memory=memory.get("used_memory_human"), memory_share=memory_share(client),
-                           columns=activity.COLUMNS)
+    return {"accounts": accounts, "activity": now_doing, "workers": presence.read(client).alive,
+            "dead": dlq.size(client=client), "memory": memory.get("used_memory_human"),
+            "memory_share": memory_share(client)}
 
 
 def _state(row: dict[str, Any]) -> str:
@@ -159,6 +181,8 @@ def _state(row: dict[str, Any]) -> str:
 # --- dead letters ------------------------------------------------------------------------------------------------
 
 AGES = {"": None, "5m": 300, "1h": 3600, "1d": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+#: Entries a content filter may read for one page, over every group it goes through (dlq.page's own limit).
+SCAN_LIMIT = 5000
 
 
 def _filter(values: MultiDict[str, str]) -> tuple[dlq.Filter, dict[str, str], list[str]]:
@@ -176,8 +200,14 @@ def _filter(values: MultiDict[str, str]) -> tuple[dlq.Filter, dict[str, str], li
     if age not in AGES:
         problems.append(f"age: must be one of {', '.join(a for a in AGES if a)} (got {age!r})")
         age = ""
+    group = values.get("group", "").strip()
+    known = routing.groups()
+    if group and group not in known:
+        problems.append(f"group: no group {group!r} in IGSEND_GROUPS" +
+                        (f" (groups: {', '.join(known)})" if known else " (it is not set: there is one Redis)"))
+        group = ""
     fields = {"account": values.get("account", "").strip(), "reason": values.get("reason", "").strip(),
-              "code": code_text if code is not None else "", "age": age}
+              "code": code_text if code is not None else "", "age": age, "group": group}
     flt = dlq.Filter(account=fields["account"] or None, reason=fields["reason"] or None, code=code,
                      older_than=AGES[age])
     return flt, fields, problems
@@ -193,30 +223,45 @@ def _start(values: MultiDict[str, str]) -> int:
 @console.route("/dead-letters")
 def dead_letters() -> ResponseReturnValue:
     flt, fields, problems = _filter(request.args)
-    start = _start(request.args)
-    found = dlq.page(flt, start=start, size=PAGE_SIZE)
+    at = request.args.get("start", "")
+
+    def read(client: redis.Redis, start: int, size: int, budget: int) -> tuple[list[dict[str, Any]], int | None, int]:
+        found = dlq.page(flt, start=start, size=size, scan_limit=budget, client=client)
+        return found.entries, found.next_start, found.scanned
+
+    page = across.chain(read, at=at, size=PAGE_SIZE, budget=SCAN_LIMIT, only=fields["group"] or None)
+    sizes = across.each_group(lambda client: dlq.size(client=client))
+    for name, why in page.down.items():
+        problems.append(f"group {name}: {why}")
     query: dict[str, Any] = {k: v for k, v in fields.items() if v}
-    rows = [{**entry, "reason_class": dlq.reason_class(entry)} for entry in found.entries]
-    return render_template("dead_letters.html", page=found, rows=rows, fields=fields, problems=problems,
-                           start=start, ages=[a for a in AGES if a], filtered=bool(query),
-                           next_url=None if found.next_start is None else
-                           url_for("console.dead_letters", **query, start=found.next_start),
-                           first_url=url_for("console.dead_letters", **query) if start else None)
+    rows = [{**entry, "group": group, "reason_class": dlq.reason_class(entry)} for group, entry in page.items]
+    covered = [part for part in sizes if not fields["group"] or part.group == fields["group"]]
+    return render_template("dead_letters.html", rows=rows, fields=fields, problems=problems, at=at,
+                           ages=[a for a in AGES if a], filtered=bool(query.keys() - {"group"}),
+                           grouped=across.grouped(), sizes=sizes, scanned=page.scanned,
+                           total=sum(part.value or 0 for part in covered),
+                           next_url=None if page.next_cursor is None else
+                           url_for("console.dead_letters", **query, start=page.next_cursor),
+                           first_url=url_for("console.dead_letters", **query) if at else None)
 
 
 @console.route("/dead-letters/<path:job_id>")
 def dead_letter(job_id: str) -> ResponseReturnValue:
-    entry = dlq.show(job_id)
+    with across.for_job(job_id) as group:
+        entry = dlq.show(job_id)
+        holds = entry is not None and dlq.holds_conversation(job_id)
     if entry is None:
         return render_template("missing.html", what=f"dead letter {job_id}"), 404
     return render_template("dead_letter.html", entry=entry, reason_class=dlq.reason_class(entry),
-                           show_text=request.args.get("show") == "text", holds=dlq.holds_conversation(job_id))
+                           group=group.name if group else None,
+                           show_text=request.args.get("show") == "text", holds=holds)
 
 
 @console.route("/dead-letters/<path:job_id>/replay", methods=["POST"])
 def replay_one(job_id: str) -> ResponseReturnValue:
     try:
-        found = dlq.replay(job_id)
+        with across.for_job(job_id):  # the group its id names: its DLQ, its queue, its workers
+            found = dlq.replay(job_id)
     except ReplayRefused as exc:
         flash(str(exc), "error")
         return redirect(url_for("console.dead_letter", job_id=job_id))
@@ -227,38 +272,62 @@ def replay_one(job_id: str) -> ResponseReturnValue:
     return redirect(url_for("console.job", job_id=job_id))
 
 
-def _targets() -> tuple[list[str], dict[str, str], str]:
-    """The ids a bulk form names: the ticked ``job_id`` boxes, or (``scope=all``) every entry its filter
-    matches. Returns them, the filter's fields, and a description for the confirmation."""
+def _targets() -> tuple[dict[Any, list[str]], dict[str, str], str]:
+    """The ids a bulk form names, by group: the ticked ``job_id`` boxes (each in the group its id names), or
+    (``scope=all``) every entry its filter matches in each group it covers. Returns them, the filter's fields, and
+    a description for the confirmation. A group whose Redis is down is left out, and said so."""
     flt, fields, _ = _filter(request.form)
     if request.form.get("scope") == "all":
         described = ", ".join(f"{k} {v}" for k, v in fields.items() if v) or "no filter: every entry"
-        return list(dlq.matching_ids(flt)), fields, f"every dead letter that matches ({described})"
+        parts = across.each_group(lambda client: list(dlq.matching_ids(flt, client=client)),
+                                  only=fields["group"] or None)
+        for part in parts:
+            if part.down:
+                flash(f"group {part.group}: {part.down}", "error")
+        groups = {group.name if group else None: group for group in routing.every_group()}
+        return ({groups[part.group]: part.value for part in parts if part.value},
+                fields, f"every dead letter that matches ({described})")
     ids = list(dict.fromkeys(i for i in request.form.getlist("job_id") if i))
-    return ids, fields, "the selected dead letters"
+    return across.job_groups(ids), fields, "the selected dead letters"
 
 
 def _bulk(action: str) -> ResponseReturnValue:
-    ids, fields, described = _targets()
+    by_group, fields, described = _targets()
+    count = sum(len(ids) for ids in by_group.values())
     query: dict[str, Any] = {k: v for k, v in fields.items() if v}
     back = url_for("console.dead_letters", **query)
-    if not ids:
+    if not count:
         flash(f"nothing to {action}: select dead letters, or choose all that match", "error")
         return redirect(back)
     if request.form.get("confirm") != "yes":  # the confirmation step: nothing changes yet
-        return render_template("confirm.html", action=action, count=len(ids), described=described,
-                               ids=ids if request.form.get("scope") != "all" else [], fields=fields,
-                               scope=request.form.get("scope", "selected"))
-    if action == "purge":
-        flash(f"purged {dlq.purge_ids(ids)} dead letters", "ok")
-        return redirect(back)
-    outcome = dlq.replay_many(ids, budget=BULK_BUDGET)
-    flash(f"replayed {len(outcome.replayed)} dead letters", "ok")
-    for job_id, why in list(outcome.refused.items())[:10]:
+        return render_template("confirm.html", action=action, count=count, described=described,
+                               ids=[i for ids in by_group.values() for i in ids]
+                               if request.form.get("scope") != "all" else [], fields=fields,
+                               scope=request.form.get("scope", "selected"),
+                               groups={g.name: len(ids) for g, ids in by_group.items() if g} if len(by_group) > 1
+                               else {})
+    done = 0
+    left = 0
+    refused: dict[str, str] = {}
+    deadline = time.monotonic() + BULK_BUDGET
+    for group, ids in by_group.items():  # each group's entries in its own Redis, as `igsend dlq` does
+        try:
+            with across.reachable(group):
+                if action == "purge":
+                    done += dlq.purge_ids(ids)
+                    continue
+                outcome = dlq.replay_many(ids, budget=max(0.0, deadline - time.monotonic()))
+        except across.GroupDown as exc:
+            flash(f"{exc}: nothing there was {action}d", "error")
+            continue
+        done += len(outcome.replayed)
+        refused.update(outcome.refused)
+        left += outcome.left
+    flash(f"{'purged' if action == 'purge' else 'replayed'} {done} dead letters", "ok")
+    for job_id, why in list(refused.items())[:10]:
         flash(f"{job_id}: {why}", "error")
-    if outcome.left:
-        flash(f"{outcome.left} not replayed yet (time budget of {BULK_BUDGET:g} s spent): replay again to go on",
-              "error")
+    if left:
+        flash(f"{left} not replayed yet (time budget of {BULK_BUDGET:g} s spent): replay again to go on", "error")
     return redirect(back)
 
 
@@ -276,15 +345,21 @@ def purge() -> ResponseReturnValue:
 
 @console.route("/accounts")
 def accounts() -> ResponseReturnValue:
-    rows = account_state.overview()
-    return render_template("accounts.html", accounts=[
-        {**row, "state": _state(row), "why": account_state.describe(row),
-         "token_text": account_state.describe_token(row["token"])} for row in rows])
+    parts = across.each_group(lambda client: account_state.overview(client=client))
+    return render_template("accounts.html", grouped=across.grouped(), parts=parts, accounts=[
+        {**row, "group": part.group, "state": _state(row), "why": account_state.describe(row),
+         "token_text": account_state.describe_token(row["token"])} for part in parts for row in part.value or []])
 
 
 @console.route("/accounts/<name>/heal", methods=["POST"])
 def heal(name: str) -> ResponseReturnValue:
-    released = account_state.mark_healthy(name)
+    try:
+        group = routing.group_of_account(name)  # with IGSEND_GROUPS: the account's group, as `igsend accounts heal`
+    except UnknownAccount as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("console.accounts"))
+    with across.reachable(group):
+        released = account_state.mark_healthy(name)
     flash(f"account {name} marked healthy; {released} held message{'s' if released != 1 else ''} released", "ok")
     return redirect(url_for("console.accounts"))
 
@@ -294,7 +369,8 @@ def release() -> ResponseReturnValue:
     """Let the ordered conversation a dead message holds go on without it (``igsend dlq release``)."""
     job_id = request.form.get("job_id", "").strip()
     try:
-        head = dlq.release(job_id)
+        with across.for_job(job_id):
+            head = dlq.release(job_id)
     except LookupError as exc:
         flash(str(exc), "error")
     else:
@@ -308,18 +384,27 @@ def release() -> ResponseReturnValue:
 
 @console.route("/scheduled")
 def scheduled() -> ResponseReturnValue:
-    start = _start(request.args)
-    jobs, total = records.waiting(get_redis(), start=start, count=PAGE_SIZE)
-    return render_template("scheduled.html", jobs=jobs, total=total, start=start,
-                           cancellable=records.CANCELLABLE, pages=math.ceil(total / PAGE_SIZE),
-                           next_url=url_for("console.scheduled", start=start + PAGE_SIZE)
-                           if start + PAGE_SIZE < total else None)
+    at = request.args.get("start", "")
+
+    def read(client: redis.Redis, start: int, size: int, _budget: int) -> tuple[list[dict[str, Any]], int | None, int]:
+        jobs, total = records.waiting(client, start=start, count=size)
+        return jobs, start + len(jobs) if start + len(jobs) < total else None, len(jobs)
+
+    page = across.chain(read, at=at, size=PAGE_SIZE, budget=PAGE_SIZE)
+    totals = across.each_group(lambda client: int(client.zcard(DELAYED_KEY)))
+    return render_template("scheduled.html", jobs=[{**job, "group": group} for group, job in page.items],
+                           total=sum(part.value or 0 for part in totals), at=at, grouped=across.grouped(),
+                           down={**page.down, **{part.group or "redis": part.down for part in totals if part.down}},
+                           cancellable=records.CANCELLABLE,
+                           next_url=url_for("console.scheduled", start=page.next_cursor)
+                           if page.next_cursor is not None else None)
 
 
 @console.route("/jobs/<path:job_id>/cancel", methods=["POST"])
 def cancel(job_id: str) -> ResponseReturnValue:
     try:
-        Job(job_id).cancel(reason="cancelled in the console")
+        with across.for_job(job_id):  # the group holding it (Job.cancel routes too; this fails fast when it is down)
+            Job(job_id).cancel(reason="cancelled in the console")
     except JobNotFound as exc:
         flash(str(exc), "error")
     except CancelRefused as exc:
@@ -341,10 +426,13 @@ def find_job() -> ResponseReturnValue:
 
 @console.route("/jobs/<path:job_id>")
 def job(job_id: str) -> ResponseReturnValue:
-    try:
-        info = get_job(job_id).info()
-    except JobNotFound:
-        return render_template("missing.html", what=f"job {job_id}"), 404
+    with across.for_job(job_id) as group:  # the group its id names (routing.for_job), checked to answer first
+        try:
+            info = get_job(job_id).info()
+        except JobNotFound:
+            return render_template("missing.html", what=f"job {job_id}"), 404
+        dead = dlq.show(job_id) is not None
     return render_template("job.html", job=info, show_text=request.args.get("show") == "text",
-                           dead=dlq.show(job_id) is not None, cancellable=info.get("status") in records.CANCELLABLE,
+                           group=group.name if group else None,
+                           dead=dead, cancellable=info.get("status") in records.CANCELLABLE,
                            show_url=url_for("console.job", job_id=job_id) + "?" + urlencode({"show": "text"}))

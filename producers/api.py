@@ -652,9 +652,11 @@ def configured_keys(api_keys: list[str] | None = None) -> list[ApiKey]:
 
 def throttled(key: ApiKey) -> None:
     """Refuse (429 with Retry-After) a request past the key's @N requests per second. When Redis does not answer
-    the request goes on: the limit protects Redis, and a call that needs it answers 503 anyway."""
+    the request goes on: the limit protects Redis, and a call that needs it answers 503 anyway. With several groups
+    the counts live in the first group's Redis (the API's own IGSEND_REDIS_URL need not be a Redis then)."""
     try:
-        wait = retry_after(_quick_redis(get_settings().redis_url), key)
+        with routing.in_group(routing.every_group()[0]):
+            wait = retry_after(_quick_redis(get_settings().redis_url), key)
     except RedisError:
         return
     if wait:

@@ -278,6 +278,16 @@ def test_accounts_list_groups_list_and_healthz_show_every_group(grouped: Grouped
         ("alpha", True, 1, ["default", "shop"]), ("beta", True, 1, ["slow"])]
 
 
+def test_a_keys_request_rate_is_counted_in_a_group(grouped: Grouped) -> None:
+    """With groups the API's own IGSEND_REDIS_URL names no Redis (a dead port here): a key's @N still holds."""
+    from producers.api import create_app
+
+    client = create_app(api_keys=["limited-key:read@2"]).test_client()
+    headers = {"Authorization": "Bearer limited-key"}
+    answers = [client.get(f"/v1/messages/alpha.{uuid.uuid4()}", headers=headers).status_code for _ in range(4)]
+    assert answers[:2] == [404, 404] and 429 in answers[2:]
+
+
 def _csrf(page: bytes) -> str:
     match = re.search(rb'name="csrf_token" value="([^"]+)"', page)
     assert match, page[:300]

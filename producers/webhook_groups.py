@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from igsend.core.groups import Group
+from producers.webhook_inbox import delivery_document
 
 log = logging.getLogger("igsend.webhooks")
 
@@ -67,12 +68,8 @@ def split(body: bytes, groups: Mapping[str, Group],
     """The delivery to store in each group's inbox (group name -> body). Raises :class:`RegistryUnavailable`
     when an entry names no known account while some group's registry could not be read: it may be that group's."""
     first = next(iter(groups))
-    try:
-        document = json.loads(body)
-    except ValueError:
-        document = None
-    entries = document.get("entry") if isinstance(document, dict) else None
-    if not isinstance(entries, list):
+    document = delivery_document(body)
+    if document is None:
         log.warning("webhooks: a delivery that is not a JSON object of entries is unroutable: kept in group %s",
                     first)
         return {first: body}  # processed there as one "unreadable" event, as without groups
@@ -80,7 +77,7 @@ def split(body: bytes, groups: Mapping[str, Group],
     by_id, unknown = ids_to_accounts(groups, read)
     routed: dict[str, list[Any]] = {}
     unroutable: list[str] = []
-    for entry in entries:
+    for entry in document["entry"]:
         entry_id = str(entry.get("id", "")) if isinstance(entry, dict) else ""
         targets = sorted({owner[name] for name in by_id.get(entry_id, ()) if name in owner})
         if not targets:

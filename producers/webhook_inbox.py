@@ -158,22 +158,29 @@ def _comment(kind: str, value: dict[str, Any], entry_id: str, at: float) -> dict
             "media_id": _text(_dict(value.get("media")).get("id"))}
 
 
+def delivery_document(body: bytes) -> dict[str, Any] | None:
+    """A webhook delivery as a JSON object whose ``entry`` is a list; None when it is not that."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(document, dict) and isinstance(document.get("entry"), list):
+        return document
+    return None
+
+
 def normalise(body: bytes, received_at: float, accounts: Mapping[str, tuple[str, ...]]) -> list[Event]:
     """Every event of one webhook delivery, in order. ``accounts`` maps an IG account id to igsend's account
     names. A body that is not a JSON object of entries is one event of type ``unreadable``; an item that is
     not an object one of type ``unknown``: nothing Meta sent is dropped."""
     base = dict.fromkeys(FIELDS, "")
     base["received_at"] = f"{received_at:.3f}"
-    try:
-        document = json.loads(body)
-    except ValueError:
-        document = None
-    entries = document.get("entry") if isinstance(document, dict) else None
-    if not isinstance(entries, list):
+    document = delivery_document(body)
+    if document is None:
         text = body.decode("utf-8", "replace")
         return [Event({**base, "type": "unreadable", "event_id": _digest(text), "raw": text})]
     events: list[Event] = []
-    for entry in entries:
+    for entry in document["entry"]:
         if not isinstance(entry, dict):
             events.append(Event({**base, "type": "unknown", "event_id": _digest(entry), "raw": _json(entry)}))
             continue

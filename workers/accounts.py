@@ -27,13 +27,13 @@ import hashlib
 import hmac
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, cast
 
 from igsend.core.errors import IgsendError
+from igsend.core.toml_files import read_toml
 
 LOGIN_HOSTS = {"instagram": "https://graph.instagram.com", "facebook": "https://graph.facebook.com"}
 DEFAULT_API_VERSION = "v25.0"
@@ -218,15 +218,7 @@ _FILE_FIELDS = {"id", "login", "token", "token_env", "token_file", "refresh", "g
 
 
 def _load_file(path: str, env: dict[str, str], version: str, app_secret: str | None) -> dict[str, Account]:
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as exc:
-        raise AccountError(f"IGSEND_ACCOUNTS_FILE: cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise AccountError(f"IGSEND_ACCOUNTS_FILE: {path} is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:  # also duplicate tables: "Cannot declare ... twice"
-        raise AccountError(f"IGSEND_ACCOUNTS_FILE: {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, setting="IGSEND_ACCOUNTS_FILE", error=AccountError)
     table = data.get("accounts", {})
     if not isinstance(table, dict):
         raise AccountError(f"{path}: 'accounts' must be a table of [accounts.NAME] sections")

@@ -18,12 +18,12 @@ every group. Parsing and id rules only: nothing here connects (``igsend.core.rou
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from igsend.core.errors import ConfigurationError
 from igsend.core.redis_url import is_sentinel_url, safe_url, sentinel_parts
+from igsend.core.toml_files import read_toml
 
 #: A group's name: it starts every job id of the group, so it holds no '.' and nothing a URL would escape.
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -50,15 +50,7 @@ class Group:
 def load_groups(path: str) -> dict[str, Group]:
     """The groups of the file, in its order; a :class:`ConfigurationError` naming the file, the group and the field
     on the first mistake."""
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigurationError(f"IGSEND_GROUPS: cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigurationError(f"IGSEND_GROUPS: {path} is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"IGSEND_GROUPS: {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, setting="IGSEND_GROUPS", error=ConfigurationError)
     unknown = sorted(set(data) - {"groups"})
     if unknown:
         raise ConfigurationError(f"IGSEND_GROUPS: {path}: unknown table {unknown[0]!r} (the file holds only "

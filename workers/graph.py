@@ -97,6 +97,8 @@ class _Watchdog:
         self._wake = threading.Event()
         self._count = 0
         self._thread: threading.Thread | None = None
+        #: The deadline the thread sleeps until; None while it sleeps with nothing to watch.
+        self._until: float | None = None
 
     def arm(self, watch: _Watch, deadline: float) -> None:
         with self._lock:
@@ -105,7 +107,12 @@ class _Watchdog:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="igsend-send-deadline", daemon=True)
                 self._thread.start()
-        self._wake.set()
+            # Wake the thread only for a deadline earlier than the one it sleeps until: POSTs share one deadline
+            # length, so a new one is almost always later, and a wake-up per POST (a thread switch and the GIL
+            # handed back and forth) cost more CPU than the rest of the watch.
+            wake = self._until is None or deadline < self._until
+        if wake:
+            self._wake.set()
 
     def disarm(self, watch: _Watch) -> None:
         with self._lock:
@@ -122,6 +129,7 @@ class _Watchdog:
                     _, _, watch = heapq.heappop(self._heap)
                     self._expire(watch)
                     continue
+                self._until = due
             self._wake.wait(None if due is None else due - now)
             self._wake.clear()
 

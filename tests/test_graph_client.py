@@ -230,16 +230,28 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "http_proxy", "REQUESTS_CA_BUNDLE"])
-def test_the_environment_is_read_only_when_it_configures_a_proxy_or_ca(monkeypatch: pytest.MonkeyPatch,
-                                                                        variable: str) -> None:
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "http_proxy", "ALL_PROXY"])
+def test_the_environment_is_read_per_post_only_when_it_sets_a_proxy(monkeypatch: pytest.MonkeyPatch,
+                                                                    variable: str) -> None:
     for name in _PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     assert GraphClient().session.trust_env is False  # nothing to read: no per-POST look-ups
     monkeypatch.setenv("NO_PROXY", "localhost")
     assert GraphClient().session.trust_env is False  # a bypass list alone routes nothing
-    monkeypatch.setenv(variable, "http://127.0.0.1:3128" if "PROXY" in variable.upper() else "/etc/ssl/ca.pem")
+    monkeypatch.setenv(variable, "http://127.0.0.1:3128")
     assert GraphClient().session.trust_env is True
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_a_ca_bundle_named_in_the_environment_is_still_verified_against(monkeypatch: pytest.MonkeyPatch,
+                                                                       variable: str) -> None:
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert GraphClient().session.verify is True  # requests' own bundle (certifi)
+    monkeypatch.setenv(variable, "/etc/ssl/company-ca.pem")
+    session = GraphClient().session
+    assert session.trust_env is False
+    assert session.verify == "/etc/ssl/company-ca.pem"
 
 
 def test_a_proxy_set_in_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:

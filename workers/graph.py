@@ -151,14 +151,18 @@ class _Watchdog:
 _watchdog = _Watchdog()
 
 
-def environment_configures_requests() -> bool:
-    """Whether this process's environment sets a proxy (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``, either
-    case) or a CA bundle (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``) for ``requests``: then the Graph client reads
-    the environment as ``requests`` does by default. Otherwise it does not (``Session.trust_env = False``): with
-    the default ``True``, every POST looks up proxies, the proxy bypass list, ``~/.netrc`` and the CA-bundle
-    variables again, ~0.3 ms of CPU per POST for an answer that cannot change (docs/benchmarks.md)."""
-    proxies = {scheme for scheme, address in urllib.request.getproxies().items() if address and scheme != "no"}
-    return bool(proxies) or any(os.environ.get(name) for name in CA_BUNDLE_VARIABLES)
+def environment_proxies() -> bool:
+    """Whether this process's environment sets a proxy for ``requests`` (``HTTPS_PROXY``, ``HTTP_PROXY``,
+    ``ALL_PROXY``, either case). Then the Graph client reads the environment on every POST as ``requests`` does
+    by default (``NO_PROXY`` included); otherwise it does not (``Session.trust_env = False``): every POST would
+    look up proxies, the proxy bypass list, ``~/.netrc`` and the CA-bundle variables again, ~0.2 ms of CPU per
+    POST for an answer that cannot change (docs/benchmarks.md)."""
+    return any(address and scheme != "no" for scheme, address in urllib.request.getproxies().items())
+
+
+def environment_ca_bundle() -> str | None:
+    """The CA bundle the environment names for ``requests`` (``REQUESTS_CA_BUNDLE``, else ``CURL_CA_BUNDLE``)."""
+    return next((os.environ[name] for name in CA_BUNDLE_VARIABLES if os.environ.get(name)), None)
 
 
 class GraphClient:
@@ -178,7 +182,10 @@ class GraphClient:
         # Decided once here rather than looked up on every POST; a deployment that routes through a proxy keeps
         # requests' behaviour (NO_PROXY included). Otherwise ~/.netrc is not read either: requests would let its
         # credentials replace the token's Authorization header.
-        self.session.trust_env = environment_configures_requests()
+        self.session.trust_env = environment_proxies()
+        bundle = environment_ca_bundle()
+        if bundle and not self.session.trust_env:
+            self.session.verify = bundle  # what requests would have read from the environment on each POST
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         adapter.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _HTTPSPool}
         self.session.mount("https://", adapter)

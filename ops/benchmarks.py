@@ -337,16 +337,19 @@ def run_celery(tmp: Path, redis_url: str, sandbox: str, token: str, count: int, 
     try:
         while len(client.control.ping(timeout=0.5) or []) < processes:
             time.sleep(0.2)
-        meter = ProcessMeter([worker.pid for worker in workers])
+        # Queue everything first, with the workers not consuming: publishing one send_task at a time from here
+        # is slower than these workers, and its pace must not be what the row measures.
+        client.control.cancel_consumer(queue, reply=True)
         url = f"{sandbox}/v25.0/17841400000000000/messages"
-        sent_at = {}
-        started = time.time()
         with client.producer_or_acquire() as producer:
             for i in range(count):
-                text = f"{queue} {i}"
-                sent_at[text] = time.time()
                 client.send_task(f"{queue}.send", args=[url, token, {"recipient": {"id": f"r{i}"},
-                                                                     "message": {"text": text}}], producer=producer)
+                                                                     "message": {"text": f"{queue} {i}"}}],
+                                 producer=producer)
+        meter = ProcessMeter([worker.pid for worker in workers])
+        started = time.time()
+        sent_at = {f"{queue} {i}": started for i in range(count)}
+        client.control.add_consumer(queue, reply=True)
         _wait_sandbox_count(sandbox, count, timeout=count / 5 + 60)
         cpu, rss = meter.stop()
         latencies, _, last = _wire_latencies(sandbox, sent_at)

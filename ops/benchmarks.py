@@ -2,7 +2,9 @@
 
     ops/bench rate               # 3 workers; an Instagram-Login account (100/s) and a Facebook-Login one (300/s)
                                  # at Meta's real budgets, 20 s of traffic each
-    ops/bench throughput         # naive Celery vs a bare thread pool vs igsend, 5,000 messages at 100 ms
+    ops/bench throughput         # naive Celery vs a bare thread pool vs featureless Celery vs igsend, 5,000
+                                 # messages at 100 ms; CPU per message, Redis commands/bytes/CPU per message
+    ops/bench sizing             # igsend worker --processes 1, 2, 4: msgs/s and CPU per message
     ops/bench sweep              # the lost-message sweep's cost over 100,000 queued messages
     ops/bench memory             # Redis bytes and keys each message leaves behind: delivered, dead, waiting
     ops/bench ordered            # 200 conversations x 5 messages, ordered and unordered, side by side
@@ -316,40 +318,66 @@ def _row(name: str, count: int, elapsed: float, latencies: list[float], cpu: flo
             "rss_mb": rss / 2**20}
 
 
-def run_naive(tmp: Path, redis_url: str, sandbox: str, token: str, count: int) -> dict:
+def run_celery(tmp: Path, redis_url: str, sandbox: str, token: str, count: int, *, app: str, argv: list[str],
+               processes: int, label: str) -> dict:
+    """A plain Celery app from this folder (``naive_app`` or ``featureless_app``): ``processes`` worker processes
+    started as ``celery -A APP worker ARGV``, ``count`` tasks of one POST each published to it, worker CPU
+    measured until the sandbox has accepted them all."""
     import subprocess
 
     from celery import Celery
 
-    cores = os.cpu_count() or 2
-    env = {**os.environ, "NAIVE_BROKER": redis_url, "PYTHONPATH": str(Path(__file__).parent)}
-    log = open(tmp / "naive.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "naive_app", "worker", "-P", "prefork",
-                               "-c", str(cores), "-Q", "naive", "--loglevel", "WARNING"], env=env,
-                              stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parent)
-    client = Celery("naive", broker=redis_url)
-    client.conf.update(task_serializer="json", task_default_queue="naive")
+    queue = app.removesuffix("_app")
+    env = {**os.environ, f"{queue.upper()}_BROKER": redis_url, "PYTHONPATH": str(Path(__file__).parent)}
+    log = open(tmp / f"{queue}.log", "wb")  # noqa: SIM115
+    workers = [subprocess.Popen([sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queue, "--loglevel",
+                                 "WARNING", "--hostname", f"{queue}{index}@%h", *argv], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parent)
+               for index in range(processes)]
+    client = Celery(queue, broker=redis_url)
+    client.conf.update(task_serializer="json", task_default_queue=queue)
     try:
-        while not (client.control.ping(timeout=0.5) or []):
+        while len(client.control.ping(timeout=0.5) or []) < processes:
             time.sleep(0.2)
-        meter = ProcessMeter([worker.pid])
+        # Queue everything first, with the workers not consuming: publishing one send_task at a time from here
+        # is slower than these workers, and its pace must not be what the row measures.
+        client.control.cancel_consumer(queue, reply=True)
         url = f"{sandbox}/v25.0/17841400000000000/messages"
-        sent_at = {}
-        started = time.time()
         with client.producer_or_acquire() as producer:
             for i in range(count):
-                text = f"naive {i}"
-                sent_at[text] = time.time()
-                client.send_task("naive.send", args=[url, token, {"recipient": {"id": f"r{i}"},
-                                                                  "message": {"text": text}}], producer=producer)
+                client.send_task(f"{queue}.send", args=[url, token, {"recipient": {"id": f"r{i}"},
+                                                                     "message": {"text": f"{queue} {i}"}}],
+                                 producer=producer)
+        meter = ProcessMeter([worker.pid for worker in workers])
+        started = time.time()
+        sent_at = {f"{queue} {i}": started for i in range(count)}
+        client.control.add_consumer(queue, reply=True)
         _wait_sandbox_count(sandbox, count, timeout=count / 5 + 60)
         cpu, rss = meter.stop()
         latencies, _, last = _wire_latencies(sandbox, sent_at)
-        return _row(f"naive (prefork, c={cores})", len(latencies), last - started, latencies, cpu, rss)
+        return _row(label, len(latencies), last - started, latencies, cpu, rss)
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
         client.close()
+
+
+def run_naive(tmp: Path, redis_url: str, sandbox: str, token: str, count: int) -> dict:
+    """The Celery task most teams start with: prefork, concurrency = cores, a new connection per POST."""
+    cores = os.cpu_count() or 2
+    return run_celery(tmp, redis_url, sandbox, token, count, app="naive_app", argv=["-P", "prefork", "-c", str(cores)],
+                      processes=1, label=f"naive (prefork, c={cores})")
+
+
+def run_featureless(tmp: Path, redis_url: str, sandbox: str, token: str, count: int) -> dict:
+    """Celery's own floor: threads pool, acks_late, no result, no events, one pooled POST (ops/featureless_app.py);
+    one process per core, as ``igsend worker`` runs."""
+    cores = os.cpu_count() or 2
+    return run_celery(tmp, redis_url, sandbox, token, count, app="featureless_app",
+                      argv=["-P", "threads", "-c", "64", "--without-gossip", "--without-mingle"], processes=cores,
+                      label=f"featureless Celery ({cores}x64 thr)")
 
 
 def run_ceiling(sandbox: str, token: str, count: int, threads: int = 200) -> dict:
@@ -384,9 +412,13 @@ def run_ceiling(sandbox: str, token: str, count: int, threads: int = 200) -> dic
     return _row(f"ceiling (thread pool, {threads})", count, elapsed, latencies, cpu, me.memory_info().rss)
 
 
-def run_igsend(worker_pids: list[int], sandbox: str, accounts: list[str], count: int, label: str) -> dict:
+def run_igsend(worker_pids: list[int], sandbox: str, accounts: list[str], count: int, label: str,
+               redis_url: str | None = None) -> dict:
+    """One igsend run; with ``redis_url``, the row's ``redis`` holds what Redis did per message (RedisMeter), read
+    before the final check of the job records so that the check is not counted."""
     from producers import send_many
 
+    redis_meter = RedisMeter(redis_url) if redis_url else None
     meter = ProcessMeter(worker_pids)
     sent_at = {}
     documents = []
@@ -401,11 +433,54 @@ def run_igsend(worker_pids: list[int], sandbox: str, accounts: list[str], count:
         for document in chunk:
             sent_at[document["text"]] = now
         jobs += send_many(chunk).queued
-    counts = wait_all(jobs, timeout=count / 20 + 60)
+    # Follow the run on the sandbox (HTTP), not by polling job records: reading 5,000 statuses four times a second
+    # would load Redis and the 2 cores the worker runs on, and count in the Redis figures per message.
+    _wait_sandbox_count(sandbox, count, timeout=count / 20 + 60)
+    figures = None
+    if redis_meter:
+        time.sleep(0.5)  # the last answers' outcome scripts and acks
+        figures = redis_meter.stop(count)
+    counts = wait_all(jobs, timeout=60)
     cpu, rss = meter.stop()
     latencies, _, last = _wire_latencies(sandbox, sent_at)
     assert counts.get("delivered") == count, counts
-    return _row(label, count, last - started, latencies, cpu, rss)
+    return {**_row(label, count, last - started, latencies, cpu, rss), "redis": figures}
+
+
+class RedisMeter:
+    """What Redis did between two readings of INFO: commands by name, bytes in and out, CPU seconds."""
+
+    def __init__(self, url: str):
+        import redis
+
+        self.client = redis.Redis.from_url(url, decode_responses=True)
+        self.before = self._read()
+
+    def _read(self) -> dict:
+        info = self.client.info("all")
+        calls = {key.removeprefix("cmdstat_"): value["calls"] for key, value in info.items()
+                 if key.startswith("cmdstat_")}
+        return {"calls": calls, "in": info["total_net_input_bytes"], "out": info["total_net_output_bytes"],
+                "cpu": info["used_cpu_sys"] + info["used_cpu_user"]}
+
+    def stop(self, messages: int) -> dict:
+        after = self._read()
+        calls = {name: after["calls"][name] - self.before["calls"].get(name, 0) for name in after["calls"]}
+        calls["info"] = calls.get("info", 0) - 1  # this meter's own reading
+        calls = {name: n for name, n in calls.items() if n > 0}
+        return {"commands": sum(calls.values()) / messages, "by_command": {
+                    name: round(n / messages, 2) for name, n in sorted(calls.items(), key=lambda kv: -kv[1])},
+                "bytes_in": (after["in"] - self.before["in"]) / messages,
+                "bytes_out": (after["out"] - self.before["out"]) / messages,
+                "cpu_per_1000": (after["cpu"] - self.before["cpu"]) / messages * 1000}
+
+
+def _format_redis(figures: dict) -> list[str]:
+    top = ", ".join(f"{name} {n:g}" for name, n in list(figures["by_command"].items())[:10])
+    return [f"redis per delivered message (send_many + worker; commands run inside Lua scripts counted too): "
+            f"{figures['commands']:.1f} commands, {figures['bytes_in']:,.0f} bytes in, "
+            f"{figures['bytes_out']:,.0f} bytes out; Redis CPU {figures['cpu_per_1000']:.3f} s per 1,000 messages",
+            f"redis commands per message: {top}"]
 
 
 def _wait_sandbox_count(sandbox: str, count: int, timeout: float) -> None:
@@ -491,11 +566,15 @@ def bench_throughput(small: bool) -> int:
         with stack(tmp, accounts=100, budget=1_000_000, workers=0, latency_ms=LATENCY_MS,
                    concurrency=None) as (redis_url, sandbox, names):
             token = _account_tokens(tmp)[0]
-            print(f"ops/bench throughput: sandbox latency {LATENCY_MS} ms, {os.cpu_count()} cores", flush=True)
+            print(f"ops/bench throughput: sandbox latency {LATENCY_MS} ms, {os.cpu_count()} cores; "
+                  "CPU s/1k = CPU ms per message (workers' processes; the ceiling: this process)", flush=True)
             rows.append(run_naive(tmp, redis_url, sandbox, token, naive_count))
             print(_format(rows[-1]), flush=True)
             _reset(sandbox)
             rows.append(run_ceiling(sandbox, token, count))
+            print(_format(rows[-1]), flush=True)
+            _reset(sandbox)
+            rows.append(run_featureless(tmp, redis_url, sandbox, token, count))
             print(_format(rows[-1]), flush=True)
             _reset(sandbox)
             env = {"IGSEND_REDIS_URL": redis_url, "IGSEND_GRAPH_URL": sandbox,
@@ -503,7 +582,9 @@ def bench_throughput(small: bool) -> int:
             worker = start_worker(env=env, log_path=tmp / "igsend-worker.log",
                                   processes=int(os.environ.get("IGSEND_PROCESSES") or os.cpu_count() or 1))
             try:
-                rows.append(run_igsend([worker.process.pid], sandbox, names[:1], count, "igsend (defaults)"))
+                rows.append(run_igsend([worker.process.pid], sandbox, names[:1], count, "igsend (defaults)",
+                                       redis_url=redis_url))
+                redis_figures = rows[-1]["redis"]
                 print(_format(rows[-1]), flush=True)
                 by_accounts = []
                 for n in (1, 10, 100):
@@ -515,13 +596,20 @@ def bench_throughput(small: bool) -> int:
                 worker.stop()
             many, loop = bench_enqueue(2000 if small else 20000)
 
-    naive, ceiling, igsend = rows
+    naive, ceiling, featureless, igsend = rows
     print()
     print(f"{'variant':<32} {'msgs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU s/1k':>9} {'peak RSS MB':>12}")
     for row in rows + by_accounts:
         print(_format(row))
-    print(f"igsend/naive   = {igsend['rate'] / naive['rate']:.1f}x   (target >= 15x)")
+    bare = ceiling["cpu_per_1000"]
+    print(f"bare POST CPU/msg (ceiling, client side)   = {bare:.2f} ms")
+    print(f"featureless Celery / bare POST (CPU/msg)   = {featureless['cpu_per_1000'] / bare:.2f}x")
+    print(f"igsend / bare POST (CPU/msg)               = {igsend['cpu_per_1000'] / bare:.2f}x   (target <= 1.7x)")
+    print(f"igsend / featureless Celery (CPU/msg)      = {igsend['cpu_per_1000'] / featureless['cpu_per_1000']:.2f}x")
+    print(f"igsend/naive   = {igsend['rate'] / naive['rate']:.1f}x   (target >= 25x)")
     print(f"igsend/ceiling = {igsend['rate'] / ceiling['rate'] * 100:.0f}%   (target >= 60%)")
+    for line in _format_redis(redis_figures):
+        print(line)
     print(f"enqueue: send_many {many:,.0f} msgs/s vs send_text loop {loop:,.0f} msgs/s "
           f"= {many / loop:.1f}x   (target send_many >= 5,000/s)")
     print(f"worker peak RSS {igsend['rss_mb']:.0f} MB (target < 300 MB)")
@@ -557,6 +645,33 @@ def bench_pod(small: bool) -> int:
     print(f"{row['rate']:>8.1f} {row['cpu_per_1000']:>9.2f} {cores:>10.2f} {idle_rss / 2**20:>12.0f} "
           f"{row['rss_mb']:>12.0f}")
     print(f"KEDA listLength = {row['rate']:.0f} msgs/s x {DRAIN_SECONDS} s = {row['rate'] * DRAIN_SECONDS:,.0f}")
+    return 0
+
+
+def bench_sizing(small: bool) -> int:
+    """``igsend worker --processes N`` for N = 1, 2, 4 on this machine: what one container of N processes
+    delivers, and what each message costs it, to size a deployment."""
+    count = 300 if small else 4000
+    print(f"ops/bench sizing: igsend worker --processes N (64 threads each), {count} messages, 1 account "
+          f"(budget 1,000,000/s), sandbox latency {LATENCY_MS} ms, {os.cpu_count()} cores")
+    print(f"{'processes':<10} {'msgs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/msg':>11} {'cores busy':>11} "
+          f"{'peak RSS MB':>12}")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        with stack(tmp, accounts=1, budget=1_000_000, workers=0, latency_ms=LATENCY_MS,
+                   concurrency=None) as (redis_url, sandbox, names):
+            env = {"IGSEND_REDIS_URL": redis_url, "IGSEND_GRAPH_URL": sandbox,
+                   "IGSEND_ACCOUNTS_FILE": str(tmp / "accounts.toml"), "IGSEND_ACCESS_TOKEN": ""}
+            for processes in (1, 2, 4):
+                _reset(sandbox)
+                worker = start_worker(env=env, log_path=tmp / f"worker-{processes}.log", processes=processes)
+                try:
+                    row = run_igsend([worker.process.pid], sandbox, names, count, f"sizing {processes}")
+                finally:
+                    worker.stop()
+                busy = row["rate"] * row["cpu_per_1000"] / 1000
+                print(f"{processes:<10} {row['rate']:>8.1f} {row['p50']:>8.0f} {row['p99']:>8.0f} "
+                      f"{row['cpu_per_1000']:>11.2f} {busy:>11.2f} {row['rss_mb']:>12.0f}", flush=True)
     return 0
 
 
@@ -668,7 +783,8 @@ def bench_console(entries: int, groups: bool = False) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ops/bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["rate", "throughput", "sweep", "memory", "ordered", "console", "pod"])
+    parser.add_argument("which", choices=["rate", "throughput", "sweep", "memory", "ordered", "console", "pod",
+                                          "sizing"])
     parser.add_argument("--small", action="store_true", help="scaled-down counts, targets not enforced (CI)")
     parser.add_argument("--groups", action="store_true", help="console: two Redis groups (IGSEND_GROUPS)")
     args = parser.parse_args(argv)
@@ -685,6 +801,8 @@ def main(argv: list[str] | None = None) -> int:
         return bench_console(10_000 if args.small else 100_000, args.groups)
     if args.which == "pod":
         return bench_pod(args.small)
+    if args.which == "sizing":
+        return bench_sizing(args.small)
     return bench_throughput(args.small)
 
 

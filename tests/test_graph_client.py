@@ -216,3 +216,54 @@ def test_custom_timeouts_are_passed(mocked: responses.RequestsMock, make, url: s
     finally:
         graph.session.close()
     assert _only_call(mocked).request.req_kwargs["timeout"] == (1.5, 7.0)
+
+
+_PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy", "NO_PROXY",
+                    "no_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "http_proxy", "ALL_PROXY"])
+def test_the_environment_is_read_per_post_only_when_it_sets_a_proxy(monkeypatch: pytest.MonkeyPatch,
+                                                                    variable: str) -> None:
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert GraphClient().session.trust_env is False  # nothing to read: no per-POST look-ups
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    assert GraphClient().session.trust_env is False  # a bypass list alone routes nothing
+    monkeypatch.setenv(variable, "http://127.0.0.1:3128")
+    assert GraphClient().session.trust_env is True
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_a_ca_bundle_named_in_the_environment_is_still_verified_against(monkeypatch: pytest.MonkeyPatch,
+                                                                       variable: str) -> None:
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert GraphClient().session.verify is True  # requests' own bundle (certifi)
+    monkeypatch.setenv(variable, "/etc/ssl/company-ca.pem")
+    session = GraphClient().session
+    assert session.trust_env is False
+    assert session.verify == "/etc/ssl/company-ca.pem"
+
+
+def test_a_proxy_set_in_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import requests
+
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    account = ig_account(graph_url=f"http://127.0.0.1:{_closed_port()}")
+    body = {"recipient": {"id": "1"}, "message": {"text": "hi"}}
+    with pytest.raises(requests.ConnectionError) as direct:
+        GraphClient().send(account, body, deadline=2)
+    assert not isinstance(direct.value, requests.exceptions.ProxyError)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")
+    with pytest.raises(requests.exceptions.ProxyError):  # the POST went to the proxy, as requests does by default
+        GraphClient().send(account, body, deadline=2)

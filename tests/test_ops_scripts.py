@@ -47,3 +47,6 @@ def test_throughput_bench_small_runs() -> None:
     run = _run("benchmarks.py", "throughput", "--small", timeout=400)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "igsend/naive" in run.stdout and "send_many" in run.stdout
+    # the floors each change is measured against, and what Redis does per message
+    assert "featureless Celery" in run.stdout and "igsend / bare POST (CPU/msg)" in run.stdout
+    assert "redis per delivered message" in run.stdout

@@ -87,18 +87,15 @@ class Admitter:
                 DELAYED_KEY, held_key(account), PENDING_KEY, INFLIGHT_KEY, done_key(job_id),
                 records.conversation_of(message) or NO_CONVERSATION_KEY, window_key]
         lock_ttl_ms = int(lock_ttl * 1000) if lock_ttl else self.lock_ttl_ms
-        args = [job_id, lock_ttl_ms, rate, self.max_inline_wait, self.record_ttl,
-                json.dumps(message, ensure_ascii=False), message["kind"], account, records.recipient_of(message),
-                self.late_tolerance, job_key(""), window_seconds, message.get("last_user_message_at") or ""]
-        if self.replica_acks:
-            # One pipeline, so the WAIT runs on the connection that ran the script (WAIT counts that connection's
-            # writes), and a pipeline retried on a new primary runs the script there again before its WAIT.
-            pipe = self.client.pipeline(transaction=False)
-            self.script(keys=keys, args=args, client=pipe)
-            records.wait_for_replicas(pipe, self.replica_acks, self.replica_timeout)
-            reply, confirmed = pipe.execute()
-        else:
-            reply, confirmed = self.script(keys=keys, args=args), 0
+        # The message's JSON only for a job with no record yet (a raw client's), which the script asks for: the
+        # producers wrote it into the record, so encoding and shipping it on every admission would be wasted.
+        args = [job_id, lock_ttl_ms, rate, self.max_inline_wait, self.record_ttl, "", message["kind"], account,
+                records.recipient_of(message), self.late_tolerance, job_key(""), window_seconds,
+                message.get("last_user_message_at") or ""]
+        reply, confirmed = self._run(keys, args)
+        if reply[0] == "need_message":
+            args[5] = json.dumps(message, ensure_ascii=False)
+            reply, confirmed = self._run(keys, args)
         action = Action(reply[0])
         if action is Action.GO and int(confirmed) < self.replica_acks:
             return Admission(Action.UNREPLICATED, attempt=int(reply[2]),
@@ -108,3 +105,15 @@ class Admitter:
         if action is Action.GO:
             return Admission(action, wait=float(reply[1]), attempt=int(reply[2]), created_at=float(reply[3]))
         return Admission(action, detail=reply[1] if len(reply) > 1 else "")
+
+    def _run(self, keys: list[str], args: list[Any]) -> tuple[list[Any], int]:
+        """The script's reply, and how many replicas confirmed its writes (0 unless replica_acks asks)."""
+        if not self.replica_acks:
+            return self.script(keys=keys, args=args), 0
+        # One pipeline, so the WAIT runs on the connection that ran the script (WAIT counts that connection's
+        # writes), and a pipeline retried on a new primary runs the script there again before its WAIT.
+        pipe = self.client.pipeline(transaction=False)
+        self.script(keys=keys, args=args, client=pipe)
+        records.wait_for_replicas(pipe, self.replica_acks, self.replica_timeout)
+        reply, confirmed = pipe.execute()
+        return reply, int(confirmed)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import socket
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,9 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from workers.accounts import Account
+
+#: Variables through which a deployment tells ``requests`` to verify HTTPS against its own CA bundle.
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 CONNECT_TIMEOUT = 5.0
 #: Default total deadline of one POST (the settings derive it per send class; see igsend.core.settings).
@@ -92,6 +97,8 @@ class _Watchdog:
         self._wake = threading.Event()
         self._count = 0
         self._thread: threading.Thread | None = None
+        #: The deadline the thread sleeps until; None while it sleeps with nothing to watch.
+        self._until: float | None = None
 
     def arm(self, watch: _Watch, deadline: float) -> None:
         with self._lock:
@@ -100,7 +107,12 @@ class _Watchdog:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="igsend-send-deadline", daemon=True)
                 self._thread.start()
-        self._wake.set()
+            # Wake the thread only for a deadline earlier than the one it sleeps until: POSTs share one deadline
+            # length, so a new one is almost always later, and a wake-up per POST (a thread switch and the GIL
+            # handed back and forth) cost more CPU than the rest of the watch.
+            wake = self._until is None or deadline < self._until
+        if wake:
+            self._wake.set()
 
     def disarm(self, watch: _Watch) -> None:
         with self._lock:
@@ -117,6 +129,7 @@ class _Watchdog:
                     _, _, watch = heapq.heappop(self._heap)
                     self._expire(watch)
                     continue
+                self._until = due
             self._wake.wait(None if due is None else due - now)
             self._wake.clear()
 
@@ -138,6 +151,20 @@ class _Watchdog:
 _watchdog = _Watchdog()
 
 
+def environment_proxies() -> bool:
+    """Whether this process's environment sets a proxy for ``requests`` (``HTTPS_PROXY``, ``HTTP_PROXY``,
+    ``ALL_PROXY``, either case). Then the Graph client reads the environment on every POST as ``requests`` does
+    by default (``NO_PROXY`` included); otherwise it does not (``Session.trust_env = False``): every POST would
+    look up proxies, the proxy bypass list, ``~/.netrc`` and the CA-bundle variables again, ~0.2 ms of CPU per
+    POST for an answer that cannot change (docs/benchmarks.md)."""
+    return any(address and scheme != "no" for scheme, address in urllib.request.getproxies().items())
+
+
+def environment_ca_bundle() -> str | None:
+    """The CA bundle the environment names for ``requests`` (``REQUESTS_CA_BUNDLE``, else ``CURL_CA_BUNDLE``)."""
+    return next((os.environ[name] for name in CA_BUNDLE_VARIABLES if os.environ.get(name)), None)
+
+
 class GraphClient:
     """Sends message bodies as the account's login kind documents them, token in the Authorization header.
 
@@ -152,6 +179,13 @@ class GraphClient:
         self.deadline = read_timeout
         self.timeout = (connect_timeout, read_timeout)
         self.session = requests.Session()
+        # Decided once here rather than looked up on every POST; a deployment that routes through a proxy keeps
+        # requests' behaviour (NO_PROXY included). Otherwise ~/.netrc is not read either: requests would let its
+        # credentials replace the token's Authorization header.
+        self.session.trust_env = environment_proxies()
+        bundle = environment_ca_bundle()
+        if bundle and not self.session.trust_env:
+            self.session.verify = bundle  # what requests would have read from the environment on each POST
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         adapter.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _HTTPSPool}
         self.session.mount("https://", adapter)

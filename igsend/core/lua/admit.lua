@@ -3,7 +3,8 @@
 -- KEYS: job, lock, account, limiter, delayed, held, pending, inflight, done, conversation (or the bare
 --       'igsend:conv:' for a job that is not ordered), the moment the window opened (the person's last message,
 --       or the comment a private reply answers: igsend.core.inbound)
--- ARGV: job_id, lock_ttl_ms, rate, max_inline_wait, record_ttl, message_json, kind, account, recipient,
+-- ARGV: job_id, lock_ttl_ms, rate, max_inline_wait, record_ttl, message_json ('' until the script asks for it
+--       with 'need_message': a producer wrote it into the record already), kind, account, recipient,
 --       late_tolerance, job-record key prefix, window seconds, the caller's last_user_message_at ('' for none)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -13,7 +14,8 @@ redis.call('ZREM', KEYS[7], job_id)
 if redis.call('EXISTS', KEYS[9]) == 1 then return {'done', 'delivered'} end  -- compacted when delivered
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
-  -- A job published by a raw send_task has no record yet: create it.
+  -- A job published by a raw send_task has no record yet: create it, with the message the caller sends again.
+  if ARGV[6] == '' then return {'need_message'} end
   status = 'queued'
   redis.call('HSET', KEYS[1], 'id', job_id, 'status', status, 'kind', ARGV[7], 'account', ARGV[8],
              'recipient', ARGV[9], 'message', ARGV[6], 'attempts', 0, 'created_at', now, 'updated_at', now)

@@ -66,6 +66,11 @@ def upload_once(client: redis.Redis, graph: GraphClient, account: Account, media
             if known:
                 return known
     try:
+        # Again under the lock: a worker that finished between our first look and our lock has cached the id
+        # and deleted the staged bytes (uploading them twice would be wasted, finding them gone a false death).
+        known = _cached(client, account.name, digest)
+        if known:
+            return known
         fields = client.execute_command("HGETALL", upload_key(account.name, digest), **{NEVER_DECODE: []})
         staged_file = dict(zip(fields[::2], fields[1::2], strict=True)) if isinstance(fields, list) else fields
         if not staged_file or b"data" not in staged_file:

@@ -50,7 +50,7 @@ from producers import (
     send,
     send_many,
 )
-from producers.api_keys import OPERATE, READ, SEND, ApiKey, find_key, parse_keys, retry_after
+from producers.api_keys import OPERATE, READ, SEND, ApiKey, find_key, login_wait, parse_keys, retry_after
 from producers.console import console, init_console
 from producers.webhooks import PATH as WEBHOOK_PATH
 from producers.webhooks import start_inbox, webhooks
@@ -664,6 +664,16 @@ def throttled(key: ApiKey) -> None:
               headers={"Retry-After": str(wait)})
 
 
+def login_throttle(address: str) -> int:
+    """Seconds ``address`` must wait before another console login (0: go on, the try is counted); counted where
+    :func:`throttled` counts, and not at all while that Redis does not answer."""
+    try:
+        with routing.in_group(routing.every_group()[0]):
+            return login_wait(_quick_redis(get_settings().redis_url), address)
+    except RedisError:
+        return 0
+
+
 def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True) -> Flask:
     """The WSGI app (``gunicorn 'producers.api:create_app()'``). Keys default to ``IGSEND_API_KEYS``."""
     keys = configured_keys(api_keys)
@@ -691,7 +701,7 @@ def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True) 
     api.register_blueprint(health_blp)
     app.register_blueprint(webhooks)  # Meta's, not the apps': outside the OpenAPI document
     # the operator's console (HTML, session login): keys authenticate the JSON blueprints, so CSRF skips them
-    init_console(app, keys, throttle=throttled, exempt=[blp, health_blp, webhooks],
+    init_console(app, keys, throttle=throttled, login_throttle=login_throttle, exempt=[blp, health_blp, webhooks],
                  links={"flower": os.environ.get("IGSEND_UI_FLOWER_URL", "").strip(),
                         "grafana": os.environ.get("IGSEND_UI_GRAFANA_URL", "").strip()})
 

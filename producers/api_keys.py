@@ -119,11 +119,28 @@ def rate_key(key: ApiKey) -> str:
     return f"{PREFIX}apirate:{key.ident}"
 
 
+def gcra_wait(client: redis.Redis, state_key: str, *, per_second: float, burst: float) -> int:
+    """0 when one more request counted under ``state_key`` fits ``per_second`` with a burst of ``burst``
+    requests (and is counted), else the seconds to wait (at least 1) before the next one would."""
+    interval = 1000.0 / per_second
+    wait_ms = int(client.register_script(_GCRA)(keys=[state_key], args=[interval, (burst - 1) * interval]))
+    return 0 if wait_ms <= 0 else max(1, math.ceil(wait_ms / 1000))
+
+
 def retry_after(client: redis.Redis, key: ApiKey) -> int:
     """0 when the key may make this request now, else the seconds to wait (at least 1) before the next one. N
     requests/s allows a burst of N within one second, then one every 1/N s."""
     if key.rate is None:
         return 0
-    interval = 1000.0 / key.rate
-    wait_ms = int(client.register_script(_GCRA)(keys=[rate_key(key)], args=[interval, 1000.0 - interval]))
-    return 0 if wait_ms <= 0 else max(1, math.ceil(wait_ms / 1000))
+    return gcra_wait(client, rate_key(key), per_second=key.rate, burst=key.rate)
+
+
+#: Console logins one client address may try: a burst of this many, then one every 60/N s. An operator logs in
+#: rarely; someone guessing keys at /ui/login is slowed to a few tries a minute.
+LOGINS_PER_MINUTE = 10
+
+
+def login_wait(client: redis.Redis, address: str) -> int:
+    """0 when ``address`` may try a console login now (the try is counted), else the seconds to wait."""
+    state_key = f"{PREFIX}loginrate:{hashlib.sha256(address.encode()).hexdigest()[:16]}"
+    return gcra_wait(client, state_key, per_second=LOGINS_PER_MINUTE / 60, burst=LOGINS_PER_MINUTE)

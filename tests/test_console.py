@@ -95,6 +95,20 @@ def test_a_key_past_its_rate_gets_429_with_retry_after(client, private_db) -> No
     assert client.get("/v1/messages/nope", headers={"Authorization": f"Bearer {OPERATOR}"}).status_code == 404
 
 
+def test_login_tries_from_one_address_are_slowed_down(client) -> None:
+    """Someone guessing keys at /ui/login gets a few tries a minute; the right key waits out the limit too."""
+    from producers.api_keys import LOGINS_PER_MINUTE
+
+    token = _csrf(client.get("/ui/login").data)
+    tries = [client.post("/ui/login", data={"api_key": f"guess-{i}", "csrf_token": token})
+             for i in range(LOGINS_PER_MINUTE)]
+    assert {answer.status_code for answer in tries} == {401}
+    limited = client.post("/ui/login", data={"api_key": OPERATOR, "csrf_token": token})
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    assert b"Too many login attempts" in limited.data and "Set-Cookie" not in limited.headers
+    assert client.get("/ui").status_code == 302  # not logged in
+
+
 def test_the_openapi_document_declares_each_operations_scope(client) -> None:
     paths = client.get("/openapi.json").get_json()["paths"]
     assert paths["/v1/messages"]["post"]["x-igsend-scope"] == "send"

@@ -40,12 +40,15 @@ BULK_BUDGET = 20.0
 _EXTENSION = "igsend_console"
 
 
-def init_console(app: Flask, keys: list[ApiKey], *, throttle: Callable[[ApiKey], None], exempt: list[object],
+def init_console(app: Flask, keys: list[ApiKey], *, throttle: Callable[[ApiKey], None],
+                 login_throttle: Callable[[str], int], exempt: list[object],
                  links: dict[str, str] | None = None) -> None:
-    """Serve the console on ``app``: ``keys`` log in, ``throttle`` applies a key's request rate, ``exempt`` are
-    the blueprints CSRF does not cover (the JSON API), ``links`` the Flower and Grafana addresses to show."""
+    """Serve the console on ``app``: ``keys`` log in, ``throttle`` applies a key's request rate,
+    ``login_throttle`` says how long a client address must wait before another login, ``exempt`` are the
+    blueprints CSRF does not cover (the JSON API), ``links`` the Flower and Grafana addresses to show."""
     security.protect(app, exempt)
-    app.extensions[_EXTENSION] = {"keys": keys, "throttle": throttle, "links": links or {}}
+    app.extensions[_EXTENSION] = {"keys": keys, "throttle": throttle, "login_throttle": login_throttle,
+                                  "links": links or {}}
     app.register_blueprint(console)
 
 
@@ -104,6 +107,10 @@ def _globals() -> dict[str, Any]:
 def login() -> ResponseReturnValue:
     error = None
     if request.method == "POST":
+        wait = _config()["login_throttle"](request.remote_addr or "")
+        if wait:
+            error = f"Too many login attempts from this address: try again in {wait} s."
+            return render_template("login.html", error=error), 429, {"Retry-After": str(wait)}
         supplied = request.form.get("api_key", "").strip().encode("utf-8", "replace")
         key = find_key(supplied, _config()["keys"])
         if key is None:

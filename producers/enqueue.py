@@ -215,7 +215,7 @@ def _presence() -> Presence:
     known = presence.current()
     if not known.workers and time.monotonic() - _last_warned > 60:
         _last_warned = time.monotonic()
-        log.warning("%s", presence.NO_WORKER)
+        log.warning("%s", presence.no_worker_warning())
     return known
 
 

@@ -184,8 +184,13 @@ class HttpUrl(Str):
             parts.port  # noqa: B018 - raises ValueError on a malformed port
         except ValueError as exc:
             raise ValidationError(f"must be a valid http(s) URL ({exc})") from None
+        if not parts.scheme:
+            raise ValidationError(f"must be an http(s) URL such as https://example.com/page (got {value[:80]!r}, "
+                                  "which is not a URL)")
         if parts.scheme not in ("http", "https"):
-            raise ValidationError(f"must be an http or https URL (got scheme {parts.scheme or 'none'!r})")
+            raise ValidationError(f"must be an http or https URL (got scheme {parts.scheme!r})")
+        if host and (host == "localhost" or host.endswith(".localhost")):
+            raise ValidationError(f"must be a public address Meta can fetch, not this machine (got {value[:80]!r})")
         if not host or not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", host) or "." not in host.strip("[]"):
             raise ValidationError(f"must be a valid http(s) URL with a host name (got {value[:80]!r})")
         if parts.username is not None or parts.password is not None:

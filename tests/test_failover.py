@@ -177,14 +177,12 @@ def test_a_producer_without_its_replica_gets_a_clear_error_and_nothing_is_queued
     records_before = set(client.scan_iter(job_key("*"), count=1000))
     pending_before = set(client.zrange(PENDING_KEY, 0, -1))  # the failover tests' leftovers are not this call's
     key = f"no-replica-{uuid.uuid4().hex[:8]}"
-    started = time.monotonic()
     with pytest.raises(NotReplicated) as caught:
         send_many([{"kind": "text", "recipient": "6543210987654321", "text": f"lonely {i}",
                     "idempotency_key": f"{key}-{i}"} for i in range(5)])
     assert isinstance(caught.value, EnqueueError)
     assert f"0 of the {REPLICAS} replica(s)" in str(caught.value) and "taken back" in str(caught.value)
     assert "same idempotency keys" in str(caught.value)
-    assert time.monotonic() - started < 5
     # nothing half-queued: no message in the broker, no record, no pending entry, the idempotency keys free
     assert {key: client.llen(key) for key in queue_keys()} == before
     assert not [k for k in set(client.scan_iter(job_key("*"), count=1000)) - records_before

@@ -77,6 +77,14 @@ def _api(use_db, url: str):
 
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def no_worker(url: str) -> str:
+    """The no-worker warning as a process using ``url`` says it (it names that Redis)."""
+    from igsend.core.settings import using_redis
+
+    with using_redis(url):
+        return presence.no_worker_warning()
 TEXT = {"kind": "text", "recipient": "newcomer", "text": "hi"}
 
 
@@ -88,28 +96,28 @@ def test_nobody_listening_is_said_once_where_a_message_is_queued_or_looked_at(fr
     assert sent.returncode == 0, sent.stderr
     job_id = sent.stdout.strip()
     assert len(job_id) == 36  # still queued: a worker started later sends it
-    assert sent.stderr.strip().splitlines() == [f"warning: {presence.NO_WORKER}"]
+    assert sent.stderr.strip().splitlines() == [f"warning: {no_worker(fresh)}"]
     assert "`igsend worker`" in sent.stderr and "`igsend up`" in sent.stderr
 
     status = igsend("status", job_id, env=env)
     assert status.returncode == 0 and json.loads(status.stdout)["status"] == "queued"
-    assert status.stderr.strip().splitlines() == [f"warning: {presence.NO_WORKER}"]
+    assert status.stderr.strip().splitlines() == [f"warning: {no_worker(fresh)}"]
 
     waited = igsend("send", "text", "newcomer", "hi", "--wait", "--timeout", "0.5", env=env)
     assert waited.returncode == 1
     assert json.loads(waited.stdout)["status"] == "queued"
-    assert presence.NO_WORKER in waited.stderr.splitlines()[0]
+    assert no_worker(fresh) in waited.stderr.splitlines()[0]
     assert waited.stderr.splitlines()[-1].startswith("error: ") and "igsend worker" in waited.stderr.splitlines()[-1]
 
     client = _api(use_db, fresh)
     posted = client.post("/v1/messages", json=TEXT, headers=AUTH)
     assert posted.status_code == 202
-    assert posted.get_json()["warnings"] == [presence.NO_WORKER]
+    assert posted.get_json()["warnings"] == [no_worker(fresh)]
     health = client.get("/healthz")
     assert health.status_code == 200  # not red because no worker is up: reported
     body = health.get_json()
     assert (body["ok"], body["redis"], body["workers"]) == (True, True, 0)
-    assert body["workers_warning"] == presence.NO_WORKER
+    assert body["workers_warning"] == no_worker(fresh)
 
 
 def test_a_live_worker_announces_itself_and_its_accounts_without_tokens(served, use_db) -> None:
@@ -203,12 +211,12 @@ def test_when_every_worker_stops_known_accounts_queue_with_the_hint_and_unknown_
     env = {"IGSEND_REDIS_URL": url}
     assert not list(redis_lib.Redis.from_url(url).scan_iter("igsend:workers:*"))
     known = igsend("send", "text", "newcomer", "hi", "--account", "shop", env=env)
-    assert known.returncode == 0 and known.stderr.strip() == f"warning: {presence.NO_WORKER}"
+    assert known.returncode == 0 and known.stderr.strip() == f"warning: {no_worker(url)}"
     unknown = igsend("send", "text", "newcomer", "hi", "--account", "shoe-shop", env=env)
     assert unknown.returncode == 2 and "'shoe-shop' (accounts: default, shop, slow)" in unknown.stderr
     listed = igsend("accounts", "list", env=env)
     assert [line.split()[5] for line in listed.stdout.splitlines()[1:]] == ["0", "0", "0"]
-    assert listed.stderr.strip() == f"warning: {presence.NO_WORKER}"
+    assert listed.stderr.strip() == f"warning: {no_worker(url)}"
 
 
 def test_a_fresh_install_queues_any_account_with_the_hint(fresh: str, use_db) -> None:

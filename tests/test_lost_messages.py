@@ -106,11 +106,8 @@ def test_a_lost_message_is_delivered_by_the_running_workers(r: redis_lib.Redis, 
     records.script(r, "create_job")(keys=[job_key(job_id), NO_IDEMPOTENCY_KEY, PENDING_KEY],
                                    args=[job_id, 3600, 3600, fingerprint(message),
                                          *[x for pair in fields.items() for x in pair]])
-    started = time.monotonic()
     job = producers.Job(job_id)
-    assert job.result(timeout=30)["recipient_id"] == "lost-e2e"
-    took = time.monotonic() - started
-    assert took < 5 + 5 + 5  # IGSEND_LOST_AFTER in the tests + one sweep interval + slack
+    assert job.result(timeout=60)["recipient_id"] == "lost-e2e"  # a hang guard, not a speed bound
     assert [a.get("reason") for a in job.info()["attempt_log"]][0] == REPUBLISHED
     assert len(received(sandbox, recipient="lost-e2e")) == 1
 

@@ -71,7 +71,12 @@ def test_media_formats(kind: str) -> None:
     ("ftp://example.com/a.png", "url: must be an http or https URL (got scheme 'ftp')"),
     ("javascript:alert(1)", "url: must be an http or https URL (got scheme 'javascript')"),
     ("https://", "url: must be a valid http(s) URL with a host name (got 'https://')"),
-    ("https://localhost/a.png", "url: must be a valid http(s) URL with a host name (got 'https://localhost/a.png')"),
+    ("https://localhost/a.png", "url: must be a public address Meta can fetch, not this machine (got "
+                                "'https://localhost/a.png')"),
+    ("https://shop.localhost/a.png", "url: must be a public address Meta can fetch, not this machine (got "
+                                     "'https://shop.localhost/a.png')"),
+    ("cdn.example.com/a.png", "url: must be an http(s) URL such as https://example.com/page (got "
+                              "'cdn.example.com/a.png', which is not a URL)"),
     ("https://user:pw@example.com/a.png", "url: must not contain credentials (user:password@)"),
     ("https://example.com/a b.png", "url: must not contain spaces"),
     ("https://example.com/" + "a" * 2000, "url: must be at most 2000 characters (got 2020)"),
@@ -85,7 +90,7 @@ def test_link_is_a_valid_url_sent_as_text() -> None:
     message = load_message({"kind": "link", "recipient": "IGSID", "url": "https://example.com/sale?x=1#top"})
     assert graph_body(message) == {"recipient": {"id": "IGSID"}, "message": {"text": "https://example.com/sale?x=1#top"}}
     assert refused({"kind": "link", "recipient": "IGSID", "url": "example.com"}) == (
-        "url: must be an http or https URL (got scheme 'none')")
+        "url: must be an http(s) URL such as https://example.com/page (got 'example.com', which is not a URL)")
 
 
 @pytest.mark.parametrize("document,message", [

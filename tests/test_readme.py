@@ -4,6 +4,7 @@ IGSEND_REDIS_URL: nothing of anyone's Redis is touched), checking what they prin
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -35,6 +36,19 @@ def shell_block(heading: str) -> list[str]:
         if words:
             commands.append(shlex.join(words))
     return commands
+
+
+def python_first_message() -> str:
+    """The README's "A first message" Python block, run as a script: the sandbox's recipient for IGSID, and the
+    last line's value printed (as the REPL a newcomer pastes it into shows it)."""
+    text = (ROOT / "README.md").read_text()
+    section = re.search(r"^## A first message\n(.*?)(?=^#+ |\Z)", text, re.M | re.S)
+    assert section, "README.md has no heading 'A first message'"
+    block = re.search(r"```python\n(.*?)```", section.group(1), re.S)
+    assert block, "no python block under 'A first message'"
+    lines = [line.split("  #")[0].rstrip() for line in block.group(1).replace("IGSID", "6543210987654321")
+             .splitlines() if line.strip()]
+    return "\n".join([*lines[:-1], f"print(repr({lines[-1]}))"])
 
 
 def newcomer_env() -> dict[str, str]:
@@ -80,14 +94,21 @@ def test_try_it_by_hand(tmp_path: Path) -> None:
         assert up.poll() is None, output
         assert output.startswith("redis    redis://127.0.0.1:") and "(private, started by igsend up;" in output
         transcript = {command: run(command, tmp_path, timeout=90) for command in commands[1:]}  # terminal 2
+        snippet = subprocess.run([sys.executable, "-c", python_first_message()], cwd=tmp_path, env=newcomer_env(),
+                                 capture_output=True, text=True, timeout=120)  # and the Python first message
     finally:
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=60) == 0, (tmp_path / "up.log").read_text()[-2000:]
 
     sent = transcript['igsend send text 6543210987654321 Hi --wait']
-    assert sent.returncode == 0 and sent.stderr == "", sent.stderr
+    chosen = re.escape(f"(the running `igsend up`, pid {up.pid}, from .igsend/up.json)")
+    assert sent.returncode == 0 and re.fullmatch(rf"redis: 127\.0\.0\.1:\d+ db 0 {chosen}\n", sent.stderr), sent.stderr
     outcome = json.loads(sent.stdout)
     assert outcome["status"] == "delivered" and outcome["result"]["recipient_id"] == "6543210987654321"
+
+    assert snippet.returncode == 0, snippet.stderr  # beside `igsend up`, with nothing set: up's Redis, not 6379's
+    result = ast.literal_eval(snippet.stdout)  # the dict the REPL would show
+    assert result["recipient_id"] == "6543210987654321" and result["message_id"]
 
     refused = transcript["igsend send text ERR_551_1545041 Hi --wait"]
     assert refused.returncode == 1

@@ -95,11 +95,10 @@ def test_a_redirect_is_answered_not_followed(redirect_loop: _Server, login: str)
 
 def test_a_trickled_answer_is_cut_at_the_total_deadline(trickle: _Server) -> None:
     client = GraphClient(read_timeout=30.0)  # each byte arrives well within any per-read timeout
-    started = time.monotonic()
+    # SendDeadlineExceeded is raised only by the deadline cutting the answer short (the whole answer, ~13 s,
+    # would have returned normally): the property, without timing it
     with pytest.raises(SendDeadlineExceeded) as info:
         client.send(_account(trickle.url), {"recipient": {"id": "1"}, "message": {"text": "hi"}}, deadline=1.0)
-    took = time.monotonic() - started
-    assert took < 5.0  # the whole answer would take ~13 s
     assert trickle.posts == 1
     assert classify_transport(info.value).outcome is Outcome.UNKNOWN  # it may have been sent: never resent
     assert TOKEN not in str(info.value)

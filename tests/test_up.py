@@ -68,6 +68,16 @@ def test_up_runs_the_stack_and_stops_cleanly(tmp_path) -> None:
             pass
 
 
+#: README.md's "A first message" from Python, with the recipient the sandbox answers, and logging on at INFO.
+README_SNIPPET = """
+import logging
+logging.basicConfig(level=logging.INFO)
+from producers import send_text
+job = send_text("6543210987654321", "Hi")
+print(job.result(timeout=30))
+"""
+
+
 def _start_up(tmp_path, env: dict[str, str], ports: dict[str, int], log_name: str) -> tuple[subprocess.Popen, str]:
     log = open(tmp_path / log_name, "w+")  # noqa: SIM115
     process = subprocess.Popen([sys.executable, "-m", "igsend.cli", "up", "--api-port", str(ports["api"]),
@@ -123,6 +133,16 @@ def test_up_runs_on_a_private_redis_and_keeps_its_credentials(tmp_path) -> None:
                                  env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert by_hand.returncode == 0, by_hand.stderr
         assert json.loads(by_hand.stdout)["status"] == "delivered"
+        port = redis_url.rsplit(":", 1)[1].split("/")[0]
+        chosen = f"127.0.0.1:{port} db 0 (the running `igsend up`, pid {process.pid}, from .igsend/up.json)"
+        assert by_hand.stderr.splitlines()[0] == f"redis: {chosen}"  # the CLI's first line says which Redis
+        # ... and so does the README's Python first message, as written, in a script run in the same directory
+        snippet = subprocess.run([sys.executable, "-c", README_SNIPPET], env=env, cwd=tmp_path, capture_output=True,
+                                 text=True, timeout=120)
+        assert snippet.returncode == 0, snippet.stderr
+        result = json.loads(snippet.stdout.replace("'", '"'))
+        assert result["recipient_id"] == "6543210987654321" and result["message_id"]
+        assert f"igsend uses Redis at {chosen}" in snippet.stderr  # at INFO, for a script with logging on
     finally:
         code = _stop_up(process)
     assert code == 0

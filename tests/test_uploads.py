@@ -126,4 +126,5 @@ def test_the_cli_sends_a_local_file(tmp_path: Path, sandbox: str) -> None:
         in wrong.stderr
     missing = igsend("send", "image", "upload-cli", "nowhere.png", "--account", "shop", cwd=tmp_path)
     assert missing.returncode == 2  # no such file: read as a URL, and refused as one
-    assert missing.stderr.strip() == "error: url: must be an http or https URL (got scheme 'none')"
+    assert missing.stderr.strip() == ("error: url: must be an http(s) URL such as https://example.com/page (got "
+                                      "'nowhere.png', which is not a URL)")

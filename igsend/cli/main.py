@@ -67,26 +67,21 @@ First steps:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """igsend: send Instagram Direct messages through a queue of Celery workers."""
-    if ctx.invoked_subcommand not in ("up", "demo"):
-        _use_local_stack()
+    if ctx.invoked_subcommand in _BRIEF:
+        _say_which_redis()
     if ctx.invoked_subcommand in _BRIEF:
         ctx.with_resource(brief_connections())  # undone when the command ends (CliRunner runs in-process)
 
 
-def _use_local_stack() -> None:
-    """Without IGSEND_REDIS_URL (environment or .env), use the Redis of an ``igsend up`` running in this
-    directory (it names it in its data directory), so a second terminal needs no setup."""
+def _say_which_redis() -> None:
+    """The first line on stderr, when the Redis was not named by IGSEND_REDIS_URL: which one the command chose
+    (a running ``igsend up`` of this directory, or the default) and why (igsend.core.redis_choice)."""
+    from igsend.core.redis_choice import RedisChoice
     from igsend.core.settings import get_settings
-    from igsend.core.store import forget_connections
-    from igsend.local.up import running_up
 
     settings = get_settings()  # loads .env
-    if os.environ.get("IGSEND_REDIS_URL"):
-        return
-    up = running_up(settings.data_dir)
-    if up is not None:
-        os.environ["IGSEND_REDIS_URL"] = up["redis_url"]
-        forget_connections()
+    if not os.environ.get("IGSEND_REDIS_URL"):
+        click.echo(f"redis: {RedisChoice(settings.redis_url, settings.redis_source).describe()}", err=True)
 
 
 # --- sending -------------------------------------------------------------------------------------------------
@@ -113,7 +108,8 @@ def _deliver(document: dict[str, Any], account: str, idempotency_key: str | None
     except TimeoutError as exc:
         _print_json(job.info())
         idle = nobody or _nobody_listening(fresh=True)
-        _fail(f"{exc}: no igsend worker is running (`igsend worker` or `igsend up`)" if idle else str(exc), code=1)
+        _fail(f"{exc}: {presence.no_worker_running()} (`igsend worker` or `igsend up`)" if idle else str(exc),
+              code=1)
     except JobError:
         _print_json(_status_json(job))
         sys.exit(1)
@@ -651,7 +647,7 @@ def accounts_list(as_json: bool) -> None:
                           str(row["workers"]), str(row["held"]), describe_token(row["token"]), describe(row)))
         _print_table(table)
     if not as_json and rows and not any(row["workers"] for row in rows):
-        click.echo(f"warning: {presence.NO_WORKER}", err=True)
+        click.echo(f"warning: {presence.no_worker_warning()}", err=True)
     for group in groups:
         with routing.in_group(group):
             _warn_about_redis()

@@ -12,7 +12,7 @@ a round trip per message:
 
 - a live worker serves the account: queue;
 - live workers, none serving it: refuse (:class:`igsend.core.errors.UnknownAccount`), naming the accounts;
-- no live worker: queue, with :data:`NO_WORKER` as a warning; refuse only a name that no worker ever
+- no live worker: queue, with :func:`no_worker_warning` as a warning; refuse only a name that no worker ever
   served, once some worker registered (a fresh install, where none ever did, queues everything).
 """
 
@@ -31,6 +31,8 @@ from typing import Any, cast
 import redis
 
 from igsend.core.errors import UnknownAccount
+from igsend.core.redis_url import redis_address
+from igsend.core.settings import get_settings
 from igsend.core.store import PREFIX, get_redis
 
 log = logging.getLogger("igsend.presence")
@@ -43,8 +45,16 @@ HEARTBEAT_EVERY = 5.0
 #: How long a producer trusts what it read.
 CACHE_SECONDS = 2.0
 
-NO_WORKER = ("no igsend worker is running: the message is queued and waits for one; "
-             "start one with `igsend worker` (or `igsend up` for the whole local stack)")
+def no_worker_running() -> str:
+    """``no igsend worker is running on the Redis at HOST:PORT db N``: naming the Redis looked at, since a worker
+    may well be running on another one (the one this process chose: igsend.core.redis_choice)."""
+    return f"no igsend worker is running on the Redis at {redis_address(get_settings().redis_url)}"
+
+
+def no_worker_warning() -> str:
+    """The warning of sending while no worker is alive."""
+    return (f"{no_worker_running()}: the message is queued and waits for one; start one with `igsend worker` "
+            "(or `igsend up` for the whole local stack)")
 
 
 def worker_key(hostname: str) -> str:
@@ -94,7 +104,7 @@ class Presence:
             raise UnknownAccount(account, sorted(names))
 
     def warnings(self) -> list[str]:
-        return [] if self.workers else [NO_WORKER]
+        return [] if self.workers else [no_worker_warning()]
 
 
 _cache: dict[str, tuple[float, Presence]] = {}
@@ -147,7 +157,7 @@ def forget() -> None:
 
 def check_accounts(accounts: Iterable[str], client: redis.Redis | None = None) -> list[str]:
     """Raise UnknownAccount for the first account no worker would serve; return the warnings of sending now
-    (``[NO_WORKER]`` when no worker is alive)."""
+    (:func:`no_worker_warning` when no worker is alive)."""
     presence = current(client)
     for account in dict.fromkeys(accounts):
         presence.check(account)

@@ -43,3 +43,28 @@ def safe_url(url: str) -> str:
         host = f"[{host}]"
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def redis_address(url: str) -> str:
+    """Which Redis ``url`` names, for a person: ``host:port db N`` (a socket's path, or the sentinels and the
+    primary's name), never a password."""
+    if is_sentinel_url(url):
+        try:
+            hosts, db, _, _ = sentinel_parts(url)
+        except ValueError:
+            return safe_url(url)
+        return f"the primary behind sentinels {', '.join(f'{h}:{p}' for h, p in hosts)} db {db}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return safe_url(url)
+    query_db = dict(pair.partition("=")[::2] for pair in parts.query.split("&") if pair).get("db")
+    if parts.scheme == "unix":
+        return f"{parts.path} db {query_db or 0}"
+    host = parts.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    db_name = parts.path.strip("/") or query_db or "0"
+    tls = " (TLS)" if parts.scheme == "rediss" else ""
+    return f"{host}:{port or 6379} db {db_name}{tls}"

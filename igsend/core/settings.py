@@ -13,8 +13,8 @@ from functools import lru_cache
 from dotenv import load_dotenv
 
 from igsend.core.errors import ConfigurationError
+from igsend.core.redis_choice import DEFAULT_REDIS_URL, RedisChoice, announce, choose_redis_url
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Media sends get this many times the text deadline: Meta fetches the file while the POST is open.
 MEDIA_DEADLINE_FACTOR = 3
 #: Room between a POST's deadline and its job lock (admission, the inline rate wait, recording the answer),
@@ -53,6 +53,8 @@ class Settings:
     """Non-secret settings. Tokens are read only by ``workers.accounts``, never here."""
 
     redis_url: str = DEFAULT_REDIS_URL
+    #: Why this Redis (igsend.core.redis_choice): IGSEND_REDIS_URL, a running `igsend up`, a group, the default.
+    redis_source: str = "the default"
     #: How long a job in progress stays readable after its last change (seconds, default 7 days).
     result_ttl: int = 7 * 24 * 3600
     #: How long a delivered job's compact record stays (IGSEND_DELIVERED_TTL, default a day, like Celery's
@@ -129,7 +131,9 @@ class Settings:
         ordered_dead = env.get("IGSEND_ORDERED_DEAD") or cls.ordered_dead
         if ordered_dead not in ("continue", "hold"):
             raise ConfigurationError(f"IGSEND_ORDERED_DEAD: must be continue or hold (got {ordered_dead!r})")
-        redis_url = env.get("IGSEND_REDIS_URL") or DEFAULT_REDIS_URL
+        data_dir = env.get("IGSEND_DATA_DIR") or cls.data_dir
+        choice = choose_redis_url(env, data_dir)
+        redis_url, redis_source = choice.url, choice.source
         redis_master = env.get("IGSEND_REDIS_MASTER") or cls.redis_master
         groups_file = env.get("IGSEND_GROUPS") or None
         group = env.get("IGSEND_GROUP") or None
@@ -144,8 +148,10 @@ class Settings:
                 raise ConfigurationError(f"IGSEND_GROUP: no group {group!r} in {groups_file} (groups: "
                                          f"{', '.join(groups)})")
             redis_url, redis_master = groups[group].redis_url, groups[group].redis_master or redis_master
+            redis_source = f"group {group} of IGSEND_GROUPS ({groups_file})"
         return cls(
             redis_url=redis_url,
+            redis_source=redis_source,
             result_ttl=int(_float("IGSEND_RESULT_TTL", cls.result_ttl)),
             delivered_ttl=int(_positive("IGSEND_DELIVERED_TTL", cls.delivered_ttl)),
             dlq_max=int(_positive("IGSEND_DLQ_MAX", cls.dlq_max)),
@@ -157,7 +163,7 @@ class Settings:
             idempotency_window=int(_float("IGSEND_IDEMPOTENCY_WINDOW", cls.idempotency_window)),
             unknown_outcome=policy,
             ordered_dead=ordered_dead,
-            data_dir=env.get("IGSEND_DATA_DIR") or cls.data_dir,
+            data_dir=data_dir,
             log_format=env.get("IGSEND_LOG_FORMAT") or cls.log_format,
             task_events=(env.get("IGSEND_TASK_EVENTS") or "1") not in ("0", "false", "no", "off"),
             send_deadline=_positive("IGSEND_SEND_DEADLINE", cls.send_deadline),
@@ -196,7 +202,9 @@ class _SettingsReader:
     @staticmethod
     @lru_cache(maxsize=1)
     def _base() -> Settings:
-        return Settings.from_env()
+        settings = Settings.from_env()
+        announce(RedisChoice(settings.redis_url, settings.redis_source))
+        return settings
 
     @staticmethod
     @lru_cache(maxsize=64)

@@ -6,7 +6,8 @@ credentials for Flower and the API are generated once and kept in the data direc
 mode 0600), so the next start reuses them; ``IGSEND_API_KEYS`` / ``IGSEND_FLOWER_AUTH`` override them.
 
 While it runs, ``up.json`` in the data directory names its Redis: ``igsend`` commands run in the same directory
-without ``IGSEND_REDIS_URL`` use it (igsend.cli.main), so ``igsend send`` in a second terminal just works.
+without ``IGSEND_REDIS_URL`` use it, and so does a script that imports ``producers`` (igsend.core.redis_choice):
+``igsend send`` or the README's Python snippet in a second terminal just works.
 """
 
 from __future__ import annotations
@@ -18,22 +19,12 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, cast
 
 from rich.console import Console
 
+from igsend.core.redis_choice import STACK_STATE, running_stack
+
 CREDENTIALS = "up-credentials.env"
-STATE = "up.json"
-
-
-def running_up(data_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """What a running ``igsend up`` of this data directory wrote about itself (its Redis URL, ...), or None."""
-    try:
-        state = json.loads((Path(data_dir) / STATE).read_text())
-        os.kill(int(state["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return cast(dict[str, Any], state)
 
 
 def credentials(data_dir: Path) -> tuple[str, str, Path]:
@@ -76,7 +67,7 @@ def run_up(*, api_port: int = 8000, flower_port: int = 5555, metrics_port: int =
         console.print(f"[red]igsend up: {exc}[/]", markup=True, highlight=False)
         return 78  # EX_CONFIG, as `igsend worker` exits
     data_dir = Path(settings.data_dir).resolve()
-    other = running_up(data_dir)
+    other = running_stack(data_dir)
     if other is not None:
         console.print(f"[red]igsend up: already running here (pid {other['pid']}, Redis {other['redis_url']}); "
                       f"stop it first, or set IGSEND_DATA_DIR to run another[/]", highlight=False)
@@ -88,7 +79,7 @@ def run_up(*, api_port: int = 8000, flower_port: int = 5555, metrics_port: int =
     redis, which = choose_redis(redis_url, data_dir / "redis", "igsend up")
     env = {"IGSEND_REDIS_URL": redis.url}
     services = []
-    state_file = data_dir / STATE
+    state_file = data_dir / STACK_STATE
     try:
         console.print(f"[bold]redis  [/]  {which}", highlight=False)
         api_keys, flower_auth, secrets_path = credentials(data_dir)

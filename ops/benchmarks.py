@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import tempfile
@@ -30,57 +29,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from igsend.core.store import forget_connections  # noqa: E402
 from igsend.local.embedded_redis import start_redis  # noqa: E402
-from igsend.local.processes import Service, start_sandbox, start_worker  # noqa: E402
-
-
-@contextlib.contextmanager
-def stack(tmp: Path, *, accounts: int, budget: float | None, workers: int, latency_ms: float,
-          concurrency: int | None, worker_env: dict[str, str] | None = None, logins: list[str] | None = None):
-    """Redis + sandbox + ``workers`` worker processes. ``budget``: text/s per account on both sides; None means
-    Meta's real budget for each account's login kind (``logins``, default all Instagram Login), which the
-    sandbox reads from the token's prefix (IG... Instagram Login, EAA... Facebook Login)."""
-    redis = start_redis(tmp / "redis")
-    services: list[Service] = []
-    logins = logins or ["instagram"] * accounts
-    prefix = {"instagram": "IGQbench", "facebook": "EAAbench"}
-    tokens = [f"{prefix[logins[i]]}{i}x{os.urandom(12).hex()}" for i in range(accounts)]
-    try:
-        sandbox = start_sandbox(tokens=tokens, latency_ms=latency_ms, rate_limit=budget,
-                                media_rate_limit=max(1.0, budget / 30) if budget else None,
-                                log_path=tmp / "sandbox.log")
-        services.append(sandbox)
-        accounts_file = tmp / "accounts.toml"
-        limits = f"text_per_second = {budget}\n" if budget else ""
-        accounts_file.write_text("".join(
-            f'[accounts.acct{i}]\nid = "1784140000000{i:04d}"\ntoken = "{token}"\nlogin = "{logins[i]}"\n'
-            + (f"[accounts.acct{i}.limits]\n{limits}" if limits else "") + "\n" for i, token in enumerate(tokens)))
-        env = {"IGSEND_REDIS_URL": redis.url, "IGSEND_GRAPH_URL": sandbox.url,
-               "IGSEND_ACCOUNTS_FILE": str(accounts_file), "IGSEND_ACCESS_TOKEN": "", **(worker_env or {})}
-        for index in range(workers):
-            services.append(start_worker(env=env, log_path=tmp / f"worker{index}.log", concurrency=concurrency))
-        os.environ["IGSEND_REDIS_URL"] = redis.url
-        forget_connections()  # each stack has its own Redis
-        yield redis.url, sandbox.url, [f"acct{i}" for i in range(accounts)]
-    finally:
-        for service in reversed(services):
-            service.stop()
-        redis.stop()
-
-
-def wait_all(jobs, timeout: float) -> dict[str, int]:
-    from igsend.core import records
-    from igsend.core.store import get_redis
-
-    redis = get_redis()
-    deadline = time.monotonic() + timeout
-    while True:
-        counts: dict[str, int] = {}
-        for status in records.statuses(redis, [job.id for job in jobs]):
-            counts[status.value] = counts.get(status.value, 0) + 1
-        finished = sum(counts.get(s, 0) for s in ("delivered", "dead", "unknown"))
-        if finished == len(jobs) or time.monotonic() > deadline:
-            return counts
-        time.sleep(0.25)
+from igsend.local.processes import start_worker  # noqa: E402
+from ops.bench_common import (  # noqa: E402
+    LATENCY_MS,
+    ProcessMeter,
+    format_redis,
+    format_row,
+    make_row,
+    reset_sandbox,
+    run_igsend,
+    stack,
+    wait_all,
+    wait_sandbox_count,
+    wire_latencies,
+)
 
 
 def bench_rate(small: bool) -> int:
@@ -233,91 +195,6 @@ def bench_sweep(queued: int) -> int:
             redis.stop()
 
 
-# --- throughput ---------------------------------------------------------------------------------------------
-
-LATENCY_MS = 100
-
-
-class ProcessMeter:
-    """CPU seconds and peak RSS of a set of processes (and their children), sampled in the background."""
-
-    def __init__(self, pids: list[int]):
-        import psutil
-
-        self.processes = [psutil.Process(pid) for pid in pids]
-        self.peak_rss = 0
-        self._cpu0 = self._cpu()
-        self._stop = False
-        import threading
-
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _tree(self):
-        import psutil
-
-        for process in self.processes:
-            try:
-                yield process
-                yield from process.children(recursive=True)
-            except psutil.NoSuchProcess:
-                continue
-
-    def _cpu(self) -> float:
-        import psutil
-
-        total = 0.0
-        for process in self._tree():
-            try:
-                times = process.cpu_times()
-                total += times.user + times.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
-    def _sample(self) -> None:
-        import psutil
-
-        while not self._stop:
-            rss = 0
-            for process in self._tree():
-                try:
-                    rss = max(rss, process.memory_info().rss)  # per process: the target is "worker RSS"
-                except psutil.NoSuchProcess:
-                    pass
-            self.peak_rss = max(self.peak_rss, rss)
-            time.sleep(0.2)
-
-    def stop(self) -> tuple[float, int]:
-        self._stop = True
-        self._thread.join()
-        return self._cpu() - self._cpu0, self.peak_rss
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-def _wire_latencies(sandbox: str, sent_at: dict[str, float]) -> tuple[list[float], float, float]:
-    """Enqueue-to-accepted latency per message (the sandbox's clock, same host), first and last acceptance."""
-    messages = requests.get(f"{sandbox}/_sandbox/messages", timeout=60).json()["messages"]
-    latencies, times = [], []
-    for message in messages:
-        text = (message["body"].get("message") or {}).get("text", "")
-        if text in sent_at:
-            done = message["received_at"] + LATENCY_MS / 1000
-            latencies.append(done - sent_at[text])
-            times.append(done)
-    return latencies, min(times, default=0), max(times, default=0)
-
-
-def _row(name: str, count: int, elapsed: float, latencies: list[float], cpu: float, rss: int) -> dict:
-    return {"name": name, "count": count, "rate": count / elapsed, "p50": _percentile(latencies, 0.5) * 1000,
-            "p99": _percentile(latencies, 0.99) * 1000, "cpu_per_1000": cpu / count * 1000,
-            "rss_mb": rss / 2**20}
-
-
 def run_celery(tmp: Path, redis_url: str, sandbox: str, token: str, count: int, *, app: str, argv: list[str],
                processes: int, label: str) -> dict:
     """A plain Celery app from this folder (``naive_app`` or ``featureless_app``): ``processes`` worker processes
@@ -352,10 +229,10 @@ def run_celery(tmp: Path, redis_url: str, sandbox: str, token: str, count: int, 
         started = time.time()
         sent_at = {f"{queue} {i}": started for i in range(count)}
         client.control.add_consumer(queue, reply=True)
-        _wait_sandbox_count(sandbox, count, timeout=count / 5 + 60)
+        wait_sandbox_count(sandbox, count, timeout=count / 5 + 60)
         cpu, rss = meter.stop()
-        latencies, _, last = _wire_latencies(sandbox, sent_at)
-        return _row(label, len(latencies), last - started, latencies, cpu, rss)
+        latencies, _, last = wire_latencies(sandbox, sent_at)
+        return make_row(label, len(latencies), last - started, latencies, cpu, rss)
     finally:
         for worker in workers:
             worker.terminate()
@@ -409,91 +286,7 @@ def run_ceiling(sandbox: str, token: str, count: int, threads: int = 200) -> dic
         text = message["body"]["message"]["text"]
         if text in sent_at:
             latencies.append(message["received_at"] + LATENCY_MS / 1000 - sent_at[text])
-    return _row(f"ceiling (thread pool, {threads})", count, elapsed, latencies, cpu, me.memory_info().rss)
-
-
-def run_igsend(worker_pids: list[int], sandbox: str, accounts: list[str], count: int, label: str,
-               redis_url: str | None = None) -> dict:
-    """One igsend run; with ``redis_url``, the row's ``redis`` holds what Redis did per message (RedisMeter), read
-    before the final check of the job records so that the check is not counted."""
-    from producers import send_many
-
-    redis_meter = RedisMeter(redis_url) if redis_url else None
-    meter = ProcessMeter(worker_pids)
-    sent_at = {}
-    documents = []
-    for i in range(count):
-        text = f"{label} {i}"
-        documents.append({"kind": "text", "recipient": f"r{i}", "text": text, "account": accounts[i % len(accounts)]})
-    started = time.time()
-    jobs = []
-    for start in range(0, count, 500):
-        chunk = documents[start:start + 500]
-        now = time.time()
-        for document in chunk:
-            sent_at[document["text"]] = now
-        jobs += send_many(chunk).queued
-    # Follow the run on the sandbox (HTTP), not by polling job records: reading 5,000 statuses four times a second
-    # would load Redis and the 2 cores the worker runs on, and count in the Redis figures per message.
-    _wait_sandbox_count(sandbox, count, timeout=count / 20 + 60)
-    figures = None
-    if redis_meter:
-        time.sleep(0.5)  # the last answers' outcome scripts and acks
-        figures = redis_meter.stop(count)
-    counts = wait_all(jobs, timeout=60)
-    cpu, rss = meter.stop()
-    latencies, _, last = _wire_latencies(sandbox, sent_at)
-    assert counts.get("delivered") == count, counts
-    return {**_row(label, count, last - started, latencies, cpu, rss), "redis": figures}
-
-
-class RedisMeter:
-    """What Redis did between two readings of INFO: commands by name, bytes in and out, CPU seconds."""
-
-    def __init__(self, url: str):
-        import redis
-
-        self.client = redis.Redis.from_url(url, decode_responses=True)
-        self.before = self._read()
-
-    def _read(self) -> dict:
-        info = self.client.info("all")
-        calls = {key.removeprefix("cmdstat_"): value["calls"] for key, value in info.items()
-                 if key.startswith("cmdstat_")}
-        return {"calls": calls, "in": info["total_net_input_bytes"], "out": info["total_net_output_bytes"],
-                "cpu": info["used_cpu_sys"] + info["used_cpu_user"]}
-
-    def stop(self, messages: int) -> dict:
-        after = self._read()
-        calls = {name: after["calls"][name] - self.before["calls"].get(name, 0) for name in after["calls"]}
-        calls["info"] = calls.get("info", 0) - 1  # this meter's own reading
-        calls = {name: n for name, n in calls.items() if n > 0}
-        return {"commands": sum(calls.values()) / messages, "by_command": {
-                    name: round(n / messages, 2) for name, n in sorted(calls.items(), key=lambda kv: -kv[1])},
-                "bytes_in": (after["in"] - self.before["in"]) / messages,
-                "bytes_out": (after["out"] - self.before["out"]) / messages,
-                "cpu_per_1000": (after["cpu"] - self.before["cpu"]) / messages * 1000}
-
-
-def _format_redis(figures: dict) -> list[str]:
-    top = ", ".join(f"{name} {n:g}" for name, n in list(figures["by_command"].items())[:10])
-    return [f"redis per delivered message (send_many + worker; commands run inside Lua scripts counted too): "
-            f"{figures['commands']:.1f} commands, {figures['bytes_in']:,.0f} bytes in, "
-            f"{figures['bytes_out']:,.0f} bytes out; Redis CPU {figures['cpu_per_1000']:.3f} s per 1,000 messages",
-            f"redis commands per message: {top}"]
-
-
-def _wait_sandbox_count(sandbox: str, count: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if requests.get(f"{sandbox}/_sandbox/stats", timeout=10).json()["accepted"] >= count:
-            return
-        time.sleep(0.5)
-    raise RuntimeError("the naive worker did not finish in time")
-
-
-def _reset(sandbox: str) -> None:
-    requests.delete(f"{sandbox}/_sandbox/messages", timeout=10).raise_for_status()
+    return make_row(f"ceiling (thread pool, {threads})", count, elapsed, latencies, cpu, me.memory_info().rss)
 
 
 def bench_ordered(small: bool) -> int:
@@ -513,12 +306,12 @@ def bench_ordered(small: bool) -> int:
             _, sandbox, names):
         for round_ in range(rounds):
             for ordered in (False, True):
-                _reset(sandbox)
+                reset_sandbox(sandbox)
                 documents = [{"kind": "text", "recipient": f"r{round_}-{c}", "text": str(i), "account": names[0],
                               "ordered": ordered} for c in range(conversations) for i in range(1, per + 1)]
                 started = time.time()
                 send_many(documents)
-                _wait_sandbox_count(sandbox, count, timeout=120)
+                wait_sandbox_count(sandbox, count, timeout=120)
                 messages = requests.get(f"{sandbox}/_sandbox/messages", timeout=60).json()["messages"]
                 elapsed = max(m["received_at"] for m in messages) - started
                 times[ordered].append(elapsed)
@@ -569,14 +362,14 @@ def bench_throughput(small: bool) -> int:
             print(f"ops/bench throughput: sandbox latency {LATENCY_MS} ms, {os.cpu_count()} cores; "
                   "CPU s/1k = CPU ms per message (workers' processes; the ceiling: this process)", flush=True)
             rows.append(run_naive(tmp, redis_url, sandbox, token, naive_count))
-            print(_format(rows[-1]), flush=True)
-            _reset(sandbox)
+            print(format_row(rows[-1]), flush=True)
+            reset_sandbox(sandbox)
             rows.append(run_ceiling(sandbox, token, count))
-            print(_format(rows[-1]), flush=True)
-            _reset(sandbox)
+            print(format_row(rows[-1]), flush=True)
+            reset_sandbox(sandbox)
             rows.append(run_featureless(tmp, redis_url, sandbox, token, count))
-            print(_format(rows[-1]), flush=True)
-            _reset(sandbox)
+            print(format_row(rows[-1]), flush=True)
+            reset_sandbox(sandbox)
             env = {"IGSEND_REDIS_URL": redis_url, "IGSEND_GRAPH_URL": sandbox,
                    "IGSEND_ACCOUNTS_FILE": str(tmp / "accounts.toml"), "IGSEND_ACCESS_TOKEN": ""}
             worker = start_worker(env=env, log_path=tmp / "igsend-worker.log",
@@ -585,13 +378,13 @@ def bench_throughput(small: bool) -> int:
                 rows.append(run_igsend([worker.process.pid], sandbox, names[:1], count, "igsend (defaults)",
                                        redis_url=redis_url))
                 redis_figures = rows[-1]["redis"]
-                print(_format(rows[-1]), flush=True)
+                print(format_row(rows[-1]), flush=True)
                 by_accounts = []
                 for n in (1, 10, 100):
-                    _reset(sandbox)
+                    reset_sandbox(sandbox)
                     row = run_igsend([worker.process.pid], sandbox, names[:n], count, f"igsend, {n} accounts")
                     by_accounts.append(row)
-                    print(_format(row), flush=True)
+                    print(format_row(row), flush=True)
             finally:
                 worker.stop()
             many, loop = bench_enqueue(2000 if small else 20000)
@@ -600,7 +393,7 @@ def bench_throughput(small: bool) -> int:
     print()
     print(f"{'variant':<32} {'msgs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU s/1k':>9} {'peak RSS MB':>12}")
     for row in rows + by_accounts:
-        print(_format(row))
+        print(format_row(row))
     bare = ceiling["cpu_per_1000"]
     print(f"bare POST CPU/msg (ceiling, client side)   = {bare:.2f} ms")
     print(f"featureless Celery / bare POST (CPU/msg)   = {featureless['cpu_per_1000'] / bare:.2f}x")
@@ -608,7 +401,7 @@ def bench_throughput(small: bool) -> int:
     print(f"igsend / featureless Celery (CPU/msg)      = {igsend['cpu_per_1000'] / featureless['cpu_per_1000']:.2f}x")
     print(f"igsend/naive   = {igsend['rate'] / naive['rate']:.1f}x   (target >= 25x)")
     print(f"igsend/ceiling = {igsend['rate'] / ceiling['rate'] * 100:.0f}%   (target >= 60%)")
-    for line in _format_redis(redis_figures):
+    for line in format_redis(redis_figures):
         print(line)
     print(f"enqueue: send_many {many:,.0f} msgs/s vs send_text loop {loop:,.0f} msgs/s "
           f"= {many / loop:.1f}x   (target send_many >= 5,000/s)")
@@ -663,7 +456,7 @@ def bench_sizing(small: bool) -> int:
             env = {"IGSEND_REDIS_URL": redis_url, "IGSEND_GRAPH_URL": sandbox,
                    "IGSEND_ACCOUNTS_FILE": str(tmp / "accounts.toml"), "IGSEND_ACCESS_TOKEN": ""}
             for processes in (1, 2, 4):
-                _reset(sandbox)
+                reset_sandbox(sandbox)
                 worker = start_worker(env=env, log_path=tmp / f"worker-{processes}.log", processes=processes)
                 try:
                     row = run_igsend([worker.process.pid], sandbox, names, count, f"sizing {processes}")
@@ -680,11 +473,6 @@ def _account_tokens(tmp: Path) -> list[str]:
 
     accounts = tomllib.loads((tmp / "accounts.toml").read_text())["accounts"]
     return [spec["token"] for spec in accounts.values()]
-
-
-def _format(row: dict) -> str:
-    return (f"{row['name']:<32} {row['rate']:>8.1f} {row['p50']:>8.0f} {row['p99']:>8.0f} "
-            f"{row['cpu_per_1000']:>9.2f} {row['rss_mb']:>12.0f}")
 
 
 def bench_console(entries: int, groups: bool = False) -> int:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import requests
 
-from igsend.local.processes import start_worker
 from ops.bench_common import (
     LATENCY_MS,
     ProcessMeter,
     format_redis,
     format_row,
+    igsend_worker,
     make_row,
     reset_sandbox,
     run_igsend,
@@ -160,11 +160,8 @@ def bench_throughput(small: bool) -> int:
             rows.append(run_featureless(tmp, redis_url, sandbox, token, count))
             print(format_row(rows[-1]), flush=True)
             reset_sandbox(sandbox)
-            env = {"IGSEND_REDIS_URL": redis_url, "IGSEND_GRAPH_URL": sandbox,
-                   "IGSEND_ACCOUNTS_FILE": str(tmp / "accounts.toml"), "IGSEND_ACCESS_TOKEN": ""}
-            worker = start_worker(env=env, log_path=tmp / "igsend-worker.log",
-                                  processes=int(os.environ.get("IGSEND_PROCESSES") or os.cpu_count() or 1))
-            try:
+            processes = int(os.environ.get("IGSEND_PROCESSES") or os.cpu_count() or 1)
+            with igsend_worker(tmp, redis_url, sandbox, processes=processes, log_name="igsend-worker.log") as worker:
                 rows.append(run_igsend([worker.process.pid], sandbox, names[:1], count, "igsend (defaults)",
                                        redis_url=redis_url))
                 redis_figures = rows[-1]["redis"]
@@ -175,8 +172,6 @@ def bench_throughput(small: bool) -> int:
                     row = run_igsend([worker.process.pid], sandbox, names[:n], count, f"igsend, {n} accounts")
                     by_accounts.append(row)
                     print(format_row(row), flush=True)
-            finally:
-                worker.stop()
             many, loop = bench_enqueue(2000 if small else 20000)
 
     naive, ceiling, featureless, igsend = rows

@@ -1,6 +1,6 @@
 """Screenshots of every console page for the docs (docs/_static/console/*.png), behind ``ops/console-screenshots``.
 
-A private stack (Redis, sandbox, one worker: ``ops/benchmarks.stack``), some traffic with scripted faults so each
+A private stack (Redis, sandbox, one worker: ``ops/bench_common.stack``), some traffic with scripted faults so each
 page has something to show (dead letters, a broken account, scheduled messages), the app under a WSGI server
 thread, and Playwright driving Debian's chromium (never ``playwright install``).
 """
@@ -19,7 +19,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ops.benchmarks import stack  # noqa: E402
+from ops.bench_common import stack  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "_static" / "console"
 KEY = "screenshot-operator-key"

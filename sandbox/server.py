@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 import sandbox.control as control
-import sandbox.tokens as token_api
+import sandbox.token_calls as token_calls
 from sandbox.errors import GraphError, usage_headers
 from sandbox.faults import fault_error
 from sandbox.limits import LOGINS
@@ -36,33 +36,6 @@ GRAPH_VERSION = re.compile(r"v\d+\.\d+")
 NODE_ID = re.compile(r"\w+")
 GRAPH_DOCS = "Please read the Graph API documentation at https://developers.facebook.com/docs/graph-api"
 EDGES = ("messages", "message_attachments")  # the Send API and Facebook Login's Attachment Upload API
-
-
-async def refresh_token(request: web.Request) -> web.Response:
-    """``GET /refresh_access_token`` (graph.instagram.com)."""
-    sandbox = request.app[SANDBOX]
-    token = request_token(request)
-    login = sandbox.login_of(sandbox.account_key("me", token), token)
-    try:
-        sandbox.authenticate(token, request.query.get("appsecret_proof"))
-        return await token_api.refresh(sandbox.token_book, request, token, login=login,
-                                       min_age=sandbox.config.refresh_min_age, lifetime=sandbox.config.token_lifetime)
-    except GraphError as error:
-        sandbox.errors[str(error.code)] += 1
-        return error.response("instagram")  # graph.instagram.com
-
-
-async def debug_token(request: web.Request) -> web.Response:
-    """``GET /{version}/debug_token`` (graph.facebook.com)."""
-    sandbox = request.app[SANDBOX]
-    token = request_token(request)
-    login = sandbox.login_of(sandbox.account_key("me", token), token)
-    try:
-        sandbox.authenticate(token, request.query.get("appsecret_proof"))
-        return await token_api.debug_token(sandbox.token_book, request, login=login)
-    except GraphError as error:
-        sandbox.errors[str(error.code)] += 1
-        return error.response("facebook")  # graph.facebook.com
 
 
 MESSAGE_ID_PREFIX = "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlE"  # what real Instagram message ids start with
@@ -317,9 +290,9 @@ def create_app(config: SandboxConfig) -> web.Application:
     app.router.add_get("/healthz", control.healthz)
     app.router.add_get("/_sandbox/tokens", control.list_tokens)
     app.router.add_post("/_sandbox/tokens", control.set_token)
-    app.router.add_get("/refresh_access_token", refresh_token)
-    app.router.add_get("/debug_token", debug_token)
-    app.router.add_get(r"/{version:v\d+\.\d+}/debug_token", debug_token)
+    app.router.add_get("/refresh_access_token", token_calls.refresh_token)
+    app.router.add_get("/debug_token", token_calls.debug_token)
+    app.router.add_get(r"/{version:v\d+\.\d+}/debug_token", token_calls.debug_token)
     # last, so the routes above win; every other path and method gets a Graph answer, never a plain 404/405
     app.router.add_route("*", "/{path:.*}", graph)
     return app

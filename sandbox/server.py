@@ -1,4 +1,4 @@
-"""The sandbox's HTTP handlers (Graph routes and ``/_sandbox/*``) and the command line; its state is sandbox.state."""
+"""The sandbox's routes (Graph paths and ``/_sandbox/*``) to each endpoint family's handlers, and the command line."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from aiohttp import web
 
 import sandbox.control as control
 import sandbox.token_calls as token_calls
-from sandbox.errors import GraphError, usage_headers
+from sandbox.errors import GraphError
 from sandbox.limits import LOGINS
+from sandbox.lookups import read_conversations
 from sandbox.messages import MESSAGE_ID_PREFIX, private_reply_recipient, send
 from sandbox.state import DEFAULT_APP_VERSION, SANDBOX, Sandbox, SandboxConfig, check_settings, request_token, settings
 from sandbox.tokens import DAY, LONG_LIVED
@@ -28,23 +29,6 @@ GRAPH_VERSION = re.compile(r"v\d+\.\d+")
 NODE_ID = re.compile(r"\w+")
 GRAPH_DOCS = "Please read the Graph API documentation at https://developers.facebook.com/docs/graph-api"
 EDGES = ("messages", "message_attachments")  # the Send API and Facebook Login's Attachment Upload API
-
-
-def read_conversations(sandbox: Sandbox, request: web.Request, segments: list[str]) -> web.Response:
-    """``GET`` of the Conversations API (:mod:`sandbox.conversations`), for the account that owns the data."""
-    token = request_token(request)
-    account = sandbox.conversations.owner(segments) or sandbox.account_key(segments[0], token)
-    login = sandbox.login_of(account, token)
-    try:
-        sandbox.authenticate(token, request.query.get("appsecret_proof"))
-        refused = sandbox.faults.conversations_error(account)
-        if refused is not None:
-            raise refused
-        answer = sandbox.conversations.read(account, segments, request.query)
-    except GraphError as error:
-        sandbox.errors[str(error.code)] += 1
-        return error.response(login, usage_headers(account, sandbox.conversations.used_percent(account), 0))
-    return web.json_response(answer, headers=usage_headers(account, sandbox.conversations.used_percent(account), 0))
 
 
 async def graph(request: web.Request) -> web.StreamResponse:

@@ -78,6 +78,10 @@ from then on; ``GET /{version}/debug_token`` tells a token's ``expires_at``, ``d
 ``is_valid``; ``POST /_sandbox/tokens`` adds a token or sets its issue and expiry times (an expired one answers
 190/463). Each message in ``/_sandbox/messages`` carries the ``token_digest`` it was sent with.
 
+Code: :mod:`sandbox.server` routes each path to its endpoint family's module (:mod:`sandbox.messages` the Send
+API, :mod:`sandbox.uploads`, :mod:`sandbox.lookups` the Conversations API, :mod:`sandbox.token_calls`,
+:mod:`sandbox.control` for ``/_sandbox/*``), all sharing :mod:`sandbox.state` (settings, what was accepted, budgets).
+
 Run it with ``python -m sandbox --port 8899 --token T``.
 """
 

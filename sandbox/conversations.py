@@ -21,7 +21,7 @@ business sent (reactions and sender actions create no message, as at Meta).
 
 Budget: **2 calls/s per account** (every call above, counted for the account that owns the conversation), a token
 bucket holding one second; above it ``613`` with Retry-After, Meta's "Calls to this api have exceeded the rate
-limit". This module keeps the data and the budget; ``sandbox.server`` authenticates and routes.
+limit". This module keeps the data and the budget; ``sandbox.lookups`` authenticates, ``sandbox.server`` routes.
 """
 
 from __future__ import annotations

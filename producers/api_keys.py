@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import redis
 
 from igsend.core.errors import ConfigurationError
+from igsend.core.settings import positive_number
 from igsend.core.store import PREFIX
 
 SEND, READ, OPERATE = "send", "read", "operate"
@@ -63,11 +64,8 @@ def parse_entry(entry: str) -> ApiKey:
         scopes = frozenset(named)
     rate: float | None = None
     if at:
-        try:
-            rate = float(rate_text)
-        except ValueError:
-            rate = math.nan
-        if not math.isfinite(rate) or rate <= 0:
+        rate = positive_number(rate_text)
+        if rate is None:
             raise bad(f"@N must be a positive number of requests per second (got {rate_text!r})")
     return ApiKey(key.encode("utf-8"), scopes, rate)
 

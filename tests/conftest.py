@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,20 @@ def reset_client_caches() -> None:
     forget_connections()
 
 
+@contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Set these environment variables for the block (the cached clients reset), then put back what was there
+    before, unset where nothing was (the clients reset again): for fixtures of any scope, unlike monkeypatch."""
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in values.items():
+                patch.setenv(name, value)
+            reset_client_caches()
+            yield
+    finally:
+        reset_client_caches()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from igsend.local.embedded_redis import start_redis
@@ -42,15 +57,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url(redis_server: str) -> Iterator[str]:
-    previous = os.environ.get("IGSEND_REDIS_URL")
-    os.environ["IGSEND_REDIS_URL"] = redis_server
-    reset_client_caches()
-    yield redis_server
-    if previous is None:
-        os.environ.pop("IGSEND_REDIS_URL", None)
-    else:
-        os.environ["IGSEND_REDIS_URL"] = previous
-    reset_client_caches()
+    with environment(IGSEND_REDIS_URL=redis_server):
+        yield redis_server
 
 
 @pytest.fixture(scope="session")

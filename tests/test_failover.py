@@ -6,7 +6,6 @@ timeout), the session's sandbox, and an ``igsend worker`` given only the ``senti
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -18,7 +17,7 @@ import pytest
 import requests
 
 from igsend.local.sentinel import SentinelCluster, start_cluster
-from tests.conftest import reset_client_caches, worker_env
+from tests.conftest import environment, reset_client_caches, worker_env
 
 #: The cluster's replicas, and so the acks igsend asks for: WAIT on fewer than every replica is not enough, since a
 #: forced failover re-points the replicas one at a time (docs/redis.md, Sentinel).
@@ -35,16 +34,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelCluste
 @pytest.fixture
 def via_sentinel(cluster: SentinelCluster) -> Iterator[str]:
     """This process's producers talk to the cluster through the sentinels, with replica acks on."""
-    saved = {name: os.environ.get(name) for name in ("IGSEND_REDIS_URL", "IGSEND_REDIS_REPLICA_ACKS")}
-    os.environ.update({"IGSEND_REDIS_URL": cluster.url, "IGSEND_REDIS_REPLICA_ACKS": str(REPLICAS)})
-    reset_client_caches()
-    yield cluster.url
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    reset_client_caches()
+    with environment(IGSEND_REDIS_URL=cluster.url, IGSEND_REDIS_REPLICA_ACKS=str(REPLICAS)):
+        yield cluster.url
 
 
 def _wait_final(job_ids: list[str], timeout: float) -> dict[str, str]:

@@ -30,8 +30,8 @@ from tests.conftest import (
     ACCOUNT_ID,
     SHOP_PAGE_ID,
     SLOW_ACCOUNT_ID,
+    environment,
     received,
-    reset_client_caches,
     wait_until,
     worker_env,
 )
@@ -89,25 +89,19 @@ def grouped(tmp_path_factory: pytest.TempPathFactory, sandbox: str, accounts_fil
     setup = Grouped(tmp_path_factory.mktemp("groups") / "groups.toml", {n: s.url for n, s in servers.items()},
                     sandbox, accounts_file, tmp_path_factory.mktemp("group-logs"), servers=servers)
     write_groups(setup.path, setup.urls, LAYOUT)
-    saved = {name: os.environ.get(name) for name in ("IGSEND_GROUPS", "IGSEND_REDIS_URL")}
-    os.environ.update({"IGSEND_GROUPS": str(setup.path), "IGSEND_REDIS_URL": NOWHERE})
-    reset_client_caches()
-    routing.forget()
-    presence.forget()
     try:
-        setup.start(*LAYOUT)
-        yield setup
+        with environment(IGSEND_GROUPS=str(setup.path), IGSEND_REDIS_URL=NOWHERE):
+            routing.forget()
+            presence.forget()
+            try:
+                setup.start(*LAYOUT)
+                yield setup
+            finally:
+                for service in setup.workers.values():
+                    service.stop()
+                for server in servers.values():
+                    server.stop()
     finally:
-        for service in setup.workers.values():
-            service.stop()
-        for server in servers.values():
-            server.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        reset_client_caches()
         routing.forget()
         presence.forget()
 

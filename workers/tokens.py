@@ -52,6 +52,7 @@ import requests
 
 from igsend.core import account_state
 from igsend.core.errors import ConfigurationError
+from igsend.core.settings import positive_number
 from igsend.core.store import get_redis, token_lease_key
 from workers.accounts import Account, AccountError, read_token_file, registry, use_token
 from workers.logs import redact
@@ -86,11 +87,8 @@ def _number(env: Mapping[str, str], name: str, default: float, what: str) -> flo
     raw = env.get(name)
     if raw in (None, ""):
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
+    value = positive_number(raw)
+    if value is None:
         raise ConfigurationError(f"{name}: must be a positive number of {what} (got {raw!r})")
     return value
 

@@ -24,6 +24,16 @@ DEADLINE_MARGIN = 5.0
 UNKNOWN_OUTCOMES = ("reconcile", "dead-letter", "resend")
 
 
+def positive_number(text: str) -> float | None:
+    """The finite number above 0 that ``text`` spells (as ``float()`` reads it), else None: for settings that
+    must be positive (API key rates, token intervals), each of which words its own error."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
 def _float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw in (None, ""):

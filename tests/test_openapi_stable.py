@@ -1,0 +1,36 @@
+"""The served OpenAPI document is the one saved in tests/data/openapi.json, byte for byte: the same paths,
+operations, operationIds, responses and components, in the same order. A change to the document is then a
+deliberate one, made with the snapshot in the same commit; to write it again from the code:
+
+    .venv/bin/python -c 'from tests.test_openapi_stable import served; print(served(["test-api-key"]))' \\
+        > tests/data/openapi.json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from producers.api import create_app
+
+SNAPSHOT = Path(__file__).parent / "data" / "openapi.json"
+
+
+def served(api_keys: list[str] | None) -> str:
+    """The document as ``GET /openapi.json`` answers it (no Redis needed)."""
+    app = create_app(api_keys=api_keys, require_keys=api_keys is not None)
+    answer = app.test_client().get("/openapi.json")
+    assert answer.status_code == 200, answer.status_code
+    return answer.get_data(as_text=True)
+
+
+def test_the_served_document_is_the_snapshot() -> None:
+    document, saved = served(["test-api-key"]), SNAPSHOT.read_text(encoding="utf-8")
+    assert json.loads(document) == json.loads(saved)  # what differs, shown field by field
+    assert list(json.loads(document)["paths"]) == list(json.loads(saved)["paths"])
+    assert document + "\n" == saved  # and in the same order throughout
+
+
+def test_without_keys_only_the_security_requirement_differs() -> None:
+    expected = {**json.loads(SNAPSHOT.read_text(encoding="utf-8")), "security": []}
+    assert json.loads(served(None)) == expected

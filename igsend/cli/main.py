@@ -8,16 +8,16 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 import redis
 
+from igsend.cli.output import fail, nobody_listening, print_json, print_table, status_json, warn_about_redis
 from igsend.core import presence, routing
 from igsend.core.errors import CancelRefused, ConfigurationError, IdempotencyConflict, OutsideWindow, ReplayRefused
-from igsend.core.store import brief_connections, describe_redis_error, get_redis, redis_warnings
+from igsend.core.store import brief_connections, describe_redis_error, get_redis
 from producers import EnqueueError, InvalidMessage, JobError, JobNotFound, get_job, media_item, send
 from producers.jobs import Job
 
@@ -29,30 +29,15 @@ logging.getLogger("igsend.producers").addHandler(logging.NullHandler())
 _BRIEF = {"send", "send-bulk", "status", "dlq", "accounts", "groups"}
 
 
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False))
-
-
-def _fail(message: str, code: int = 2) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def _warn_about_redis() -> None:
-    """Redis settings that put queued messages at risk, on stderr (stdout stays machine-readable)."""
-    for warning in redis_warnings(get_redis()):
-        click.echo(f"warning: {warning}", err=True)
-
-
 class _Main(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except redis.RedisError as exc:
             # One line, never a traceback, never the password in the URL.
-            _fail(describe_redis_error(exc), code=1)
+            fail(describe_redis_error(exc), code=1)
         except ConfigurationError as exc:  # a bad IGSEND_* value: say which, in one line
-            _fail(str(exc), code=2)
+            fail(str(exc), code=2)
 
 
 FIRST_STEPS = """\b
@@ -94,36 +79,26 @@ def _deliver(document: dict[str, Any], account: str, idempotency_key: str | None
     try:
         job = send(document)  # refuses an account no worker serves (UnknownAccount, an InvalidMessage)
     except OutsideWindow as exc:  # a valid message, refused for now: exit 1, like other refusals of a send
-        _fail(str(exc), code=1)
+        fail(str(exc), code=1)
     except InvalidMessage as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except (EnqueueError, IdempotencyConflict) as exc:
-        _fail(str(exc), code=1)
-    nobody = _nobody_listening()
+        fail(str(exc), code=1)
+    nobody = nobody_listening()
     if not wait:
         click.echo(job.id)
         return
     try:
         job.result(timeout=timeout)
     except TimeoutError as exc:
-        _print_json(job.info())
-        idle = nobody or _nobody_listening(fresh=True)
-        _fail(f"{exc}: {presence.no_worker_running()} (`igsend worker` or `igsend up`)" if idle else str(exc),
+        print_json(job.info())
+        idle = nobody or nobody_listening(fresh=True)
+        fail(f"{exc}: {presence.no_worker_running()} (`igsend worker` or `igsend up`)" if idle else str(exc),
               code=1)
     except JobError:
-        _print_json(_status_json(job))
+        print_json(status_json(job))
         sys.exit(1)
-    _print_json(_status_json(job))
-
-
-def _nobody_listening(*, fresh: bool = False) -> bool:
-    """Say on stderr, in one line, when no worker is alive to take what is queued; True then."""
-    if fresh:
-        presence.forget()
-    warnings = presence.current().warnings()
-    for warning in warnings:
-        click.echo(f"warning: {warning}", err=True)
-    return bool(warnings)
+    print_json(status_json(job))
 
 
 def _send_options(func: Any) -> Any:
@@ -187,7 +162,7 @@ def _register_send(kind: str, arguments: list[str], help_text: str, build: Any,
         try:
             group = routing.group_of_account(account)  # with IGSEND_GROUPS: the account's group, or UnknownAccount
         except InvalidMessage as exc:
-            _fail(str(exc))
+            fail(str(exc))
         with routing.in_group(group):
             get_redis().ping()  # an unreachable Redis is reported as such, not as a failed enqueue
         when: str | float | None = float(send_at) if send_at and send_at.replace(".", "", 1).isdigit() else send_at
@@ -196,7 +171,7 @@ def _register_send(kind: str, arguments: list[str], help_text: str, build: Any,
         try:
             document = {"kind": kind, **build({**values, "account": account}), **extra}
         except InvalidMessage as exc:  # a local file the kind does not take, or the account cannot upload
-            _fail(str(exc))
+            fail(str(exc))
         with routing.in_group(group):  # its workers are the ones that matter for "nobody is listening"
             _deliver(document, account, idempotency_key, wait, timeout)
 
@@ -301,16 +276,6 @@ _register_send("private_reply", ["comment_id", "text"], "The one private reply t
                lambda v: {"comment_id": v["comment_id"], "text": v["text"]}, message=False)
 
 
-def _status_json(job: Job) -> dict[str, Any]:
-    info = job.info()
-    ordered: dict[str, Any] = {key: info[key] for key in ("id", "status", "attempts") if key in info}
-    for key in ("result", "error", "reason", "next_attempt_at"):
-        if key in info:
-            ordered[key] = info[key]
-    ordered.update({k: v for k, v in info.items() if k not in ordered})
-    return ordered
-
-
 @main.command()
 @click.argument("job_id")
 def status(job_id: str) -> None:
@@ -319,12 +284,12 @@ def status(job_id: str) -> None:
         try:
             job = get_job(job_id)
         except JobNotFound as exc:
-            _fail(str(exc), code=1)
-        info = _status_json(job)
-        _print_json(info)
+            fail(str(exc), code=1)
+        info = status_json(job)
+        print_json(info)
         if info.get("status") in ("queued", "scheduled", "retrying"):
-            _nobody_listening()
-        _warn_about_redis()
+            nobody_listening()
+        warn_about_redis()
 
 
 @main.command()
@@ -337,10 +302,10 @@ def cancel(job_id: str) -> None:
     try:
         job.cancel()
     except JobNotFound as exc:
-        _fail(str(exc), code=1)
+        fail(str(exc), code=1)
     except CancelRefused as exc:
-        _fail(str(exc), code=1)
-    _print_json(_status_json(job))
+        fail(str(exc), code=1)
+    print_json(status_json(job))
 
 
 @main.command(name="send-bulk")
@@ -449,7 +414,7 @@ def dlq_list(account: str | None, as_json: bool) -> None:
             entries += [{**entry, "group": group.name} if group else entry
                         for entry in dead.list_entries(account=account)]
     if as_json:
-        _print_json(entries)
+        print_json(entries)
         return
     if not entries:
         click.echo("no dead letters" + (f" for account {account}" if account else ""))
@@ -460,16 +425,9 @@ def dlq_list(account: str | None, as_json: bool) -> None:
         code = f"{error.get('code')}/{error.get('subcode')}" if error.get("code") is not None else "-"
         rows.append((entry["id"], str(entry.get("account")), str(entry.get("kind")), str(entry.get("recipient")),
                      code, str(entry.get("reason"))))
-    _print_table(rows)
+    print_table(rows)
     click.echo(f"{len(entries)} dead letter{'s' if len(entries) != 1 else ''}"
                " (igsend dlq show ID: every attempt; igsend dlq replay ID: send again)")
-
-
-def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
-    """Columns padded to their widest cell; the last one left as it is."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        click.echo("  ".join([cell.ljust(width) for cell, width in zip(row, widths, strict=False)] + [row[-1]]))
 
 
 @dlq.command(name="show")
@@ -481,8 +439,8 @@ def dlq_show(job_id: str) -> None:
     with routing.for_job(job_id):
         entry = dead.show(job_id)
     if entry is None:
-        _fail(f"no dead-letter entry {job_id}", code=1)
-    _print_json(entry)
+        fail(f"no dead-letter entry {job_id}", code=1)
+    print_json(entry)
 
 
 @dlq.command(name="replay")
@@ -494,16 +452,16 @@ def dlq_replay(job_id: str | None, replay_all: bool, account: str | None) -> Non
     from igsend.core import dlq as dead
 
     if bool(job_id) == replay_all:
-        _fail("give a JOB_ID or --all")
+        fail("give a JOB_ID or --all")
     if job_id:
         try:
             with routing.for_job(job_id):
                 found = dead.replay(job_id)
         except ReplayRefused as exc:
-            _fail(str(exc), code=1)
+            fail(str(exc), code=1)
         if not found:
-            _fail(f"no dead-letter entry {job_id}", code=1)
-        _print_json({"replayed": [job_id]})
+            fail(f"no dead-letter entry {job_id}", code=1)
+        print_json({"replayed": [job_id]})
         return
     replayed: list[str] = []
     refused: dict[str, str] = {}
@@ -513,7 +471,7 @@ def dlq_replay(job_id: str | None, replay_all: bool, account: str | None) -> Non
             outcome = dead.replay_many(list(reversed(list(dead.matching_ids(dead.Filter(account=account))))))
         replayed += outcome.replayed
         refused.update(outcome.refused)
-    _print_json({"replayed": replayed, "refused": refused})
+    print_json({"replayed": replayed, "refused": refused})
     for message in refused.values():
         click.echo(f"error: {message}", err=True)
     if refused:
@@ -532,7 +490,7 @@ def dlq_release(job_id: str) -> None:
         with routing.for_job(job_id):
             head = dlq.release(job_id)
     except LookupError as exc:
-        _fail(str(exc), code=1)
+        fail(str(exc), code=1)
     click.echo(f"released: {'job ' + head + ' goes next' if head else 'no message waits in that conversation'}")
 
 
@@ -548,18 +506,18 @@ def dlq_purge(older_than: str | None, account: str | None, yes: bool) -> None:
     if seconds is None and account is None and not yes:
         # Deleting every dead letter cannot be undone: a stray `dlq purge` in a script must not do it.
         if not sys.stdin.isatty():
-            _fail("purging every dead-letter entry needs --yes (or --older-than / --account)")
+            fail("purging every dead-letter entry needs --yes (or --older-than / --account)")
         size = 0
         for group in routing.every_group():
             with routing.in_group(group):
                 size += dead.size()
         if not click.confirm(f"delete all {size} dead-letter entries?", err=True):
-            _fail("nothing purged", code=1)
+            fail("nothing purged", code=1)
     purged = 0
     for group in routing.every_group():
         with routing.in_group(group):
             purged += dead.purge(older_than=seconds, account=account)
-    _print_json({"purged": purged})
+    print_json({"purged": purged})
 
 
 def _duration(text: str) -> float:
@@ -570,7 +528,7 @@ def _duration(text: str) -> float:
         seconds = math.nan
     # float() accepts "nan", "inf" and "-5": none of them is an age.
     if not math.isfinite(seconds) or seconds < 0:
-        _fail(f"--older-than: must be a duration like 30s, 15m, 12h or 7d (got {text!r})")
+        fail(f"--older-than: must be a duration like 30s, 15m, 12h or 7d (got {text!r})")
     return seconds
 
 
@@ -584,7 +542,7 @@ def flower(ctx: click.Context, port: int, host: str) -> None:
     user, colon, password = os.environ.get("IGSEND_FLOWER_AUTH", "").partition(":")
     if not (colon and user.strip() and password.strip()):
         # Flower would accept an empty user or password: that is a login anyone can guess.
-        _fail("IGSEND_FLOWER_AUTH must be set to user:password, both non-empty "
+        fail("IGSEND_FLOWER_AUTH must be set to user:password, both non-empty "
               "(Flower never runs without authentication)")
     os.environ["FLOWER_BASIC_AUTH"] = f"{user}:{password}"  # via the environment: not in `ps` output
     os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}",
@@ -598,7 +556,7 @@ def flower(ctx: click.Context, port: int, host: str) -> None:
 def api(port: int, host: str, processes: int) -> None:
     """The HTTP producer API under gunicorn (keys from IGSEND_API_KEYS, required)."""
     if not os.environ.get("IGSEND_API_KEYS", "").strip():
-        _fail("IGSEND_API_KEYS must hold at least one key (comma-separated)")
+        fail("IGSEND_API_KEYS must hold at least one key (comma-separated)")
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers",
                                str(processes), "--threads", "8", "--access-logfile", "-",
                                "producers.api:create_app()"])
@@ -631,7 +589,7 @@ def accounts_list(as_json: bool) -> None:
         with routing.in_group(group):
             rows += [{"group": group.name, **row} if group else row for row in overview()]
     if as_json:
-        _print_json(rows)
+        print_json(rows)
     elif not rows:
         click.echo("no accounts yet: workers list the accounts they serve when they start (igsend worker)")
     else:
@@ -645,12 +603,12 @@ def accounts_list(as_json: bool) -> None:
                           f"{budgets['text']:g}" if "text" in budgets else "?",
                           f"{budgets['media']:g}" if "media" in budgets else "?",
                           str(row["workers"]), str(row["held"]), describe_token(row["token"]), describe(row)))
-        _print_table(table)
+        print_table(table)
     if not as_json and rows and not any(row["workers"] for row in rows):
         click.echo(f"warning: {presence.no_worker_warning()}", err=True)
     for group in groups:
         with routing.in_group(group):
-            _warn_about_redis()
+            warn_about_redis()
 
 
 @accounts.command(name="heal")
@@ -662,9 +620,9 @@ def accounts_heal(name: str) -> None:
     try:
         group = routing.group_of_account(name)
     except InvalidMessage as exc:
-        _fail(str(exc))
+        fail(str(exc))
     with routing.in_group(group):
-        _print_json({"account": name, "released": mark_healthy(name)})
+        print_json({"account": name, "released": mark_healthy(name)})
 
 
 
@@ -677,9 +635,9 @@ def groups() -> None:
 def _named_group(name: str) -> Any:
     known = routing.groups()
     if not known:
-        _fail("IGSEND_GROUPS is not set: there is one group, IGSEND_REDIS_URL")
+        fail("IGSEND_GROUPS is not set: there is one group, IGSEND_REDIS_URL")
     if name not in known:
-        _fail(f"no group {name!r} in {os.environ.get('IGSEND_GROUPS')} (groups: {', '.join(known)})")
+        fail(f"no group {name!r} in {os.environ.get('IGSEND_GROUPS')} (groups: {', '.join(known)})")
     return known[name]
 
 
@@ -692,7 +650,7 @@ def groups_list() -> None:
             now = presence.read(get_redis())
             rows.append({**(group.public() if group else {"group": None}),
                          "workers": now.alive, "served": sorted(now.served())})
-    _print_json(rows)
+    print_json(rows)
 
 
 @groups.command(name="backlog")
@@ -706,7 +664,7 @@ def groups_backlog(account: str) -> None:
     for group in routing.every_group():
         with routing.in_group(group):
             found[group.name if group else "-"] = backlog(get_redis(), account)
-    _print_json(found)
+    print_json(found)
 
 
 @groups.command(name="copy-keys")
@@ -723,5 +681,5 @@ def groups_copy_keys(account: str, source: str, target: str) -> None:
         source_client = get_redis()
     with routing.in_group(new):
         target_client = get_redis()
-    _print_json({"account": account, "from": source, "to": target,
+    print_json({"account": account, "from": source, "to": target,
                  "copied": copy_idempotency_keys(source_client, target_client, account)})

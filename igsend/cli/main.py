@@ -12,13 +12,13 @@ from typing import Any
 import click
 import redis
 
-from igsend.cli.output import fail, nobody_listening, print_json, print_table, status_json, warn_about_redis
+from igsend.cli.jobs import cancel, status
+from igsend.cli.output import fail, print_json, print_table, warn_about_redis
 from igsend.cli.sending import send_bulk, send_group
 from igsend.core import presence, routing
-from igsend.core.errors import CancelRefused, ConfigurationError, ReplayRefused
+from igsend.core.errors import ConfigurationError, ReplayRefused
 from igsend.core.store import brief_connections, describe_redis_error, get_redis
-from producers import InvalidMessage, JobNotFound, get_job
-from producers.jobs import Job
+from producers import InvalidMessage
 
 # The CLI says "nobody is listening" in its own words, once: not the producers' log line as well.
 logging.getLogger("igsend.producers").addHandler(logging.NullHandler())
@@ -66,38 +66,6 @@ def _say_which_redis() -> None:
     settings = get_settings()  # loads .env
     if not os.environ.get("IGSEND_REDIS_URL"):
         click.echo(f"redis: {RedisChoice(settings.redis_url, settings.redis_source).describe()}", err=True)
-
-
-@main.command()
-@click.argument("job_id")
-def status(job_id: str) -> None:
-    """The job as JSON: id, status, attempts, result or error, and its attempt log."""
-    with routing.for_job(job_id):  # with IGSEND_GROUPS: the group its id names
-        try:
-            job = get_job(job_id)
-        except JobNotFound as exc:
-            fail(str(exc), code=1)
-        info = status_json(job)
-        print_json(info)
-        if info.get("status") in ("queued", "scheduled", "retrying"):
-            nobody_listening()
-        warn_about_redis()
-
-
-@main.command()
-@click.argument("job_id")
-def cancel(job_id: str) -> None:
-    """Take back a queued, scheduled or retrying message: it is never sent. Prints its status JSON.
-
-    A message that is sending or finished cannot be cancelled (exit 1, with the reason)."""
-    job = Job(job_id)  # its methods work on the group its id names (IGSEND_GROUPS)
-    try:
-        job.cancel()
-    except JobNotFound as exc:
-        fail(str(exc), code=1)
-    except CancelRefused as exc:
-        fail(str(exc), code=1)
-    print_json(status_json(job))
 
 
 # --- worker side (imported lazily) ---------------------------------------------------------------------------
@@ -453,3 +421,5 @@ def groups_copy_keys(account: str, source: str, target: str) -> None:
 
 main.add_command(send_group)
 main.add_command(send_bulk)
+main.add_command(status)
+main.add_command(cancel)

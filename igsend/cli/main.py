@@ -15,6 +15,7 @@ from igsend.cli.accounts import accounts
 from igsend.cli.dlq import dlq
 from igsend.cli.groups import groups
 from igsend.cli.jobs import cancel, status
+from igsend.cli.local import demo, sandbox, up
 from igsend.cli.output import fail
 from igsend.cli.sending import send_bulk, send_group
 from igsend.core.errors import ConfigurationError
@@ -86,50 +87,6 @@ def worker(ctx: click.Context, concurrency: int | None, processes: int | None, l
     run_worker(concurrency=concurrency, processes=processes, loglevel=loglevel, extra=list(ctx.args), name=name)
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False)
-@click.pass_context
-def sandbox(ctx: click.Context) -> None:
-    """The local Graph API emulator (flags: --port --token --latency-ms --error-rate --rate-limit ...)."""
-    from sandbox import main as sandbox_main
-
-    tokens = [account.token for account in _configured_accounts()]
-    extra = [arg for token in tokens for arg in ("--token", token)]
-    sandbox_main(list(ctx.args) + extra)
-
-
-def _configured_accounts() -> list[Any]:
-    from workers.accounts import load_accounts
-
-    return list(load_accounts().values())
-
-
-_REDIS_URL_HELP = "use this Redis (default: IGSEND_REDIS_URL if set, else a private one of igsend's own)"
-
-
-@main.command()
-@click.option("--keep", is_flag=True, help="leave Redis running (if demo started it)")
-@click.option("--redis-url", default=None, help=_REDIS_URL_HELP)
-def demo(keep: bool, redis_url: str | None) -> None:
-    """A private Redis, the sandbox and a worker; send every kind; print the outcomes."""
-    from igsend.local.demo import run_demo
-
-    sys.exit(run_demo(keep_redis=keep, redis_url=redis_url))
-
-
-@main.command()
-@click.option("--api-port", default=8000, show_default=True)
-@click.option("--flower-port", default=5555, show_default=True)
-@click.option("--metrics-port", default=9808, show_default=True)
-@click.option("--sandbox-port", default=8899, show_default=True, help="used when no account token is configured")
-@click.option("--redis-url", default=None, help=_REDIS_URL_HELP)
-def up(api_port: int, flower_port: int, metrics_port: int, sandbox_port: int, redis_url: str | None) -> None:
-    """The whole stack as local processes (a private Redis, worker, Flower, API, metrics) until Ctrl-C."""
-    from igsend.local.up import run_up
-
-    sys.exit(run_up(api_port=api_port, flower_port=flower_port, metrics_port=metrics_port,
-                    sandbox_port=sandbox_port, redis_url=redis_url))
-
-
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--port", default=5555, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -177,3 +134,6 @@ main.add_command(cancel)
 main.add_command(dlq)
 main.add_command(accounts)
 main.add_command(groups)
+main.add_command(sandbox)
+main.add_command(demo)
+main.add_command(up)

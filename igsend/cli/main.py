@@ -1,11 +1,9 @@
-"""The ``igsend`` command line. Sending and status verbs live here; worker-side verbs import lazily so that
-``igsend send`` stays as light as the Python API."""
+"""The ``igsend`` click group: which Redis, brief connections, failures in one line; every command registered."""
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 from typing import Any
 
 import click
@@ -18,6 +16,7 @@ from igsend.cli.jobs import cancel, status
 from igsend.cli.local import demo, sandbox, up
 from igsend.cli.output import fail
 from igsend.cli.sending import send_bulk, send_group
+from igsend.cli.services import api, flower, metrics, worker
 from igsend.core.errors import ConfigurationError
 from igsend.core.store import brief_connections, describe_redis_error
 
@@ -69,71 +68,20 @@ def _say_which_redis() -> None:
         click.echo(f"redis: {RedisChoice(settings.redis_url, settings.redis_source).describe()}", err=True)
 
 
-# --- worker side (imported lazily) ---------------------------------------------------------------------------
-
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--concurrency", "-c", type=int, default=None,
-              help="POSTs in flight per process [IGSEND_CONCURRENCY or 64]")
-@click.option("--processes", "-p", type=int, default=None,
-              help="worker processes [IGSEND_PROCESSES or one per CPU core]")
-@click.option("--loglevel", "-l", default="INFO", show_default=True)
-@click.option("--name", default=None, hidden=True)
-@click.pass_context
-def worker(ctx: click.Context, concurrency: int | None, processes: int | None, loglevel: str,
-           name: str | None) -> None:
-    """Celery workers with igsend's settings (threads pool); arguments after -- go to Celery."""
-    from workers.run import run_worker
-
-    run_worker(concurrency=concurrency, processes=processes, loglevel=loglevel, extra=list(ctx.args), name=name)
-
-
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--port", default=5555, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="address to listen on (0.0.0.0: every interface; put TLS in front)")
-@click.pass_context
-def flower(ctx: click.Context, port: int, host: str) -> None:
-    """Flower on igsend's app, with basic auth from IGSEND_FLOWER_AUTH=user:password (required)."""
-    user, colon, password = os.environ.get("IGSEND_FLOWER_AUTH", "").partition(":")
-    if not (colon and user.strip() and password.strip()):
-        # Flower would accept an empty user or password: that is a login anyone can guess.
-        fail("IGSEND_FLOWER_AUTH must be set to user:password, both non-empty "
-              "(Flower never runs without authentication)")
-    os.environ["FLOWER_BASIC_AUTH"] = f"{user}:{password}"  # via the environment: not in `ps` output
-    os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}",
-                               f"--address={host}", "--purge_offline_workers=60", *ctx.args])
-
-
-@main.command()
-@click.option("--port", default=8000, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--workers", "processes", default=2, show_default=True, help="gunicorn worker processes")
-def api(port: int, host: str, processes: int) -> None:
-    """The HTTP producer API under gunicorn (keys from IGSEND_API_KEYS, required)."""
-    if not os.environ.get("IGSEND_API_KEYS", "").strip():
-        fail("IGSEND_API_KEYS must hold at least one key (comma-separated)")
-    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers",
-                               str(processes), "--threads", "8", "--access-logfile", "-",
-                               "producers.api:create_app()"])
-
-
-@main.command()
-@click.option("--port", default=9808, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
-def metrics(port: int, host: str) -> None:
-    """Prometheus exporter for queue depth, delayed/held jobs, DLQ size and account health."""
-    from workers.metrics import serve_exporter
-
-    serve_exporter(port, host)
-
-
+# Each command lives in the module of its family (sending, jobs, dlq, accounts, groups, local, services); the
+# heavy ones (worker, flower, api, metrics, demo, up, sandbox) import their code only when they run, so that
+# `igsend send` stays as light as the Python API. `igsend --help` lists them alphabetically.
 main.add_command(send_group)
-main.add_command(send_bulk)
 main.add_command(status)
 main.add_command(cancel)
-main.add_command(dlq)
-main.add_command(accounts)
-main.add_command(groups)
+main.add_command(send_bulk)
+main.add_command(worker)
 main.add_command(sandbox)
 main.add_command(demo)
 main.add_command(up)
+main.add_command(dlq)
+main.add_command(flower)
+main.add_command(api)
+main.add_command(metrics)
+main.add_command(accounts)
+main.add_command(groups)

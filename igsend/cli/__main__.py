@@ -1,3 +1,5 @@
+"""``python -m igsend.cli``: the ``igsend`` command line, run as a module."""
+
 import os
 
 from igsend.cli.main import main

@@ -86,5 +86,5 @@ def _probe(url: str, group: Group | None = None) -> dict[str, Any]:
         health["error"] = type(exc).__name__
     if health["redis"] and not health["workers"]:
         # Reported, not fatal: the API still queues, and the messages wait for a worker.
-        health["workers_warning"] = presence.NO_WORKER
+        health["workers_warning"] = presence.no_worker_warning()
     return health

@@ -79,24 +79,28 @@ def _send(kind: str, recipient: str, account: str, idempotency_key: str | None, 
 
 def send_text(recipient: str, text: str, *, account: str = "default", idempotency_key: str | None = None,
               tag: str | None = None, reply_to: str | None = None,
-              send_at: When | None = None, ordered: bool | None = None) -> Job:
+              send_at: When | None = None, ordered: bool | None = None,
+              priority: str | None = None) -> Job:
     """Text, UTF-8, at most 1000 bytes.
 
     Every sender of a message also takes ``tag="HUMAN_AGENT"`` (a person's reply within 7 days of the user's
     message; needs Meta's Human Agent permission) and ``reply_to=MESSAGE_ID`` (quote a message of the
     conversation); every sender takes ``send_at=`` an aware datetime or Unix seconds (the job is ``scheduled``
     until then, at most a year ahead) and ``ordered=True`` (POSTed only after the account's earlier ordered
-    messages to this recipient are done with; the default comes from the account's ``ordered`` setting)."""
+    messages to this recipient are done with; the default comes from the account's ``ordered`` setting) and
+    ``priority="bulk"`` (a campaign: the account's ``normal`` messages, the default, are handed to the workers
+    first; igsend.core.lanes)."""
     return _send("text", recipient, account, idempotency_key, text=text, tag=tag, reply_to=reply_to,
-                 send_at=send_at, ordered=ordered)
+                 send_at=send_at, ordered=ordered, priority=priority)
 
 
 def send_link(recipient: str, url: str, *, account: str = "default", idempotency_key: str | None = None,
               tag: str | None = None, reply_to: str | None = None,
-              send_at: When | None = None, ordered: bool | None = None) -> Job:
+              send_at: When | None = None, ordered: bool | None = None,
+              priority: str | None = None) -> Job:
     """A link: text that is a valid http(s) URL."""
     return _send("link", recipient, account, idempotency_key, url=url, tag=tag, reply_to=reply_to,
-                 send_at=send_at, ordered=ordered)
+                 send_at=send_at, ordered=ordered, priority=priority)
 
 
 #: What a media sender takes: a public URL, ``{"attachment_id": ID}``, a local file's path, or its bytes.
@@ -116,44 +120,49 @@ def media_item(kind: str, source: Source, *, account: str = "default") -> dict[s
 
 def send_attachment(recipient: str, media_type: str, source: Source, *, account: str = "default",
                     idempotency_key: str | None = None, tag: str | None = None, reply_to: str | None = None,
-                    send_at: When | None = None, ordered: bool | None = None) -> Job:
+                    send_at: When | None = None, ordered: bool | None = None,
+                    priority: str | None = None) -> Job:
     """An image, gif, video, audio file or PDF (``file``): at a public http(s) URL, ``{"attachment_id": ID}``, or
     a local file (a path or bytes: checked by content and size, uploaded once per account and content, Facebook
     Login accounts only)."""
     return _send(media_type, recipient, account, idempotency_key, **media_item(media_type, source, account=account),
                  tag=tag, reply_to=reply_to,
-                 send_at=send_at, ordered=ordered)
+                 send_at=send_at, ordered=ordered, priority=priority)
 
 
 def send_images(recipient: str, images: list[Source], *, account: str = "default",
                 idempotency_key: str | None = None, tag: str | None = None, reply_to: str | None = None,
-                send_at: When | None = None, ordered: bool | None = None) -> Job:
+                send_at: When | None = None, ordered: bool | None = None,
+                priority: str | None = None) -> Job:
     """1-10 images in one message, each a URL, ``{"attachment_id": ID}``, a local file or bytes."""
     items = [media_item("image", image, account=account) for image in images] if isinstance(images, list) \
         else images
     return _send("images", recipient, account, idempotency_key, images=items, tag=tag, reply_to=reply_to,
-                 send_at=send_at, ordered=ordered)
+                 send_at=send_at, ordered=ordered, priority=priority)
 
 
 def send_post(recipient: str, post_id: str, *, account: str = "default", idempotency_key: str | None = None,
               tag: str | None = None, reply_to: str | None = None,
-              send_at: When | None = None, ordered: bool | None = None) -> Job:
+              send_at: When | None = None, ordered: bool | None = None,
+              priority: str | None = None) -> Job:
     """A published post the account owns (MEDIA_SHARE)."""
     return _send("post", recipient, account, idempotency_key, post_id=post_id, tag=tag, reply_to=reply_to,
-                 send_at=send_at, ordered=ordered)
+                 send_at=send_at, ordered=ordered, priority=priority)
 
 
 def send_sticker(recipient: str, *, account: str = "default", idempotency_key: str | None = None,
                  tag: str | None = None, reply_to: str | None = None,
-                 send_at: When | None = None, ordered: bool | None = None) -> Job:
+                 send_at: When | None = None, ordered: bool | None = None,
+                 priority: str | None = None) -> Job:
     """The heart sticker (like_heart)."""
     return _send("sticker", recipient, account, idempotency_key, tag=tag, reply_to=reply_to,
-                 send_at=send_at, ordered=ordered)
+                 send_at=send_at, ordered=ordered, priority=priority)
 
 
 def send_quick_replies(recipient: str, text: str, options: list[dict[str, str] | tuple[str, str]], *,
                        account: str = "default", idempotency_key: str | None = None, tag: str | None = None,
-                       reply_to: str | None = None, send_at: When | None = None, ordered: bool | None = None) -> Job:
+                       reply_to: str | None = None, send_at: When | None = None, ordered: bool | None = None,
+                       priority: str | None = None) -> Job:
     """Text with 1-13 options under it; each option ``(title, payload)`` or Meta's
     ``{"content_type": "text", "title": ..., "payload": ...}``. Titles are at most 20 characters."""
     quick_replies = [{"content_type": "text", "title": option[0], "payload": option[1]}
@@ -161,59 +170,67 @@ def send_quick_replies(recipient: str, text: str, options: list[dict[str, str] |
         if isinstance(options, list) else options
     return _send("quick_replies", recipient, account, idempotency_key, text=text, quick_replies=quick_replies,
                  tag=tag, reply_to=reply_to,
-                 send_at=send_at, ordered=ordered)
+                 send_at=send_at, ordered=ordered, priority=priority)
 
 
 def send_generic_template(recipient: str, elements: list[dict[str, Any]], *, account: str = "default",
                           idempotency_key: str | None = None, tag: str | None = None,
-                          reply_to: str | None = None, send_at: When | None = None, ordered: bool | None = None) -> Job:
+                          reply_to: str | None = None, send_at: When | None = None, ordered: bool | None = None,
+                          priority: str | None = None) -> Job:
     """1-10 cards (``title`` and at least one of ``subtitle``, ``image_url``, ``default_action``, ``buttons``)."""
     return _send("generic_template", recipient, account, idempotency_key, elements=elements, tag=tag,
-                 reply_to=reply_to, send_at=send_at, ordered=ordered)
+                 reply_to=reply_to, send_at=send_at, ordered=ordered, priority=priority)
 
 
 def send_button_template(recipient: str, text: str, buttons: list[dict[str, str]], *, account: str = "default",
                          idempotency_key: str | None = None, tag: str | None = None,
-                         reply_to: str | None = None, send_at: When | None = None, ordered: bool | None = None) -> Job:
+                         reply_to: str | None = None, send_at: When | None = None, ordered: bool | None = None,
+                         priority: str | None = None) -> Job:
     """Text (at most 640 characters) with 1-3 ``web_url`` or ``postback`` buttons."""
     return _send("button_template", recipient, account, idempotency_key, text=text, buttons=buttons, tag=tag,
-                 reply_to=reply_to, send_at=send_at, ordered=ordered)
+                 reply_to=reply_to, send_at=send_at, ordered=ordered, priority=priority)
 
 
 def send_product_template(recipient: str, product_ids: list[str], *, account: str = "default",
                           idempotency_key: str | None = None, tag: str | None = None,
-                          reply_to: str | None = None, send_at: When | None = None, ordered: bool | None = None) -> Job:
+                          reply_to: str | None = None, send_at: When | None = None, ordered: bool | None = None,
+                          priority: str | None = None) -> Job:
     """1-10 products of the account's catalog. Facebook-Login accounts only: refused for Instagram-Login ones."""
     return _send("product_template", recipient, account, idempotency_key, product_ids=product_ids, tag=tag,
-                 reply_to=reply_to, send_at=send_at, ordered=ordered)
+                 reply_to=reply_to, send_at=send_at, ordered=ordered, priority=priority)
 
 
 def react(recipient: str, message_id: str, reaction: str = "love", *, account: str = "default",
-          idempotency_key: str | None = None, send_at: When | None = None, ordered: bool | None = None) -> Job:
+          idempotency_key: str | None = None, send_at: When | None = None, ordered: bool | None = None,
+          priority: str | None = None) -> Job:
     """React to a message the recipient sent ('love', or an emoji for Instagram-Login accounts)."""
     return _send("react", recipient, account, idempotency_key, message_id=message_id, reaction=reaction,
-                 send_at=send_at, ordered=ordered)
+                 send_at=send_at, ordered=ordered, priority=priority)
 
 
 def unreact(recipient: str, message_id: str, *, account: str = "default",
-            idempotency_key: str | None = None, send_at: When | None = None, ordered: bool | None = None) -> Job:
+            idempotency_key: str | None = None, send_at: When | None = None, ordered: bool | None = None,
+            priority: str | None = None) -> Job:
     """Remove the reaction from a message."""
     return _send("unreact", recipient, account, idempotency_key, message_id=message_id, send_at=send_at,
-                 ordered=ordered)
+                 ordered=ordered, priority=priority)
 
 
 def sender_action(recipient: str, action: str, *, account: str = "default",
-                  idempotency_key: str | None = None, send_at: When | None = None, ordered: bool | None = None) -> Job:
+                  idempotency_key: str | None = None, send_at: When | None = None, ordered: bool | None = None,
+                  priority: str | None = None) -> Job:
     """``typing_on``, ``typing_off`` or ``mark_seen``: a request of its own, with no message."""
-    return _send(action, recipient, account, idempotency_key, send_at=send_at, ordered=ordered)
+    return _send(action, recipient, account, idempotency_key, send_at=send_at, ordered=ordered, priority=priority)
 
 
-def reply_privately(comment_id: str, text: str, *, account: str = "default", send_at: When | None = None) -> Job:
+def reply_privately(comment_id: str, text: str, *, account: str = "default", send_at: When | None = None,
+                    priority: str | None = None) -> Job:
     """The one private reply Meta allows to a comment, within 7 days of it (Live: during the broadcast). The
     comment is the idempotency key: the same comment and text again returns the first job; another text raises
     :class:`IdempotencyConflict`, so a retried webhook handler never writes to a commenter twice."""
-    document = {"kind": "private_reply", "comment_id": comment_id, "text": text, "account": account}
-    return enqueue(document | ({"send_at": _seconds(send_at)} if send_at is not None else {}))
+    document: dict[str, Any] = {"kind": "private_reply", "comment_id": comment_id, "text": text, "account": account}
+    document |= {"send_at": _seconds(send_at)} if send_at is not None else {}
+    return enqueue(document | ({"priority": priority} if priority is not None else {}))
 
 
 @dataclass
@@ -249,12 +266,16 @@ class BatchResult:
         return {i: e for i, e in self.errors.items() if isinstance(e, IdempotencyConflict)}
 
 
-def send_many(documents: list[dict[str, Any]]) -> BatchResult:
-    """Validate a batch of message documents and queue the valid ones in pipelined round trips.
+def send_many(documents: list[dict[str, Any]], *, priority: str | None = None) -> BatchResult:
+    """Validate a batch of message documents and queue the valid ones in pipelined round trips; ``priority``
+    (``"bulk"`` for a campaign) applies to every document that names none.
 
     A key repeated inside the batch queues one job: the same message again is a duplicate of it, a different
     message under the same key is a conflict for that position.
     """
+    if priority is not None:
+        documents = [{"priority": priority, **document} if isinstance(document, dict) else document
+                     for document in documents]
     valid, errors = validate_many(documents)
     placements = iter(place_many(valid))
     result = BatchResult(errors=dict(errors))

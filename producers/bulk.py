@@ -99,13 +99,13 @@ class _DeferSigint:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _queue(file: BinaryIO, state: _Progress, idempotency: bool, stop: _DeferSigint) -> str | None:
+def _queue(file: BinaryIO, state: _Progress, idempotency: bool, stop: _DeferSigint, priority: str) -> str | None:
     """Queue the file batch by batch; returns why it stopped early (None when it read the whole file)."""
     seen: Counter[str] = Counter()
     chunk: list[tuple[int, Any]] = []
 
     def flush() -> None:
-        batch = send_many([document for _, document in chunk])
+        batch = send_many([document for _, document in chunk], priority=priority)
         for index, error in batch.errors.items():
             state.errors[chunk[index][0]] = str(error)
         state.jobs.extend(job for job in batch.jobs if job is not None)
@@ -137,13 +137,14 @@ def _queue(file: BinaryIO, state: _Progress, idempotency: bool, stop: _DeferSigi
 
 
 def run_bulk(file: BinaryIO, *, wait: bool = True, timeout: float = 600.0, as_json: bool = False,
-             idempotency: bool = True) -> int:
+             idempotency: bool = True, priority: str = "bulk") -> int:
+    """Queue a JSON-lines file (``igsend send-bulk``); lines that name no ``priority`` get ``priority``."""
     console = Console(stderr=True)
     state = _Progress()
     stopped: str | None
     with _DeferSigint() as stop:
         try:
-            stopped = _queue(file, state, idempotency, stop)
+            stopped = _queue(file, state, idempotency, stop, priority)
         except (RedisError, EnqueueError) as exc:
             cause = exc.__cause__ if isinstance(exc.__cause__, RedisError) else exc
             stopped = describe_redis_error(cause) if isinstance(cause, RedisError) else str(exc)

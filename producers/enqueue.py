@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from igsend.core import inbound, presence, records, routing
+from igsend.core import inbound, lanes, presence, records, routing
 from igsend.core.celery_app import NEW_PRIORITY, get_app, publish, queue_keys
 from igsend.core.errors import IdempotencyConflict, IgsendError, OutsideWindow
 from igsend.core.groups import Group
@@ -35,12 +35,14 @@ from igsend.core.store import (
     memory_share,
 )
 from producers.jobs import Job
-from schemas import FACEBOOK_LOGIN_ONLY, InvalidMessage, load_message
+from schemas import FACEBOOK_LOGIN_ONLY, SEND_CLASS, InvalidMessage, load_message
 
 # What the create_job script (igsend/core/lua/create_job.lua) answers for each message.
 #: What create_job answered: created (publish now), created to wait (scheduled, or behind an earlier message of its
-#: ordered conversation: the scheduler publishes it), the key's job already, the key names another message.
-CREATED, WAITING, DUPLICATE, CONFLICT = 1, 2, 0, -1
+#: ordered conversation: the scheduler publishes it), created into its account's lane (the dispatcher publishes it:
+#: igsend.core.lanes), the key's job already, the key names another message.
+CREATED, WAITING, LANED, DUPLICATE, CONFLICT = 1, 2, 3, 0, -1
+ACCEPTED = (CREATED, WAITING, LANED)
 
 
 class EnqueueError(IgsendError, RuntimeError):
@@ -81,10 +83,11 @@ return removed
 """
 
 
-def _confirm_replicated(client: Any, fresh: list[tuple[str, str]]) -> None:
+def _confirm_replicated(client: Any, fresh: list[tuple[str, str]], laned: dict[str, str]) -> None:
     """The WAIT step (IGSEND_REDIS_REPLICA_ACKS > 0): one small write on this connection (it follows the call's
     records and, in Redis's replication stream, its messages), then WAIT for the replicas to hold it. On a shortfall
-    or an error, take back what the call wrote and raise NotReplicated."""
+    or an error, take back what the call wrote (from the broker's lists, and ``laned``: job id -> its lane, from
+    the lanes) and raise NotReplicated."""
     settings = get_settings()
     try:
         pipe = client.pipeline(transaction=False)
@@ -104,6 +107,7 @@ def _confirm_replicated(client: Any, fresh: list[tuple[str, str]]) -> None:
     ids = [job_id for job_id, _ in fresh]
     with contextlib.suppress(RedisError):
         removed = set(client.eval(_UNPUBLISH, len(queue_keys()), *queue_keys(), 2 * len(ids) + 1000, *ids))
+        removed |= _take_out_of_lanes(client, laned)
         keyed = {job_id for job_id, idem in fresh if idem != NO_IDEMPOTENCY_KEY}
         records.discard(client, [i for i in ids if i in removed],
                         [idem for job_id, idem in fresh if job_id in removed and idem != NO_IDEMPOTENCY_KEY])
@@ -113,6 +117,19 @@ def _confirm_replicated(client: Any, fresh: list[tuple[str, str]]) -> None:
     raise NotReplicated(f"{failure}; what was still queued was taken back: send again with the same idempotency "
                         "keys (they answer with a job a worker had already taken, or one a new primary kept, instead "
                         "of queuing it twice)") from failure
+
+
+def _take_out_of_lanes(client: Any, laned: dict[str, str]) -> set[str]:
+    """The jobs of ``laned`` (job id -> its lane) still waiting in their lane, taken out of it: the dispatcher has
+    not handed them to any worker."""
+    if not laned:
+        return set()
+    pipe = client.pipeline(transaction=False)
+    for job_id, lane in laned.items():
+        for priority in lanes.PRIORITIES:
+            pipe.lrem(f"{lane}:{priority}", 1, job_id)
+    counts = pipe.execute()
+    return {job_id for index, job_id in enumerate(laned) if counts[2 * index] or counts[2 * index + 1]}
 
 
 #: Producers refuse new messages from this share of maxmemory, so workers keep room to finish the queue.
@@ -319,7 +336,8 @@ def _place(messages: list[dict[str, Any]], group: Group | None) -> list[Placemen
             due = records.scheduled_for(message, now)
             conversation = (message["account"], records.recipient_of(message))
             keys = [job_key(job_id), idem, PENDING_KEY, DELAYED_KEY, conversation_key(*conversation),
-                    conversation_counter_key(*conversation)]
+                    conversation_counter_key(*conversation), *lanes.lane_keys(message["account"],
+                                                                              SEND_CLASS[message["kind"]])]
             # a scheduled record must outlive its wait: the usual retention counts from when it is due
             ttl = settings.result_ttl + (math.ceil(due - now) if due is not None else 0)
             script(keys=keys,
@@ -333,7 +351,7 @@ def _place(messages: list[dict[str, Any]], group: Group | None) -> list[Placemen
     errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
     if errors:  # e.g. Redis full halfway through: take back what this call did write, so nothing is half-queued
         created = [(job_id, idem) for (_, idem, _, _), outcome in zip(planned, outcomes, strict=True)
-                   if not isinstance(outcome, Exception) and outcome[0] in (CREATED, WAITING)
+                   if not isinstance(outcome, Exception) and outcome[0] in ACCEPTED
                    for job_id in [outcome[1]]]
         with contextlib.suppress(RedisError):
             records.discard(redis, [job_id for job_id, _ in created],
@@ -360,9 +378,11 @@ def _place(messages: list[dict[str, Any]], group: Group | None) -> list[Placemen
                 redis.delete(*idems)
         raise EnqueueError(f"could not queue {len(fresh)} message(s): {type(exc).__name__}: {exc}") from exc
     created = [(job_id, idem) for (_, idem, _, _), (outcome, job_id) in zip(planned, outcomes, strict=True)
-               if outcome in (CREATED, WAITING)]
+               if outcome in ACCEPTED]
     if settings.replica_acks and created:
-        _confirm_replicated(redis, created)
-    return [Placement(Job(job_id), outcome in (CREATED, WAITING),
+        laned = {job_id: lanes.lane_key(message["account"], SEND_CLASS[message["kind"]])
+                 for (message, _, _, _), (outcome, job_id) in zip(planned, outcomes, strict=True) if outcome == LANED}
+        _confirm_replicated(redis, created, laned)
+    return [Placement(Job(job_id), outcome in ACCEPTED,
                       IdempotencyConflict(key, job_id) if outcome == CONFLICT else None)
             for (_, _, key, _), (outcome, job_id) in zip(planned, outcomes, strict=True)]

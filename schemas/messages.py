@@ -12,6 +12,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validates, validates_schema
 
 from igsend.core.errors import InvalidMessage as InvalidMessage  # re-exported: the contract's error
+from igsend.core.lanes import PRIORITIES
 from schemas.fields import Chars, HttpUrl, Identifier, PastMoment, SendAt, Str, Utf8Text, count_between
 
 TEXT_MAX_BYTES = 1000
@@ -94,6 +95,15 @@ class BaseSchema(Schema):
     send_at = SendAt(metadata={"description": "when to send: ISO 8601 with a time zone, or Unix seconds; at most "
                                "a year ahead; a time past means now. Status `scheduled` until then",
                                "type": "string", "example": "2026-12-01T09:00:00Z"})
+    priority = fields.String(
+        error_messages={"invalid": "must be normal or bulk"},
+        metadata={"description": "`normal` (the default: replies) or `bulk` (campaigns): an account's normal "
+                                 "messages never wait behind its bulk ones", "enum": list(PRIORITIES)})
+
+    @validates("priority")
+    def _priority_is_known(self, value: str, **kwargs: Any) -> None:
+        if value not in PRIORITIES:
+            raise ValidationError(f"must be normal or bulk (got {value!r})")
 
     @validates_schema
     def _key_is_printable(self, data: dict[str, Any], **kwargs: Any) -> None:

@@ -167,17 +167,21 @@ def clean(r: redis_lib.Redis, sandbox: str) -> Iterator[None]:
 
 def _wipe(r: redis_lib.Redis) -> None:
     keys = list(r.scan_iter("igsend:*", count=1000))
-    # the running workers' heartbeats and accounts (igsend.core.presence) stay: they describe the session's worker
-    keys = [k for k in keys if k not in ("igsend:scheduler:leader",) and not k.startswith("igsend:workers")]
+    # the running workers' heartbeats and accounts (igsend.core.presence) and their accounts' budgets
+    # (igsend.core.lanes) stay: they describe the session's worker
+    keys = [k for k in keys if k not in ("igsend:scheduler:leader", "igsend:lanes:rate")
+            and not k.startswith("igsend:workers")]
     if keys:
         r.delete(*keys)
 
 
 def queue_depth(r: redis_lib.Redis) -> int:
-    """Messages waiting on the igsend queue, across kombu's priority lists."""
+    """Messages waiting to be sent: on the igsend queue, across kombu's priority lists, and in the accounts'
+    lanes (igsend.core.lanes)."""
     from igsend.core.celery_app import queue_keys
+    from igsend.core.lanes import waiting_total
 
-    return sum(r.llen(key) for key in queue_keys())
+    return sum(r.llen(key) for key in queue_keys()) + waiting_total(r)
 
 
 def received(sandbox: str, **params: str) -> list[dict]:

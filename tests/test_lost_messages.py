@@ -25,7 +25,12 @@ from workers.sweeper import REPUBLISHED, UNACKED_KEY, Sweeper
 
 
 def _pop_oldest(r: redis_lib.Redis) -> dict:
-    """What a worker's BRPOP does: take the oldest message off the queue (and, killed, record nothing)."""
+    """What a worker's BRPOP does: take the oldest message off the queue (and, killed, record nothing); first, as
+    the scheduler's leader does, hand the new messages out of their lanes onto the queue (igsend.core.lanes)."""
+    from workers.scheduler import Scheduler
+
+    while Scheduler(r, ahead=1000).dispatch():
+        pass
     for key in queue_keys():
         raw = r.rpop(key)
         if raw:

@@ -73,9 +73,20 @@ def test_kombu_maps_every_priority_but_due_to_the_bare_backlog_list(private_db: 
     assert set(mapped.values()) == {QUEUE} == {queue_keys()[-1]}  # none, 0, 1, 3-9: the backlog, popped last
 
 
+def _hand_out(client: redis_lib.Redis) -> None:
+    """What the scheduler's leader does every few milliseconds: new messages from their lanes onto the queue."""
+    from workers.scheduler import Scheduler
+
+    while Scheduler(client, ahead=1000).dispatch():
+        pass
+
+
 def test_a_raw_publish_without_priority_does_not_overtake_the_backlog(private_db: redis_lib.Redis,
                                                                        redis_url: str) -> None:
+    """Raw publishes go straight onto the Celery queue (igsend's own messages reach it through their lanes, the
+    dispatcher keeping it short): they wait behind what is on it, FIFO; only due jobs go first."""
     backlog = [producers.send_text(f"backlog{i}", "queued by igsend").id for i in range(5)]
+    _hand_out(private_db)
     url = redis_url.rsplit("/", 1)[0] + "/1"  # the private db: no worker takes anything away
     raw_celery = send_with_celery(celery_client(url), {"kind": "text", "recipient": "raw", "text": "x"}).id
     raw_kombu = str(uuid.uuid4())
@@ -86,6 +97,7 @@ def test_a_raw_publish_without_priority_does_not_overtake_the_backlog(private_db
                                         "properties": {"body_encoding": "base64", "delivery_tag": raw_node,
                                                        "delivery_info": {"exchange": "", "routing_key": QUEUE}}}))
     later = producers.send_text("later", "queued by igsend after the raw ones").id
+    _hand_out(private_db)
     app = get_app()
     due = str(uuid.uuid4())
     with app.producer_or_acquire() as producer:  # a retry whose time has come (scheduler, sweeper)

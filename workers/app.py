@@ -30,13 +30,21 @@ log = logging.getLogger("igsend.worker")
 @worker_ready.connect
 def _start_scheduler(sender: object = None, **_: object) -> None:
     global _scheduler, _heartbeat, _tokens
-    _scheduler = Scheduler()
+    _scheduler = Scheduler(budgets=_budgets())
     _scheduler.start()
     _tokens = TokenKeeper()  # token files re-read, expiry learned, refreshes (workers.tokens)
     _tokens.start()
     _heartbeat = _announce(getattr(sender, "hostname", None))
     serve_worker_metrics()
     _warn_about_redis()
+
+
+def _budgets() -> dict[tuple[str, str], float]:
+    """Each served account's budget per send class, for the dispatcher (igsend.core.lanes)."""
+    from workers.accounts import BUDGETS, registry
+
+    return {(account.name, send_class): account.rate(send_class)
+            for account in registry().values() for send_class in BUDGETS}
 
 
 def _warn_about_redis() -> None:

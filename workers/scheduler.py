@@ -1,4 +1,4 @@
-"""Moves due jobs from ``igsend:delayed`` back onto the Celery queue.
+"""Moves due jobs from ``igsend:delayed`` back onto the Celery queue, and new ones from the accounts' lanes.
 
 Why not Celery's countdown/ETA: with the Redis transport an ETA message sits unacknowledged in the worker and
 is redelivered every visibility timeout (redis.rst "Caveats"; kombu#337), and it holds a prefetch slot. So
@@ -8,6 +8,10 @@ holds it) publishes them when due.
 A due id is moved atomically into ``igsend:moving`` before it is published and removed after; a mover that
 dies in between leaves it there, and the next leader publishes it again. The worker's admission step makes
 such a second copy harmless.
+
+The same leader is the dispatcher of new messages (igsend.core.lanes): each tick it tops the Celery queue up to
+``ahead`` messages from the lanes, fairly across accounts and at each account's budget, through the same moving
+list.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from typing import cast
 
 import redis
 
-from igsend.core import records
-from igsend.core.celery_app import DUE_PRIORITY, get_app, publish
+from igsend.core import lanes, records
+from igsend.core.celery_app import DUE_PRIORITY, NEW_PRIORITY, get_app, publish, queue_keys
 from igsend.core.settings import get_settings
 from igsend.core.store import DELAYED_KEY, PENDING_KEY, PREFIX, get_redis, job_key
 from workers.sweeper import MOVING_KEY, Sweeper
@@ -46,8 +51,9 @@ return 0
 class Scheduler:
     """One background thread per worker process; only the lease holder moves jobs."""
 
-    def __init__(self, client: redis.Redis | None = None, *, interval: float = 0.05, batch: int = 500,
-                 lease: float = 3.0, sweep_every: float = 5.0, lost_after: float | None = None):
+    def __init__(self, client: redis.Redis | None = None, *, interval: float = 0.02, batch: int = 500,
+                 lease: float = 3.0, sweep_every: float = 5.0, lost_after: float | None = None,
+                 ahead: int | None = None, budgets: Mapping[tuple[str, str], float] | None = None):
         self.client = client or get_redis()
         self.sweeper = Sweeper(self.client, lost_after=lost_after or get_settings().lost_after)
         self.sweep_every = sweep_every
@@ -57,6 +63,14 @@ class Scheduler:
         self.lease_ms = int(lease * 1000)
         self.me = uuid.uuid4().hex
         self.claim = records.script(self.client, "claim_due")
+        self.claim_fair = records.script(self.client, "claim_fair")
+        #: How many messages the dispatcher keeps on the Celery queue: enough for the workers' next moment, few
+        #: enough that a new account's reply is never far behind (IGSEND_DISPATCH_AHEAD).
+        self.ahead = ahead or get_settings().dispatch_ahead
+        #: (account, send class) -> messages/s of the accounts this process serves, recorded for the dispatcher
+        #: again every sweep interval (after a Redis restart, a flush, or a change of the accounts file)
+        self.budgets = dict(budgets or {})
+        self._last_budgets = 0.0
         self.lead = self.client.register_script(_LEAD)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -89,6 +103,9 @@ class Scheduler:
 
     def tick(self) -> int:
         """Publish what is due (and what a dead leader left half-moved). Returns how many were published."""
+        if self.budgets and time.monotonic() - self._last_budgets >= self.sweep_every:
+            self._last_budgets = time.monotonic()
+            lanes.set_rates(self.client, self.budgets)
         leading = bool(self.lead(keys=[LEADER_KEY], args=[self.me, self.lease_ms]))
         if leading and not self._leading:
             self._republish(cast(list[str], self.client.lrange(MOVING_KEY, 0, -1)))  # left by a previous leader
@@ -97,12 +114,26 @@ class Scheduler:
             return 0
         ids = self.claim(keys=[DELAYED_KEY, MOVING_KEY, PENDING_KEY], args=[self.batch])
         self._republish(ids)
+        dispatched = self.dispatch()
         if time.monotonic() - self._last_sweep >= self.sweep_every:
             self._last_sweep = time.monotonic()
             self.sweeper.sweep()  # messages the broker lost, and moves a crash left half done
+        return len(ids) + dispatched
+
+    def dispatch(self) -> int:
+        """Top the Celery queue up to ``ahead`` messages from the lanes (lua/claim_fair.lua). Returns how many."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in queue_keys():
+            pipe.llen(key)
+        room = self.ahead - sum(pipe.execute())
+        if room <= 0:
+            return 0
+        ids = self.claim_fair(keys=lanes.claim_keys(job_key(""), MOVING_KEY, PENDING_KEY),
+                              args=[min(room, self.batch), 1000, 4 * min(room, self.batch) + 100, lanes.LEAD])
+        self._republish(ids, priority=NEW_PRIORITY)
         return len(ids)
 
-    def _republish(self, ids: list[str]) -> None:
+    def _republish(self, ids: list[str], *, priority: int = DUE_PRIORITY) -> None:
         if not ids:
             return
         pipe = self.client.pipeline(transaction=False)
@@ -113,7 +144,7 @@ class Scheduler:
         with app.producer_or_acquire() as producer:
             for job_id, raw in zip(ids, messages, strict=True):
                 if raw:  # a record that expired has nothing left to send
-                    publish(app, producer, job_id, json.loads(raw), priority=DUE_PRIORITY)
+                    publish(app, producer, job_id, json.loads(raw), priority=priority)
         pipe = self.client.pipeline(transaction=False)
         for job_id in ids:
             pipe.lrem(MOVING_KEY, 1, job_id)

@@ -12,6 +12,7 @@ import click
 from igsend.cli.output import fail, nobody_listening, print_json, status_json
 from igsend.core import presence, routing
 from igsend.core.errors import IdempotencyConflict, OutsideWindow
+from igsend.core.lanes import PRIORITIES
 from igsend.core.store import get_redis
 from producers import EnqueueError, InvalidMessage, JobError, media_item, send
 
@@ -47,6 +48,9 @@ def _deliver(document: dict[str, Any], account: str, idempotency_key: str | None
 
 
 def _send_options(func: Any) -> Any:
+    func = click.option("--priority", type=click.Choice(PRIORITIES), default=None,
+                        help="normal (the default: a reply) or bulk (a campaign: sent after the account's normal "
+                             "messages)")(func)
     func = click.option("--ordered", is_flag=True, default=None,
                         help="POST it only after this account's earlier ordered messages to the recipient")(func)
     func = click.option("--at", "send_at", metavar="WHEN", default=None,
@@ -79,6 +83,7 @@ class _SendGroup(click.Group):
                 ("--timeout SECONDS", "how long --wait waits (default: 60)"),
                 ("--at WHEN", "send at this time (ISO 8601 with a zone, or Unix seconds); scheduled until then"),
                 ("--ordered", "POST it only after the account's earlier ordered messages to the recipient"),
+                ("--priority normal|bulk", "bulk: a campaign, sent after the account's normal messages"),
                 ("--idempotency-key KEY", "the same key and account within 24 h give the same job, sent once"),
                 ("--tag HUMAN_AGENT", "messages only: a person's reply up to 7 days after the user's message"),
                 ("--reply-to MESSAGE_ID", "messages only: quote this message of the conversation"),
@@ -103,7 +108,8 @@ def _register_send(kind: str, arguments: list[str], help_text: str, build: Any,
     _SendGroup.usages[kind] = " ".join(usage + ([f"{several.upper()}..."] if several else []))
 
     def command(account: str, idempotency_key: str | None, wait: bool, timeout: float, send_at: str | None,
-                ordered: bool | None, tag: str | None = None, reply_to: str | None = None, **values: Any) -> None:
+                ordered: bool | None, priority: str | None, tag: str | None = None, reply_to: str | None = None,
+                **values: Any) -> None:
         try:
             group = routing.group_of_account(account)  # with IGSEND_GROUPS: the account's group, or UnknownAccount
         except InvalidMessage as exc:
@@ -112,7 +118,8 @@ def _register_send(kind: str, arguments: list[str], help_text: str, build: Any,
             get_redis().ping()  # an unreachable Redis is reported as such, not as a failed enqueue
         when: str | float | None = float(send_at) if send_at and send_at.replace(".", "", 1).isdigit() else send_at
         extra = {name: value for name, value in (("tag", tag), ("reply_to", reply_to), ("send_at", when),
-                                                 ("ordered", ordered or None)) if value is not None}
+                                                 ("ordered", ordered or None), ("priority", priority))
+                 if value is not None}
         try:
             document = {"kind": kind, **build({**values, "account": account}), **extra}
         except InvalidMessage as exc:  # a local file the kind does not take, or the account cannot upload
@@ -228,7 +235,9 @@ _register_send("private_reply", ["comment_id", "text"], "The one private reply t
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @click.option("--no-idempotency", is_flag=True,
               help="do not derive idempotency keys from the lines: running the file again sends it again")
-def send_bulk(file: Any, no_wait: bool, timeout: float, as_json: bool, no_idempotency: bool) -> None:
+@click.option("--priority", type=click.Choice(PRIORITIES), default="bulk", show_default=True,
+              help="for lines that name none: bulk waits behind each account's normal messages (replies)")
+def send_bulk(file: Any, no_wait: bool, timeout: float, as_json: bool, no_idempotency: bool, priority: str) -> None:
     """Queue every message of a JSON-lines FILE ('-' for stdin); invalid lines are reported, valid ones sent.
 
     \b
@@ -243,5 +252,8 @@ def send_bulk(file: Any, no_wait: bool, timeout: float, as_json: bool, no_idempo
     for group in routing.every_group():  # Redis unreachable before anything is read: one line (as `send`)
         with routing.in_group(group):
             get_redis().ping()
+    if priority == "bulk":
+        click.echo("priority: bulk (send-bulk's default: each account's replies go first; --priority normal to "
+                   "change it)", err=True)
     sys.exit(run_bulk(file, wait=not no_wait, timeout=timeout, as_json=as_json,
-                      idempotency=not no_idempotency))
+                      idempotency=not no_idempotency, priority=priority))

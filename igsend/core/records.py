@@ -111,6 +111,8 @@ def new_record(job_id: str, message: dict[str, Any], *, idempotency_key: str | N
         record |= {"status": JobStatus.SCHEDULED.value, "next_attempt_at": due}
     if message.get("ordered"):
         record["conversation"] = conversation_of(message)
+    if message.get("priority") == "bulk":
+        record["priority"] = "bulk"  # its account's lane hands it out after the normal ones (lua/create_job.lua)
     return record
 
 

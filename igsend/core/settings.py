@@ -97,6 +97,9 @@ class Settings:
     #: Total deadline of one text-class POST, in seconds (IGSEND_SEND_DEADLINE). Everything that must outlast a
     #: POST derives from it, so they cannot drift: the media deadline, the job lock, the visibility timeout.
     send_deadline: float = 15.0
+    #: Messages the dispatcher keeps on the Celery queue ahead of the workers (igsend.core.lanes): a new account's
+    #: reply waits behind at most these and what the workers hold.
+    dispatch_ahead: int = 200
     #: Seconds a published job may be missing from the broker (not queued, not in a worker's hands) before the
     #: sweeper publishes it again (IGSEND_LOST_AFTER): a lost message is sent within this plus 5 s.
     lost_after: float = 60.0
@@ -177,6 +180,7 @@ class Settings:
             log_format=env.get("IGSEND_LOG_FORMAT") or cls.log_format,
             task_events=(env.get("IGSEND_TASK_EVENTS") or "1") not in ("0", "false", "no", "off"),
             send_deadline=_positive("IGSEND_SEND_DEADLINE", cls.send_deadline),
+            dispatch_ahead=max(1, _count("IGSEND_DISPATCH_AHEAD", cls.dispatch_ahead)),
             lost_after=_positive("IGSEND_LOST_AFTER", cls.lost_after),
             redis_master=redis_master,
             replica_acks=_count("IGSEND_REDIS_REPLICA_ACKS", cls.replica_acks),

@@ -6,7 +6,9 @@
 -- waits for the scheduler instead of being published), its conversation and the conversation's counter (an
 -- ordered job, one with a conversation field, takes the next place in it). ARGV: job id, record ttl, key window,
 -- fingerprint, fields...
--- Returns {1, id} created (publish it now), {2, id} created to wait (scheduled, or behind an earlier job of its
+-- Optional KEYS 7-10: its account's lane (the lane's key; igsend.core.lanes), the ready set, the paced set and the
+-- dispatcher's clock: with them a job that would be published now goes into the lane instead.
+-- Returns {3, id} created into its lane (the dispatcher publishes it), {1, id} created (publish it now), {2, id} created to wait (scheduled, or behind an earlier job of its
 -- ordered conversation: not published now), {0, id} the same message already has this job, {-1, id} the key
 -- names another message.
 if KEYS[2]:sub(-1) ~= ':' then
@@ -48,6 +50,18 @@ local due = redis.call('HGET', KEYS[1], 'next_attempt_at')
 if due then
   redis.call('ZADD', KEYS[4], due, ARGV[1])
   return {2, ARGV[1]}
+end
+if KEYS[7] then
+  -- into its account's lane (igsend.core.lanes), normal or bulk; the dispatcher hands it to the Celery queue at
+  -- the account's budget and in turn with the other accounts. A lane that had no work joins the ready set at the
+  -- dispatcher's clock (the score last served), so it is served in the next round, not after the backlogs' history
+  -- nor ahead of a lane resting in the paced set.
+  local lane = KEYS[7]
+  redis.call('RPUSH', lane .. ':' .. (redis.call('HGET', KEYS[1], 'priority') or 'normal'), ARGV[1])
+  if not redis.call('ZSCORE', KEYS[8], lane) and not redis.call('ZSCORE', KEYS[9], lane) then
+    redis.call('ZADD', KEYS[8], tonumber(redis.call('GET', KEYS[10]) or 0), lane)
+  end
+  return {3, ARGV[1]}
 end
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[3], tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])  -- for the lost-message sweep

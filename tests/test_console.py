@@ -205,3 +205,17 @@ def test_pages_of_the_dlq_follow_its_index(private_db) -> None:
     rest = dlq.page(dlq.Filter(account="shop"), start=shop.next_start or 0, size=10)
     assert [e["id"] for e in rest.entries] == [ids[3], ids[0]] and rest.next_start is None
     assert dlq.page(dlq.Filter(older_than=3600)).entries == []
+
+
+def test_the_overview_shows_what_waits_in_each_accounts_lanes(client, private_db) -> None:
+    """New messages wait in their account's lanes until the dispatcher hands them out (igsend.core.lanes): the
+    overview counts them as queued and says by class and priority."""
+    import producers
+
+    producers.send_many([{"kind": "text", "recipient": f"r{i}", "text": "hi", "priority": "bulk"} for i in range(3)])
+    producers.send_text("r", "a reply")
+    _login(client)
+    page = client.get("/ui").get_data(as_text=True)
+    row = page[page.index(">default<"):]
+    row = row[:row.index("</tr>")]
+    assert ">4" in row and "text/bulk 3" in row and "text/normal 1" in row, row

@@ -188,7 +188,7 @@ def test_keda_scales_each_worker_on_its_redis_list(rendered, entry: str) -> None
         worker = by_name[spec["scaleTargetRef"]["name"]]
         assert spec["minReplicaCount"] >= 1  # workers also run the scheduler: never scale to zero
         assert spec["maxReplicaCount"] > spec["minReplicaCount"]
-        (trigger,) = spec["triggers"]
+        trigger, waiting = spec["triggers"]
         meta = trigger["metadata"]
         assert trigger["type"] in ("redis", "redis-sentinel") and meta["listName"] == "igsend"
         assert "activationListLength" in meta
@@ -196,6 +196,13 @@ def test_keda_scales_each_worker_on_its_redis_list(rendered, entry: str) -> None
         notes = obj["metadata"]["annotations"]
         rate, drain = float(notes["igsend.dev/per-pod-msgs-per-second"]), float(notes["igsend.dev/drain-seconds"])
         assert int(meta["listLength"]) == math.floor(rate * drain / 100) * 100
+        # and what waits in the accounts' lanes too (docs/fairness.md), from this group's exporter, at the same target
+        assert waiting["type"] == "metrics-api" and waiting["metadata"]["valueLocation"] == "waiting"
+        assert waiting["metadata"]["targetValue"] == meta["listLength"]
+        suffix = spec["scaleTargetRef"]["name"].removeprefix("igsend-worker")
+        exporters = {s["metadata"]["name"] for s in of_kind(objects, "Service")}
+        assert waiting["metadata"]["url"] == f"http://igsend-metrics{suffix}:9808/waiting.json"
+        assert f"igsend-metrics{suffix}" in exporters
         # the list KEDA reads is the one this worker consumes
         url = env(worker["spec"]["template"]["spec"]["containers"][0])["IGSEND_REDIS_URL"]["value"]
         if trigger["type"] == "redis":

@@ -87,3 +87,29 @@ def test_invalid_documents_never_mint_metric_labels(worker_metrics_port) -> None
     text = requests.get(f"http://127.0.0.1:{worker_metrics_port}/metrics", timeout=5).text
     assert "acct-XYZ-123" not in text and "kind-from-a-caller" not in text
     assert 'igsend_messages_total{account="invalid",kind="invalid",status="dead"}' in text
+
+
+def test_what_waits_in_the_lanes_is_exported_for_prometheus_and_keda(private_db, tmp_path) -> None:
+    """New messages wait in their account's lane (igsend.core.lanes) until a dispatcher hands them out: with no
+    worker on this Redis they stay there, and the exporter counts them where Prometheus and KEDA read."""
+    import os
+
+    import producers
+    from igsend.local.embedded_redis import free_port
+    from igsend.local.processes import start_command
+
+    producers.send_many([{"kind": "text", "recipient": f"w{i}", "text": "hi", "priority": "bulk"} for i in range(3)])
+    producers.send_text("w", "a reply", account="shop")
+    port = free_port()
+    service = start_command("metrics", ["metrics", "--port", str(port)],
+                            env={"IGSEND_REDIS_URL": os.environ["IGSEND_REDIS_URL"]},
+                            ready_url=f"http://127.0.0.1:{port}/metrics", log_path=tmp_path / "metrics.log")
+    try:
+        assert requests.get(f"http://127.0.0.1:{port}/waiting.json", timeout=5).json() == {
+            "waiting": 4, "queue": 0, "lanes": 4}
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        service.stop()
+    assert 'igsend_lane_waiting{account="default",priority="bulk",send_class="text"} 3.0' in text
+    assert 'igsend_lane_waiting{account="shop",priority="normal",send_class="text"} 1.0' in text
+    assert "igsend_waiting 4.0" in text

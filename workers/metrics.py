@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -58,6 +58,7 @@ class RedisStateCollector(Collector):
     """Reads queue and DLQ sizes from Redis at scrape time, so every replica reports the same truth."""
 
     def collect(self) -> Iterator[Metric]:
+        from igsend.core import lanes
         from igsend.core.account_state import all_states
         from igsend.core.celery_app import queue_keys
         from igsend.core.store import DELAYED_KEY, DLQ_INDEX_KEY, STATS_KEY, get_redis
@@ -73,6 +74,17 @@ class RedisStateCollector(Collector):
         *lengths, delayed, dead, republished = pipe.execute()
         depth = sum(lengths)
         yield GaugeMetricFamily("igsend_queue_depth", "Messages waiting on the Celery queue", value=depth)
+        waiting = GaugeMetricFamily("igsend_lane_waiting", "New messages waiting in their account's lane for the "
+                                    "dispatcher", labels=["account", "send_class", "priority"])
+        in_lanes = lanes.waiting(client)
+        for account, counts in sorted(in_lanes.items()):
+            for lane, count in sorted(counts.items()):
+                send_class, _, priority = lane.partition("/")
+                waiting.add_metric([account, send_class, priority], count)
+        yield waiting
+        yield GaugeMetricFamily("igsend_waiting", "Messages waiting to be sent: on the Celery queue and in the lanes "
+                                "(what to scale workers on)",
+                                value=depth + sum(sum(counts.values()) for counts in in_lanes.values()))
         yield GaugeMetricFamily("igsend_delayed", "Jobs waiting for a retry or a rate slot", value=delayed)
         yield GaugeMetricFamily("igsend_dlq_size", "Entries in the dead-letter queue", value=dead)
         memory = client.info("memory")
@@ -126,12 +138,49 @@ def _token_metrics(client: redis.Redis) -> Iterator[Metric]:
     yield problem
 
 
+def waiting_now() -> dict[str, int]:
+    """What waits to be sent: on the Celery queue and in the accounts' lanes (what KEDA scales workers on)."""
+    from igsend.core import lanes
+    from igsend.core.celery_app import queue_keys
+    from igsend.core.store import get_redis
+
+    client = get_redis()
+    pipe = client.pipeline(transaction=False)
+    for key in queue_keys():
+        pipe.llen(key)
+    queue = sum(pipe.execute())
+    in_lanes = lanes.waiting_total(client)
+    return {"waiting": queue + in_lanes, "queue": queue, "lanes": in_lanes}
+
+
 def serve_exporter(port: int, host: str = "127.0.0.1") -> None:
-    """``igsend metrics``: the Redis-state exporter, in the foreground."""
-    import time
+    """``igsend metrics``: the Redis-state exporter, in the foreground: ``/metrics`` for Prometheus and
+    ``/waiting.json`` (:func:`waiting_now`) for KEDA's metrics-api scaler."""
+    import json
+    from collections.abc import Callable, Iterable
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    import redis
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
 
     REGISTRY.register(RedisStateCollector())
-    start_http_server(port, addr=host)
-    print(f"igsend metrics on http://{host}:{port}/metrics", flush=True)
-    while True:
-        time.sleep(3600)
+    metrics = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/waiting.json":
+            return cast(Iterable[bytes], metrics(environ, start_response))
+        try:
+            body, status = json.dumps(waiting_now()).encode(), "200 OK"
+        except redis.RedisError as exc:  # KEDA keeps the last value it read and retries
+            body, status = json.dumps({"error": type(exc).__name__}).encode(), "503 Service Unavailable"
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the name the base class gives it
+            pass
+
+    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=QuietHandler)
+    print(f"igsend metrics on http://{host}:{port}/metrics (and /waiting.json)", flush=True)
+    server.serve_forever()

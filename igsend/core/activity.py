@@ -1,8 +1,9 @@
 """What each account's messages are doing now (the console's overview): queued, scheduled, retrying, in flight,
 and delivered or dead in the last hour.
 
-Read from the sets igsend keeps anyway (``igsend:pending``, ``igsend:delayed``, ``igsend:inflight``) and the
-outcome stream (``igsend:outcomes``), never by scanning every key. Each set is read up to ``sample`` jobs, so a
+Read from the sets igsend keeps anyway (``igsend:pending``, ``igsend:delayed``, ``igsend:inflight``), the lengths
+of the accounts' lanes (igsend.core.lanes: new messages the dispatcher has not handed out yet, counted as queued)
+and the outcome stream (``igsend:outcomes``), never by scanning every key. Each set is read up to ``sample`` jobs, so a
 refresh stays cheap with a deep queue; ``exact`` says whether every job was counted.
 """
 
@@ -15,6 +16,7 @@ from typing import Any, cast
 
 import redis
 
+from igsend.core import lanes
 from igsend.core.store import DELAYED_KEY, INFLIGHT_KEY, OUTCOMES_KEY, PENDING_KEY, get_redis, job_key
 
 COLUMNS = ("queued", "scheduled", "retrying", "in_flight", "delivered_1h", "dead_1h")
@@ -29,6 +31,8 @@ class Activity:
     exact: bool = True
     #: the sets' sizes, whatever the sample
     totals: dict[str, int] = field(default_factory=dict)
+    #: account -> "class/priority" (``text/bulk``, ...) -> messages waiting in its lanes
+    lanes: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def read(*, client: redis.Redis | None = None, sample: int = SAMPLE, now: float | None = None) -> Activity:
@@ -50,6 +54,11 @@ def read(*, client: redis.Redis | None = None, sample: int = SAMPLE, now: float 
             column = name if name != "waiting" else ("scheduled" if status == "scheduled" else
                                                      "retrying" if status == "retrying" else "queued")
             counts[account][column] += 1
+    activity.lanes = lanes.waiting(client)
+    for account, waiting in activity.lanes.items():
+        counts[account]["queued"] += sum(waiting.values())
+    activity.totals["queued"] = activity.totals.get("queued", 0) + sum(
+        sum(waiting.values()) for waiting in activity.lanes.values())
     since = f"{int((now - 3600) * 1000)}-0"
     outcomes = cast(list[tuple[str, dict[str, Any]]], client.xrange(OUTCOMES_KEY, since, "+", count=sample * 4))
     activity.exact &= len(outcomes) < sample * 4

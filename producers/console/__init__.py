@@ -169,7 +169,8 @@ def _overview_of(client: redis.Redis) -> dict[str, Any]:
     for name in names:
         row = known.get(name) or {"account": name, "health": "healthy", "workers": 0, "held": 0}
         accounts.append({**row, "state": _state(row), "why": account_state.describe(row),
-                         "counts": now_doing.accounts.get(name, dict.fromkeys(activity.COLUMNS, 0))})
+                         "counts": now_doing.accounts.get(name, dict.fromkeys(activity.COLUMNS, 0)),
+                         "lanes": now_doing.lanes.get(name, {})})
     memory = client.info("memory")
     return {"accounts": accounts, "activity": now_doing, "workers": presence.read(client).alive,
             "dead": dlq.size(client=client), "memory": memory.get("used_memory_human"),

@@ -10,6 +10,10 @@
     ops/bench ordered            # 200 conversations x 5 messages, ordered and unordered, side by side
     ops/bench console            # the console's dead-letter pages over a 100,000-entry DLQ (first, filtered, deep)
     ops/bench pod                # one worker process (a Kubernetes pod): msgs/s, CPU, RSS, KEDA's listLength
+    ops/bench fairness           # FIFO (a raw Celery publish) vs lanes: B's replies behind A's campaign,
+                                 # saturated accounts, an idle account's reply, bulk and private replies ahead
+    ops/bench dispatch           # the dispatcher's cost per message with 10, 1,000 and 10,000 accounts holding a
+                                 # backlog; bytes per waiting message in a lane and on the Celery queue
     ops/bench rate --small       # scaled down, no targets enforced (what the test suite runs)
     ops/bench throughput --small
 """
@@ -23,6 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ops.bench_console import bench_console  # noqa: E402
+from ops.bench_dispatch import bench_dispatch  # noqa: E402
+from ops.bench_fairness import bench_fairness  # noqa: E402
 from ops.bench_memory import bench_memory  # noqa: E402
 from ops.bench_ordered import bench_ordered  # noqa: E402
 from ops.bench_rate import bench_rate  # noqa: E402
@@ -35,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ops/bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", choices=["rate", "throughput", "sweep", "memory", "ordered", "console", "pod",
-                                          "sizing"])
+                                          "sizing", "fairness", "dispatch"])
     parser.add_argument("--small", action="store_true", help="scaled-down counts, targets not enforced (CI)")
     parser.add_argument("--groups", action="store_true", help="console: two Redis groups (IGSEND_GROUPS)")
     args = parser.parse_args(argv)
@@ -54,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         return bench_pod(args.small)
     if args.which == "sizing":
         return bench_sizing(args.small)
+    if args.which == "fairness":
+        return bench_fairness(args.small)
+    if args.which == "dispatch":
+        return bench_dispatch(args.small)
     return bench_throughput(args.small)
 
 

@@ -50,3 +50,22 @@ def test_throughput_bench_small_runs() -> None:
     # the floors each change is measured against, and what Redis does per message
     assert "featureless Celery" in run.stdout and "igsend / bare POST (CPU/msg)" in run.stdout
     assert "redis per delivered message" in run.stdout
+
+
+@pytest.mark.scenario
+def test_fairness_bench_small_runs() -> None:
+    run = _run("benchmarks.py", "fairness", "--small", timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for row in ("B alone", "B behind A's 2,000", "saturated: highest/lowest per 2 s window", "idle account's reply",
+                "acct0: 30 normal after 500 bulk", "acct0: 30 texts after 300 private replies"):
+        assert row in run.stdout, row
+    assert "p95 ratio FIFO/lanes, B behind A: " in run.stdout
+
+
+@pytest.mark.scenario
+def test_dispatch_bench_small_runs() -> None:
+    run = _run("benchmarks.py", "dispatch", "--small", timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]  # every message waited, then handed out
+    rows = [line.split() for line in run.stdout.splitlines() if line[:1].isdigit()]
+    assert [row[0] for row in rows] == ["10", "100", "1,000"]
+    assert all(float(row[1]) > 0 and int(row[3]) < int(row[4]) for row in rows)  # a lane entry < an envelope

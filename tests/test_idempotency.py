@@ -137,7 +137,11 @@ def test_a_message_a_worker_took_before_the_replicas_answered_keeps_its_job_unde
     waited = records.wait_for_replicas
 
     def a_worker_takes_the_messages_first(pipe, replicas: int, timeout: float) -> None:
-        for key in queue_keys():  # what a worker's fetch does: the messages leave the queue lists
+        from workers.scheduler import Scheduler
+
+        while Scheduler(r, ahead=1000).dispatch():  # the dispatcher hands them out of their lanes ...
+            pass
+        for key in queue_keys():  # ... and a worker's fetch takes them: the messages leave the queue lists
             r.delete(key)
         waited(pipe, replicas, timeout)
 

@@ -167,10 +167,10 @@ def one_account(lanes: bool, before: list[dict[str, Any]], label: str) -> Figure
 def bench_fairness(small: bool) -> int:
     """FIFO vs lanes, side by side: B's replies alone and behind A's campaign, saturated accounts, one account's
     bulk and private replies ahead of its texts. Figures are reported, not asserted; 1 if lanes lost B's replies."""
-    campaign, k, m, width = (2_000, 5, 300, 2.0) if small else (20_000, 20, 2_000, 10.0)
-    bulk, private = (500, 300) if small else (3_000, 3_000)
+    campaign, k, m, width = (1_000, 5, 300, 2.0) if small else (20_000, 20, 2_000, 10.0)
+    bulk, private = (300, 300) if small else (3_000, 3_000)
     timeout = 120.0 if small else 300.0
-    watch = 12.0 if small else 45.0
+    watch = 8.0 if small else 45.0
     print(f"ops/bench fairness{' --small' if small else ''}: FIFO = a raw Celery publish (send_task, igsend's path "
           "before lanes), lanes = igsend's producers; each case in fresh stacks (Redis, sandbox at Meta's budgets, "
           "one worker of 64 threads), sandbox latency 100 ms; latencies in seconds, send call to Meta's answer; "

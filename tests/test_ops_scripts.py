@@ -56,8 +56,8 @@ def test_throughput_bench_small_runs() -> None:
 def test_fairness_bench_small_runs() -> None:
     run = _run("benchmarks.py", "fairness", "--small", timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    for row in ("B alone", "B behind A's 2,000", "saturated: highest/lowest per 2 s window", "idle account's reply",
-                "acct0: 30 normal after 500 bulk", "acct0: 30 texts after 300 private replies"):
+    for row in ("B alone", "B behind A's 1,000", "saturated: highest/lowest per 2 s window", "idle account's reply",
+                "acct0: 30 normal after 300 bulk", "acct0: 30 texts after 300 private replies"):
         assert row in run.stdout, row
     assert "p95 ratio FIFO/lanes, B behind A: " in run.stdout
 

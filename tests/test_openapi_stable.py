@@ -16,12 +16,20 @@ from producers.api import create_app
 SNAPSHOT = Path(__file__).parent / "data" / "openapi.json"
 
 
+#: flask-smorest names a response component after ``http.HTTPStatus``, whose 422 Python 3.13 renamed (RFC 9110):
+#: the snapshot keeps 3.11's names, so the comparison holds on both interpreters CI runs.
+_RENAMED = {"UNPROCESSABLE_CONTENT": "UNPROCESSABLE_ENTITY", "Unprocessable Content": "Unprocessable Entity"}
+
+
 def served(api_keys: list[str] | None) -> str:
-    """The document as ``GET /openapi.json`` answers it (no Redis needed)."""
+    """The document as ``GET /openapi.json`` answers it (no Redis needed), in 3.11's names of HTTP statuses."""
     app = create_app(api_keys=api_keys, require_keys=api_keys is not None)
     answer = app.test_client().get("/openapi.json")
     assert answer.status_code == 200, answer.status_code
-    return answer.get_data(as_text=True)
+    document = answer.get_data(as_text=True)
+    for new, old in _RENAMED.items():
+        document = document.replace(f'"{new}"', f'"{old}"').replace(f"/{new}\"", f"/{old}\"")
+    return document
 
 
 def test_the_served_document_is_the_snapshot() -> None:

@@ -53,7 +53,6 @@ def main(ctx: click.Context) -> None:
     """igsend: send Instagram Direct messages through a queue of Celery workers."""
     if ctx.invoked_subcommand in _BRIEF:
         _say_which_redis()
-    if ctx.invoked_subcommand in _BRIEF:
         ctx.with_resource(brief_connections())  # undone when the command ends (CliRunner runs in-process)
 
 

@@ -201,6 +201,25 @@ def test_a_redelivered_delivered_job_is_done_without_a_second_post(graph: FakeGr
     assert stat(private_db, "skipped_redeliveries_total") == 1
 
 
+def test_metas_message_id_leads_back_to_its_job_while_the_record_lasts_in_one_shared_hash(
+        graph: FakeGraph, private_db: redis_lib.Redis) -> None:
+    from igsend.core import sent
+
+    before = set(private_db.keys("igsend:*"))
+    jobs = [send(f"reader{i}")[0] for i in range(5)]
+    added = set(private_db.keys("igsend:*")) - before
+    [index] = [key for key in added if key.startswith("igsend:sent:")]  # one hash for the account's hour
+    assert {key for key in added if any(job.id in key for job in jobs)} == {f"igsend:done:{job.id}" for job in jobs}
+    assert not [key for key in added if key.startswith("igsend:mid:")]
+    for job in jobs:
+        assert sent.job_of(private_db, "default", job.info()["result"]["message_id"], delivered_ttl=86400) == job.id
+    assert private_db.ttl(index) > max(private_db.ttl(f"igsend:done:{job.id}") for job in jobs) > 0
+    assert sent.job_of(private_db, "default", "mid.never-sent", delivered_ttl=86400) is None
+    # A field that names a job whose record holds another message id (two ids with one digest) links nothing.
+    private_db.hset(index, sent.digest("mid.lookalike"), sent.compact_job_id(jobs[0].id))
+    assert sent.job_of(private_db, "default", "mid.lookalike", delivered_ttl=86400) is None
+
+
 # --- transient errors, backoff and giving up ------------------------------------------------------------------
 
 

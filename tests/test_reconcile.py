@@ -14,7 +14,8 @@ import requests
 
 import producers
 from igsend.core import dlq
-from igsend.core.store import STATS_KEY, message_claim_key
+from igsend.core import sent as sent_index
+from igsend.core.store import STATS_KEY
 from tests.conftest import ACCOUNT_ID, received, wait_until
 from workers.reconcile import CLOCK_SKEW, WINDOW_BEFORE, candidates, comparable_text, created_at, reaches_back
 
@@ -111,7 +112,7 @@ def test_a_lost_answer_is_found_at_meta_and_delivered_with_its_id_after_one_post
     assert info["status"] == "delivered" and info["attempts"] == 1
     assert info["result"] == {"recipient_id": "rec1", "message_id": sent["message_id"]}
     assert job.result(timeout=1)["message_id"] == sent["message_id"]
-    assert r.get(message_claim_key("default", sent["message_id"])) == job.id
+    assert sent_index.job_of(r, "default", sent["message_id"], delivered_ttl=3600) == job.id
     assert stat(r, "reconciled_delivered_total") == 1 and stat(r, "reconciled_total") == 1
     assert stat(r, "unknown_total") == 0 and dlq.show(job.id) is None
     time.sleep(0.5)  # proves a negative: nothing is sent again
@@ -168,7 +169,7 @@ def test_a_second_lost_answer_after_the_resend_is_unknown(sandbox: str, r) -> No
 def test_another_jobs_identical_message_a_moment_earlier_is_not_taken(sandbox: str, r) -> None:
     earlier = producers.send_text("rec4", "Thanks!")
     first = earlier.result(timeout=30)["message_id"]
-    assert r.get(message_claim_key("default", first)) == earlier.id  # every delivery claims its message
+    assert sent_index.job_of(r, "default", first, delivered_ttl=3600) == earlier.id  # every delivery claims it
     fault(sandbox, "rec4", {"drop": True})
     job = producers.send_text("rec4", "Thanks!")  # within the window, but the message is the other job's
     info = settled(job)
@@ -183,7 +184,8 @@ def test_another_jobs_identical_message_a_moment_earlier_is_not_taken(sandbox: s
 def test_an_older_identical_message_outside_the_window_is_not_taken(sandbox: str, r) -> None:
     earlier = producers.send_text("rec5", "Thanks!")
     first = earlier.result(timeout=30)["message_id"]
-    r.delete(message_claim_key("default", first))  # as if sent long ago: no claim any more
+    for key in sent_index.recent_keys("default", within=3600):  # as if sent long ago: no claim any more
+        r.hdel(key, sent_index.digest(first))
     time.sleep(WINDOW_BEFORE + 1.5)  # older than the attempt's start minus the skew margin
     fault(sandbox, "rec5", {"drop": True})
     job = producers.send_text("rec5", "Thanks!")

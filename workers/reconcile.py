@@ -9,10 +9,9 @@ Redis like the send slots (GCRA, on Redis's clock, shared by every worker).
 The match (:func:`candidates`, a pure function): a message **from the business** (``from`` is not the person and
 ``to`` names the person) whose text is the job's, created within ``[attempt start - WINDOW_BEFORE, horizon +
 CLOCK_SKEW]``. The first of them, oldest first, that no other job has claimed is the job's: the worker claims it
-(``igsend:mid:{account}:{message id}``, :data:`~igsend.core.records.MESSAGE_CLAIM_TTL` seconds) in the same
-step as it checks. Every delivery of a comparable kind claims its own message id the same way when it is
-recorded, so a message another job sent (the same "Thanks!" a moment earlier) is never taken for this one; one
-sent yesterday is older than the window.
+(in the account's index of sent message ids, :mod:`igsend.core.sent`) in the same step as it checks. Every
+delivery claims its own message id there when it is recorded, so a message another job sent (the same "Thanks!"
+a moment earlier) is never taken for this one; one sent yesterday is older than the window.
 
 The horizon: the attempt's start + its POST's deadline + :data:`GRACE` seconds. Meta may still be working on a
 POST whose connection died, so absence before it proves nothing: the worker asks at once (a hang usually shows
@@ -44,9 +43,9 @@ from typing import Any
 import redis
 import requests
 
-from igsend.core.records import MESSAGE_CLAIM_TTL
+from igsend.core import sent
 from igsend.core.settings import DEADLINE_MARGIN
-from igsend.core.store import limiter_key, lock_key, message_claim_key
+from igsend.core.store import limiter_key, lock_key
 from schemas import graph_body
 from workers.accounts import Account
 from workers.graph import GraphClient
@@ -65,9 +64,9 @@ GET_DEADLINE = 5.0
 #: Seconds a reconciliation waits in place, for the horizon or a Conversations API slot; a longer wait is
 #: Found.LATER: the job waits in igsend:delayed instead, holding no worker thread.
 MAX_INLINE_WAIT = 2.0
-#: Attempts older than this are not reconciled: the claims that keep other jobs' messages apart live
-#: MESSAGE_CLAIM_TTL seconds.
-MAX_AGE = MESSAGE_CLAIM_TTL - 60.0
+#: Attempts older than this are not reconciled: the claims that keep other jobs' messages apart are kept at least
+#: sent.MIN_KEEP seconds.
+MAX_AGE = sent.MIN_KEEP - 60.0
 CONVERSATIONS = "conversations"  # the budget's class in workers.accounts.BUDGETS
 MESSAGE_FIELDS = "messages{id,created_time,from,to,message}"
 
@@ -84,16 +83,22 @@ local next_tat = tat + 1 / tonumber(ARGV[1])
 redis.call('SET', KEYS[1], string.format('%.6f', next_tat), 'PX', math.ceil((next_tat - now) * 1000) + 60000)
 return string.format('%.6f', tat - now)
 """
-# The first candidate no other job holds becomes this job's. KEYS: the candidates' claim keys, oldest first.
-# ARGV: job id, ttl. Returns the 1-based index of the one claimed (or already this job's), 0 for none.
+# The first candidate no other job holds becomes this job's. KEYS: the account's sent-id hashes that may hold a
+# claim, this hour's first (where a claim goes). ARGV: the job's id (compact), that hash's ttl, then the
+# candidates' digests, oldest first. Returns the 1-based index of the one claimed (or already this job's), 0 for none.
 _CLAIM = """
-for i, key in ipairs(KEYS) do
-  local owner = redis.call('GET', key)
-  if not owner then
-    redis.call('SET', key, ARGV[1], 'EX', ARGV[2])
-    return i
+for i = 3, #ARGV do
+  local taken = false
+  for _, key in ipairs(KEYS) do
+    local owner = redis.call('HGET', key, ARGV[i])
+    if owner == ARGV[1] then return i - 2 end
+    if owner then taken = true break end
   end
-  if owner == ARGV[1] then return i end
+  if not taken then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+    return i - 2
+  end
 end
 return 0
 """
@@ -185,8 +190,9 @@ class Reconciler:
     """Asks the Conversations API for one job at a time. ``redact`` blanks tokens out of Meta's error text."""
 
     def __init__(self, client: redis.Redis, *, redact: Callable[[str], str] = lambda text: text,
-                 grace: float = GRACE, sleep: Callable[[float], None] = time.sleep):
+                 grace: float = GRACE, sleep: Callable[[float], None] = time.sleep, delivered_ttl: int = 24 * 3600):
         self.client = client
+        self.keep = sent.keep_seconds(delivered_ttl)
         self.redact = redact
         self.grace = grace
         self.sleep = sleep
@@ -289,8 +295,8 @@ class Reconciler:
         return body
 
     def _claim_first(self, job_id: str, account: Account, ids: list[str]) -> str | None:
-        index = int(self._claim(keys=[message_claim_key(account.name, mid) for mid in ids],
-                                args=[job_id, MESSAGE_CLAIM_TTL]))
+        index = int(self._claim(keys=sent.recent_keys(account.name, within=MAX_AGE + CLOCK_SKEW),
+                                args=[sent.compact_job_id(job_id), self.keep, *map(sent.digest, ids)]))
         return ids[index - 1] if index else None
 
     def _hold(self, job_id: str, seconds: float) -> None:

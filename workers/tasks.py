@@ -24,7 +24,7 @@ from igsend.core.celery_app import TASK_NAME, get_app, summarize_arguments
 from igsend.core.errors import IgsendError
 from igsend.core.records import JobStatus, NotReplicated, Outcomes, conversation_of, recipient_of
 from igsend.core.settings import get_settings
-from igsend.core.store import get_redis, job_key, lock_key, message_claim_key
+from igsend.core.store import get_redis, job_key, lock_key
 from schemas import FACEBOOK_LOGIN_ONLY, SEND_CLASS, InvalidMessage, graph_body, load_message, staged
 from workers import uploads
 from workers.accounts import (
@@ -52,7 +52,7 @@ from workers.metrics import (
     RETRIES,
     TOKEN_RELOADS,
 )
-from workers.reconcile import Found, Reconciler, comparable_text
+from workers.reconcile import Found, Reconciler
 from workers.retry import RetryPolicy, throttle_wait
 from workers.usage import read_usage, retry_after
 
@@ -97,7 +97,7 @@ class _Context:
         self.graph = GraphClient(pool_size=max(10, pool))
         self.breaker = Breaker(self.redis)
         self.secrets = secrets()
-        self.reconciler = Reconciler(self.redis, redact=self.scrub)
+        self.reconciler = Reconciler(self.redis, redact=self.scrub, delivered_ttl=settings.delivered_ttl)
         self.slowdown: dict[str, float] = {}
 
     def scrub(self, text: str) -> str:
@@ -260,11 +260,8 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
             result["message_id"] = body["message_id"]
         if "comment_id" in msg:
             result["comment_id"] = msg["comment_id"]
-        claim = None
-        if ctx.settings.unknown_outcome == "reconcile" and result.get("message_id") and comparable_text(msg):
-            claim = message_claim_key(msg["account"], result["message_id"])  # no other job's reconciliation takes it
         _record_delivered(ctx, job_id, result, entry, forget=reset_keys(msg["account"]),
-                          conversation=conversation_of(msg), claim=claim)
+                          conversation=conversation_of(msg), account=msg["account"])
         FINISHED.labels(msg["account"], msg["kind"], "delivered").inc()
         # What Flower shows as the task's result: Meta's answer plus who/what/how many tries; no secrets.
         return {**result, "account": msg["account"], "kind": msg["kind"], "attempts": admission.attempt}
@@ -317,9 +314,8 @@ def _reconcile(ctx: _Context, job_id: str, msg: dict[str, Any], account: Account
     if found.found is Found.DELIVERED and found.message_id:
         result = {"recipient_id": str(msg["recipient"]), "message_id": found.message_id}
         delivered = {**entry, "outcome": "delivered", "reconciled": f"{verdict.reason}; {found.reason}"}
-        # the reconciler claimed Meta's message id for this job already
         _record_delivered(ctx, job_id, result, delivered, forget=reset_keys(msg["account"]),
-                          conversation=conversation_of(msg))
+                          conversation=conversation_of(msg), account=msg["account"])
         _count_reconciled(ctx, msg, "delivered")
         FINISHED.labels(msg["account"], msg["kind"], "delivered").inc()
         log.info("reconciled job=%s: delivered (%s), message_id=%s", job_id, verdict.reason, found.message_id)
@@ -350,7 +346,7 @@ def _count_reconciled(ctx: _Context, msg: dict[str, Any], result: str) -> None:
 
 
 def _record_delivered(ctx: _Context, job_id: str, result: dict[str, Any], entry: dict[str, Any], *,
-                      forget: list[str], conversation: str | None = None, claim: str | None = None) -> None:
+                      forget: list[str], conversation: str | None = None, account: str | None = None) -> None:
     """Write the delivered record until the replicas confirm it (IGSEND_REDIS_REPLICA_ACKS), through a failover.
 
     The POST went out: this worker alone knows Meta's answer, so it keeps trying (the write is idempotent) rather
@@ -360,7 +356,7 @@ def _record_delivered(ctx: _Context, job_id: str, result: dict[str, Any], entry:
     give_up_at = time.monotonic() + RECORD_PATIENCE
     while True:
         try:
-            ctx.outcomes.delivered(job_id, result, entry, forget=forget, conversation=conversation, claim=claim)
+            ctx.outcomes.delivered(job_id, result, entry, forget=forget, conversation=conversation, account=account)
             return
         except (NotReplicated, redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as exc:
             if time.monotonic() > give_up_at:

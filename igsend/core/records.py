@@ -24,6 +24,7 @@ import redis
 from redis.commands.core import Script
 from redis.typing import EncodableT
 
+from igsend.core import sent
 from igsend.core.errors import CancelRefused, IgsendError, ReplayRefused
 from igsend.core.settings import get_settings
 from igsend.core.store import (
@@ -31,7 +32,6 @@ from igsend.core.store import (
     DLQ_INDEX_KEY,
     DLQ_KEY,
     INFLIGHT_KEY,
-    NO_CLAIM_KEY,
     OUTCOMES_KEY,
     PENDING_KEY,
     STATS_KEY,
@@ -61,10 +61,6 @@ class JobStatus(StrEnum):
     def final(self) -> bool:
         return self in FINAL
 
-
-#: Seconds the id of a delivered message stays claimed by its job (``igsend:mid:{account}:{message id}``): longer
-#: than any reconciliation comes after its attempt (workers/reconcile.py reconciles none older than this allows).
-MESSAGE_CLAIM_TTL = 600
 
 FINAL = frozenset({JobStatus.DELIVERED, JobStatus.DEAD, JobStatus.UNKNOWN, JobStatus.CANCELLED})
 #: Statuses an operator may replay from the DLQ.
@@ -194,7 +190,10 @@ def _num(value: str | None) -> float | None:
 def decode_done(job_id: str, raw: str) -> dict[str, Any]:
     """A delivered job's compact document (``lua/finish.lua``) as the same status JSON as any other job."""
     doc = json.loads(raw)
-    result = {"recipient_id": doc.get("ri") or doc.get("r"), **({"message_id": doc["mi"]} if doc.get("mi") else {})}
+    message_id = sent.expand_message_id(doc.get("mi"))
+    result = {"recipient_id": doc.get("ri") or doc.get("r"), **({"message_id": message_id} if message_id else {})}
+    if "d" not in doc:  # written since 2026-12: the delivery as milliseconds after the creation
+        doc["d"] = round(doc["c"] + doc.get("e", 0) / 1000, 4)
     if str(doc.get("r") or "").startswith(COMMENT_PREFIX):  # a private reply: the comment it answered
         result["comment_id"] = doc["r"].removeprefix(COMMENT_PREFIX)
     log = doc.get("l") or [{"attempt": doc.get("n", 1), "at": doc["d"] - (doc.get("ms") or 0) / 1000,
@@ -407,16 +406,21 @@ class Outcomes:
         pipe.execute()
 
     def delivered(self, job_id: str, result: dict[str, Any], attempt_entry: dict[str, Any], *,
-                  forget: list[str] | None = None, conversation: str | None = None, claim: str | None = None) -> None:
+                  forget: list[str] | None = None, conversation: str | None = None,
+                  account: str | None = None) -> None:
         """Meta accepted it: the job shrinks to its compact record (one key), atomically with the end of its
         lock. ``forget``: keys to delete in the same step (e.g. the account's circuit breaker); ``conversation``:
-        an ordered job's, whose next job may then go (in the same transaction); ``claim``: the key that claims
-        Meta's message id for this job for MESSAGE_CLAIM_TTL seconds (``store.message_claim_key``)."""
+        an ordered job's, whose next job may then go (in the same transaction); ``account``: the sending
+        account, under which Meta's message id leads back to the job (igsend/core/sent.py) for as long as the
+        record lasts."""
+        now = time.time()
+        message_id = result.get("message_id") or ""
+        index = sent.sent_key(account, now) if account and message_id else sent.NO_INDEX_KEY
         keys = [job_key(job_id), attempts_key(job_id), done_key(job_id), lock_key(job_id), INFLIGHT_KEY,
-                OUTCOMES_KEY, DLQ_KEY, DLQ_INDEX_KEY, claim or NO_CLAIM_KEY, *(forget or [])]
-        args = [job_id, result["recipient_id"], result.get("message_id") or "",
-                json.dumps(attempt_entry, ensure_ascii=False), time.time(), self.delivered_ttl, self.stream_max,
-                MESSAGE_CLAIM_TTL]
+                OUTCOMES_KEY, DLQ_KEY, DLQ_INDEX_KEY, index, *(forget or [])]
+        args = [job_id, result["recipient_id"], message_id, json.dumps(attempt_entry, ensure_ascii=False), now,
+                self.delivered_ttl, self.stream_max, sent.keep_seconds(self.delivered_ttl),
+                sent.digest(message_id) if message_id else "", sent.MESSAGE_ID_PREFIX, sent.compact_job_id(job_id)]
         if not self.replica_acks and conversation is None:
             self._finish(keys=keys, args=args)
             return

@@ -94,16 +94,6 @@ def attachment_key(account: str, sha256: str) -> str:
     return f"{PREFIX}attachment:{account}:{sha256}"
 
 
-def message_claim_key(account: str, message_id: str) -> str:
-    """Which job a message Meta shows in a conversation belongs to (its id), for a short while: a reconciliation
-    (workers/reconcile.py) never takes another job's message for its own."""
-    return f"{PREFIX}mid:{account}:{message_id}"
-
-
-#: Stands for "no message to claim" in the finish script (an igsend key name, so ACL key patterns cover it).
-NO_CLAIM_KEY = f"{PREFIX}mid:"
-
-
 def held_key(account: str) -> str:
     """Jobs held back while their account is marked broken (sorted by when they were held)."""
     return f"{PREFIX}held:{account}"

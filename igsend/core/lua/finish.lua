@@ -1,10 +1,12 @@
 -- A delivered job shrinks to one small string: the hash and its attempt log are replaced by a compact JSON
 -- document (kind, account, recipient, Meta's ids, times; the attempt log only when there was more than one
 -- attempt), kept for the delivered retention. The text of the message is not kept: it was sent.
--- KEYS: job hash, attempts list, done key, lock, inflight, outcome stream, dlq, dlq index, the message's claim
---       ('igsend:mid:' for none), then keys to delete (breaker).
+-- KEYS: job hash, attempts list, done key, lock, inflight, outcome stream, dlq, dlq index, the account's hash of
+--       sent message ids for this hour ('igsend:sent:' for none: igsend/core/sent.py), then keys to delete
+--       (breaker).
 -- ARGV: job id, recipient_id, message_id ('' for none), attempt entry (JSON), now, delivered ttl,
---       stream max length, claim ttl
+--       stream max length, the sent hash's ttl, the message id's digest (its field), the prefix of Instagram
+--       message ids (stored as '~'), the job id as the sent hash keeps it (compact)
 if redis.call('EXISTS', KEYS[3]) == 1 then
   -- Recorded already (this call again, after a failover or a shortfall of replica acks): keep the record, but
   -- still write (its TTL), so a WAIT after this call covers the record on this primary.
@@ -15,10 +17,22 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
 end
 local rec = redis.call('HMGET', KEYS[1], 'kind', 'account', 'recipient', 'attempts', 'created_at')
 local entry = cjson.decode(ARGV[4])
-local doc = {k = rec[1], a = rec[2], r = rec[3], n = tonumber(rec[4] or '1') or 1,
-             c = tonumber(rec[5] or ARGV[5]), d = tonumber(ARGV[5]), ms = entry['latency_ms']}
+local now = tonumber(ARGV[5])
+local created = tonumber(rec[5] or ARGV[5]) or now
+-- Every byte here is kept a day for every delivered message: the delivery time as milliseconds after the
+-- creation, the attempt count only when it is not 1, Meta's message id without the prefix all of them share.
+local doc = {k = rec[1], a = rec[2], r = rec[3], c = created, e = math.floor((now - created) * 1000 + 0.5),
+             ms = entry['latency_ms']}
+local attempts = tonumber(rec[4] or '1') or 1
+if attempts ~= 1 then doc['n'] = attempts end
 if ARGV[2] ~= rec[3] then doc['ri'] = ARGV[2] end  -- Meta answers with the recipient's id: usually the same
-if ARGV[3] ~= '' then doc['mi'] = ARGV[3] end
+if ARGV[3] ~= '' then
+  if string.sub(ARGV[3], 1, #ARGV[10]) == ARGV[10] then
+    doc['mi'] = '~' .. string.sub(ARGV[3], #ARGV[10] + 1)
+  else
+    doc['mi'] = ARGV[3]
+  end
+end
 local previous = redis.call('LRANGE', KEYS[2], 0, -1)
 if #previous > 0 then
   local log = {}
@@ -35,7 +49,11 @@ redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[1], 'status'
 -- Meta's answer says delivered, so it leaves the DLQ.
 redis.call('HDEL', KEYS[7], ARGV[1])
 redis.call('ZREM', KEYS[8], ARGV[1])
--- The message Meta shows in the conversation is this job's: a reconciliation of another job must not take it.
-if KEYS[9] ~= 'igsend:mid:' then redis.call('SET', KEYS[9], ARGV[1], 'EX', ARGV[8]) end
+-- Meta's message id leads back to this job: a read receipt or a reaction finds it, and a reconciliation of
+-- another job never takes it.
+if KEYS[9] ~= 'igsend:sent:' then
+  redis.call('HSET', KEYS[9], ARGV[9], ARGV[11])
+  redis.call('EXPIRE', KEYS[9], ARGV[8])
+end
 for i = 10, #KEYS do redis.call('DEL', KEYS[i]) end
 return 1

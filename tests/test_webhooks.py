@@ -290,6 +290,31 @@ def test_post_shares_keep_what_is_not_a_post_as_given() -> None:
         {"type": "ig_post", "payload": other}, {"type": "ig_post", "payload": POST_PAYLOAD}]
 
 
+def test_message_edits_are_recorded_and_never_fail_a_delivery(api: str, db: redis_lib.Redis) -> None:
+    """Meta documents ``message_edit`` for Messenger only: taken when it comes, each edit once."""
+    t = 1_760_000_060_000
+    first = item("P1", SHOP_ID, t + 1000, message_edit={"mid": "m-edited", "text": "Hi!", "num_edit": 1})
+    document = batch(
+        SHOP_ID,
+        item("P1", SHOP_ID, t, message={"mid": "m-edited", "text": "Hi"}),
+        first,
+        item("P1", SHOP_ID, t + 2000, message_edit={"mid": "m-edited", "text": "Hi!!", "num_edit": 2}),
+        item("P1", SHOP_ID, t + 3000, message_edit={"mid": "m-no-count", "text": "edited"}),
+        item("P1", SHOP_ID, t + 4000, message_edit="not an object"),
+    )
+    assert post(api, document).status_code == 200
+    assert post(api, batch(SHOP_ID, first)).status_code == 200  # Meta's retry of the first edit
+    got = settled(db, 5)
+    assert [(e["type"], e["mid"], e["text"]) for e in got] == [
+        ("message", "m-edited", "Hi"), ("message_edit", "m-edited", "Hi!"), ("message_edit", "m-edited", "Hi!!"),
+        ("message_edit", "m-no-count", "edited"), ("message_edit", "", "")]
+    assert [e["event_id"] for e in got[1:4]] == ["message_edit:m-edited:1", "message_edit:m-edited:2",
+                                                 "message_edit:m-no-count:"]
+    assert got[4]["event_id"].startswith("sha256:") and json.loads(got[4]["raw"])["message_edit"] == "not an object"
+    assert inbound.last_user_message(db, "shop", "P1") == t / 1000  # an edit opens no window
+    assert db.xpending(inbound.INBOX_KEY, "igsend-api")["pending"] == 0
+
+
 def test_forged_missing_and_reserialised_signatures_are_refused_and_nothing_is_stored(api: str,
                                                                                       db: redis_lib.Redis) -> None:
     document = batch(SHOP_ID, item("P1", SHOP_ID, 1_760_000_000_000, message={"mid": "m-forged", "text": "x"}))

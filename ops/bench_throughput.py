@@ -23,6 +23,7 @@ from ops.bench_common import (
     wait_sandbox_count,
     wire_latencies,
 )
+from workers.accounts import DEFAULT_API_VERSION  # the version igsend's own rows send with
 
 
 def run_celery(tmp: Path, redis_url: str, sandbox: str, token: str, count: int, *, app: str, argv: list[str],
@@ -49,7 +50,7 @@ def run_celery(tmp: Path, redis_url: str, sandbox: str, token: str, count: int, 
         # Queue everything first, with the workers not consuming: publishing one send_task at a time from here
         # is slower than these workers, and its pace must not be what the row measures.
         client.control.cancel_consumer(queue, reply=True)
-        url = f"{sandbox}/v25.0/17841400000000000/messages"
+        url = f"{sandbox}/{DEFAULT_API_VERSION}/17841400000000000/messages"
         with client.producer_or_acquire() as producer:
             for i in range(count):
                 client.send_task(f"{queue}.send", args=[url, token, {"recipient": {"id": f"r{i}"},
@@ -95,7 +96,7 @@ def run_ceiling(sandbox: str, token: str, count: int, threads: int = 200) -> dic
 
     session = requests.Session()
     session.mount("http://", HTTPAdapter(pool_maxsize=threads))
-    url = f"{sandbox}/v25.0/17841400000000000/messages"
+    url = f"{sandbox}/{DEFAULT_API_VERSION}/17841400000000000/messages"
     me = psutil.Process()
     cpu0 = sum(me.cpu_times()[:2])
     sent_at = {}

@@ -54,6 +54,8 @@ COMMENT_FIELDS = {"comments": "comment", "live_comments": "live_comment"}
 #: Messaging webhook fields: the App Dashboard's "Test" button sends such an item as ``changes[].value``.
 MESSAGING_FIELDS = {"messages", "messaging_postbacks", "messaging_seen", "message_reactions", "messaging_referral",
                     "message_edit", "messaging_optins", "messaging_handover"}
+#: The payload keys of a shared post (``ig_post`` attachment), present in every one igsend records.
+POST_SHARE_KEYS = ("ig_post_media_id", "title", "url")
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,38 @@ def _digest(*parts: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def post_shares(attachments: Any) -> Any:
+    """A message's ``attachments`` with every shared post in one shape: ``{"type": "ig_post", "payload":
+    {"ig_post_media_id", "title", "url", ...}}``, each of :data:`POST_SHARE_KEYS` present (null when Meta left it
+    out), any other payload key kept as sent. Meta sends post shares as ``ig_post`` (since 2025-11-03; the legacy
+    ``share`` attachment beside it was dropped on 2026-04-27, Instagram changelog): a ``share`` that still arrives is
+    recorded as ``ig_post`` too, and left out when the same message holds the ``ig_post`` of the same post. Other
+    attachments, a payload that is not an object, and anything not a list are kept as given."""
+    if not isinstance(attachments, list):
+        return attachments
+    posts = {_post_key(_dict(attachment.get("payload"))) for attachment in attachments
+             if isinstance(attachment, dict) and attachment.get("type") == "ig_post"} - {""}
+    shaped: list[Any] = []
+    for attachment in attachments:
+        kind = attachment.get("type") if isinstance(attachment, dict) else None
+        if kind not in ("ig_post", "share"):
+            shaped.append(attachment)
+            continue
+        payload = attachment.get("payload")
+        if payload is not None and not isinstance(payload, dict):
+            shaped.append({**attachment, "type": "ig_post"})
+        elif kind != "share" or _post_key(payload or {}) not in posts:  # else the ig_post beside it says the same
+            shaped.append({**attachment, "type": "ig_post",
+                           "payload": {**dict.fromkeys(POST_SHARE_KEYS), **(payload or {})}})
+    return shaped
+
+
+def _post_key(payload: dict[str, Any]) -> str:
+    """What names a shared post: its media id, else its URL ("" when neither: such shares are never merged)."""
+    media_id, url = payload.get("ig_post_media_id"), payload.get("url")
+    return f"id:{media_id}" if media_id else f"url:{url}" if url else ""
+
+
 def _messaging(item: dict[str, Any], entry_id: str, at: float) -> tuple[dict[str, str], str | None]:
     """A ``messaging[]`` item's fields, and the person whose writing it is (None when it opens no window)."""
     sender = _text(_dict(item.get("sender")).get("id"))
@@ -126,7 +160,7 @@ def _messaging(item: dict[str, Any], entry_id: str, at: float) -> tuple[dict[str
         echo, deleted = bool(body.get("is_echo")), bool(body.get("is_deleted"))
         quick_reply = _dict(body.get("quick_reply"))
         fields.update(mid=mid, text=_text(body.get("text")), payload=_text(quick_reply.get("payload")),
-                      reply_to=_text(body.get("reply_to")), attachments=_text(body.get("attachments")),
+                      reply_to=_text(body.get("reply_to")), attachments=_text(post_shares(body.get("attachments"))),
                       referral=_text(body.get("referral")), is_echo=_text(echo), is_deleted=_text(deleted))
         if mid:
             event_id = f"{'message_deleted' if deleted else 'echo' if echo else 'message'}:{mid}"

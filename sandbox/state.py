@@ -18,7 +18,7 @@ from sandbox.limits import BUDGETS, HOUR, PRIVATE_REPLIES_PER_HOUR, Bucket, chec
 from sandbox.tokens import DAY, LONG_LIVED, TokenBook
 from sandbox.wire import PRIVATE_REPLY
 
-DEFAULT_APP_VERSION = "v25.0"  # what an unversioned call is served as (the App Dashboard's version at Meta)
+DEFAULT_APP_VERSION = "v27.0"  # what an unversioned call is served as (the App Dashboard's version at Meta)
 
 
 @dataclass

@@ -20,12 +20,13 @@ import requests
 
 import schemas
 from tests.test_sandbox import Server, start, stop
+from workers.accounts import DEFAULT_API_VERSION
 
 COLLECTION = Path(__file__).parent / "data" / "meta" / "instagram-platform-api.postman_collection.json"
 TOKEN = "IGQWRsamples" + "c" * 30  # the collection targets graph.instagram.com: an Instagram-Login token
 ACCOUNT = "17841400000000044"
 RECIPIENT = "1254459154682919"
-VERSION = "v25.0"
+VERSION = DEFAULT_API_VERSION
 
 # Postman variables the requests use (the collection spells the version both api_version and api-version)
 # and Meta's literal placeholders, which a reader of the samples replaces by hand.

@@ -28,7 +28,9 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from sandbox import SandboxConfig, create_app
+from sandbox.server import DEFAULT_APP_VERSION
 from tests.conftest import wait_until
+from workers.accounts import DEFAULT_API_VERSION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "tok-1"  # neither IG nor EAA: the default login kind (instagram)
@@ -36,6 +38,7 @@ ENV_TOKEN = "tok-from-env-7f3a"
 IG_TOKEN = "IGQWRtest" + "a" * 30  # Instagram Login user token
 PAGE_TOKEN = "EAAtest" + "b" * 30  # Facebook Login Page token
 PLAIN_TOKEN = "plain-token-1"  # neither prefix: the default login kind
+VERSION = DEFAULT_API_VERSION  # what igsend sends with unless IGSEND_API_VERSION says otherwise
 TOKENS = [TOKEN, ENV_TOKEN, IG_TOKEN, PAGE_TOKEN, PLAIN_TOKEN]
 ACCOUNT = "17841400000000000"
 IG_ACCOUNT, PAGE_ACCOUNT, PLAIN_ACCOUNT = "17841400000000011", "104000000000022", "17841400000000033"
@@ -52,7 +55,7 @@ class Server:
     url: str
 
     def post(self, body: dict | None = None, *, token: str | None = TOKEN, account: str = ACCOUNT,
-             version: str = "v25.0", **kwargs) -> requests.Response:
+             version: str = VERSION, **kwargs) -> requests.Response:
         headers = kwargs.pop("headers", {})
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -191,8 +194,23 @@ def test_json_bearer_message_kinds_answer_a_message_id(sandbox: Server, kind: st
     [seen] = sandbox.messages()
     assert seen["body"] == MESSAGE_KINDS[kind] and seen["message_id"] == answer.json()["message_id"]
     assert (seen["token_placement"], seen["content_type"]) == ("header", "application/json")
-    assert (seen["account"], seen["version"]) == (ACCOUNT, "v25.0")
-    assert seen["path"] == f"/v25.0/{ACCOUNT}/messages"
+    assert (seen["account"], seen["version"]) == (ACCOUNT, VERSION)
+    assert seen["path"] == f"/{VERSION}/{ACCOUNT}/messages"
+
+
+@pytest.mark.parametrize("version", ["v27.0", "v26.0", "v25.0"])
+def test_the_current_and_the_earlier_versions_are_served(sandbox: Server, version: str) -> None:
+    """v27.0 is igsend's default since 2026-11-04; v26.0 and v25.0 stay served (GRAPH_API_NOTES.md)."""
+    answer = sandbox.post(MESSAGE_KINDS["text"], version=version)
+    assert answer.status_code == 200, answer.text
+    [seen] = sandbox.messages()
+    assert (seen["version"], seen["served_version"], seen["path"]) == (version, version,
+                                                                       f"/{version}/{ACCOUNT}/messages")
+
+
+def test_the_sandbox_app_is_on_the_version_igsend_sends_by_default() -> None:
+    """An unversioned call is served with the app's version: the sandbox's app is as new as igsend's default."""
+    assert DEFAULT_APP_VERSION == DEFAULT_API_VERSION == "v27.0"
 
 
 @pytest.mark.parametrize("action,payload", [
@@ -217,7 +235,7 @@ def test_message_ids_are_fresh_and_unique(sandbox: Server) -> None:
 
 
 def test_the_seeds_form_requests_with_a_query_token(sandbox: Server) -> None:
-    url = f"{sandbox.url}/v25.0/me/messages?access_token={TOKEN}"
+    url = f"{sandbox.url}/{VERSION}/me/messages?access_token={TOKEN}"
     shapes = [  # the seed's --data strings (its typographic quotes and trailing commas left out)
         ('recipient={"id":"IGSID"}&message={"text":"TEXT-OR-LINK"}', True),
         ('recipient={"id":"IGSID"}&message={\n      "attachment": \n        {\n'
@@ -246,7 +264,7 @@ def test_the_seeds_form_requests_with_a_query_token(sandbox: Server) -> None:
 
 def test_a_token_in_a_form_field_and_a_second_token(sandbox: Server) -> None:
     data = {"access_token": TOKEN, "recipient": '{"id":"IGSID"}', "message": '{"text":"hi"}'}
-    answer = requests.post(f"{sandbox.url}/v25.0/{ACCOUNT}/messages", data=data, timeout=5)
+    answer = requests.post(f"{sandbox.url}/{VERSION}/{ACCOUNT}/messages", data=data, timeout=5)
     assert answer.status_code == 200, answer.text
     assert sandbox.post(text(), token=ENV_TOKEN).status_code == 200
     seen = sandbox.messages()
@@ -324,7 +342,7 @@ def test_exactly_1000_bytes_is_accepted(sandbox: Server) -> None:
     ('recipient={"id":"IGSID"}&message={"text":', "application/x-www-form-urlencoded"),
 ])
 def test_unparseable_bodies_answer_100(sandbox: Server, data: str, content_type: str) -> None:
-    answer = requests.post(f"{sandbox.url}/v25.0/{ACCOUNT}/messages", data=data, timeout=5,
+    answer = requests.post(f"{sandbox.url}/{VERSION}/{ACCOUNT}/messages", data=data, timeout=5,
                            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": content_type})
     assert graph_error(answer)["code"] == 100
 
@@ -343,7 +361,7 @@ def test_rate_limits_per_account_and_class() -> None:
             session.headers["Authorization"] = f"Bearer {TOKEN}"
 
             def burst(body: dict, count: int, account: str = ACCOUNT) -> list[requests.Response]:
-                return [session.post(f"{server.url}/v25.0/{account}/messages", json=body, timeout=5)
+                return [session.post(f"{server.url}/{VERSION}/{account}/messages", json=body, timeout=5)
                         for _ in range(count)]
 
             answers = burst(text(), 12)
@@ -469,9 +487,9 @@ def test_duplicates_are_counted_per_account(sandbox: Server) -> None:
 def test_tokens_never_appear_in_introspection(sandbox: Server) -> None:
     sandbox.post(text(), account="me")
     sandbox.post(text(), token=ENV_TOKEN)
-    requests.post(f"{sandbox.url}/v25.0/me/messages", params={"access_token": TOKEN}, data={
+    requests.post(f"{sandbox.url}/{VERSION}/me/messages", params={"access_token": TOKEN}, data={
         "recipient": '{"id":"x"}', "message": '{"text":"x"}'}, timeout=5)
-    requests.post(f"{sandbox.url}/v25.0/me/messages", data={
+    requests.post(f"{sandbox.url}/{VERSION}/me/messages", data={
         "access_token": ENV_TOKEN, "recipient": '{"id":"x"}', "message": '{"text":"x"}'}, timeout=5)
     shown = json.dumps([sandbox.get("/_sandbox/messages"), sandbox.get("/_sandbox/stats"),
                         sandbox.get("/_sandbox/config")])
@@ -513,7 +531,7 @@ def test_appsecret_proof_is_required_when_the_app_secret_is_set() -> None:
         assert server.post(text(), params={"appsecret_proof": proof}).status_code == 200
         form = {"access_token": TOKEN, "appsecret_proof": proof, "recipient": '{"id":"r"}',
                 "message": '{"text":"x"}'}
-        assert requests.post(f"{server.url}/v25.0/me/messages", data=form, timeout=5).status_code == 200
+        assert requests.post(f"{server.url}/{VERSION}/me/messages", data=form, timeout=5).status_code == 200
         missing = graph_error(server.post(text()))
         assert missing["code"] == 100 and "appsecret_proof" in missing["message"]
         # a proof made for another token
@@ -541,7 +559,7 @@ def test_bad_fault_specs_are_refused(sandbox: Server, spec: object) -> None:
 def send(sandbox: Server, token: str, account: str, recipient: str = "IGSID", body: dict | None = None,
          **kwargs) -> requests.Response:
     body = body or {"recipient": {"id": recipient}, "message": {"text": "hi"}}
-    return requests.post(f"{sandbox.url}/v25.0/{account}/messages", json=body, timeout=5,
+    return requests.post(f"{sandbox.url}/{VERSION}/{account}/messages", json=body, timeout=5,
                          headers={"Authorization": f"Bearer {token}"}, **kwargs)
 
 
@@ -575,7 +593,7 @@ def test_the_token_prefix_sets_login_budgets_and_error_type(sandbox: Server) -> 
     assert error_of(send(sandbox, IG_TOKEN, IG_ACCOUNT, body=bad), 400, "IGApiException")["code"] == 100
     assert error_of(send(sandbox, PAGE_TOKEN, PAGE_ACCOUNT, body=bad), 400, "OAuthException")["code"] == 100
     # the seed's own shape (form fields, query token) with a Page token is Facebook Login as well
-    form = requests.post(f"{sandbox.url}/v25.0/me/messages", params={"access_token": PAGE_TOKEN},
+    form = requests.post(f"{sandbox.url}/{VERSION}/me/messages", params={"access_token": PAGE_TOKEN},
                          data='recipient={"id":"IGSID"}&message={"text":""}',
                          headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=5)
     assert error_of(form, 400, "OAuthException")["error_subcode"] == 2534015
@@ -590,7 +608,7 @@ def test_an_explicit_login_wins_over_the_token(sandbox: Server) -> None:
     assert error_of(send(sandbox, PLAIN_TOKEN, PLAIN_ACCOUNT, body=bad), 400, "OAuthException")
     assert send(sandbox, PLAIN_TOKEN, PLAIN_ACCOUNT).status_code == 200
     assert sandbox.get("/_sandbox/stats")["by_account"][PLAIN_ACCOUNT]["budgets"]["text"] == 300
-    wrong_method = requests.get(f"{sandbox.url}/v25.0/{PLAIN_ACCOUNT}/messages", timeout=5,
+    wrong_method = requests.get(f"{sandbox.url}/{VERSION}/{PLAIN_ACCOUNT}/messages", timeout=5,
                                 headers={"Authorization": f"Bearer {PLAIN_TOKEN}"})
     assert error_of(wrong_method, 400, "GraphMethodException")["error_subcode"] == 33
     requests.post(f"{sandbox.url}/_sandbox/config", json={"default_login": "facebook"}, timeout=5)
@@ -618,7 +636,7 @@ async def _burst(tokens_and_bodies: list[tuple[str, str, dict]]) -> list[int]:
     config = SandboxConfig(tokens=[IG_TOKEN, PAGE_TOKEN])
     async with TestServer(create_app(config)) as server, ClientSession() as session:
         async def one(token: str, account: str, body: dict) -> int:
-            async with session.post(server.make_url(f"/v25.0/{account}/messages"), json=body,
+            async with session.post(server.make_url(f"/{VERSION}/{account}/messages"), json=body,
                                     headers={"Authorization": f"Bearer {token}"}) as response:
                 await response.read()
                 return response.status
@@ -675,15 +693,15 @@ def test_token_errors_are_typed_by_the_tokens_login_kind(sandbox: Server) -> Non
 # --- 3. routes other than the Send API ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("method,path,code,subcode,words", [
-    ("GET", f"/v25.0/{IG_ACCOUNT}/messages", 100, 33, f"Unsupported get request. Object with ID '{IG_ACCOUNT}'"),
-    ("DELETE", "/v25.0/me/messages", 100, 33, "Unsupported delete request. Object with ID 'me'"),
-    ("PUT", "/v25.0/me/messages", 100, 33, "Unsupported put request"),
+    ("GET", f"/{VERSION}/{IG_ACCOUNT}/messages", 100, 33, f"Unsupported get request. Object with ID '{IG_ACCOUNT}'"),
+    ("DELETE", f"/{VERSION}/me/messages", 100, 33, "Unsupported delete request. Object with ID 'me'"),
+    ("PUT", f"/{VERSION}/me/messages", 100, 33, "Unsupported put request"),
     ("GET", "/", 100, 33, "Unsupported get request"),
-    ("GET", "/v25.0/me", 100, 33, "Object with ID 'me'"),
-    ("POST", "/v25.0/me/conversations_x", 2500, None, "Unknown path components: /conversations_x"),
-    ("POST", "/v25.0/me/messages/extra", 2500, None, "Unknown path components: /messages/extra"),
+    ("GET", f"/{VERSION}/me", 100, 33, "Object with ID 'me'"),
+    ("POST", f"/{VERSION}/me/conversations_x", 2500, None, "Unknown path components: /conversations_x"),
+    ("POST", f"/{VERSION}/me/messages/extra", 2500, None, "Unknown path components: /messages/extra"),
     ("POST", "/latest/me/messages", 2500, None, "Unknown path components: /me/messages"),
-    ("POST", "/v25.0/a-b/messages", 803, None, "(#803) Some of the aliases you requested do not exist: a-b"),
+    ("POST", f"/{VERSION}/a-b/messages", 803, None, "(#803) Some of the aliases you requested do not exist: a-b"),
 ])
 def test_other_routes_answer_graph_errors(sandbox: Server, method: str, path: str, code: int,
                                           subcode: int | None, words: str) -> None:
@@ -701,7 +719,7 @@ def test_an_unversioned_call_is_served_like_meta_with_the_apps_version(sandbox: 
                            json={"recipient": {"id": "r"}, "message": {"text": "x"}}, timeout=5)
     assert answer.status_code == 200 and answer.json()["message_id"]
     [seen] = sandbox.messages()
-    assert (seen["version"], seen["served_version"], seen["path"]) == (None, "v25.0", "/me/messages")
+    assert (seen["version"], seen["served_version"], seen["path"]) == (None, DEFAULT_APP_VERSION, "/me/messages")
 
 
 def test_unknown_sandbox_endpoints_answer_json(sandbox: Server) -> None:

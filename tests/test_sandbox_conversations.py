@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from sandbox import SandboxConfig
-from tests.test_sandbox import Server, serve
+from tests.test_sandbox import VERSION, Server, serve
 
 TOKEN = "IGQWRconv" + "c" * 30
 ACCOUNT = "17841400000000077"
@@ -35,11 +35,11 @@ def fresh(server: Server) -> None:
 
 def send(server: Server, recipient: str, text: str | None = "hi", **body: object) -> requests.Response:
     message = {"recipient": {"id": recipient}, **({"message": {"text": text}} if text is not None else {}), **body}
-    return requests.post(f"{server.url}/v25.0/{ACCOUNT}/messages", json=message, headers=AUTH, timeout=5)
+    return requests.post(f"{server.url}/{VERSION}/{ACCOUNT}/messages", json=message, headers=AUTH, timeout=5)
 
 
 def get(server: Server, path: str, **params: str) -> requests.Response:
-    return requests.get(f"{server.url}/v25.0/{path}", params=params, headers=AUTH, timeout=5)
+    return requests.get(f"{server.url}/{VERSION}/{path}", params=params, headers=AUTH, timeout=5)
 
 
 def conversation_of(server: Server, recipient: str) -> str:
@@ -79,7 +79,7 @@ def test_nobody_there_is_an_empty_list_and_platform_is_required(server: Server) 
     refused = get(server, f"{ACCOUNT}/conversations", user_id="nobody")
     assert refused.status_code == 400 and refused.json()["error"]["code"] == 100
     time.sleep(1.0)
-    wrong_token = requests.get(f"{server.url}/v25.0/{ACCOUNT}/conversations", params={"platform": "instagram"},
+    wrong_token = requests.get(f"{server.url}/{VERSION}/{ACCOUNT}/conversations", params={"platform": "instagram"},
                                headers={"Authorization": "Bearer IGQnope"}, timeout=5)
     assert wrong_token.json()["error"]["code"] == 190
     assert get(server, "me").json()["error"]["code"] == 100  # still no such node

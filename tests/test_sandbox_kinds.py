@@ -24,6 +24,7 @@ from tests.test_sandbox import (
     PAGE_ACCOUNT,
     PAGE_TOKEN,
     TOKENS,
+    VERSION,
     Server,
     error_of,
     send,
@@ -172,7 +173,7 @@ def test_typing_and_seen_answer_the_recipient_only(sandbox: Server, action: str)
 def test_the_seeds_form_encoding_carries_the_new_shapes(sandbox: Server) -> None:
     data = {"recipient": json.dumps({"id": "IGSID"}), "message": json.dumps(quick_replies(1)["message"]),
             "reply_to": json.dumps({"mid": "m_1"})}
-    answer = requests.post(f"{sandbox.url}/v25.0/me/messages", params={"access_token": PAGE_TOKEN}, data=data,
+    answer = requests.post(f"{sandbox.url}/{VERSION}/me/messages", params={"access_token": PAGE_TOKEN}, data=data,
                            timeout=5)
     accepted(answer)
     [seen] = sandbox.messages()
@@ -181,7 +182,7 @@ def test_the_seeds_form_encoding_carries_the_new_shapes(sandbox: Server) -> None
 
 def test_multipart_fields_carry_them_too(sandbox: Server) -> None:
     parts = {"recipient": (None, json.dumps({"id": "IGSID"})), "message": (None, json.dumps(images(2)["message"]))}
-    answer = requests.post(f"{sandbox.url}/v25.0/{PAGE_ACCOUNT}/messages", files=parts, timeout=5,
+    answer = requests.post(f"{sandbox.url}/{VERSION}/{PAGE_ACCOUNT}/messages", files=parts, timeout=5,
                            headers={"Authorization": f"Bearer {PAGE_TOKEN}"})
     accepted(answer)
     [seen] = sandbox.messages()
@@ -510,7 +511,7 @@ def upload(sandbox: Server, kind: str = "image", data: bytes = b"\x89PNG fake im
     fields = {"message": json.dumps({"attachment": {"type": kind, "payload": payload}})}
     if platform is not None:
         fields["platform"] = platform
-    return requests.post(f"{sandbox.url}/v25.0/{account}/message_attachments", data=fields,
+    return requests.post(f"{sandbox.url}/{VERSION}/{account}/message_attachments", data=fields,
                          files={"filedata": (filename, data, "application/octet-stream")},
                          headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
@@ -548,7 +549,7 @@ def test_each_media_type_uploads_and_sends(sandbox: Server, kind: str) -> None:
 
 
 def test_upload_from_a_url_in_json(sandbox: Server) -> None:
-    answer = requests.post(f"{sandbox.url}/v25.0/{PAGE_ACCOUNT}/message_attachments", timeout=5,
+    answer = requests.post(f"{sandbox.url}/{VERSION}/{PAGE_ACCOUNT}/message_attachments", timeout=5,
                            headers={"Authorization": f"Bearer {PAGE_TOKEN}"},
                            json={"platform": "instagram", "message": {"attachment": {
                                "type": "file", "payload": {"url": "https://cdn.example.com/menu.pdf",
@@ -599,7 +600,7 @@ def test_an_issued_id_is_sent_as_its_type_and_a_non_reusable_one_once(sandbox: S
 
 
 def test_other_methods_on_the_upload_edge_answer_graph_errors(sandbox: Server) -> None:
-    answer = requests.get(f"{sandbox.url}/v25.0/{PAGE_ACCOUNT}/message_attachments", timeout=5,
+    answer = requests.get(f"{sandbox.url}/{VERSION}/{PAGE_ACCOUNT}/message_attachments", timeout=5,
                           headers={"Authorization": f"Bearer {PAGE_TOKEN}"})
     assert error_of(answer, 400, "GraphMethodException")["error_subcode"] == 33
     assert error_of(upload(sandbox, token="nope"), 400, "IGApiException")["code"] == 190

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.test_sandbox import ROOT, start, stop
+from tests.test_sandbox import ROOT, VERSION, start, stop
 
 TOKEN = "tok-1"
 ENV_TOKEN = "tok-from-env-7f3a"
@@ -25,7 +25,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def send(url: str, token: str, account: str, **kwargs: object) -> requests.Response:
-    return requests.post(f"{url}/v25.0/{account}/messages", json={"recipient": {"id": "r"}, "message": {"text": "x"}},
+    return requests.post(f"{url}/{VERSION}/{account}/messages",
+                         json={"recipient": {"id": "r"}, "message": {"text": "x"}},
                          headers={"Authorization": f"Bearer {token}"}, timeout=5, **kwargs)
 
 

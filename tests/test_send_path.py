@@ -12,6 +12,7 @@ import requests
 import producers
 from schemas import graph_body, load_message
 from tests.conftest import ACCOUNT_ID, ALL_TOKENS, SHOP_PAGE_ID, TOKEN, queue_depth, received, wait_until
+from workers.accounts import DEFAULT_API_VERSION
 
 pytestmark = pytest.mark.usefixtures("worker", "clean")
 
@@ -67,7 +68,7 @@ def test_every_kind_is_delivered_with_the_documented_request(sandbox: str, accou
             entry = by_id[results[kind]["message_id"]]
         else:
             entry = next(e for e in wire if e["body"].get("sender_action") == kind)
-        assert entry["path"] == f"/v25.0/{account_id}/messages"
+        assert entry["path"] == f"/{DEFAULT_API_VERSION}/{account_id}/messages"
         assert entry["token_placement"] == "header"
         assert entry["content_type"] == expected_type
         assert entry["body"] == expected_body

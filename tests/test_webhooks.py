@@ -232,6 +232,89 @@ def test_a_signed_delivery_lands_in_the_stream_normalised_and_opens_the_window(a
     assert db.xpending(inbound.INBOX_KEY, "igsend-api")["pending"] == 0
 
 
+POST_URL = "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=18139494541428835&signature=abc"
+POST_PAYLOAD = {"ig_post_media_id": "18139494541428835", "title": "Build a workspace that attracts talent",
+                "url": POST_URL}  # Meta's example (Instagram Platform, "Post shares: new attachment type")
+
+
+def test_shared_posts_are_recorded_as_ig_post_whether_meta_sends_ig_post_or_the_legacy_share(
+        api: str, db: redis_lib.Redis) -> None:
+    t = 1_760_000_050_000
+    image = {"type": "image", "payload": {"url": "https://cdn.example.com/b.jpg"}}
+    document = batch(
+        SHOP_ID,
+        item("P1", SHOP_ID, t, message={"mid": "m-ig-post", "attachments": [
+            {"type": "ig_post", "payload": POST_PAYLOAD}]}),
+        item("P1", SHOP_ID, t + 1000, message={"mid": "m-share", "attachments": [
+            {"type": "share", "payload": POST_PAYLOAD}]}),
+        # the transition: Meta sent both for one post; the other attachment stays where it was
+        item("P1", SHOP_ID, t + 2000, message={"mid": "m-both", "text": "look", "attachments": [
+            {"type": "share", "payload": POST_PAYLOAD}, image, {"type": "ig_post", "payload": POST_PAYLOAD}]}),
+        # an older share: a URL alone
+        item("P2", SHOP_ID, t + 3000, message={"mid": "m-old-share", "attachments": [
+            {"type": "share", "payload": {"url": POST_URL}}]}),
+        item("P3", SHOP_ID, t + 4000, message={"mid": "m-extra", "attachments": [
+            {"type": "ig_post", "payload": {**POST_PAYLOAD, "media_product_type": "REELS"}}]}),
+    )
+    assert post(api, document).status_code == 200
+    got = {event["mid"]: event for event in settled(db, 5)}
+    assert len(got) == 5
+    shared = {"type": "ig_post", "payload": POST_PAYLOAD}
+    assert json.loads(got["m-ig-post"]["attachments"]) == [shared]
+    assert json.loads(got["m-share"]["attachments"]) == [shared]
+    assert json.loads(got["m-both"]["attachments"]) == [image, shared]
+    assert got["m-both"]["text"] == "look"
+    assert json.loads(got["m-old-share"]["attachments"]) == [
+        {"type": "ig_post", "payload": {"ig_post_media_id": None, "title": None, "url": POST_URL}}]
+    assert json.loads(got["m-extra"]["attachments"]) == [
+        {"type": "ig_post", "payload": {**POST_PAYLOAD, "media_product_type": "REELS"}}]
+    # what Meta sent stays in raw, and a shared post is a message: it opens the window
+    assert json.loads(got["m-share"]["raw"])["message"]["attachments"][0]["type"] == "share"
+    assert all(event["type"] == "message" and event["event_id"] == f"message:{mid}" for mid, event in got.items())
+    assert inbound.last_user_message(db, "shop", "P1") == (t + 2000) / 1000
+
+
+def test_post_shares_keep_what_is_not_a_post_as_given() -> None:
+    from producers.webhook_inbox import post_shares
+
+    assert post_shares(None) is None
+    assert post_shares({"type": "share"}) == {"type": "share"}  # not a list: kept (and recorded) as sent
+    assert post_shares(["x", {"type": "image"}]) == ["x", {"type": "image"}]
+    assert post_shares([{"type": "share", "payload": "odd"}]) == [{"type": "ig_post", "payload": "odd"}]
+    # no media id and no URL: nothing says two of them are one post, so neither is dropped
+    assert post_shares([{"type": "share"}, {"type": "ig_post", "payload": {}}]) == [
+        {"type": "ig_post", "payload": {"ig_post_media_id": None, "title": None, "url": None}}] * 2
+    # another post's share is not the ig_post's pair
+    other = {"ig_post_media_id": "17900000000000001", "title": "other", "url": "https://x.example/p"}
+    assert post_shares([{"type": "share", "payload": other}, {"type": "ig_post", "payload": POST_PAYLOAD}]) == [
+        {"type": "ig_post", "payload": other}, {"type": "ig_post", "payload": POST_PAYLOAD}]
+
+
+def test_message_edits_are_recorded_and_never_fail_a_delivery(api: str, db: redis_lib.Redis) -> None:
+    """Meta documents ``message_edit`` for Messenger only: taken when it comes, each edit once."""
+    t = 1_760_000_060_000
+    first = item("P1", SHOP_ID, t + 1000, message_edit={"mid": "m-edited", "text": "Hi!", "num_edit": 1})
+    document = batch(
+        SHOP_ID,
+        item("P1", SHOP_ID, t, message={"mid": "m-edited", "text": "Hi"}),
+        first,
+        item("P1", SHOP_ID, t + 2000, message_edit={"mid": "m-edited", "text": "Hi!!", "num_edit": 2}),
+        item("P1", SHOP_ID, t + 3000, message_edit={"mid": "m-no-count", "text": "edited"}),
+        item("P1", SHOP_ID, t + 4000, message_edit="not an object"),
+    )
+    assert post(api, document).status_code == 200
+    assert post(api, batch(SHOP_ID, first)).status_code == 200  # Meta's retry of the first edit
+    got = settled(db, 5)
+    assert [(e["type"], e["mid"], e["text"]) for e in got] == [
+        ("message", "m-edited", "Hi"), ("message_edit", "m-edited", "Hi!"), ("message_edit", "m-edited", "Hi!!"),
+        ("message_edit", "m-no-count", "edited"), ("message_edit", "", "")]
+    assert [e["event_id"] for e in got[1:4]] == ["message_edit:m-edited:1", "message_edit:m-edited:2",
+                                                 "message_edit:m-no-count:"]
+    assert got[4]["event_id"].startswith("sha256:") and json.loads(got[4]["raw"])["message_edit"] == "not an object"
+    assert inbound.last_user_message(db, "shop", "P1") == t / 1000  # an edit opens no window
+    assert db.xpending(inbound.INBOX_KEY, "igsend-api")["pending"] == 0
+
+
 def test_forged_missing_and_reserialised_signatures_are_refused_and_nothing_is_stored(api: str,
                                                                                       db: redis_lib.Redis) -> None:
     document = batch(SHOP_ID, item("P1", SHOP_ID, 1_760_000_000_000, message={"mid": "m-forged", "text": "x"}))

@@ -36,7 +36,7 @@ from igsend.core.errors import IgsendError
 from igsend.core.toml_files import read_toml
 
 LOGIN_HOSTS = {"instagram": "https://graph.instagram.com", "facebook": "https://graph.facebook.com"}
-DEFAULT_API_VERSION = "v25.0"
+DEFAULT_API_VERSION = "v27.0"  # v26.0 and v25.0 stay accepted: any vN.N is sent as set
 DEFAULT_APP = "default"
 
 

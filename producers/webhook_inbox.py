@@ -27,8 +27,9 @@ from typing import Any, cast
 import redis
 from redis.exceptions import RedisError, ResponseError
 
-from igsend.core import inbound, presence
+from igsend.core import inbound, presence, records, sent
 from igsend.core.records import check_replicas, wait_for_replicas
+from igsend.core.settings import get_settings
 
 log = logging.getLogger("igsend.webhooks")
 
@@ -46,7 +47,7 @@ FORGET_CONSUMER_MS = 3600 * 1000
 #: The fields of every event in ``igsend:inbound``, in this order, empty when they do not apply.
 FIELDS = ("type", "event_id", "account", "account_id", "sender", "recipient", "timestamp", "mid", "text", "payload",
           "reply_to", "attachments", "referral", "reaction", "emoji", "action", "is_echo", "is_deleted",
-          "comment_id", "media_id", "username", "received_at", "raw")
+          "comment_id", "media_id", "username", "job_id", "received_at", "raw")
 #: Messaging items that open the 24-hour window when the person (not the business) sends them.
 OPENS_WINDOW = {"message", "postback", "referral"}
 #: ``changes[].field`` values that are comments (their time is remembered for private replies).
@@ -260,6 +261,26 @@ def accounts_by_id(client: redis.Redis) -> dict[str, tuple[str, ...]]:
     return {account_id: tuple(sorted(names)) for account_id, names in found.items()}
 
 
+#: Events about a message the business sent: linked to the job that sent it (``job_id``).
+ABOUT_A_SENT_MESSAGE = {"read", "reaction"}
+
+
+def _link_to_job(client: redis.Redis, pipe: redis.client.Pipeline, event: Event) -> None:
+    """A read receipt or a reaction names Meta's id of a message: when igsend sent it, and its record still
+    lasts, the event gets the job's id, and a read receipt sets the job's ``read_at``."""
+    mid = event.fields.get("mid")
+    if event.fields.get("type") not in ABOUT_A_SENT_MESSAGE or not mid:
+        return
+    ttl = get_settings().delivered_ttl
+    job_id = next((found for account in event.accounts
+                   if (found := sent.job_of(client, account, mid, delivered_ttl=ttl))), None)
+    if job_id is None:
+        return
+    event.fields["job_id"] = job_id
+    if event.fields["type"] == "read":
+        records.mark_read(client, job_id, float(event.fields.get("timestamp") or time.time()), pipe=pipe)
+
+
 # --- the inbox --------------------------------------------------------------------------------------------------
 
 def store(client: redis.Redis, body: bytes, *, replica_acks: int = 0, replica_timeout: float = 1.0) -> str:
@@ -296,6 +317,7 @@ def process(client: redis.Redis, entries: list[tuple[Any, Mapping[Any, Any]]]) -
             received_at = time.time()
         for event in normalise(_field(fields, "body"), received_at, accounts):
             count += 1
+            _link_to_job(client, pipe, event)
             if event.note:
                 what, subject, at = event.note
                 for account in event.accounts:

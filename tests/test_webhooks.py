@@ -206,7 +206,8 @@ def test_a_signed_delivery_lands_in_the_stream_normalised_and_opens_the_window(a
     assert float(first["received_at"]) == pytest.approx(time.time(), abs=30)
     assert set(first) == {"type", "event_id", "account", "account_id", "sender", "recipient", "timestamp", "mid",
                           "text", "payload", "reply_to", "attachments", "referral", "reaction", "emoji", "action",
-                          "is_echo", "is_deleted", "comment_id", "media_id", "username", "received_at", "raw"}
+                          "is_echo", "is_deleted", "comment_id", "media_id", "username", "job_id", "received_at",
+                          "raw"}
     assert got[1]["payload"] == "YES"
     assert json.loads(got[2]["attachments"])[0]["payload"]["url"] == "https://cdn.example.com/a.jpg"
     echo = got[3]

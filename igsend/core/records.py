@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -171,6 +172,7 @@ def decode(raw: dict[str, str]) -> dict[str, Any]:
         "attempts": int(raw.get("attempts") or 0),
         "created_at": _num(raw.get("created_at")),
         "updated_at": _num(raw.get("updated_at")),
+        "read_at": None,  # only a delivered message is read
     }
     for field in ("result", "error", "message"):
         if raw.get(field):
@@ -200,7 +202,20 @@ def decode_done(job_id: str, raw: str) -> dict[str, Any]:
                             "latency_ms": doc.get("ms"), "outcome": "delivered"}]
     return {"id": job_id, "status": JobStatus.DELIVERED.value, "kind": doc.get("k"), "account": doc.get("a"),
             "recipient": doc.get("r"), "attempts": doc.get("n", 1), "created_at": doc.get("c"),
-            "updated_at": doc.get("d"), "result": result, "delivered_at": doc.get("d"), "attempt_log": log}
+            "updated_at": doc.get("d"), "result": result, "delivered_at": doc.get("d"), "attempt_log": log,
+            "read_at": iso_time(doc["rd"]) if doc.get("rd") else None}
+
+
+def iso_time(seconds: float) -> str:
+    """Unix seconds as ISO 8601 in UTC, to the millisecond (``2026-12-06T10:00:00.123Z``)."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def mark_read(client: redis.Redis, job_id: str, at: float, *, pipe: redis.client.Pipeline | None = None) -> None:
+    """A read receipt (``messaging_seen``) for a delivered job: its record gains ``read_at`` (the first receipt's
+    time); the status stays ``delivered``. Nothing happens for a job without a delivered record. With ``pipe``,
+    the step is queued on it."""
+    script(client, "read")(keys=[done_key(job_id)], args=[at], client=pipe or client)
 
 
 def read(client: redis.Redis, job_id: str) -> dict[str, Any]:

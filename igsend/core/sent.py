@@ -85,12 +85,12 @@ def job_of(client: redis.Redis, account: str, message_id: str, *, delivered_ttl:
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.hget(key, field)
-    for value in cast(list[str | None], pipe.execute()):
+    for value in cast(list[str | bytes | None], pipe.execute()):
         if value is None:
             continue
-        job_id = job_id_of(value)
+        job_id = job_id_of(value.decode() if isinstance(value, bytes) else value)
         record = client.get(done_key(job_id))
-        if record is not None and expand_message_id(json.loads(cast(str, record)).get("mi")) == message_id:
+        if record is not None and expand_message_id(json.loads(record).get("mi")) == message_id:
             return job_id
     return None
 

@@ -57,6 +57,9 @@ class StatusSchema(JobSchema):
     next_attempt_at = fields.Float()
     delivered_at = fields.Float()
     dead_at = fields.Float()
+    read_at = fields.String(allow_none=True, metadata={
+        "description": "ISO 8601: when the person first read the message (Meta's messaging_seen webhook, with "
+                       "the webhook receiver set up); null until then. The status stays delivered"})
     message = fields.Raw(metadata=STORED_MESSAGE)
     attempt_log = fields.List(fields.Nested(AttemptSchema))
 

@@ -108,7 +108,7 @@ def _round(redis_url: str, tmp: Path, waiters: int) -> dict[str, float | int]:
         wakes, statuses = [], set()
         for job, future in zip(jobs[:waiters], answers, strict=True):
             status, body, at = future.result(timeout=120)
-            statuses.add((status, body.get("status")))
+            statuses.add((status, body.get("status") if status == 200 else body.get("message")))
             wakes.append((at - cancelled[job.id]) * 1000)
         pool.shutdown()
     finally:
@@ -116,7 +116,7 @@ def _round(redis_url: str, tmp: Path, waiters: int) -> dict[str, float | int]:
         api.wait(timeout=30)
     return {
         "waiters": waiters, "threads": threads,
-        "all_answered": int(statuses == {(200, "cancelled")}),
+        "all_answered": int(statuses == {(200, "cancelled")}), "answers": sorted(map(str, statuses)),
         "past_slots_503": int(over[0] == 503), "plain_get_status": plain[0],
         "plain_get_ms": round(plain_ms, 1),
         "redis_connections_added": clients_held - clients_idle,

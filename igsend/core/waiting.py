@@ -38,6 +38,17 @@ BATCH = 1000
 #: A waiter reads the status again at least this often, wakeup or not: the rare job whose end no entry announces
 #: (its record expired while it waited, or the stream was trimmed past the reader while Redis was away).
 RECHECK_SECONDS = 60.0
+#: Status reads waiters make at once in a process. An outcome burst wakes many waiters together; unbounded, their
+#: reads would take more connections than the shared client's pool holds (redis-py's default: 100).
+CONCURRENT_READS = 32
+_reads = threading.BoundedSemaphore(CONCURRENT_READS)
+
+
+def reading() -> threading.BoundedSemaphore:
+    """Hold it (``with waiting.reading():``) around a read a woken waiter makes (the answer after a wait)."""
+    return _reads
+
+
 #: Seconds the reader waits before reading again after a Redis error (the waiters are woken to read their
 #: status themselves meanwhile).
 ERROR_PAUSE = 0.5
@@ -162,7 +173,8 @@ def wait_for(job_id: str, read_status: Callable[[], JobStatus], timeout: float |
     try:
         missing_since: float | None = None
         while True:
-            status = read_status()
+            with _reads:
+                status = read_status()
             if status.final:
                 return status
             now = time.monotonic()

@@ -201,7 +201,8 @@ MAX_WAIT = 30.0
 class WaitQuerySchema(Schema):
     wait = fields.Float(validate=validate.Range(
         min=0, max=MAX_WAIT, min_inclusive=False, error=f"must be more than 0 and at most {MAX_WAIT:g} (seconds)"),
-        metadata={"exclusiveMinimum": True, "description": f"seconds (more than 0, at most {MAX_WAIT:g}) to wait for the job to end: the "
+        metadata={"exclusiveMinimum": True,
+                  "description": f"seconds (more than 0, at most {MAX_WAIT:g}) to wait for the job to end: the "
                                  "answer comes as soon as it is final, or after this long with its status then"})
 
 
@@ -219,9 +220,11 @@ def get_message(job_id: str, wait: float | None = None) -> dict[str, Any]:
     Retry-After when the API process already holds its most waiting requests)."""
     try:
         job = get_job(checked_id(job_id))
-        if wait is not None:
-            _wait_for(job, wait)
-        return job.info()
+        if wait is None:
+            return job.info()
+        _wait_for(job, wait)
+        with waiting.reading():  # woken with many others: their reads share the process's Redis connections
+            return job.info()
     except JobNotFound as exc:
         abort(404, message=str(exc))
 

@@ -14,6 +14,8 @@
                                  # saturated accounts, an idle account's reply, bulk and private replies ahead
     ops/bench dispatch           # the dispatcher's cost per message with 10, 1,000 and 10,000 accounts holding a
                                  # backlog; bytes per waiting message in a lane and on the Celery queue
+    ops/bench waiters            # GET ?wait=30 held at once by one API process (24, 250, 1,000): Redis connections
+                                 # and commands, RSS, a plain GET meanwhile, the wakeup after each job's end
     ops/bench rate --small       # scaled down, no targets enforced (what the test suite runs)
     ops/bench throughput --small
 """
@@ -35,13 +37,14 @@ from ops.bench_rate import bench_rate  # noqa: E402
 from ops.bench_sizing import bench_pod, bench_sizing  # noqa: E402
 from ops.bench_sweep import bench_sweep  # noqa: E402
 from ops.bench_throughput import bench_throughput  # noqa: E402
+from ops.bench_waiters import bench_waiters  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ops/bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", choices=["rate", "throughput", "sweep", "memory", "ordered", "console", "pod",
-                                          "sizing", "fairness", "dispatch"])
+                                          "sizing", "fairness", "dispatch", "waiters"])
     parser.add_argument("--small", action="store_true", help="scaled-down counts, targets not enforced (CI)")
     parser.add_argument("--groups", action="store_true", help="console: two Redis groups (IGSEND_GROUPS)")
     args = parser.parse_args(argv)
@@ -64,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         return bench_fairness(args.small)
     if args.which == "dispatch":
         return bench_dispatch(args.small)
+    if args.which == "waiters":
+        return bench_waiters(args.small)
     return bench_throughput(args.small)
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, cast
 
-from igsend.core import records, routing
+from igsend.core import records, routing, waiting
 from igsend.core.celery_app import in_broker
 from igsend.core.errors import IgsendError
 from igsend.core.records import JobStatus as JobStatus
@@ -79,33 +78,26 @@ class Job:
             status = records.status_of(client, self.id)
             return _without_record(client, self.id) if status is JobStatus.NOT_FOUND else status
 
-    def wait(self, timeout: float | None = 30.0, *, poll: float = 0.05) -> JobStatus:
-        """Poll until the job is final (or has no record); return its status. Raises :class:`TimeoutError`.
+    def wait(self, timeout: float | None = 30.0, *, poll: float | None = None) -> JobStatus:
+        """Wait until the job is final (or has no record); return its status. Raises :class:`TimeoutError`.
+
+        It does not poll: the status is read once, then again only when the outcome stream names this job
+        (:mod:`igsend.core.waiting`: one thread per process and Redis reads the stream for every waiter), so it
+        returns as soon as the job ends. ``poll`` is accepted for compatibility and ignored.
 
         ``not_found`` counts only once it has lasted ``NOT_FOUND_GRACE`` seconds (or the timeout, if shorter): a
         worker takes a raw job's message off the queue and files it as unacknowledged in two steps, and in between
         it is nowhere to be seen."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        interval = poll
-        missing_since: float | None = None
-        while True:
-            status = self.status()
-            if status.final:
-                return status
-            if status is JobStatus.NOT_FOUND:
-                now = time.monotonic()
-                missing_since = now if missing_since is None else missing_since
-                if now - missing_since >= NOT_FOUND_GRACE or (deadline is not None and now >= deadline):
-                    return status
-            else:
-                missing_since = None
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {self.id} still {status.value} after {timeout} s")
-            time.sleep(interval)
-            interval = min(interval * 1.5, 0.5)
+        del poll  # accepted for compatibility: nothing polls any more
+        with routing.for_job(self.id):  # the reader of the group's Redis (IGSEND_GROUPS)
+            status = waiting.wait_for(self.id, self.status, timeout, not_found_grace=NOT_FOUND_GRACE)
+        if status.final or status is JobStatus.NOT_FOUND:
+            return status
+        raise TimeoutError(f"job {self.id} still {status.value} after {timeout} s")
 
-    def result(self, timeout: float | None = 30.0, *, poll: float = 0.05) -> dict[str, Any]:
-        """Wait for the job to finish and return Meta's answer (``recipient_id``, ``message_id``).
+    def result(self, timeout: float | None = 30.0, *, poll: float | None = None) -> dict[str, Any]:
+        """Wait for the job to finish and return Meta's answer (``recipient_id``, ``message_id``). Wakes when the
+        job ends, without polling (see :meth:`wait`; ``poll`` is accepted for compatibility and ignored).
 
         Raises :class:`MessageDead`, :class:`OutcomeUnknown` or :class:`JobCancelled` when it did not deliver,
         :class:`JobNotFound` for an id with no record, and :class:`TimeoutError` when ``timeout`` seconds pass.

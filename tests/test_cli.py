@@ -156,3 +156,32 @@ def test_demo_uses_the_redis_named_in_dot_env(tmp_path) -> None:
 def igsend_clean(*args: str, env: dict[str, str], cwd, timeout: float = 180) -> subprocess.CompletedProcess:
     """``igsend`` with exactly ``env`` (nothing of this process's environment added)."""
     return subprocess.run([*IGSEND, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+
+
+def test_status_wait_prints_the_end_it_waited_for(private_db) -> None:
+    """``igsend status ID --wait N`` on a job held in a queue no worker serves: the command is waiting (blocked in
+    its one XREAD on this database) and the job not final just before it is cancelled; it prints the cancel."""
+    import producers
+
+    job = producers.send_text("cli-wait", "held")
+    waiter = subprocess.Popen([*IGSEND, "status", job.id, "--wait", "30"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        from tests.conftest import wait_until
+
+        wait_until(lambda: any(c.get("cmd") == "xread" and "b" in c.get("flags", "") and c.get("db") == "1"
+                               for c in private_db.client_list()), timeout=120)
+        assert job.status() is producers.JobStatus.QUEUED
+        job.cancel()
+        out, err = waiter.communicate(timeout=120)
+    finally:
+        waiter.kill()
+    assert waiter.returncode == 0, err
+    assert json.loads(out)["status"] == "cancelled"
+
+
+def test_status_wait_refuses_out_of_range_naming_the_rule(redis_url: str) -> None:
+    for value in ("0", "31", "x"):
+        run = igsend("status", "some-job", "--wait", value)
+        assert run.returncode == 2 and "--wait" in run.stderr, run.stderr
+    assert "0<x<=30" in igsend("status", "some-job", "--wait", "31").stderr

@@ -69,3 +69,12 @@ def test_dispatch_bench_small_runs() -> None:
     rows = [line.split() for line in run.stdout.splitlines() if line[:1].isdigit()]
     assert [row[0] for row in rows] == ["10", "100", "1,000"]
     assert all(float(row[1]) > 0 and int(row[3]) < int(row[4]) for row in rows)  # a lane entry < an envelope
+
+
+@pytest.mark.scenario
+def test_waiters_bench_small_runs() -> None:
+    run = _run("benchmarks.py", "waiters", "--small", timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]  # every waiter answered, 503 past the slots
+    rows = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert [row["waiters"] for row in rows] == [24, 100]
+    assert all(row["redis_commands_in_hold"] == 0 for row in rows)  # nobody polls while the jobs are held

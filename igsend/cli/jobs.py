@@ -5,19 +5,25 @@ from __future__ import annotations
 import click
 
 from igsend.cli.output import fail, nobody_listening, print_json, status_json, warn_about_redis
-from igsend.core import routing
+from igsend.core import routing, waiting
 from igsend.core.errors import CancelRefused
 from producers import JobNotFound, get_job
-from producers.jobs import Job
+from producers.jobs import NOT_FOUND_GRACE, Job, JobStatus
 
 
 @click.command()
 @click.argument("job_id")
-def status(job_id: str) -> None:
+@click.option("--wait", "wait", type=click.FloatRange(min=0, max=30, min_open=True), default=None, metavar="N",
+              help="wait up to N seconds (0 < N <= 30) for the job to end: printed as soon as it is final, else "
+                   "with its status after N seconds (woken by the job's end, no polling)")
+def status(job_id: str, wait: float | None) -> None:
     """The job as JSON: id, status, attempts, result or error, and its attempt log."""
     with routing.for_job(job_id):  # with IGSEND_GROUPS: the group its id names
         try:
             job = get_job(job_id)
+            if wait is not None and waiting.wait_for(job.id, job.status, wait,
+                                                     not_found_grace=NOT_FOUND_GRACE) is JobStatus.NOT_FOUND:
+                raise JobNotFound(f"no job {job_id} (wrong id, or expired)")
         except JobNotFound as exc:
             fail(str(exc), code=1)
         info = status_json(job)

@@ -47,13 +47,16 @@ def flower(ctx: click.Context, port: int, host: str) -> None:
 @click.option("--port", default=8000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--workers", "processes", default=2, show_default=True, help="gunicorn worker processes")
-def api(port: int, host: str, processes: int) -> None:
+@click.option("--threads", default=32, show_default=True, type=click.IntRange(min=2),
+              help="requests each process serves at once; up to 8 fewer may wait for a job's end (?wait=)")
+def api(port: int, host: str, processes: int, threads: int) -> None:
     """The HTTP producer API under gunicorn (keys from IGSEND_API_KEYS, required)."""
     if not os.environ.get("IGSEND_API_KEYS", "").strip():
         fail("IGSEND_API_KEYS must hold at least one key (comma-separated)")
+    waiting = max(1, threads - 8)  # a waiting request holds its thread: the others keep at least one (8 from 9 up)
+    app = f"producers.api:create_app(max_waiting={waiting})"
     os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers",
-                               str(processes), "--threads", "8", "--access-logfile", "-",
-                               "producers.api:create_app()"])
+                               str(processes), "--threads", str(threads), "--access-logfile", "-", app])
 
 
 @click.command()

@@ -64,6 +64,8 @@ class JobStatus(StrEnum):
 
 
 FINAL = frozenset({JobStatus.DELIVERED, JobStatus.DEAD, JobStatus.UNKNOWN, JobStatus.CANCELLED})
+#: About how many entries the outcome stream (``igsend:outcomes``) keeps (XADD MAXLEN ~).
+OUTCOMES_MAX = 10_000
 #: Statuses an operator may replay from the DLQ.
 REPLAYABLE = frozenset({JobStatus.DEAD, JobStatus.UNKNOWN})
 
@@ -133,8 +135,9 @@ def cancel(client: redis.Redis, job_id: str, *, reason: str, record_ttl: int, cr
     worker's prefetch (admission reads the status). Returns the status it had; raises CancelRefused for a job that
     is sending or final, LookupError for an id with no record (unless ``create``: a raw client's message no worker
     has taken yet gets a cancelled record)."""
-    before = script(client, "cancel")(keys=[job_key(job_id), PENDING_KEY, done_key(job_id), DELAYED_KEY],
-                                      args=[job_id, reason, time.time(), record_ttl, "0" if create else "1"])
+    before = script(client, "cancel")(keys=[job_key(job_id), PENDING_KEY, done_key(job_id), DELAYED_KEY, OUTCOMES_KEY],
+                                      args=[job_id, reason, time.time(), record_ttl, "0" if create else "1",
+                                            OUTCOMES_MAX])
     if before == "missing":
         raise LookupError(f"no job {job_id}")
     if before not in CANCELLABLE and before != "":
@@ -277,10 +280,21 @@ def discard(client: redis.Redis, job_ids: list[str], idempotency_keys: list[str]
 
 
 def abandon(client: redis.Redis, job_ids: list[str], reason: str) -> None:
-    """Cancel records whose publish failed: should the message reach a worker after all, it is refused."""
+    """Cancel records whose publish failed: should the message reach a worker after all, it is refused. Each end
+    goes on the outcome stream right after its status (what igsend.core.waiting wakes on)."""
     pipe = client.pipeline(transaction=False)
     for job_id in job_ids:
+        pipe.hmget(job_key(job_id), "account", "kind")
+    found = cast(list[list[str | None]], pipe.execute())
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    for job_id, (account, kind) in zip(job_ids, found, strict=True):
         pipe.hset(job_key(job_id), mapping={"status": JobStatus.CANCELLED.value, "reason": reason})
+        if account is None:  # no record (a delivered job keeps only its compact one): no end to announce
+            continue
+        pipe.xadd(OUTCOMES_KEY, {"id": job_id, "status": JobStatus.CANCELLED.value, "account": account or "",
+                                 "kind": kind or "", "message_id": "", "at": now},
+                  maxlen=OUTCOMES_MAX, approximate=True)
     pipe.execute()
 
 
@@ -393,7 +407,7 @@ class Outcomes:
     a file nothing is dropped)."""
 
     def __init__(self, client: redis.Redis, *, record_ttl: int, delivered_ttl: int = 24 * 3600,
-                 stream_max: int = 10_000, dlq_max: int = 10_000, dlq_archive: str | None = None,
+                 stream_max: int = OUTCOMES_MAX, dlq_max: int = 10_000, dlq_archive: str | None = None,
                  replica_acks: int | None = None, replica_timeout: float | None = None):
         self.client = client
         self.record_ttl = record_ttl

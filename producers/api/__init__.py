@@ -21,6 +21,7 @@ characters (404 otherwise). When Redis does not answer within about a second eve
 from __future__ import annotations
 
 import os
+import threading
 
 from flask import Flask, request
 from flask_smorest import abort
@@ -37,21 +38,31 @@ from producers.api.openapi import MAX_BATCH
 from producers.console import console, init_console
 from producers.webhooks import start_inbox, webhooks
 
-__all__ = ["MAX_BATCH", "MAX_BODY_BYTES", "MAX_URL_CHARS", "KEYLESS_PATHS", "ErrorSchema", "configured_keys",
-           "create_app", "login_throttle", "throttled"]
+__all__ = ["MAX_BATCH", "MAX_WAITING", "MAX_BODY_BYTES", "MAX_URL_CHARS", "KEYLESS_PATHS", "ErrorSchema",
+           "configured_keys", "create_app", "login_throttle", "throttled"]
 
 # Once, at import: Flask refuses to nest a blueprint into one an app already registered. Its own blueprint, with
 # its routes documented under the messages tag (a tag of its own would change the document and generated clients).
 blp.register_blueprint(dead_letters)
 
 
-def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True) -> Flask:
-    """The WSGI app (``gunicorn 'producers.api:create_app()'``). Keys default to ``IGSEND_API_KEYS``."""
+#: Requests one process lets wait at once (``GET /v1/messages/{id}?wait=N``) unless told otherwise: each holds a
+#: server thread, so this many fewer than the threads serve everything else (``igsend api`` runs 32 threads).
+MAX_WAITING = 24
+
+
+def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True,
+               max_waiting: int = MAX_WAITING) -> Flask:
+    """The WSGI app (``gunicorn --threads 32 'producers.api:create_app()'``). Keys default to ``IGSEND_API_KEYS``;
+    ``max_waiting``: requests that may wait for a job's end at once (``?wait=``), each holding a server thread
+    (keep it below gunicorn's ``--threads``); one more answers 503 with ``Retry-After`` at once."""
     keys = configured_keys(api_keys)
     if require_keys and not keys:
         raise RuntimeError("IGSEND_API_KEYS is empty: the HTTP API does not run without keys outside the demo")
     app = Flask("igsend")
-    app.config.update(openapi.settings(keys=bool(keys)), MAX_CONTENT_LENGTH=MAX_BODY_BYTES)
+    app.config.update(openapi.settings(keys=bool(keys)), MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+                      IGSEND_MAX_WAITING=max_waiting)
+    app.extensions["igsend_waiting"] = threading.BoundedSemaphore(max(1, max_waiting))
     api = Api(app)
     openapi.add_components(api)  # first: the document lists them before the blueprints' schemas
     api.register_blueprint(blp)  # /v1: messages, and dead letters nested in it

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from typing import Any
 
-from flask import request
+from flask import current_app, request
 from flask_smorest import Blueprint, abort
 from marshmallow import Schema, fields, validate
 
-from igsend.core import routing
+from igsend.core import routing, waiting
 from igsend.core.errors import CancelRefused
 from producers import (
     EnqueueError,
@@ -30,6 +31,7 @@ from producers.api.jobs import LAST_ERROR, LOCATION, STORED_MESSAGE, AttemptSche
 from producers.api.openapi import MAX_BATCH, json_request, ref
 from producers.api.redis_check import check_redis
 from producers.api_keys import OPERATE, READ, SEND
+from producers.jobs import NOT_FOUND_GRACE
 
 #: The /v1 blueprint: the messages' routes, and dead letters nested in it (producers.api.dead_letters).
 blp = Blueprint("messages", __name__, url_prefix="/v1", description="Send messages and read their outcome")
@@ -195,18 +197,57 @@ def post_batch() -> dict[str, Any]:
             "conflicts": counts["conflict"], "results": results}
 
 
+#: The longest ``?wait=`` a GET may ask for, in seconds.
+MAX_WAIT = 30.0
+
+
+class WaitQuerySchema(Schema):
+    wait = fields.Float(validate=validate.Range(
+        min=0, max=MAX_WAIT, min_inclusive=False, error=f"must be more than 0 and at most {MAX_WAIT:g} (seconds)"),
+        metadata={"exclusiveMinimum": True,
+                  "description": f"seconds (more than 0, at most {MAX_WAIT:g}) to wait for the job to end: the "
+                                 "answer comes as soon as it is final, or after this long with its status then"})
+
+
 @blp.route("/messages/<job_id>", methods=["GET"])
 @blp.doc(operationId="getMessage")
+@blp.arguments(WaitQuerySchema, location="query", as_kwargs=True)
 @blp.response(200, StatusSchema)
 @fails(blp, 404, "no such job (or it expired)")
 @common_errors(blp)
 @scope(blp, READ)
-def get_message(job_id: str) -> dict[str, Any]:
-    """The job's status: queued, scheduled, sending, retrying, delivered, dead, unknown or cancelled."""
+def get_message(job_id: str, wait: float | None = None) -> dict[str, Any]:
+    """The job's status: queued, scheduled, sending, retrying, delivered, dead, unknown or cancelled.
+
+    With `?wait=N` the answer comes as soon as the job is final, or after N seconds with its status then (503 with
+    Retry-After when the API process already holds its most waiting requests)."""
     try:
-        return get_job(checked_id(job_id)).info()
+        job = get_job(checked_id(job_id))
+        if wait is None:
+            return job.info()
+        _wait_for(job, wait)
+        with waiting.reading():  # woken with many others: their reads share the process's Redis connections
+            return job.info()
     except JobNotFound as exc:
         abort(404, message=str(exc))
+
+
+def _wait_for(job: Job, seconds: float) -> None:
+    """Hold the request until the job is final or ``seconds`` pass, woken by the outcome stream (one reader
+    thread per process and Redis: igsend.core.waiting), in one of the process's waiting slots: a wait takes a
+    server thread, so at most ``max_waiting`` requests wait at once and the others' calls keep their threads."""
+    slots: threading.BoundedSemaphore = current_app.extensions["igsend_waiting"]
+    if not slots.acquire(blocking=False):
+        abort(503, message=f"this API process already holds its {current_app.config['IGSEND_MAX_WAITING']} "
+                           "waiting requests: ask again without wait, or in a second",
+              headers={"Retry-After": "1"})
+    try:
+        with routing.for_job(job.id):  # the reader of the group's Redis (IGSEND_GROUPS)
+            status = waiting.wait_for(job.id, job.status, seconds, not_found_grace=NOT_FOUND_GRACE)
+    finally:
+        slots.release()
+    if status is JobStatus.NOT_FOUND:
+        raise JobNotFound(f"no job {job.id} (wrong id, or expired)")
 
 
 @blp.route("/messages/<job_id>", methods=["DELETE"])

@@ -1,7 +1,9 @@
 -- Cancel a job that has not started sending; returns the status it had ('' for a raw publish that no worker
 -- had taken yet: its record is created, cancelled).
--- KEYS: job, pending, done, delayed. ARGV: job id, reason, now, record ttl, and '1' when a job without a record
--- is not to be created cancelled (a caller's cancel of an id: 'missing').
+-- KEYS: job, pending, done, delayed, outcome stream. ARGV: job id, reason, now, record ttl, '1' when a job without
+-- a record is not to be created cancelled (a caller's cancel of an id: 'missing'), the stream's max length.
+-- The end is announced on the outcome stream in the same step, as lua/finish.lua does (igsend.core.waiting wakes
+-- on it).
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'delivered' end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == false and ARGV[5] == '1' then return 'missing' end
@@ -12,6 +14,9 @@ if status == false or status == 'queued' or status == 'retrying' or status == 's
   redis.call('HSETNX', KEYS[1], 'attempts', 0)
   redis.call('HDEL', KEYS[1], 'next_attempt_at', 'slot_at')
   redis.call('EXPIRE', KEYS[1], ARGV[4])
+  local rec = redis.call('HMGET', KEYS[1], 'account', 'kind')
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'id', ARGV[1], 'status', 'cancelled',
+             'account', rec[1] or '', 'kind', rec[2] or '', 'message_id', '', 'at', ARGV[3])
   redis.call('ZREM', KEYS[2], ARGV[1])
   if KEYS[4] then redis.call('ZREM', KEYS[4], ARGV[1]) end  -- a scheduled or retrying job waits there
   -- an ordered job lets the next of its conversation go (as lua/release.lua does)

@@ -82,7 +82,7 @@ class Job:
         """Wait until the job is final (or has no record); return its status. Raises :class:`TimeoutError`.
 
         It does not poll: the status is read once, then again only when the outcome stream names this job
-        (:mod:`igsend.core.waiting`: one thread per process and Redis reads the stream for every waiter), so it
+        (``igsend/core/waiting.py``: one thread per process and Redis reads the stream for every waiter), so it
         returns as soon as the job ends. ``poll`` is accepted for compatibility and ignored.
 
         ``not_found`` counts only once it has lasted ``NOT_FOUND_GRACE`` seconds (or the timeout, if shorter): a

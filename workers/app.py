@@ -8,9 +8,11 @@ import logging
 import redis
 from celery.signals import worker_ready, worker_shutdown
 
+from igsend.core import callbacks
 from igsend.core.celery_app import get_app
 from igsend.core.presence import Heartbeat
 from workers import raw, tasks  # noqa: F401 - tasks registers igsend.send_message
+from workers.callbacks import CallbackSender
 from workers.liveness import LivenessStep
 from workers.metrics import serve_worker_metrics
 from workers.scheduler import Scheduler
@@ -24,14 +26,19 @@ app.steps["consumer"].add(LivenessStep)
 _scheduler: Scheduler | None = None
 _heartbeat: Heartbeat | None = None
 _tokens: TokenKeeper | None = None
+_callbacks: CallbackSender | None = None
 log = logging.getLogger("igsend.worker")
 
 
 @worker_ready.connect
 def _start_scheduler(sender: object = None, **_: object) -> None:
-    global _scheduler, _heartbeat, _tokens
+    global _scheduler, _heartbeat, _tokens, _callbacks
     _scheduler = Scheduler(budgets=_budgets())
     _scheduler.start()
+    endpoints = callbacks.load()  # checked before Celery started (workers.run.config_problem)
+    if endpoints:
+        _callbacks = CallbackSender(endpoints)
+        _callbacks.start()
     _tokens = TokenKeeper()  # token files re-read, expiry learned, refreshes (workers.tokens)
     _tokens.start()
     _heartbeat = _announce(getattr(sender, "hostname", None))
@@ -75,3 +82,5 @@ def _stop_scheduler(**_: object) -> None:
         _tokens.stop()
     if _scheduler is not None:
         _scheduler.stop()
+    if _callbacks is not None:
+        _callbacks.stop()

@@ -45,6 +45,7 @@ def config_problem() -> str | None:
     to dead-letter them, and a supervisor would restart it forever."""
     import redis
 
+    from igsend.core import callbacks
     from igsend.core.errors import ConfigurationError
     from igsend.core.settings import get_settings
     from igsend.core.store import certificate_refused, describe_redis_error, get_redis
@@ -62,6 +63,10 @@ def config_problem() -> str | None:
         return str(exc)
     if not accounts:
         return "no account has a token: set IGSEND_ACCESS_TOKEN or IGSEND_ACCOUNTS_FILE"
+    try:
+        callbacks.load()
+    except callbacks.CallbacksFileError as exc:
+        return str(exc)
     try:
         get_redis(patient=False).ping()
     except (redis.AuthenticationError, redis.ResponseError) as exc:

@@ -264,3 +264,55 @@ def test_an_endpoint_on_a_loopback_address_is_refused_without_allow_private() ->
     assert [reachable(a) for a in ("8.8.8.8", "10.0.0.1", "169.254.169.254", "::1", "::ffff:127.0.0.1",
                                    "100.64.0.1", "2606:4700::1111")] == [True, False, False, False, False, False,
                                                                           True]
+
+
+def test_fan_out_copies_each_entry_to_the_endpoints_that_want_it_and_counts_entries_trimmed_before_it(
+        redis_url: str) -> None:
+    from igsend.core.store import OUTCOMES_KEY, STATS_KEY
+
+    client = redis_lib.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{DB + 2}", decode_responses=True)
+    client.flushdb()
+    try:
+        crm = callbacks.Endpoint(name="crm", url="https://crm.example.com/x", secret=SECRET, accounts=("shop",))
+        audit = callbacks.Endpoint(name="audit", url="https://audit.example.com/x", secret=SECRET,
+                                   events=("message.dead",))
+        callbacks.ensure_groups(client)
+        for job, status, account in (("j1", "delivered", "shop"), ("j2", "dead", "shop"), ("j3", "dead", "other"),
+                                     ("j4", "sending", "shop")):
+            client.xadd(OUTCOMES_KEY, {"id": job, "status": status, "account": account, "at": "1000.5"})
+        assert callbacks.fan_out(client, [crm, audit], consumer="leader") == 4
+        queued = {name: [json.loads(raw)["job"] for raw in client.lrange(callbacks.key(name, "queue"), 0, -1)]
+                  for name in ("crm", "audit")}
+        assert queued == {"crm": ["j1", "j2"], "audit": ["j2", "j3"]}
+        assert client.xpending(OUTCOMES_KEY, callbacks.GROUP)["pending"] == 0
+        # Entries read but not acknowledged (a holder that died), then trimmed away by the stream's cap.
+        client.xadd(OUTCOMES_KEY, {"id": "j5", "status": "delivered", "account": "shop", "at": "1001"})
+        client.xreadgroup(callbacks.GROUP, "leader", {OUTCOMES_KEY: ">"})
+        client.xtrim(OUTCOMES_KEY, maxlen=0)
+        assert callbacks.fan_out(client, [crm, audit], consumer="leader") == 1
+        assert client.hget(STATS_KEY, "callback_events_trimmed_total") == "1"
+        assert client.llen(callbacks.key("crm", "queue")) == 2
+    finally:
+        client.flushdb()
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"type": "message", "is_echo": "0", "is_deleted": "0"}, "inbound.message"),
+    ({"type": "message", "is_echo": "1"}, None),  # the business's own message coming back
+    ({"type": "message", "is_deleted": "1"}, None),
+    ({"type": "postback"}, "inbound.postback"),
+    ({"type": "comment"}, "inbound.comment"),
+    ({"type": "live_comment"}, "inbound.comment"),
+    ({"type": "read", "job_id": "j1"}, "message.read"),
+    ({"type": "read", "job_id": ""}, None),  # a message igsend did not send (or whose record expired)
+    ({"type": "reaction", "job_id": "j1"}, "message.reaction"),
+    ({"type": "reaction", "job_id": ""}, "inbound.reaction"),
+    ({"type": "referral"}, None),
+])
+def test_each_inbound_event_becomes_the_callback_event_of_its_kind(fields: dict[str, str],
+                                                                   expected: str | None) -> None:
+    event = callbacks.event_of_inbound("1-0", {**fields, "account": "shop", "timestamp": "1000.5", "raw": "{}"})
+    assert (event["type"] if event else None) == expected
+    if event is not None:
+        assert event["webhook_id"] == "msg_i1-0" and event["at"] == 1000.5
+        assert "raw" not in event.get("inbound", {})

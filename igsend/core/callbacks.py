@@ -30,7 +30,7 @@ import redis
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from igsend.core.errors import IgsendError
-from igsend.core.store import OUTCOMES_KEY, PREFIX
+from igsend.core.store import OUTCOMES_KEY, PREFIX, STATS_KEY
 from igsend.core.toml_files import read_toml
 
 SETTING = "IGSEND_CALLBACKS_FILE"
@@ -233,6 +233,10 @@ def fan_out(client: redis.Redis, endpoints: Iterable[Endpoint], *, consumer: str
                     break
                 pipe = client.pipeline(transaction=True)
                 for entry_id, fields_ in entries:
+                    if not fields_:  # trimmed by the stream's cap before it was fanned out: counted, not lost silently
+                        pipe.hincrby(STATS_KEY, "callback_events_trimmed_total", 1)
+                        pipe.xack(stream, GROUP, entry_id)
+                        continue
                     event = make(_text(entry_id), {_text(k): _text(v) for k, v in fields_.items()})
                     for endpoint in endpoints:
                         if event is not None and endpoint.wants(event["type"], event["account"]):

@@ -92,7 +92,7 @@ def start_callbacks_worker(url: str, sandbox: str, accounts_file: Path, receiver
 [endpoints.crm]
 url = "{receiver.url}"
 secret_env = "CRM_WEBHOOK_SECRET"
-events = ["message.delivered", "message.dead", "message.cancelled"]
+events = ["message.delivered", "message.dead", "message.cancelled", "message.read", "message.reaction"]
 allow_http = true
 allow_private = true
 """)
@@ -174,6 +174,40 @@ def test_a_jobs_events_arrive_in_order_behind_a_retry(receiver: Receiver, sandbo
     wait_until(lambda: len(receiver.of(job.id)) == 3, timeout=40)
     assert [(e["type"], e["status"]) for e in receiver.of(job.id)] == [
         ("message.dead", 503), ("message.dead", 204), ("message.delivered", 204)]
+
+
+@pytest.mark.usefixtures("callbacks_worker")
+def test_a_read_receipt_and_a_reaction_reach_the_endpoint_after_the_delivered_event(
+        receiver: Receiver, callbacks_url: str, on_callbacks_db: redis_lib.Redis,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Meta's webhooks reach a real ``igsend api`` on the same Redis; the worker's sender reports them as the job's
+    message.read and message.reaction events, after its message.delivered."""
+    from igsend.local.embedded_redis import free_port
+    from igsend.local.processes import start_command
+    from tests.test_read_receipts import APP_SECRET, deliver_webhook, from_person
+
+    port = free_port()
+    api = start_command("api", ["api", "--port", str(port), "--workers", "1"],
+                        env={"IGSEND_REDIS_URL": callbacks_url, "IGSEND_API_KEYS": "callbacks-key",
+                             "IGSEND_APP_SECRET": APP_SECRET, "IGSEND_WEBHOOK_VERIFY_TOKEN": "verify-0123456789"},
+                        ready_url=f"http://127.0.0.1:{port}/openapi.json",
+                        log_path=tmp_path_factory.mktemp("logs") / "callbacks-api.log")
+    try:
+        job = producers.send_text("cb-read", "read me, react to me")
+        mid = job.result(timeout=30)["message_id"]
+        now = int(time.time() * 1000)
+        deliver_webhook(f"http://127.0.0.1:{port}/webhooks/instagram",
+                        from_person(now, read={"mid": mid}),
+                        from_person(now + 1, reaction={"mid": mid, "action": "react", "reaction": "love",
+                                                       "emoji": "❤️"}))
+        wait_until(lambda: len(receiver.of(job.id)) == 3, timeout=40)
+    finally:
+        api.stop()
+    delivered, read, reaction = receiver.of(job.id)
+    assert [delivered["type"], read["type"], reaction["type"]] == ["message.delivered", "message.read",
+                                                                   "message.reaction"]
+    assert read["data"]["status"] == "delivered" and read["data"]["read_at"] is not None
+    assert reaction["data"]["reaction"] == {"mid": mid, "reaction": "love", "emoji": "❤️", "action": "react"}
 
 
 def test_a_sender_killed_while_it_waits_for_the_answer_leaves_the_event_to_the_next_one(

@@ -49,8 +49,17 @@ def main() -> int:
             fault(f"1784000000000{i}", code, subcode)
             dead.append(producers.send_text(f"1784000000000{i}", f"Your order #{1000 + i} has shipped",
                                             account=accounts[0]))
-        for i in range(12):
-            producers.send_text(f"1785000000000{i}", "Thanks for your message!", account=accounts[0])
+        # A couple of minutes of traffic for the charts: a burst every 5 s, growing, and a refusal now and then.
+        started = time.monotonic()
+        burst = 0
+        while time.monotonic() - started < 125:
+            burst += 1
+            producers.send_many([{"kind": "text", "recipient": f"1785{burst:05d}{i:05d}", "text": "Thanks!",
+                                  "account": accounts[0]} for i in range(2 + burst // 2)])
+            if burst % 6 == 0:
+                fault(f"1788{burst:010d}", 100, 2018001)
+                producers.send_text(f"1788{burst:010d}", "refused", account=accounts[0])
+            time.sleep(5)
         for i in range(3):
             producers.send_text(f"1786000000000{i}", "Reminder: your appointment is tomorrow",
                                 account=accounts[0], send_at=time.time() + 3600 * (i + 1))
@@ -81,6 +90,8 @@ def main() -> int:
                 for name, path in shots:
                     page.goto(base + path)
                     page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
+                page.goto(f"{base}/ui")
+                page.locator("#charts").screenshot(path=str(OUT / "overview-charts.png"))
                 page.goto(f"{base}/ui/dead-letters")
                 page.click("input[name=scope][value=all]")
                 page.click("button:has-text('Replay')")

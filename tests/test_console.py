@@ -219,3 +219,31 @@ def test_the_overview_shows_what_waits_in_each_accounts_lanes(client, private_db
     row = page[page.index(">default<"):]
     row = row[:row.index("</tr>")]
     assert ">4" in row and "text/bulk 3" in row and "text/normal 1" in row, row
+
+
+def test_the_overview_charts_each_minute_of_the_last_hour_or_day_as_svg(client, private_db) -> None:
+    """Counts written the way outcomes write them (igsend.core.series) come out as lines of an SVG drawn on the
+    server, with a summary readable without it; the account and the range are chosen with a plain GET form."""
+    import time
+
+    from igsend.core import series
+
+    now = time.time()
+    for name, times in (("dead", 2), ("throttled", 1)):  # each counted for the account and for every account
+        for _ in range(times):
+            pipe = private_db.pipeline()
+            series.count(pipe, "default", name, now)
+            pipe.execute()
+    series.set_waiting(private_db, {"default": 7}, now)
+    _login(client)
+    page = client.get("/ui").get_data(as_text=True)
+    charts = page[page.index('id="charts"'):]
+    assert charts.count("<svg") == 3 and "<script" not in charts
+    assert "delivered 0, dead 2, throttled 1 in 60 min" in charts and "waiting now 7, at most 7" in charts
+    assert "Outcomes per minute: every account" in charts
+    day = client.get("/ui?account=default&range=day").get_data(as_text=True)
+    assert "Outcomes per minute: default" in day and "in 1440 min" in day
+    assert '<option selected>default</option>' in day and '<option selected>day</option>' in day
+    unknown = client.get("/ui?account=nobody&range=week").get_data(as_text=True)
+    assert "Outcomes per minute: nobody" in unknown and "in 60 min" in unknown  # an unknown range falls back
+    assert "delivered 0, dead 0, throttled 0" in unknown

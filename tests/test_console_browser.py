@@ -157,3 +157,25 @@ def test_an_operator_works_dead_letters_accounts_and_schedules(browser, console_
     assert anonymous.status == 302 and "/ui/login" in anonymous.headers["location"]
     stranger.close()
     context.close()
+
+
+def test_the_overview_draws_the_last_hours_traffic_in_chromium(browser, console_url: str) -> None:
+    """Messages delivered this minute appear on the outcomes chart, drawn by the server (no script needed)."""
+    jobs = [producers.send_text(f"chart{i}", "charted") for i in range(3)]
+    for job in jobs:
+        job.wait(timeout=30)
+    context = browser.new_context(java_script_enabled=False)  # the charts read without JavaScript
+    page = context.new_page()
+    page.goto(f"{console_url}/ui/login")
+    page.fill("input[name=api_key]", OPERATOR)
+    page.click("button[type=submit]")
+    page.goto(f"{console_url}/ui")
+    charts = page.locator("#charts svg")
+    assert charts.count() == 3
+    box = charts.first.bounding_box()
+    assert box is not None and box["width"] > 300 and box["height"] > 80
+    summary = page.locator("#charts .chart-summary").first.inner_text()
+    delivered = int(summary.split("delivered ")[1].split(",")[0].replace(" ", ""))
+    assert delivered >= 3, summary
+    assert page.locator("#charts polyline").count() >= 3
+    context.close()

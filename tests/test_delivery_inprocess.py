@@ -220,6 +220,41 @@ def test_metas_message_id_leads_back_to_its_job_while_the_record_lasts_in_one_sh
     assert sent.job_of(private_db, "default", "mid.lookalike", delivered_ttl=86400) is None
 
 
+def test_each_outcome_is_counted_in_the_per_minute_series_of_its_account_and_of_every_account(
+        graph: FakeGraph, private_db: redis_lib.Redis) -> None:
+    from igsend.core import series
+
+    graph.answer("refuser", graph_error(100, 2018001, status=403))
+    graph.answer("busy", graph_error(613, 2534040, headers={"Retry-After": "120"}))
+    for recipient in ("ann", "bob", "cy", "refuser"):
+        send(recipient)
+    send("tom", account="shop")
+    send("busy")
+
+    def totals(account: str) -> tuple[int, int, int, int]:
+        minutes = series.read(private_db, account, minutes=3)  # the sends may straddle a minute
+        return (sum(minutes.delivered), sum(minutes.dead), sum(minutes.throttled),
+                sum(sum(buckets) for buckets in minutes.latency))
+
+    assert totals("default") == (3, 1, 1, 3)  # every delivered message has its latency counted once
+    assert totals("shop") == (1, 0, 0, 1)
+    assert totals(series.EVERY_ACCOUNT) == (4, 1, 1, 4)
+    assert series.read(private_db, "default", minutes=1).latency_quantile(0.5)[-1] in (0.25, None)
+    assert private_db.strlen(series.series_key("default", time.time())) <= series.DAY_BYTES
+    assert 0 < private_db.ttl(series.series_key("default", time.time())) <= series.KEEP_SECONDS
+
+
+def test_the_schedulers_leader_charts_what_waits_once_a_minute(private_db: redis_lib.Redis) -> None:
+    from igsend.core import series
+    from workers.scheduler import Scheduler
+
+    for i in range(5):
+        producers.send_text(f"w{i}", "waits in its lane")
+    Scheduler(private_db, ahead=2).tick()  # two go to the Celery queue, three wait in the account's lane
+    minutes = series.read(private_db, "default", minutes=2)
+    assert max(minutes.waiting) == 3 and max(series.read(private_db, minutes=2).waiting) == 3
+
+
 # --- transient errors, backoff and giving up ------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ from typing import cast
 
 import redis
 
-from igsend.core import lanes, records
+from igsend.core import lanes, records, series
 from igsend.core.celery_app import DUE_PRIORITY, NEW_PRIORITY, get_app, publish, queue_keys
 from igsend.core.settings import get_settings
 from igsend.core.store import DELAYED_KEY, PENDING_KEY, PREFIX, get_redis, job_key
@@ -58,6 +58,7 @@ class Scheduler:
         self.sweeper = Sweeper(self.client, lost_after=lost_after or get_settings().lost_after)
         self.sweep_every = sweep_every
         self._last_sweep = 0.0
+        self._charted_minute = 0
         self.interval = interval
         self.batch = batch
         self.lease_ms = int(lease * 1000)
@@ -118,6 +119,10 @@ class Scheduler:
         if time.monotonic() - self._last_sweep >= self.sweep_every:
             self._last_sweep = time.monotonic()
             self.sweeper.sweep()  # messages the broker lost, and moves a crash left half done
+        if int(time.time() // 60) != self._charted_minute:  # the console's charts: what waits, once a minute
+            self._charted_minute = int(time.time() // 60)
+            series.set_waiting(self.client, {account: sum(classes.values())
+                                             for account, classes in lanes.waiting(self.client).items()}, time.time())
         return len(ids) + dispatched
 
     def dispatch(self) -> int:

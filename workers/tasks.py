@@ -402,7 +402,7 @@ def _handle_failure(ctx: _Context, job_id: str, msg: dict[str, Any], verdict: Ve
         else:
             account_state.pause(msg["account"], until, f"throttled by Meta (code {verdict.code})", client=ctx.redis)
         ctx.outcomes.retry(job_id, until, reason=verdict.reason, error=verdict.error(), attempt_entry=entry,
-                           count_failure=False)
+                           count_failure=False, throttled_on=msg["account"])
         RETRIES.labels(msg["account"], "throttled").inc()
         return
     if outcome is Outcome.UNKNOWN and ctx.settings.unknown_outcome == "resend":

@@ -25,7 +25,7 @@ import redis
 from redis.commands.core import Script
 from redis.typing import EncodableT
 
-from igsend.core import sent
+from igsend.core import sent, series
 from igsend.core.errors import CancelRefused, IgsendError, ReplayRefused
 from igsend.core.settings import get_settings
 from igsend.core.store import (
@@ -445,11 +445,15 @@ class Outcomes:
         now = time.time()
         message_id = result.get("message_id") or ""
         index = sent.sent_key(account, now) if account and message_id else sent.NO_INDEX_KEY
+        charts = [series.series_key(account, now), series.series_key(series.EVERY_ACCOUNT, now)] if account \
+            else [series.NO_SERIES_KEY] * 2
         keys = [job_key(job_id), attempts_key(job_id), done_key(job_id), lock_key(job_id), INFLIGHT_KEY,
-                OUTCOMES_KEY, DLQ_KEY, DLQ_INDEX_KEY, index, *(forget or [])]
+                OUTCOMES_KEY, DLQ_KEY, DLQ_INDEX_KEY, index, *charts, *(forget or [])]
         args = [job_id, result["recipient_id"], message_id, json.dumps(attempt_entry, ensure_ascii=False), now,
                 self.delivered_ttl, self.stream_max, sent.keep_seconds(self.delivered_ttl),
-                sent.digest(message_id) if message_id else "", sent.MESSAGE_ID_PREFIX, sent.compact_job_id(job_id)]
+                sent.digest(message_id) if message_id else "", sent.MESSAGE_ID_PREFIX, sent.compact_job_id(job_id),
+                series.KEEP_SECONDS, series.offset(now, "delivered"), series.latency_offset(now, 0.0),
+                *series.LATENCY_BOUNDS[:-1]]
         if not self.replica_acks and conversation is None:
             self._finish(keys=keys, args=args)
             return
@@ -466,8 +470,13 @@ class Outcomes:
         check_replicas(pipe.execute()[-1], self.replica_acks, self.replica_timeout, f"job {job_id}'s delivered record")
 
     def retry(self, job_id: str, due: float, *, reason: str, error: dict[str, Any],
-              attempt_entry: dict[str, Any] | None, count_failure: bool = True) -> None:
+              attempt_entry: dict[str, Any] | None, count_failure: bool = True,
+              throttled_on: str | None = None) -> None:
+        """The job is due again at ``due``. ``throttled_on``: the account Meta throttled (counted in the console's
+        charts, in the same step)."""
         pipe = self._begin(job_id, attempt_entry)
+        if throttled_on:
+            series.count(pipe, throttled_on, "throttled", time.time())
         pipe.hset(job_key(job_id), mapping={"status": JobStatus.RETRYING.value, "next_attempt_at": due,
                                             "inflight": "", "reason": reason, "error": json.dumps(error),
                                             "updated_at": time.time()})
@@ -550,6 +559,8 @@ class Outcomes:
         pipe.hdel(job_key(job_id), "next_attempt_at", "slot_at")
         _file_dead_letter(pipe, _dead_letter(record, attempts, reason, error, now))
         pipe.hincrby(STATS_KEY, f"{status.value}_total", 1)
+        if record.get("account"):
+            series.count(pipe, record["account"], "dead", now)
         pipe.xadd(OUTCOMES_KEY, {"id": job_id, "status": status.value, "account": record.get("account") or "",
                                  "kind": record.get("kind") or "", "message_id": "", "at": now},
                   maxlen=self.stream_max, approximate=True)

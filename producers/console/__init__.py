@@ -24,11 +24,11 @@ from flask import Blueprint, Flask, current_app, flash, redirect, render_templat
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import MultiDict
 
-from igsend.core import account_state, activity, dlq, presence, records, routing
+from igsend.core import account_state, activity, dlq, presence, records, routing, series
 from igsend.core.errors import CancelRefused, ReplayRefused, UnknownAccount
 from igsend.core.store import DELAYED_KEY, memory_share
 from producers.api_keys import OPERATE, ApiKey, find_key
-from producers.console import across, security
+from producers.console import across, charts, security
 from producers.jobs import Job, JobNotFound, get_job
 
 console = Blueprint("console", __name__, url_prefix="/ui", template_folder="templates", static_folder="static")
@@ -154,9 +154,20 @@ def overview() -> ResponseReturnValue:
             accounts += [{"account": name, "group": part.group, "state": "down", "why": "its group's Redis is down",
                           "counts": {}, "held": "-", "workers": "-"}
                          for name in (routing.groups()[part.group].accounts if part.group else ())]
+    span = request.args.get("range", "hour")
+    span = span if span in charts.RANGES else "hour"
+    chart_account = request.args.get("account", "").strip()
+    if len(chart_account) > 100 or not chart_account.isprintable():
+        chart_account = ""
+    known = sorted({str(a["account"]) for a in accounts} | ({chart_account} if chart_account else set()))
+    readings = [p.value for p in across.each_group(
+        lambda client: series.read(client, chart_account or series.EVERY_ACCOUNT, minutes=charts.RANGES[span]))
+        if p.value is not None]
+    drawn = charts.charts(charts.combine(readings), label=chart_account or "every account") if readings else []
     return render_template("overview.html", accounts=accounts, parts=parts, grouped=across.grouped(),
                            exact=all(p.value["activity"].exact for p in parts if p.value is not None),
-                           columns=activity.COLUMNS)
+                           columns=activity.COLUMNS, charts=drawn, span=span, chart_account=chart_account,
+                           chart_accounts=known, ranges=charts.RANGES)
 
 
 def _overview_of(client: redis.Redis) -> dict[str, Any]:

@@ -2,11 +2,13 @@
 -- document (kind, account, recipient, Meta's ids, times; the attempt log only when there was more than one
 -- attempt), kept for the delivered retention. The text of the message is not kept: it was sent.
 -- KEYS: job hash, attempts list, done key, lock, inflight, outcome stream, dlq, dlq index, the account's hash of
---       sent message ids for this hour ('igsend:sent:' for none: igsend/core/sent.py), then keys to delete
---       (breaker).
+--       sent message ids for this hour ('igsend:sent:' for none: igsend/core/sent.py), the account's and every
+--       account's per-minute series for today ('igsend:series:' twice for none: igsend/core/series.py), then
+--       keys to delete (breaker).
 -- ARGV: job id, recipient_id, message_id ('' for none), attempt entry (JSON), now, delivered ttl,
 --       stream max length, the sent hash's ttl, the message id's digest (its field), the prefix of Instagram
---       message ids (stored as '~'), the job id as the sent hash keeps it (compact)
+--       message ids (stored as '~'), the job id as the sent hash keeps it (compact), the series' ttl, this
+--       minute's bit offset of 'delivered', of the first latency bucket, then the latency buckets' upper bounds
 if redis.call('EXISTS', KEYS[3]) == 1 then
   -- Recorded already (this call again, after a failover or a shortfall of replica acks): keep the record, but
   -- still write (its TTL), so a WAIT after this call covers the record on this primary.
@@ -55,5 +57,18 @@ if KEYS[9] ~= 'igsend:sent:' then
   redis.call('HSET', KEYS[9], ARGV[9], ARGV[11])
   redis.call('EXPIRE', KEYS[9], ARGV[8])
 end
-for i = 10, #KEYS do redis.call('DEL', KEYS[i]) end
+-- The console's charts: delivered this minute, and how long from queued to Meta's answer.
+if KEYS[10] ~= 'igsend:series:' then
+  local bucket = 0
+  for i = 15, #ARGV do
+    if now - created <= tonumber(ARGV[i]) then break end
+    bucket = bucket + 1
+  end
+  local latency = tonumber(ARGV[14]) + 16 * bucket
+  for i = 10, 11 do
+    redis.call('BITFIELD', KEYS[i], 'OVERFLOW', 'SAT', 'INCRBY', 'u16', ARGV[13], 1, 'INCRBY', 'u16', latency, 1)
+    redis.call('EXPIRE', KEYS[i], ARGV[12])
+  end
+end
+for i = 12, #KEYS do redis.call('DEL', KEYS[i]) end
 return 1

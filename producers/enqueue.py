@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from igsend.core import inbound, lanes, presence, records, routing
+from igsend.core import inbound, lanes, presence, records, routing, tracing
 from igsend.core.celery_app import NEW_PRIORITY, get_app, publish, queue_keys
 from igsend.core.errors import IdempotencyConflict, IgsendError, OutsideWindow
 from igsend.core.groups import Group
@@ -316,12 +316,26 @@ def place_many(messages: list[dict[str, Any]]) -> list[Placement]:
 
 
 def _place(messages: list[dict[str, Any]], group: Group | None) -> list[Placement]:
+    """:func:`_place_in_group` in an ``igsend.enqueue`` span when traces are on (igsend.core.tracing): each job's
+    record keeps that span's ``traceparent``, so the worker's spans join the caller's trace."""
+    if not tracing.on():
+        return _place_in_group(messages, group)
+    with tracing.span("igsend.enqueue", attributes={"igsend.messages": len(messages)}) as current:
+        placed = _place_in_group(messages, group)
+        current.set_attribute("igsend.queued", sum(1 for p in placed if p.new))
+        if len(placed) == 1:
+            current.set_attribute("igsend.job_id", placed[0].job.id)
+        return placed
+
+
+def _place_in_group(messages: list[dict[str, Any]], group: Group | None) -> list[Placement]:
     """:func:`place_many` for messages of one group, inside its block (``routing.in_group``)."""
     settings = get_settings()
     redis = get_redis()
     check_room(redis)
     script = records.script(redis, "create_job")
     now = time.time()
+    parent = tracing.traceparent()  # the enqueue span's: kept with each job for the worker's spans
     planned = []
     try:
         pipe = redis.pipeline(transaction=False)
@@ -342,7 +356,8 @@ def _place(messages: list[dict[str, Any]], group: Group | None) -> list[Placemen
             ttl = settings.result_ttl + (math.ceil(due - now) if due is not None else 0)
             script(keys=keys,
                    args=[job_id, ttl, max(window, ttl) if due is not None else window, fingerprint(message),
-                         *_flatten(records.new_record(job_id, message, idempotency_key=key, now=now))],
+                         *_flatten(records.new_record(job_id, message, idempotency_key=key, now=now)),
+                         *(("traceparent", parent) if parent else ())],
                    client=pipe)
             planned.append((message, idem, key, due))
         outcomes = pipe.execute(raise_on_error=False)

@@ -37,7 +37,7 @@ GRAFANA = ROOT / "ops" / "grafana"
 
 CORE = {"redis", "worker", "flower", "api"}
 PROFILES = {"sandbox": ["sandbox"], "metrics": ["monitoring"], "prometheus": ["monitoring"],
-            "grafana": ["monitoring"]}
+            "grafana": ["monitoring"], "jaeger": ["tracing"]}
 IGSEND_SERVICES = {"worker", "flower", "api", "sandbox", "metrics"}
 #: What docker-compose.ha.yml adds: a replica of `redis` and three sentinels.
 HA = {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
@@ -553,11 +553,11 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 
 def test_docker_compose_config_accepts_the_file(compose_cli: list[str], clean_env: dict[str, str]) -> None:
     base = [*compose_cli, "-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE)]
-    for profiles in ([], ["--profile", "sandbox"], ["--profile", "monitoring"]):
+    for profiles in ([], ["--profile", "sandbox"], ["--profile", "monitoring"], ["--profile", "tracing"]):
         result = _run([*base, *profiles, "config", "--quiet"], clean_env)
         assert result.returncode == 0, result.stderr
-    result = _run([*base, "--profile", "sandbox", "--profile", "monitoring", "config", "--format", "json"],
-                  clean_env)
+    result = _run([*base, "--profile", "sandbox", "--profile", "monitoring", "--profile", "tracing", "config",
+                   "--format", "json"], clean_env)
     assert result.returncode == 0, result.stderr
     model = json.loads(result.stdout)
     assert set(model["services"]) == CORE | set(PROFILES)
@@ -595,8 +595,8 @@ def test_ha_override_adds_sentinels_and_points_igsend_at_them(compose_cli: list[
     base = [*compose_cli, "-f", str(COMPOSE_FILE), "-f", str(HA_FILE), "--env-file", str(ENV_EXAMPLE)]
     result = _run([*base, "config", "--quiet"], clean_env)
     assert result.returncode == 0, result.stderr
-    result = _run([*base, "--profile", "sandbox", "--profile", "monitoring", "config", "--format", "json"],
-                  clean_env)
+    result = _run([*base, "--profile", "sandbox", "--profile", "monitoring", "--profile", "tracing", "config",
+                   "--format", "json"], clean_env)
     assert result.returncode == 0, result.stderr
     model = json.loads(result.stdout)
     assert set(model["services"]) == CORE | set(PROFILES) | HA

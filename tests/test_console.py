@@ -247,3 +247,16 @@ def test_the_overview_charts_each_minute_of_the_last_hour_or_day_as_svg(client, 
     unknown = client.get("/ui?account=nobody&range=week").get_data(as_text=True)
     assert "Outcomes per minute: nobody" in unknown and "in 60 min" in unknown  # an unknown range falls back
     assert "delivered 0, dead 0, throttled 0" in unknown
+
+
+def test_a_dead_letter_links_to_its_trace_when_a_trace_url_is_set(client, private_db, monkeypatch) -> None:
+    job_id = _dead_letter(private_db)
+    _login(client)
+    assert "its trace" not in client.get(f"/ui/dead-letters/{job_id}").get_data(as_text=True)  # no template
+    monkeypatch.setenv("IGSEND_UI_TRACE_URL", "http://jaeger.example:16686/trace/{trace_id}")
+    assert "its trace" not in client.get(f"/ui/dead-letters/{job_id}").get_data(as_text=True)  # no trace kept
+    private_db.hset(f"igsend:job:{job_id}", "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    page = client.get(f"/ui/dead-letters/{job_id}").get_data(as_text=True)
+    assert 'href="http://jaeger.example:16686/trace/4bf92f3577b34da6a3ce929d0e0e4736"' in page
+    private_db.hset(f"igsend:job:{job_id}", "traceparent", '00-"><script>alert(1)</script>-x-01')
+    assert "<script>alert" not in client.get(f"/ui/dead-letters/{job_id}").get_data(as_text=True)

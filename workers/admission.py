@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from igsend.core import inbound, records
+from igsend.core import inbound, records, tracing
 from igsend.core.store import (
     DELAYED_KEY,
     INFLIGHT_KEY,
@@ -81,6 +81,17 @@ class Admitter:
     def admit(self, job_id: str, message: dict[str, Any], send_class: str, rate: float, *,
               lock_ttl: float | None = None) -> Admission:
         """``lock_ttl``: seconds the job's lock lives (its POST's deadline plus a margin; Settings.lock_ttl)."""
+        if not tracing.on():
+            return self._admit(job_id, message, send_class, rate, lock_ttl=lock_ttl)
+        with tracing.span("igsend.admit", attributes={"igsend.send_class": send_class}) as current:
+            admission = self._admit(job_id, message, send_class, rate, lock_ttl=lock_ttl)
+            current.set_attribute("igsend.admission", admission.action.value)
+            if admission.wait > 0:
+                current.set_attribute("igsend.rate_wait_s", admission.wait)
+            return admission
+
+    def _admit(self, job_id: str, message: dict[str, Any], send_class: str, rate: float, *,
+               lock_ttl: float | None) -> Admission:
         account = message["account"]
         window_key, window_seconds, _ = inbound.window_of(message)
         keys = [job_key(job_id), lock_key(job_id), account_key(account), limiter_key(account, send_class),

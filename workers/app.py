@@ -8,7 +8,7 @@ import logging
 import redis
 from celery.signals import worker_ready, worker_shutdown
 
-from igsend.core import callbacks
+from igsend.core import callbacks, tracing
 from igsend.core.celery_app import get_app
 from igsend.core.presence import Heartbeat
 from workers import raw, tasks  # noqa: F401 - tasks registers igsend.send_message
@@ -19,6 +19,12 @@ from workers.scheduler import Scheduler
 from workers.tokens import TokenKeeper
 
 app = get_app()
+if tracing.start("igsend-worker"):  # only when OTEL_* variables name an exporter
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+    CeleryInstrumentor().instrument()  # type: ignore[no-untyped-call]  # the instrumentation is untyped
+    RequestsInstrumentor().instrument()
 # Ends the job of a message whose body does not decode; raw's signal handlers end rejected and revoked ones.
 app.conf.worker_consumer = raw.Consumer
 # Touches IGSEND_LIVENESS_FILE while the consumer consumes (the liveness probe of ops/k8s reads it).

@@ -24,6 +24,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from igsend.core import tracing
 from workers.accounts import Account
 
 #: Variables through which a deployment tells ``requests`` to verify HTTPS against its own CA bundle.
@@ -202,7 +203,24 @@ class GraphClient:
                                                 for key, value in body.items()}}
         else:
             payload = {"json": body}
-        return self._post(account, account.messages_url, deadline, payload)
+        if not tracing.on():
+            return self._post(account, account.messages_url, deadline, payload)
+        with tracing.span("igsend.graph.post", attributes={"igsend.account": account.name,
+                                                           "http.request.method": "POST"}) as current:
+            try:
+                response = self._post(account, account.messages_url, deadline, payload)
+            except requests.RequestException as exc:
+                tracing.failed(current, f"no answer: {type(exc).__name__}")
+                raise
+            current.set_attribute("http.response.status_code", response.status)
+            error = response.body.get("error") if isinstance(response.body, dict) else None
+            if isinstance(error, dict):
+                for name, key in (("graph.code", "code"), ("graph.subcode", "error_subcode"),
+                                  ("graph.fbtrace_id", "fbtrace_id")):
+                    if isinstance(error.get(key), int | str):
+                        current.set_attribute(name, error[key])
+                tracing.failed(current, f"Graph error {error.get('code')}")
+            return response
 
     def upload(self, account: Account, media_type: str, data: bytes, *, filename: str, content_type: str,
                deadline: float | None = None) -> GraphResponse:

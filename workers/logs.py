@@ -10,6 +10,8 @@ import re
 import sys
 import time
 
+from igsend.core import tracing
+
 # Meta tokens: user/page tokens start with EAA (Facebook Login) or IG (Instagram Login) followed by a long
 # run of URL-safe characters. Whatever follows "Bearer ", "access_token=" or "input_token=" (debug_token) is
 # blanked too.
@@ -68,6 +70,8 @@ class JsonFormatter(logging.Formatter):
             data.update(parsed)
         else:
             data["message"] = message
+        if getattr(record, "trace_id", ""):  # inside a span, with traces on (igsend.core.tracing)
+            data["trace_id"], data["span_id"] = record.trace_id, record.span_id  # type: ignore[attr-defined]
         for field in ("task_name", "task_id"):  # set on Celery's task-logger records
             if getattr(record, field, None) not in (None, "???"):
                 data[field] = getattr(record, field)
@@ -78,6 +82,16 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             data["stack"] = self.formatStack(record.stack_info)
         return json.dumps(data, ensure_ascii=False, default=str)
+
+
+class TraceIdsInText(tracing.TraceIds):
+    """Text logs: a line written inside a span ends with its ``trace_id=… span_id=…``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = tracing.ids()
+        if found:
+            record.msg, record.args = f"{record.getMessage()} trace_id={found[0]} span_id={found[1]}", None
+        return True
 
 
 def configure_logging() -> None:
@@ -99,6 +113,8 @@ def configure_logging() -> None:
             for handler in target.handlers:
                 if not any(isinstance(f, RedactTokens) for f in handler.filters):
                     handler.addFilter(RedactTokens(secrets))
+                if tracing.on() and not any(isinstance(f, tracing.TraceIds) for f in handler.filters):
+                    handler.addFilter(tracing.TraceIds() if as_json else TraceIdsInText())
                 if as_json:
                     handler.setFormatter(JsonFormatter())
 

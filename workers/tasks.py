@@ -19,7 +19,7 @@ from celery import Task
 from celery.exceptions import Ignore
 from celery.worker.request import Request as CeleryRequest
 
-from igsend.core import account_state, inbound
+from igsend.core import account_state, inbound, tracing
 from igsend.core.celery_app import TASK_NAME, get_app, summarize_arguments
 from igsend.core.errors import IgsendError
 from igsend.core.records import JobStatus, NotReplicated, Outcomes, conversation_of, recipient_of
@@ -168,6 +168,37 @@ class Request(CeleryRequest):
 
 @app.task(name=TASK_NAME, bind=True, throws=(DeadLettered,), Request=Request)
 def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexpected: Any) -> dict[str, Any]:
+    if not tracing.on():
+        return _send(self, message, *extra, **unexpected)
+    job_id = cast(str, self.request.id)
+    # The trace the job was queued in (its record keeps the producer's traceparent), and since when it waited.
+    parent, created, due, attempts = context().redis.hmget(job_key(job_id), "traceparent", "created_at",
+                                                           "next_attempt_at", "attempts")
+    safe = message if isinstance(message, dict) else {}
+    attributes = {"igsend.job_id": job_id, "igsend.account": str(safe.get("account") or ""),
+                  "igsend.kind": str(safe.get("kind") or ""), "igsend.attempts_before": int(attempts or 0)}
+    with tracing.span("igsend.send", parent=str(parent) if parent else None, attributes=attributes) as current:
+        since = float(due or created or time.time())
+        tracing.waited("igsend.wait", since, time.time(),
+                       **{"igsend.waited_for": "retry back-off or its time" if due else "the queue"})
+        try:
+            result = _send(self, message, *extra, **unexpected)
+        except Ignore:
+            status = context().redis.hget(job_key(job_id), "status")
+            current.set_attribute("igsend.outcome", str(status or "done"))
+            raise
+        except DeadLettered as exc:
+            current.set_attribute("igsend.outcome", str((exc.args[1] or {}).get("status", "dead")
+                                                        if len(exc.args) > 1 else "dead"))
+            tracing.failed(current, "dead-lettered")
+            raise
+        current.set_attribute("igsend.outcome", "delivered")
+        current.set_attribute("igsend.attempt", int(result.get("attempts") or 0))
+        return result
+
+
+def _send(self: Task[..., Any], message: Any = None, *extra: Any, **unexpected: Any) -> dict[str, Any]:
+    """The task's body: validate, get admitted, POST once, record what happened."""
     job_id = cast(str, self.request.id)  # a task being run always has its id
     ctx = context()
     try:

@@ -17,6 +17,7 @@ from igsend.cli.local import demo, sandbox, up
 from igsend.cli.output import fail
 from igsend.cli.sending import send_bulk, send_group
 from igsend.cli.services import api, flower, metrics, worker
+from igsend.core import tracing
 from igsend.core.errors import ConfigurationError
 from igsend.core.store import brief_connections, describe_redis_error
 
@@ -54,6 +55,8 @@ def main(ctx: click.Context) -> None:
     if ctx.invoked_subcommand in _BRIEF:
         _say_which_redis()
         ctx.with_resource(brief_connections())  # undone when the command ends (CliRunner runs in-process)
+    if ctx.invoked_subcommand in ("send", "send-bulk") and tracing.start("igsend-cli"):
+        ctx.call_on_close(tracing.flush)  # the CLI exits right after: export its spans first
 
 
 def _say_which_redis() -> None:

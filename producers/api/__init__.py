@@ -28,6 +28,7 @@ from flask_smorest import abort
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
+from igsend.core import tracing
 from producers.api import openapi
 from producers.api.auth import KEYLESS_PATHS, check_key, configured_keys, login_throttle, throttled
 from producers.api.dead_letters import dead_letters
@@ -60,8 +61,12 @@ def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True,
     if require_keys and not keys:
         raise RuntimeError("IGSEND_API_KEYS is empty: the HTTP API does not run without keys outside the demo")
     app = Flask("igsend")
+    if tracing.start("igsend-api"):  # only when OTEL_* variables name an exporter; continues a caller's traceparent
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+        FlaskInstrumentor().instrument_app(app, excluded_urls="healthz,metrics,ui/static")  # type: ignore[no-untyped-call]
     app.config.update(openapi.settings(keys=bool(keys)), MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
-                      IGSEND_MAX_WAITING=max_waiting)
+                      WAITING_REQUESTS_MAX=max_waiting)
     app.extensions["igsend_waiting"] = threading.BoundedSemaphore(max(1, max_waiting))
     api = Api(app)
     openapi.add_components(api)  # first: the document lists them before the blueprints' schemas

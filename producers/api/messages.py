@@ -238,7 +238,7 @@ def _wait_for(job: Job, seconds: float) -> None:
     server thread, so at most ``max_waiting`` requests wait at once and the others' calls keep their threads."""
     slots: threading.BoundedSemaphore = current_app.extensions["igsend_waiting"]
     if not slots.acquire(blocking=False):
-        abort(503, message=f"this API process already holds its {current_app.config['IGSEND_MAX_WAITING']} "
+        abort(503, message=f"this API process already holds its {current_app.config['WAITING_REQUESTS_MAX']} "
                            "waiting requests: ask again without wait, or in a second",
               headers={"Retry-After": "1"})
     try:

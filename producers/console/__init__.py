@@ -14,6 +14,7 @@ SHA-256 prefix, never the key). Every change is a POST with a CSRF token, answer
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,7 @@ from werkzeug.datastructures import MultiDict
 
 from igsend.core import account_state, activity, dlq, presence, records, routing, series
 from igsend.core.errors import CancelRefused, ReplayRefused, UnknownAccount
-from igsend.core.store import DELAYED_KEY, memory_share
+from igsend.core.store import DELAYED_KEY, get_redis, job_key, memory_share
 from producers.api_keys import OPERATE, ApiKey, find_key
 from producers.console import across, charts, security
 from producers.jobs import Job, JobNotFound, get_job
@@ -269,11 +270,24 @@ def dead_letter(job_id: str) -> ResponseReturnValue:
     with across.for_job(job_id) as group:
         entry = dlq.show(job_id)
         holds = entry is not None and dlq.holds_conversation(job_id)
+        traceparent = get_redis().hget(job_key(job_id), "traceparent") if entry is not None else None
     if entry is None:
         return render_template("missing.html", what=f"dead letter {job_id}"), 404
     return render_template("dead_letter.html", entry=entry, reason_class=dlq.reason_class(entry),
                            group=group.name if group else None,
-                           show_text=request.args.get("show") == "text", holds=holds)
+                           show_text=request.args.get("show") == "text", holds=holds,
+                           trace_url=_trace_url(str(traceparent) if traceparent else None))
+
+
+def _trace_url(traceparent: str | None) -> str | None:
+    """The job's trace in the operator's tracing UI (IGSEND_UI_TRACE_URL, a template with ``{trace_id}``), when
+    both are known."""
+    template = os.environ.get("IGSEND_UI_TRACE_URL", "").strip()
+    parts = (traceparent or "").split("-")
+    if not template or "{trace_id}" not in template or len(parts) != 4 or len(parts[1]) != 32 \
+            or not set(parts[1]) <= set("0123456789abcdef"):
+        return None
+    return template.replace("{trace_id}", parts[1])
 
 
 @console.route("/dead-letters/<path:job_id>/replay", methods=["POST"])

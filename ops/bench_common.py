@@ -59,9 +59,11 @@ def stack(tmp: Path, *, accounts: int, budget: float | None, workers: int, laten
 
 
 @contextlib.contextmanager
-def igsend_worker(tmp: Path, redis_url: str, sandbox: str, *, processes: int, log_name: str) -> Iterator[Service]:
-    """One ``igsend worker --processes N`` on a ``stack`` (started with ``workers=0``), stopped on the way out."""
-    worker = start_worker(env=igsend_env(redis_url, sandbox, tmp / "accounts.toml"), log_path=tmp / log_name,
+def igsend_worker(tmp: Path, redis_url: str, sandbox: str, *, processes: int, log_name: str,
+                  extra: dict[str, str] | None = None) -> Iterator[Service]:
+    """One ``igsend worker --processes N`` on a ``stack`` (started with ``workers=0``), stopped on the way out;
+    ``extra``: more environment (e.g. OpenTelemetry's variables)."""
+    worker = start_worker(env=igsend_env(redis_url, sandbox, tmp / "accounts.toml", extra), log_path=tmp / log_name,
                           processes=processes)
     try:
         yield worker

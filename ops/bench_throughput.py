@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -173,18 +176,27 @@ def bench_throughput(small: bool) -> int:
                     row = run_igsend([worker.process.pid], sandbox, names[:n], count, f"igsend, {n} accounts")
                     by_accounts.append(row)
                     print(format_row(row), flush=True)
+            reset_sandbox(sandbox)
+            with otlp_sink() as collector, igsend_worker(tmp, redis_url, sandbox, processes=processes,
+                                                         log_name="igsend-worker-traced.log",
+                                                         extra={"OTEL_EXPORTER_OTLP_ENDPOINT": collector}) as worker:
+                traced = run_igsend([worker.process.pid], sandbox, names[:1], count,
+                                    "igsend, tracing on (default sampler)")
+                print(format_row(traced), flush=True)
             many, loop = bench_enqueue(2000 if small else 20000)
 
     naive, ceiling, featureless, igsend = rows
     print()
     print(f"{'variant':<32} {'msgs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU s/1k':>9} {'peak RSS MB':>12}")
-    for row in rows + by_accounts:
+    for row in rows + by_accounts + [traced]:
         print(format_row(row))
     bare = ceiling["cpu_per_1000"]
     print(f"bare POST CPU/msg (ceiling, client side)   = {bare:.2f} ms")
     print(f"featureless Celery / bare POST (CPU/msg)   = {featureless['cpu_per_1000'] / bare:.2f}x")
     print(f"igsend / bare POST (CPU/msg)               = {igsend['cpu_per_1000'] / bare:.2f}x   (target <= 1.7x)")
     print(f"igsend / featureless Celery (CPU/msg)      = {igsend['cpu_per_1000'] / featureless['cpu_per_1000']:.2f}x")
+    print(f"tracing on / off (CPU/msg)                 = {traced['cpu_per_1000'] / igsend['cpu_per_1000']:.2f}x   "
+          "(OTLP/HTTP to a local sink, every trace kept)")
     print(f"igsend/naive   = {igsend['rate'] / naive['rate']:.1f}x   (target >= 25x)")
     print(f"igsend/ceiling = {igsend['rate'] / ceiling['rate'] * 100:.0f}%   (target >= 60%)")
     for line in format_redis(redis_figures):
@@ -193,6 +205,28 @@ def bench_throughput(small: bool) -> int:
           f"= {many / loop:.1f}x   (target send_many >= 5,000/s)")
     print(f"worker peak RSS {igsend['rss_mb']:.0f} MB (target < 300 MB)")
     return 0
+
+
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[str]:
+    """An OTLP/HTTP endpoint that takes every export and keeps nothing (its CPU is this process's, not counted)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
 
 def _account_tokens(tmp: Path) -> list[str]:

@@ -50,6 +50,7 @@ def test_throughput_bench_small_runs() -> None:
     # the floors each change is measured against, and what Redis does per message
     assert "featureless Celery" in run.stdout and "igsend / bare POST (CPU/msg)" in run.stdout
     assert "redis per delivered message" in run.stdout
+    assert "tracing on / off (CPU/msg)" in run.stdout  # traces cost what they cost, measured beside the rest
 
 
 @pytest.mark.scenario

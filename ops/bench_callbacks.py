@@ -127,7 +127,9 @@ def _wait_for_group(redis_url: str, timeout: float = 30.0) -> None:
     raise RuntimeError("the worker's callbacks sender did not start")
 
 
-def bench_callbacks(small: bool) -> int:
+def bench_callbacks(small: bool, rounds: int = 1) -> int:
+    """The four rows; with ``rounds`` > 1, then that many more pairs of rows without callbacks and with an endpoint
+    that never answers, alternating, so that the machine's own drift falls on both alike."""
     from igsend.core import callbacks
     from igsend.core.store import get_redis
     from igsend.local.processes import start_worker
@@ -135,6 +137,7 @@ def bench_callbacks(small: bool) -> int:
     count = 300 if small else 5000
     processes = int(os.environ.get("IGSEND_PROCESSES") or os.cpu_count() or 1)
     rows: list[dict[str, Any]] = []
+    pairs: list[dict[str, Any]] = []
     notes: list[str] = []
     receiver, silent = Receiver(), Silent()
     try:
@@ -142,20 +145,12 @@ def bench_callbacks(small: bool) -> int:
             tmp = Path(tmp_name)
             with stack(tmp, accounts=10, budget=1_000_000, workers=0, latency_ms=LATENCY_MS,
                        concurrency=None) as (redis_url, sandbox, names):
-                print(f"ops/bench callbacks: {count} messages per row over {len(names)} accounts, sandbox latency "
-                      f"{LATENCY_MS} ms, igsend worker --processes {processes}, {os.cpu_count()} cores; CPU s/1k = "
-                      "the worker's CPU ms per message while sending", flush=True)
-                # the row without callbacks first and last: the difference between the two is the drift of the
-                # run itself (a Redis holding more records and stream entries, a busier machine)
-                variants = [("no callback endpoint", None, None),
-                            ("one healthy endpoint (204)", "healthy", receiver.url),
-                            ("one endpoint never answering", "silent", silent.url),
-                            ("no callback endpoint, again", None, None)]
-                for label, name, url in variants:
+
+                def run_row(label: str, name: str | None, url: str | None) -> dict[str, Any]:
                     reset_sandbox(sandbox)
                     extra = {"IGSEND_CALLBACKS_FILE": str(_callbacks_file(tmp, name, url))} if name and url else {}
                     worker = start_worker(env=igsend_env(redis_url, sandbox, tmp / "accounts.toml", extra),
-                                          log_path=tmp / f"worker-{name or 'none'}-{len(rows)}.log",
+                                          log_path=tmp / f"worker-{name or 'none'}-{len(rows) + len(pairs)}.log",
                                           processes=processes)
                     try:
                         if name:
@@ -163,7 +158,6 @@ def bench_callbacks(small: bool) -> int:
                         whole = ProcessMeter([worker.process.pid])
                         row = run_igsend([worker.process.pid], sandbox, names, count, label)
                         last_delivery = row.pop("last_delivery")
-                        rows.append(row)
                         print(format_row(row), flush=True)
                         if name == "healthy":
                             deadline = time.monotonic() + 60
@@ -185,15 +179,30 @@ def bench_callbacks(small: bool) -> int:
                                 f"silent endpoint: {silent.accepted} connections accepted and never answered; after "
                                 f"the run {state['queued']} events queued, {state['sending']} in flight, "
                                 f"{state['jobs_retrying']} jobs waiting for a retry, {state['sent']} sent")
+                        return row
                     finally:
                         worker.stop(timeout=30)
+
+                print(f"ops/bench callbacks: {count} messages per row over {len(names)} accounts, sandbox latency "
+                      f"{LATENCY_MS} ms, igsend worker --processes {processes}, {os.cpu_count()} cores; CPU s/1k = "
+                      "the worker's CPU ms per message while sending", flush=True)
+                # the row without callbacks first and last: the difference between the two is the drift of the
+                # run itself (a Redis holding more records and stream entries, a busier machine)
+                for label, name, url in [("no callback endpoint", None, None),
+                                         ("one healthy endpoint (204)", "healthy", receiver.url),
+                                         ("one endpoint never answering", "silent", silent.url),
+                                         ("no callback endpoint, again", None, None)]:
+                    rows.append(run_row(label, name, url))
+                for index in range(1, rounds):
+                    pairs.append(run_row(f"pair {index}: no endpoint", None, None))
+                    pairs.append(run_row(f"pair {index}: never answering", f"silent{index}", silent.url))
     finally:
         receiver.close()
         silent.close()
 
     print()
     print(f"{'variant':<32} {'msgs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU s/1k':>9} {'peak RSS MB':>12}")
-    for row in rows:
+    for row in rows + pairs:
         print(format_row(row))
     first, last = rows[0], rows[-1]
     rate = (first["rate"] + last["rate"]) / 2
@@ -204,6 +213,15 @@ def bench_callbacks(small: bool) -> int:
     for row in rows[1:-1]:
         print(f"{row['name']}: {row['rate'] / rate * 100:.0f}% of the throughput without callbacks, "
               f"CPU per message {row['cpu_per_1000'] / cpu:.2f}x")
+    if pairs:
+        without = rows[:1] + rows[-1:] + pairs[0::2]
+        with_silent = [rows[2], *pairs[1::2]]
+        mean = {label: (sum(r["rate"] for r in group) / len(group), sum(r["cpu_per_1000"] for r in group) / len(group))
+                for label, group in (("without", without), ("silent", with_silent))}
+        print(f"every row without callbacks ({len(without)}) against every row with the endpoint never answering "
+              f"({len(with_silent)}): {mean['without'][0]:.0f} vs {mean['silent'][0]:.0f} msgs/s "
+              f"({mean['silent'][0] / mean['without'][0] * 100:.0f}%), {mean['without'][1]:.2f} vs "
+              f"{mean['silent'][1]:.2f} CPU ms per message ({mean['silent'][1] / mean['without'][1]:.2f}x)")
     for note in notes:
         print(note)
     return 0

@@ -18,6 +18,7 @@
                                  # and commands, RSS, a plain GET meanwhile, the wakeup after each job's end
     ops/bench callbacks          # sending with no callback endpoint, a healthy one, one that never answers: msgs/s,
                                  # CPU per message; callbacks received and how long after the last delivery
+                                 # (--rounds 3: two more pairs without / never answering, alternating)
     ops/bench rate --small       # scaled down, no targets enforced (what the test suite runs)
     ops/bench throughput --small
 """
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "sizing", "fairness", "dispatch", "waiters", "callbacks"])
     parser.add_argument("--small", action="store_true", help="scaled-down counts, targets not enforced (CI)")
     parser.add_argument("--groups", action="store_true", help="console: two Redis groups (IGSEND_GROUPS)")
+    parser.add_argument("--rounds", type=int, default=1, help="callbacks: then N-1 more pairs of rows without "
+                        "callbacks and with the endpoint that never answers, alternating")
     args = parser.parse_args(argv)
     if args.which == "rate":
         code = bench_rate(args.small)
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.which == "waiters":
         return bench_waiters(args.small)
     if args.which == "callbacks":
-        return bench_callbacks(args.small)
+        return bench_callbacks(args.small, args.rounds)
     return bench_throughput(args.small)
 
 

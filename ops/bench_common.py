@@ -224,7 +224,8 @@ def reset_sandbox(sandbox: str) -> None:
 def run_igsend(worker_pids: list[int], sandbox: str, accounts: list[str], count: int, label: str,
                redis_url: str | None = None) -> dict:
     """One igsend run; with ``redis_url``, the row's ``redis`` holds what Redis did per message (RedisMeter), read
-    before the final check of the job records so that the check is not counted."""
+    before the final check of the job records so that the check is not counted. ``last_delivery``: when the
+    sandbox accepted the last message (its clock, same host)."""
     from producers import send_many
 
     redis_meter = RedisMeter(redis_url) if redis_url else None
@@ -253,4 +254,4 @@ def run_igsend(worker_pids: list[int], sandbox: str, accounts: list[str], count:
     cpu, rss = meter.stop()
     latencies, _, last = wire_latencies(sandbox, sent_at)
     assert counts.get("delivered") == count, counts
-    return {**make_row(label, count, last - started, latencies, cpu, rss), "redis": figures}
+    return {**make_row(label, count, last - started, latencies, cpu, rss), "redis": figures, "last_delivery": last}

@@ -16,6 +16,9 @@
                                  # backlog; bytes per waiting message in a lane and on the Celery queue
     ops/bench waiters            # GET ?wait=30 held at once by one API process (24, 250, 1,000): Redis connections
                                  # and commands, RSS, a plain GET meanwhile, the wakeup after each job's end
+    ops/bench callbacks          # sending with no callback endpoint, a healthy one, one that never answers: msgs/s,
+                                 # CPU per message; callbacks received and how long after the last delivery
+                                 # (--rounds 3: two more pairs without / never answering, alternating)
     ops/bench rate --small       # scaled down, no targets enforced (what the test suite runs)
     ops/bench throughput --small
 """
@@ -28,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ops.bench_callbacks import bench_callbacks  # noqa: E402
 from ops.bench_console import bench_console  # noqa: E402
 from ops.bench_dispatch import bench_dispatch  # noqa: E402
 from ops.bench_fairness import bench_fairness  # noqa: E402
@@ -44,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ops/bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", choices=["rate", "throughput", "sweep", "memory", "ordered", "console", "pod",
-                                          "sizing", "fairness", "dispatch", "waiters"])
+                                          "sizing", "fairness", "dispatch", "waiters", "callbacks"])
     parser.add_argument("--small", action="store_true", help="scaled-down counts, targets not enforced (CI)")
     parser.add_argument("--groups", action="store_true", help="console: two Redis groups (IGSEND_GROUPS)")
+    parser.add_argument("--rounds", type=int, default=1, help="callbacks: then N-1 more pairs of rows without "
+                        "callbacks and with the endpoint that never answers, alternating")
     args = parser.parse_args(argv)
     if args.which == "rate":
         code = bench_rate(args.small)
@@ -69,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         return bench_dispatch(args.small)
     if args.which == "waiters":
         return bench_waiters(args.small)
+    if args.which == "callbacks":
+        return bench_callbacks(args.small, args.rounds)
     return bench_throughput(args.small)
 
 

@@ -185,3 +185,95 @@ def test_status_wait_refuses_out_of_range_naming_the_rule(redis_url: str) -> Non
         run = igsend("status", "some-job", "--wait", value)
         assert run.returncode == 2 and "--wait" in run.stderr, run.stderr
     assert "0<x<=30" in igsend("status", "some-job", "--wait", "31").stderr
+
+
+# --- igsend callbacks --------------------------------------------------------------------------------------------
+
+def _callbacks_file(tmp_path, url: str, **options: str) -> dict[str, str]:
+    """A callbacks file with the endpoint ``crm`` at ``url``; the environment a command needs to read it."""
+    from tests.test_callbacks import SECRET
+
+    extra = "".join(f"{name} = {value}\n" for name, value in options.items())
+    path = tmp_path / "callbacks.toml"
+    path.write_text(f'[endpoints.crm]\nurl = "{url}"\nsecret_env = "CRM_WEBHOOK_SECRET"\nallow_http = true\n{extra}'
+                    f'[endpoints.erp]\nurl = "https://erp.example.com/hook"\nsecret = "{SECRET}"\n'
+                    'events = ["message.dead"]\naccounts = ["shop"]\n')
+    return {"IGSEND_CALLBACKS_FILE": str(path), "CRM_WEBHOOK_SECRET": SECRET}
+
+
+def test_callbacks_commands_without_a_file_say_how_to_configure_one(redis_url: str) -> None:
+    env = {**os.environ}
+    env.pop("IGSEND_CALLBACKS_FILE", None)
+    for args in (["list"], ["test", "crm"], ["replay"]):
+        run = subprocess.run([*IGSEND, "callbacks", *args], capture_output=True, text=True, timeout=60, env=env)
+        assert (run.returncode, run.stdout) == (2, ""), args
+        [line] = run.stderr.splitlines()
+        assert line.startswith("error: no callback endpoints: set IGSEND_CALLBACKS_FILE to a TOML file"), line
+
+
+def test_callbacks_test_sends_one_signed_event_and_says_what_the_endpoint_answered(redis_url: str, tmp_path) -> None:
+    from tests.test_callbacks import Receiver
+
+    receiver = Receiver()
+    try:
+        env = _callbacks_file(tmp_path, receiver.url, allow_private="true")
+        ok = igsend("callbacks", "test", "crm", env=env)
+        assert ok.returncode == 0, ok.stderr
+        assert ok.stdout.startswith("crm: HTTP 204 (webhook-id msg_test_")
+        [event] = receiver.received  # verified with the endpoint's secret by the receiver (standardwebhooks)
+        assert (event["type"], event["data"]) == ("test", {"endpoint": "crm"}) and receiver.refused == []
+        assert event["id"] in ok.stdout
+        receiver.script[:] = [500]
+        failed = igsend("callbacks", "test", "crm", env=env)
+        assert (failed.returncode, failed.stdout) == (1, "")
+        assert failed.stderr.splitlines()[-1] == "error: crm: HTTP 500: "
+        # the same endpoint without allow_private, by a name that resolves to loopback: refused, nothing sent
+        local = _callbacks_file(tmp_path, receiver.url.replace("127.0.0.1", "localhost"))
+        refused = igsend("callbacks", "test", "crm", env=local)
+        assert (refused.returncode, refused.stdout) == (1, "")
+        line = refused.stderr.splitlines()[-1]
+        assert line.startswith("error: crm: refused: localhost is 127.0.0.1: ") and "allow_private" in line, line
+        assert len(receiver.started) == 2
+        unknown = igsend("callbacks", "test", "nope", env=env)
+        assert unknown.returncode == 1
+        assert unknown.stderr.splitlines()[-1] == (f"error: no endpoint 'nope' in IGSEND_CALLBACKS_FILE "
+                                                   f"({tmp_path}/callbacks.toml; endpoints: crm, erp)")
+    finally:
+        receiver.server.shutdown()
+
+
+def test_callbacks_list_shows_each_endpoint_and_replay_queues_the_failed_events(private_db, tmp_path) -> None:
+    from igsend.core import callbacks
+    from tests.test_callbacks import SECRET
+
+    for index in range(2):  # what a sender leaves after the last try
+        private_db.rpush(callbacks.key("crm", "failed"), json.dumps(
+            {"webhook_id": f"msg_o1-{index}", "type": "message.dead", "job": f"job-{index}", "account": "default",
+             "at": 1.0e9, "tries": 10, "error": "HTTP 500: down", "first_try_at": 1.0e9}))
+    private_db.hset(callbacks.key("crm", "stats"), mapping={
+        "sent": 7, "failed": 2, "retries": 18, "last_error": "HTTP 500: down", "last_error_at": 1.0e9,
+        "state": "disabled", "disabled": "the endpoint answered 410 Gone at 2026-12-05T20:00:00Z"})
+    env = _callbacks_file(tmp_path, "https://crm.example.com/igsend")
+    listed = igsend("callbacks", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    crm, erp = json.loads(listed.stdout)
+    assert (crm["name"], crm["url"], crm["state"], crm["sent"], crm["failed_total"], crm["failed"],
+            crm["retries"]) == ("crm", "https://crm.example.com/igsend", "disabled", 7, 2, 2, 18)
+    assert (erp["events"], erp["accounts"], erp["state"], erp["sent"]) == (["message.dead"], ["shop"], "enabled", 0)
+    assert SECRET not in listed.stdout
+    table = igsend("callbacks", "list", env=env)
+    header, first, second, *notes = table.stdout.splitlines()
+    assert header.split() == ["NAME", "URL", "EVENTS", "ACCOUNTS", "STATE", "SENT", "FAILED", "RETRIES", "QUEUED",
+                              "LAG", "LAST", "ERROR"]
+    assert first.split()[:8] == ["crm", "https://crm.example.com/igsend", "message.*", "all", "disabled", "7", "2",
+                                 "18"] and first.endswith("HTTP 500: down")
+    assert second.split()[:5] == ["erp", "https://erp.example.com/hook", "message.dead", "shop", "enabled"]
+    assert any("2 failed events kept" in note for note in notes) and SECRET not in table.stdout
+    replayed = igsend("callbacks", "replay", env=env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.splitlines() == ["crm: 2 failed events queued again", "erp: 0 failed events queued again",
+                                            "2 in all"]
+    assert private_db.llen(callbacks.key("crm", "queue")) == 2 and private_db.llen(callbacks.key("crm", "failed")) == 0
+    assert callbacks.state(private_db, "crm")["state"] == "enabled"
+    one = igsend("callbacks", "replay", "crm", env=env)
+    assert one.stdout == "crm: 0 failed events queued again\n"

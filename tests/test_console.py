@@ -260,3 +260,42 @@ def test_a_dead_letter_links_to_its_trace_when_a_trace_url_is_set(client, privat
     assert 'href="http://jaeger.example:16686/trace/4bf92f3577b34da6a3ce929d0e0e4736"' in page
     private_db.hset(f"igsend:job:{job_id}", "traceparent", '00-"><script>alert(1)</script>-x-01')
     assert "<script>alert" not in client.get(f"/ui/dead-letters/{job_id}").get_data(as_text=True)
+
+# --- console: status callbacks -----------------------------------------------------------------------------------
+
+def test_the_callbacks_page_shows_each_endpoint_its_failed_events_and_replays_them(client, private_db, tmp_path,
+                                                                                   monkeypatch) -> None:
+    import json
+
+    from igsend.core import callbacks
+    from tests.test_callbacks import SECRET
+
+    assert client.get("/ui/callbacks").status_code == 302  # the login first, as every page
+    _login(client)
+    monkeypatch.delenv("IGSEND_CALLBACKS_FILE", raising=False)
+    assert "set IGSEND_CALLBACKS_FILE" in client.get("/ui/callbacks").get_data(as_text=True)
+    path = tmp_path / "callbacks.toml"
+    path.write_text(f'[endpoints.crm]\nurl = "https://crm.example.com/igsend"\nsecret = "{SECRET}"\n')
+    monkeypatch.setenv("IGSEND_CALLBACKS_FILE", str(path))
+    for index in range(2):
+        private_db.rpush(callbacks.key("crm", "failed"), json.dumps(
+            {"webhook_id": f"msg_o1-{index}", "type": "message.dead", "job": f"job-{index}", "account": "default",
+             "at": 1.0e9, "tries": 10, "error": f"HTTP 500: {HTML}", "first_try_at": 1.0e9}))
+    private_db.hset(callbacks.key("crm", "stats"), mapping={
+        "sent": 7, "failed": 2, "retries": 18, "last_error": "HTTP 500: down", "last_error_at": 1.0e9,
+        "state": "disabled", "disabled": "the endpoint answered 410 Gone at 2026-12-05T20:00:00Z"})
+    page = client.get("/ui/callbacks").get_data(as_text=True)
+    assert "https://crm.example.com/igsend" in page and "410 Gone" in page and ">disabled<" in page
+    assert 'href="/ui/jobs/job-0"' in page and 'href="/ui/jobs/job-1"' in page and "msg_o1-1" in page
+    assert "2 failed events kept" in page and "HTTP 500: down" in page
+    assert "&lt;script&gt;" in page and "<script>alert" not in page  # an endpoint's answer is text
+    assert SECRET not in page
+    assert client.post("/ui/callbacks/crm/replay").status_code == 400  # no CSRF token: nothing changes
+    assert private_db.llen(callbacks.key("crm", "failed")) == 2
+    token = _csrf(page.encode())
+    done = client.post("/ui/callbacks/crm/replay", data={"csrf_token": token}, follow_redirects=True)
+    assert "crm: 2 failed events queued again" in done.get_data(as_text=True)
+    assert private_db.llen(callbacks.key("crm", "queue")) == 2 and private_db.llen(callbacks.key("crm", "failed")) == 0
+    assert callbacks.state(private_db, "crm")["state"] == "enabled"
+    unknown = client.post("/ui/callbacks/nope/replay", data={"csrf_token": token}, follow_redirects=True)
+    assert "no endpoint &#39;nope&#39;" in unknown.get_data(as_text=True)

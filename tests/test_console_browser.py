@@ -6,6 +6,7 @@ One operator's session in one test (a login costs a page load; the whole file st
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -70,7 +71,8 @@ def fault(sandbox: str, recipient: str, *faults: dict) -> None:
                   timeout=5).raise_for_status()
 
 
-def test_an_operator_works_dead_letters_accounts_and_schedules(browser, console_url: str, sandbox: str) -> None:
+def test_an_operator_works_dead_letters_accounts_and_schedules(browser, console_url: str, sandbox: str, tmp_path,
+                                                               monkeypatch) -> None:
     # a dead letter whose text is HTML, and one of another code, the way workers make them
     fault(sandbox, "nobody1", {"code": 100, "subcode": 2018001})
     dead = producers.send_text("nobody1", HTML)
@@ -141,6 +143,24 @@ def test_an_operator_works_dead_letters_accounts_and_schedules(browser, console_
     row.locator("button:has-text('Heal')").click()
     assert "account default marked healthy" in page.inner_text("main")
     assert state("default")["health"] == "healthy"
+
+    # the callbacks page: an endpoint's failed event, linked to its job, queued again with Replay
+    from igsend.core import callbacks
+    from igsend.core.store import get_redis
+
+    (tmp_path / "callbacks.toml").write_text('[endpoints.crm]\nurl = "https://crm.example.com/igsend"\n'
+                                             'secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"\n')
+    monkeypatch.setenv("IGSEND_CALLBACKS_FILE", str(tmp_path / "callbacks.toml"))  # read per request
+    get_redis().rpush(callbacks.key("crm", "failed"), json.dumps(
+        {"webhook_id": "msg_o1-0", "type": "message.dead", "job": dead.id, "account": "default", "at": 1.0e9,
+         "tries": 10, "error": "HTTP 500: down", "first_try_at": 1.0e9}))
+    page.click("nav >> text=Callbacks")
+    assert "https://crm.example.com/igsend" in page.inner_text("table") and "1 failed event kept" in page.inner_text(
+        "main")
+    assert page.locator(f"a[href='/ui/jobs/{dead.id}']").count() == 1
+    page.click("button:has-text('Replay')")
+    assert "crm: 1 failed event queued again" in page.inner_text("main")
+    assert get_redis().llen(callbacks.key("crm", "queue")) == 1
 
     # the overview shows the accounts and refreshes itself (htmx, same origin, no inline script)
     page.goto(f"{console_url}/ui")

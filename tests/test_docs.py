@@ -69,3 +69,47 @@ def test_every_runbook_has_a_page_that_includes_it() -> None:
     index = pages["index.md"]
     for name in runbooks:
         assert re.search(rf"^{re.escape(name.removesuffix('.md'))}$", index, re.M), f"runbooks/index.md: {name}"
+
+
+def test_the_python_callback_verification_on_the_callbacks_page_verifies_what_igsend_sends(monkeypatch, capsys) -> None:
+    """docs/callbacks.md's "In Python" block, run as written, handles callbacks signed by igsend's own sender
+    (workers.callbacks.send_once): a delivered and a dead event pass, a retry of one is dropped, a changed body or
+    another secret is refused."""
+    import json
+    from types import SimpleNamespace
+
+    from igsend.core.callbacks import Endpoint
+    from workers.callbacks import send_once
+
+    text = (DOCS / "callbacks.md").read_text(encoding="utf-8")
+    section = re.search(r"^### In Python\n(.*?)(?=^#+ |\Z)", text, re.M | re.S)
+    assert section, "docs/callbacks.md has no heading 'In Python'"
+    block = re.search(r"```python\n(.*?)```", section.group(1), re.S)
+    assert block, "no python block under 'In Python'"
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    monkeypatch.setenv("CRM_WEBHOOK_SECRET", secret)
+    namespace: dict = {"__name__": "callbacks_snippet"}
+    exec(compile(block.group(1), "docs/callbacks.md", "exec"), namespace)  # noqa: S102 - the page's own code
+
+    def deliver(body: str, webhook_id: str, *, key: str = secret, tamper: bool = False) -> int:
+        """What the receiver answers to igsend's request for this body."""
+        answers: list[int] = []
+
+        def post(url: str, *, data: bytes, headers: dict, **_: object) -> SimpleNamespace:
+            answers.append(namespace["handle"](data + b" " if tamper else data, headers))
+            return SimpleNamespace(status_code=answers[-1], headers={}, text="")
+
+        endpoint = Endpoint(name="crm", url="https://crm.example.com/igsend", secret=key)
+        send_once(SimpleNamespace(post=post), endpoint, webhook_id, body)  # type: ignore[arg-type]
+        return answers[0]
+
+    delivered = json.dumps({"type": "message.delivered", "timestamp": "2026-12-05T20:00:00.000Z", "data": {
+        "id": "job-1", "status": "delivered", "result": {"recipient_id": "r", "message_id": "aWdf1"}}})
+    dead = json.dumps({"type": "message.dead", "timestamp": "2026-12-05T20:00:01.000Z", "data": {
+        "id": "job-2", "status": "dead", "reason": "permanent: no matching user"}})
+    assert deliver(delivered, "msg_o1-0") == 204
+    assert deliver(dead, "msg_o2-0") == 204
+    assert deliver(delivered, "msg_o1-0") == 204  # the retry: answered, not handled again
+    assert deliver(delivered, "msg_o3-0", tamper=True) == 400
+    assert deliver(delivered, "msg_o4-0", key="whsec_" + "QW5vdGhlclNlY3JldEtleTAxMjM0NQ==") == 400
+    assert capsys.readouterr().out.splitlines() == ["delivered job-1 aWdf1", "dead job-2 permanent: no matching user"]

@@ -14,7 +14,7 @@ from tests.conftest import wait_until
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "ops" / "grafana" / "dashboards" / "igsend.json"
 PROMQL_WORDS = {"sum", "by", "rate", "histogram_quantile", "le", "account", "status", "outcome", "code", "reason",
-                "how", "m"}
+                "how", "m", "endpoint"}
 
 pytestmark = pytest.mark.usefixtures("worker", "clean")
 
@@ -25,8 +25,12 @@ def exporter(redis_url, tmp_path):
     from igsend.local.processes import start_command
 
     port = free_port()
-    service = start_command("metrics", ["metrics", "--port", str(port)], env={"IGSEND_REDIS_URL": redis_url},
-                            ready_url=f"http://127.0.0.1:{port}/metrics", log_path=tmp_path / "metrics.log")
+    callbacks_file = tmp_path / "callbacks.toml"  # the dashboard's callback panels read its endpoints
+    callbacks_file.write_text('[endpoints.crm]\nurl = "https://crm.example.com/x"\nsecret = "whsec_'
+                              'MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"\n')
+    service = start_command("metrics", ["metrics", "--port", str(port)], env={
+        "IGSEND_REDIS_URL": redis_url, "IGSEND_CALLBACKS_FILE": str(callbacks_file)},
+        ready_url=f"http://127.0.0.1:{port}/metrics", log_path=tmp_path / "metrics.log")
     yield f"http://127.0.0.1:{port}/metrics"
     service.stop()
 
@@ -113,3 +117,42 @@ def test_what_waits_in_the_lanes_is_exported_for_prometheus_and_keda(private_db,
     assert 'igsend_lane_waiting{account="default",priority="bulk",send_class="text"} 3.0' in text
     assert 'igsend_lane_waiting{account="shop",priority="normal",send_class="text"} 1.0' in text
     assert "igsend_waiting 4.0" in text
+
+
+def test_each_callback_endpoint_is_exported_with_its_counters_queue_and_lag(private_db, tmp_path,
+                                                                           monkeypatch) -> None:
+    """The exporter reads each endpoint of its IGSEND_CALLBACKS_FILE from Redis (igsend.core.callbacks.state)."""
+    import time
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from igsend.core import callbacks
+    from tests.test_callbacks import SECRET
+    from workers.metrics import RedisStateCollector
+
+    path = tmp_path / "callbacks.toml"
+    path.write_text(f'[endpoints.crm]\nurl = "https://crm.example.com/x"\nsecret = "{SECRET}"\n'
+                    f'[endpoints.erp]\nurl = "https://erp.example.com/x"\nsecret = "{SECRET}"\n')
+    monkeypatch.setenv("IGSEND_CALLBACKS_FILE", str(path))
+    private_db.hset(callbacks.key("crm", "stats"), mapping={"sent": 5, "failed": 1, "retries": 3})
+    oldest = time.time() - 120  # an event queued two minutes ago, and one more
+    for at in (oldest, oldest + 60):
+        private_db.rpush(callbacks.key("crm", "queue"), json.dumps(
+            {"webhook_id": f"msg_{at}", "type": "message.delivered", "job": "j", "account": "default", "at": at}))
+    private_db.hset(callbacks.key("erp", "stats"), mapping={"state": "disabled", "disabled": "410 Gone"})
+    registry = CollectorRegistry()
+    registry.register(RedisStateCollector())
+    text = generate_latest(registry).decode()
+    assert 'igsend_callbacks_sent_total{endpoint="crm"} 5.0' in text
+    assert 'igsend_callbacks_failed_total{endpoint="crm"} 1.0' in text
+    assert 'igsend_callbacks_retries_total{endpoint="crm"} 3.0' in text
+    assert 'igsend_callbacks_queued{endpoint="crm"} 2.0' in text
+    lag = re.search(r'igsend_callbacks_lag_seconds\{endpoint="crm"\} (\S+)', text)
+    assert lag and float(lag.group(1)) >= 120  # at least the oldest event's age
+    for line in ('igsend_callbacks_queued{endpoint="erp"} 0.0', 'igsend_callbacks_lag_seconds{endpoint="erp"} 0.0',
+                 'igsend_callbacks_enabled{endpoint="crm"} 1.0', 'igsend_callbacks_enabled{endpoint="erp"} 0.0'):
+        assert line in text, line
+    monkeypatch.delenv("IGSEND_CALLBACKS_FILE")
+    without = CollectorRegistry()
+    without.register(RedisStateCollector())
+    assert "igsend_callbacks" not in generate_latest(without).decode()

@@ -79,3 +79,14 @@ def test_waiters_bench_small_runs() -> None:
     rows = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     assert [row["waiters"] for row in rows] == [24, 100]
     assert all(row["redis_commands_in_hold"] == 0 for row in rows)  # nobody polls while the jobs are held
+
+
+@pytest.mark.scenario
+def test_callbacks_bench_small_runs() -> None:
+    run = _run("benchmarks.py", "callbacks", "--small", timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for variant in ("no callback endpoint", "one healthy endpoint (204)", "one endpoint never answering"):
+        assert variant in run.stdout, variant
+    # every message delivered in each row (run_igsend checks), and every callback received once, verified
+    assert "healthy endpoint: 300 of 300 callbacks received (0 twice, 0 not verified)" in run.stdout
+    assert "silent endpoint: " in run.stdout and ", 0 sent" in run.stdout

@@ -3,7 +3,7 @@
 Per worker process (served on ``IGSEND_METRICS_PORT`` when set): attempts and outcomes by account, kind
 and Graph error code, retries, rate-limiter waits, Graph latency, token refreshes, checks and reloads. From Redis
 (``igsend metrics``, one exporter per deployment): queue depth, delayed and held jobs, DLQ size, account health,
-seconds until each account's token expires.
+seconds until each account's token expires, and each status-callback endpoint's counters, queue and lag.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ class RedisStateCollector(Collector):
         yield held
         yield healthy
         yield from _token_metrics(client)
+        yield from _callback_metrics(client)
 
 
 def _token_metrics(client: redis.Redis) -> Iterator[Metric]:
@@ -136,6 +137,42 @@ def _token_metrics(client: redis.Redis) -> Iterator[Metric]:
     yield expiry
     yield data_access
     yield problem
+
+
+def _callback_metrics(client: redis.Redis) -> Iterator[Metric]:
+    """Per endpoint of IGSEND_CALLBACKS_FILE (the exporter's own setting), from its state in Redis
+    (igsend.core.callbacks.state); nothing without the file."""
+    import logging
+
+    from igsend.core import callbacks
+
+    try:
+        endpoints = callbacks.load()
+    except callbacks.CallbacksFileError as exc:  # the scrape goes on without these
+        logging.getLogger("igsend.metrics").warning("%s", exc)
+        return
+    if not endpoints:
+        return
+    sent = CounterMetricFamily("igsend_callbacks_sent", "Callbacks the endpoint answered with 2xx", labels=["endpoint"])
+    failed = CounterMetricFamily("igsend_callbacks_failed", "Callback events given up on after the last try (or "
+                                 "on 410 Gone)", labels=["endpoint"])
+    retries = CounterMetricFamily("igsend_callbacks_retries", "Callback tries that failed and were scheduled again",
+                                  labels=["endpoint"])
+    queued = GaugeMetricFamily("igsend_callbacks_queued", "Callback events waiting to be sent to the endpoint (queued "
+                               "or in flight; not those held behind a retry)", labels=["endpoint"])
+    lag = GaugeMetricFamily("igsend_callbacks_lag_seconds", "Age of the oldest callback event waiting in the "
+                            "endpoint's queue (0 when none waits)", labels=["endpoint"])
+    enabled = GaugeMetricFamily("igsend_callbacks_enabled", "1 unless the endpoint was disabled (410 Gone)",
+                                labels=["endpoint"])
+    for name in endpoints:
+        state = callbacks.state(client, name)
+        sent.add_metric([name], state["sent"])
+        failed.add_metric([name], state["failed_total"])
+        retries.add_metric([name], state["retries"])
+        queued.add_metric([name], state["queued"] + state["sending"])
+        lag.add_metric([name], round(state["lag_seconds"], 3))
+        enabled.add_metric([name], 0.0 if state["state"] == "disabled" else 1.0)
+    yield from (sent, failed, retries, queued, lag, enabled)
 
 
 def waiting_now() -> dict[str, int]:

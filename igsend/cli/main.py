@@ -10,6 +10,7 @@ import click
 import redis
 
 from igsend.cli.accounts import accounts
+from igsend.cli.callbacks import callbacks_group
 from igsend.cli.dlq import dlq
 from igsend.cli.groups import groups
 from igsend.cli.jobs import cancel, status
@@ -26,7 +27,7 @@ logging.getLogger("igsend.producers").addHandler(logging.NullHandler())
 
 #: Commands a person waits on: their Redis calls fail within seconds instead of riding out an outage.
 #: The long-running ones (worker, up, demo, metrics, ...) keep the patient policy.
-_BRIEF = {"send", "send-bulk", "status", "dlq", "accounts", "groups"}
+_BRIEF = {"send", "send-bulk", "status", "dlq", "accounts", "groups", "callbacks"}
 
 
 class _Main(click.Group):
@@ -70,7 +71,7 @@ def _say_which_redis() -> None:
         click.echo(f"redis: {RedisChoice(settings.redis_url, settings.redis_source).describe()}", err=True)
 
 
-# Each command lives in the module of its family (sending, jobs, dlq, accounts, groups, local, services); the
+# Each command lives in the module of its family (sending, jobs, dlq, accounts, groups, callbacks, local, services); the
 # heavy ones (worker, flower, api, metrics, demo, up, sandbox) import their code only when they run, so that
 # `igsend send` stays as light as the Python API. `igsend --help` lists them alphabetically.
 main.add_command(send_group)
@@ -87,3 +88,4 @@ main.add_command(api)
 main.add_command(metrics)
 main.add_command(accounts)
 main.add_command(groups)
+main.add_command(callbacks_group)

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -204,6 +205,18 @@ def _float(value: str | None) -> float | None:
         return float(value) if value else None
     except ValueError:
         return None
+
+
+def make_test_event() -> dict[str, Any]:
+    """A ``test`` event for ``igsend callbacks test``: a fresh ``webhook-id``, no job, now."""
+    return {"webhook_id": f"msg_test_{uuid.uuid4().hex}", "type": "test", "job": "", "account": "",
+            "at": time.time()}
+
+
+def setting_hint() -> str:
+    """How to configure callbacks, in one line (what the CLI and the console say when none are)."""
+    return (f"no callback endpoints: set {SETTING} to a TOML file of [endpoints.NAME] tables (url, secret_env, "
+            "events, accounts; see the Status callbacks page of the docs)")
 
 
 # --- fan-out ----------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The operator's console at ``/ui``, served by ``igsend api``: overview, dead letters, accounts, scheduled
-messages and one job, in plain HTML forms.
+messages, status callbacks and one job, in plain HTML forms.
 
 Every page reads and acts through the functions the CLI and the HTTP API use (:mod:`igsend.core.dlq`,
 :mod:`igsend.core.account_state`, :mod:`igsend.core.records`, :class:`producers.jobs.Job`); nothing here decides a
@@ -25,7 +25,7 @@ from flask import Blueprint, Flask, current_app, flash, redirect, render_templat
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import MultiDict
 
-from igsend.core import account_state, activity, dlq, presence, records, routing, series
+from igsend.core import account_state, activity, callbacks, dlq, presence, records, routing, series
 from igsend.core.errors import CancelRefused, ReplayRefused, UnknownAccount
 from igsend.core.store import DELAYED_KEY, get_redis, job_key, memory_share
 from producers.api_keys import OPERATE, ApiKey, find_key
@@ -38,6 +38,8 @@ PAGE_SIZE = 50
 #: Seconds a bulk replay may run within one request (gunicorn's worker timeout is 30 s); what is left is counted
 #: and offered again.
 BULK_BUDGET = 20.0
+#: Failed callback events listed per endpoint (newest first); `igsend callbacks replay` replays every one.
+CALLBACK_FAILED_SHOWN = 50
 _EXTENSION = "igsend_console"
 
 
@@ -411,6 +413,50 @@ def release() -> ResponseReturnValue:
               + (f"job {head} goes next" if head else "no message waits in it"), "ok")
     return redirect(request.form.get("back", "") if request.form.get("back", "").startswith("/ui/")
                     else url_for("console.accounts"))
+
+
+# --- status callbacks --------------------------------------------------------------------------------------------
+
+@console.route("/callbacks")
+def callbacks_page() -> ResponseReturnValue:
+    """Each endpoint of IGSEND_CALLBACKS_FILE (as this API process reads it): state, counters, lag, last error,
+    and the failed events kept for a replay (``igsend callbacks list``)."""
+    try:
+        endpoints = callbacks.load()
+    except callbacks.CallbacksFileError as exc:
+        return render_template("callbacks.html", problem=str(exc), rows=[], parts=[], grouped=False)
+    if not endpoints:
+        return render_template("callbacks.html", problem=callbacks.setting_hint(), rows=[], parts=[],
+                               grouped=False)
+
+    def read(client: redis.Redis) -> list[dict[str, Any]]:
+        return [{**callbacks.state(client, name), "endpoint": endpoint,
+                 "failed_events": callbacks.failed_events(client, name, limit=CALLBACK_FAILED_SHOWN)}
+                for name, endpoint in endpoints.items()]
+
+    parts = across.each_group(read)
+    rows = [{**row, "group": part.group} for part in parts for row in part.value or []]
+    return render_template("callbacks.html", problem=None, rows=rows, parts=parts, grouped=across.grouped(),
+                           shown=CALLBACK_FAILED_SHOWN)
+
+
+@console.route("/callbacks/<name>/replay", methods=["POST"])
+def callbacks_replay(name: str) -> ResponseReturnValue:
+    """The endpoint's failed events back to its queue, in every group (``igsend callbacks replay NAME``)."""
+    try:
+        known = callbacks.load()
+    except callbacks.CallbacksFileError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("console.callbacks_page"))
+    if name not in known:
+        flash(f"no endpoint {name!r} in {callbacks.SETTING}", "error")
+        return redirect(url_for("console.callbacks_page"))
+    queued = 0
+    for group in routing.every_group():
+        with across.reachable(group):
+            queued += callbacks.replay(get_redis(patient=False), name)
+    flash(f"{name}: {queued} failed event{'s' if queued != 1 else ''} queued again; the endpoint is enabled", "ok")
+    return redirect(url_for("console.callbacks_page"))
 
 
 # --- scheduled and jobs ------------------------------------------------------------------------------------------

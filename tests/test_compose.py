@@ -305,7 +305,8 @@ NOT_FROM_ENV = {
 }
 #: Documented settings only one service reads.
 ONLY_IN = {"IGSEND_FLOWER_AUTH": "flower", "IGSEND_API_KEYS": "api", "IGSEND_WEBHOOK_VERIFY_TOKEN": "api",
-           "IGSEND_UI_SECRET": "api", "IGSEND_UI_FLOWER_URL": "api", "IGSEND_UI_GRAFANA_URL": "api"}
+           "IGSEND_UI_SECRET": "api", "IGSEND_UI_FLOWER_URL": "api", "IGSEND_UI_GRAFANA_URL": "api",
+           "IGSEND_UI_TRACE_URL": "api"}
 #: Settings producers read too (records, idempotency, the broker's visibility timeout): the API gets them.
 PRODUCER_SETTINGS = {"IGSEND_SEND_DEADLINE", "IGSEND_IDEMPOTENCY_WINDOW", "IGSEND_RESULT_TTL", "IGSEND_DELIVERED_TTL",
                      "IGSEND_DLQ_MAX", "IGSEND_DLQ_ARCHIVE", "IGSEND_LOG_FORMAT", "IGSEND_REDIS_URL"}

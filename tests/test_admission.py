@@ -109,3 +109,13 @@ def test_scheduler_moves_due_jobs_once_and_recovers_a_dead_movers_leftovers(r) -
     assert r.llen(MOVING_KEY) == 0
     other = Scheduler(r)
     assert other.tick() == 0  # only the lease holder moves
+
+
+def test_a_copy_admitted_to_send_takes_the_job_out_of_the_delayed_set(admitter, r) -> None:
+    """Found by tests/test_record_states.py: a job retrying (due now, in igsend:delayed) whose stale copy reached a
+    worker first was sent, and its id stayed in the delayed set: the waiting list showed a job that was sending
+    (or delivered), and the scheduler published one more copy of it."""
+    r.hset(job_key("retried"), mapping={"status": "retrying", "next_attempt_at": f"{time.time():.6f}"})
+    r.zadd(DELAYED_KEY, {"retried": time.time()})
+    assert admitter.admit("retried", MESSAGE, "text", 1000.0).action == "go"
+    assert r.zscore(DELAYED_KEY, "retried") is None

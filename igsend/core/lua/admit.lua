@@ -102,5 +102,8 @@ redis.call('HSET', KEYS[1], 'status', 'sending', 'inflight', attempt, 'attempts'
            'inflight_at', now)  -- when the attempt began: what a reconciliation of its lost answer looks after
 redis.call('HDEL', KEYS[1], 'slot_at', 'next_attempt_at', 'reason')
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+-- This copy sends it: an entry it left in the delayed set (a retry or a parked slot that another copy reached
+-- first) is stale, and would only publish one more copy and list a job that is sending as waiting.
+redis.call('ZREM', KEYS[5], job_id)
 redis.call('ZADD', KEYS[8], now + tonumber(ARGV[2]) / 1000, job_id)  -- until an outcome is recorded
 return {'go', string.format('%.6f', math.max(0, slot - now)), tostring(attempt), rec[5] or tostring(now)}

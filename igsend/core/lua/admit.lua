@@ -49,7 +49,9 @@ if opened and now >= opened + tonumber(ARGV[12]) then return {'window_closed', t
 
 -- An ordered job goes only from the head of its conversation. One behind a job still owed a send (or a dead one
 -- that holds the conversation) parks, holding no worker and no prefetch slot: the head's end makes it due.
-if KEYS[10] ~= 'igsend:conv:' then
+-- A job no longer in its conversation's set is done with as far as the order goes (a dead one replayed after it
+-- let the next go): it waits for no one, and no one's end would make it due.
+if KEYS[10] ~= 'igsend:conv:' and redis.call('ZSCORE', KEYS[10], job_id) then
   for _ = 1, 50 do
     local head = redis.call('ZRANGE', KEYS[10], 0, 0)[1]
     if not head or head == job_id then break end

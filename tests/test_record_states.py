@@ -8,11 +8,12 @@ job, and after every step holds Redis to a model of what each job must be:
   dispatcher (``Scheduler.dispatch``) and the scheduler's tick (due jobs, the lanes), a worker taking the next copy
   off the Celery queue and admitting it (``Admitter.admit``), a stale copy admitted again (redelivery), the
   POST answered (``Outcomes.delivered``), refused (``Outcomes.dead``), transient (``Outcomes.retry``, due now or
-  in an hour), a worker lost mid-POST (its lock gone, its in-flight entry left), a lock that expires under a live
-  worker (which records its outcome late), an orphaned attempt resent (``forget_inflight``) or dead-lettered as
-  ``unknown``, cancel (``records.cancel`` and ``Job.cancel``), replay from the DLQ (``dlq.replay``), the sweeper
-  (``Sweeper(lost_after=0)``), time passing for one waiting job, and a Redis restart (SHUTDOWN, the AOF flushed,
-  and the same server started again on its port: connections drop, the script cache empties).
+  in an hour), a worker lost mid-POST (its lock gone, its in-flight entry left), a lock that expires under a
+  live worker (which records its outcome late, also after its attempt was classified lost), an orphaned attempt
+  resent (``forget_inflight``) or dead-lettered as ``unknown``, cancel (``records.cancel`` and ``Job.cancel``),
+  replay from the DLQ (``dlq.replay``), the sweeper (``Sweeper(lost_after=0)``), time passing for one waiting job,
+  and a Redis restart (SHUTDOWN, the AOF flushed, and the same server started again on its port: connections
+  drop, the script cache empties).
 - **invariants**: admission answers what the model expects, and in particular GO (a POST) only for a job that
   is not final and has no attempt in flight: a job is POSTed again only after its earlier attempt ended with a
   recorded retry or was classified lost (ORPHANED, then resent); a final state changes only by replay; an ordered
@@ -108,8 +109,8 @@ class Job:
 
 @dataclass
 class Worker:
-    """A worker holding one attempt of a job: ``alive`` with its lock, ``slow`` (alive, its lock expired), or
-    ``dead`` (killed mid-POST)."""
+    """A worker holding one attempt of a job: ``alive`` with its lock, ``slow`` (alive, its lock expired),
+    ``superseded`` (slow, and admission has since classified its attempt lost) or ``dead`` (killed mid-POST)."""
 
     job: Job
     attempt: int
@@ -209,7 +210,10 @@ def record_machine(server: Server) -> type[RuleBasedStateMachine]:
                 assert admission.detail in heads, (admission.detail, heads)
             elif admission.action is Action.ORPHANED:
                 # the worker that held the attempt is gone or late: its attempt is classified lost, now
-                self.workers = [w for w in self.workers if w.job is not job]
+                for worker in self.workers:
+                    if worker.job is job and worker.state == "slow":
+                        worker.state = "superseded"  # alive: it may still record what its POST came to
+                self.workers = [w for w in self.workers if w.job is not job or w.state == "superseded"]
                 job.inflight = False
                 if resend_orphans:  # IGSEND_UNKNOWN_OUTCOME=resend, as workers.tasks does it
                     self.outcomes.forget_inflight(job.id)
@@ -307,6 +311,23 @@ def record_machine(server: Server) -> type[RuleBasedStateMachine]:
         def answer_late(self, index: int, outcome: str) -> None:
             """A worker whose lock expired under it records its outcome after all (nobody took the job over)."""
             self.record(self.pick([w for w in self.workers if w.state == "slow"], index), outcome)
+
+        @precondition(lambda self: any(w.state == "superseded" for w in self.workers))
+        @rule(index=st.integers(0, 99), outcome=st.sampled_from(["dead", "retry_now", "retry_later"]))
+        def answer_superseded(self, index: int, outcome: str) -> None:
+            """A stalled worker whose attempt admission classified lost meanwhile records a failure after all: the
+            job (sending again, or ended) must not change. (Its late *delivery* would win, as lua/finish.lua says:
+            not modelled here.)"""
+            worker = self.pick([w for w in self.workers if w.state == "superseded"], index)
+            entry = {"attempt": worker.attempt, "at": time.time(), "latency_ms": 1.0, "outcome": outcome}
+            if outcome == "dead":
+                self.outcomes.dead(worker.job.id, "permanent: refused", {"code": 551}, entry,
+                                   conversation=records.conversation_of(worker.job.message))
+            else:
+                self.outcomes.retry(worker.job.id, self.now() + (LATER if outcome == "retry_later" else -1.0),
+                                    reason="transient", error={"code": 2}, attempt_entry=entry)
+            self.workers.remove(worker)
+            self.note(worker.job, f"superseded:{outcome}")
 
         def _lock_gone(self, worker: Worker, state: str) -> None:
             worker.state = state

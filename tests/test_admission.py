@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from igsend.core.store import DELAYED_KEY, account_key, held_key, job_key, lock_key
+from igsend.core.store import DELAYED_KEY, PENDING_KEY, account_key, held_key, job_key, lock_key
 from tests.conftest import queue_depth
 from workers.admission import Admitter
 from workers.scheduler import MOVING_KEY, Scheduler
@@ -109,6 +109,19 @@ def test_scheduler_moves_due_jobs_once_and_recovers_a_dead_movers_leftovers(r) -
     assert r.llen(MOVING_KEY) == 0
     other = Scheduler(r)
     assert other.tick() == 0  # only the lease holder moves
+
+
+def test_a_scheduled_job_whose_message_the_broker_lost_is_sent_again(r) -> None:
+    """Found by tests/test_record_states.py: a scheduled job is published when due with its status still
+    ``scheduled``; the sweeper counted that status as not owed a send and dropped the job from igsend:pending, so
+    had the broker lost its message, it would have stayed ``scheduled`` for good, in no index."""
+    from workers.sweeper import Sweeper
+
+    r.hset(job_key("due-at-nine"), mapping={"status": "scheduled", "message": '{"kind": "text", "recipient": "r1", '
+                                                                       '"account": "acct", "text": "hi"}'})
+    r.zadd(PENDING_KEY, {"due-at-nine": time.time() - 5})  # claimed when due, published, and lost by the broker
+    assert Sweeper(r, lost_after=0).sweep().republished == ["due-at-nine"]
+    assert r.zscore(PENDING_KEY, "due-at-nine") is not None
 
 
 def test_a_copy_admitted_to_send_takes_the_job_out_of_the_delayed_set(admitter, r) -> None:

@@ -504,6 +504,7 @@ def run(server: Server, *, examples: int, steps: int, restarts: bool = True, ran
     run_state_machine_as_test(machine, settings=options)
 
 
+@pytest.mark.timeout(1200)  # a failure is shrunk to its fewest steps, which takes minutes; a pass about 15 s
 def test_the_job_records_state_machine(own_redis: Server) -> None:
     """CI's bounded run (derandomized: the same examples every run); ``ops/fuzz_records.py`` runs more."""
     run(own_redis, examples=60, steps=40)

@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         from igsend.core.store import forget_connections
 
         forget_connections()
-        print(f"record states: {args.examples} examples of up to {args.steps} steps, Redis at {server.url()}",
-              flush=True)
+        print(f"record states: {args.examples} examples of up to {args.steps} steps, on a redis-server of its own "
+              f"at 127.0.0.1:{server.port} (db 12)", flush=True)
         started = time.monotonic()
         try:
             run(server, examples=args.examples, steps=args.steps, restarts=not args.no_restarts, randomize=True)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,18 +63,21 @@ class Server:
         from igsend.local.embedded_redis import start_redis
 
         self.directory = directory
-        self.embedded = start_redis(directory)
+        # A password of its own: should another process take the port while the server restarts, nothing here
+        # can reach (and flush) that one.
+        self.password = secrets.token_hex(16)
+        self.embedded = start_redis(directory, password=self.password)
         self.port = int(self.embedded.url.rsplit(":", 1)[1].split("/")[0])
         self.restarts = 0
 
     def url(self, db: int = DB) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
 
     def restart(self) -> None:
         from igsend.local.embedded_redis import start_redis
 
         self.embedded.stop()  # SHUTDOWN: the AOF is written and fsynced first
-        self.embedded = start_redis(self.directory, port=self.port)
+        self.embedded = start_redis(self.directory, port=self.port, password=self.password)
         probe = redis_lib.Redis.from_url(self.url())
         deadline = time.monotonic() + 30
         while True:  # PING answers while the AOF is still loading; other commands answer LOADING until it is done

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from igsend.core.store import DELAYED_KEY, account_key, held_key, job_key, lock_key
+from igsend.core.store import DELAYED_KEY, PENDING_KEY, account_key, held_key, job_key, lock_key
 from tests.conftest import queue_depth
 from workers.admission import Admitter
 from workers.scheduler import MOVING_KEY, Scheduler
@@ -109,3 +109,59 @@ def test_scheduler_moves_due_jobs_once_and_recovers_a_dead_movers_leftovers(r) -
     assert r.llen(MOVING_KEY) == 0
     other = Scheduler(r)
     assert other.tick() == 0  # only the lease holder moves
+
+
+def test_a_scheduled_job_whose_message_the_broker_lost_is_sent_again(r) -> None:
+    """Found by tests/test_record_states.py: a scheduled job is published when due with its status still
+    ``scheduled``; the sweeper counted that status as not owed a send and dropped the job from igsend:pending, so
+    had the broker lost its message, it would have stayed ``scheduled`` for good, in no index."""
+    from workers.sweeper import Sweeper
+
+    r.hset(job_key("due-at-nine"), mapping={"status": "scheduled", "message": '{"kind": "text", "recipient": "r1", '
+                                                                       '"account": "acct", "text": "hi"}'})
+    r.zadd(PENDING_KEY, {"due-at-nine": time.time() - 5})  # claimed when due, published, and lost by the broker
+    assert Sweeper(r, lost_after=0).sweep().republished == ["due-at-nine"]
+    assert r.zscore(PENDING_KEY, "due-at-nine") is not None
+
+
+def test_a_copy_admitted_to_send_takes_the_job_out_of_the_delayed_set(admitter, r) -> None:
+    """Found by tests/test_record_states.py: a job retrying (due now, in igsend:delayed) whose stale copy reached a
+    worker first was sent, and its id stayed in the delayed set: the waiting list showed a job that was sending
+    (or delivered), and the scheduler published one more copy of it."""
+    r.hset(job_key("retried"), mapping={"status": "retrying", "next_attempt_at": f"{time.time():.6f}"})
+    r.zadd(DELAYED_KEY, {"retried": time.time()})
+    assert admitter.admit("retried", MESSAGE, "text", 1000.0).action == "go"
+    assert r.zscore(DELAYED_KEY, "retried") is None
+
+
+def test_a_stalled_workers_late_failure_does_not_end_the_attempt_that_replaced_it(admitter, r) -> None:
+    """Found by tests/test_record_states.py: a worker stalled past its lock; a copy found the attempt orphaned and
+    (IGSEND_UNKNOWN_OUTCOME=resend) POSTed again. The stalled worker then recorded its own attempt's transient
+    error: that freed the live second POST's lock and in-flight mark, and the next copy POSTed a third time while
+    the second was in flight. Its late refusal dead-lettered the job under the live POST, and after a dead-letter
+    as ``unknown`` its late retry turned a final job back to ``retrying``. A late failure now changes nothing."""
+    from igsend.core.records import JobStatus, Outcomes
+    from igsend.core.store import DLQ_INDEX_KEY, INFLIGHT_KEY
+
+    outcomes = Outcomes(r, record_ttl=3600)
+    r.hset(job_key("stalled"), mapping={"id": "stalled", "status": "queued", "attempts": 0})
+    first = admitter.admit("stalled", MESSAGE, "text", 1000.0)
+    assert first.action == "go"
+    r.delete(lock_key("stalled"))  # the first worker stalls past its lock
+    assert admitter.admit("stalled", MESSAGE, "text", 1000.0).action == "orphaned"
+    outcomes.forget_inflight("stalled")  # resend
+    assert admitter.admit("stalled", MESSAGE, "text", 1000.0).action == "go"  # the second POST, in flight
+
+    late = {"attempt": first.attempt, "at": time.time(), "latency_ms": 1.0, "outcome": "transient"}
+    outcomes.retry("stalled", time.time() - 1, reason="transient", error={"code": 2}, attempt_entry=late)
+    outcomes.dead("stalled", "permanent: refused", {"code": 551}, late)
+    assert r.exists(lock_key("stalled")) and r.zscore(INFLIGHT_KEY, "stalled") is not None
+    assert r.hget(job_key("stalled"), "status") == "sending"
+    assert r.zscore(DLQ_INDEX_KEY, "stalled") is None
+    assert admitter.admit("stalled", MESSAGE, "text", 1000.0).action == "busy"  # no third POST
+
+    outcomes.dead("stalled", "outcome unknown", None, {"attempt": 2, "at": time.time(), "outcome": "unknown"},
+                  status=JobStatus.UNKNOWN)  # the second attempt's own end is recorded
+    outcomes.retry("stalled", time.time() - 1, reason="transient", error={"code": 2}, attempt_entry=late)
+    assert r.hget(job_key("stalled"), "status") == "unknown"  # final: only a replay changes it
+

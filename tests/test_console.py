@@ -50,6 +50,7 @@ def _dead_letter(client_redis, text: str = "hello", account: str = "default", co
              "http_status": 400, "class": "permanent"}
     attempt = {"attempt": 1, "at": 1.0e9, "outcome": "permanent", "http_status": 400, "code": code,
                "subcode": 2018001, "message": "No matching user found", "fbtrace_id": "AbCdEf123"}
+    client_redis.hset(f"igsend:job:{job.id}", mapping={"status": "sending", "inflight": 1})  # admitted, POSTed
     Outcomes(client_redis, record_ttl=3600).dead(job.id, "permanent: no matching user", error, attempt)
     return job.id
 

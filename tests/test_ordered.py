@@ -159,3 +159,22 @@ def test_a_held_conversation_waits_for_replay_or_release(tmp_path: Path, redis_u
         worker.stop()
         os.environ["IGSEND_REDIS_URL"] = previous
         reset_client_caches()
+
+
+def test_a_dead_message_replayed_after_it_let_the_next_go_is_sent_not_parked(private_db) -> None:
+    """Found by tests/test_record_states.py: with IGSEND_ORDERED_DEAD=continue a dead message leaves its
+    conversation; replayed, its admission parked it behind the conversation's next message (``waiting for job``),
+    which it is not part of any more, so that message's end made nothing due: the replayed one stayed ``queued``,
+    in no index, for good. It now goes like any replayed message."""
+    from igsend.core import dlq, records
+    from igsend.core.store import job_key
+    from workers.admission import Action, Admitter
+
+    first, second = send_text("replayed", "1", ordered=True), send_text("replayed", "2", ordered=True)
+    message = {"kind": "text", "account": "default", "recipient": "replayed", "ordered": True, "text": "1"}
+    admitter, outcomes = Admitter(private_db), records.Outcomes(private_db, record_ttl=3600)
+    assert admitter.admit(first.id, message, "text", 1000.0).action is Action.GO
+    outcomes.dead(first.id, "permanent: refused", None, None, conversation=records.conversation_of(message))
+    assert private_db.hget(job_key(second.id), "waiting_for") is None  # released: the next one may go
+    assert dlq.replay(first.id, client=private_db)
+    assert admitter.admit(first.id, message, "text", 1000.0).action is Action.GO

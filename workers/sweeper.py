@@ -37,7 +37,8 @@ MOVING_KEY = f"{PREFIX}moving"
 UNACKED_KEY = "unacked"
 REPUBLISHED = "republished: message lost by the broker"
 #: Statuses of a job that is still owed a send; anything else (final, cancelled, expired) is dropped from the index.
-_OWED = ("queued", "retrying", "sending")
+#: A scheduled job is published when due with its status still ``scheduled`` (lua/claim_due.lua): owed too.
+_OWED = ("queued", "scheduled", "retrying", "sending")
 
 
 @dataclass(frozen=True)

@@ -428,6 +428,26 @@ class Outcomes:
             append_to_log(pipe, job_id, attempt_entry, ttl=self.record_ttl)
         return pipe
 
+    def _begin_fenced(self, job_id: str, attempt_entry: dict[str, Any] | None) -> redis.client.Pipeline | None:
+        """``_begin`` for the outcome of ``attempt_entry``'s attempt, or None when that attempt is no longer the
+        job's attempt in flight: its worker stalled past its lock, and admission classified the attempt lost and
+        let another copy POST (or the job ended meanwhile). Such a late outcome must not end the attempt that
+        replaced it: it would free that POST's lock while it is live, and a third copy would POST. The transaction
+        fails (WatchError) should the job change before it runs."""
+        attempt = (attempt_entry or {}).get("attempt")
+        if attempt is None:
+            return self._begin(job_id, attempt_entry)
+        pipe = self.client.pipeline()
+        pipe.watch(job_key(job_id), done_key(job_id))
+        inflight = pipe.hget(job_key(job_id), "inflight")
+        if pipe.exists(done_key(job_id)) or str(inflight or "") != str(attempt):
+            pipe.reset()
+            self.count("superseded_outcomes_total")
+            return None
+        pipe.multi()
+        append_to_log(pipe, job_id, cast(dict[str, Any], attempt_entry), ttl=self.record_ttl)
+        return pipe
+
     def _end(self, pipe: redis.client.Pipeline, job_id: str) -> None:
         pipe.expire(job_key(job_id), self.record_ttl)
         pipe.delete(lock_key(job_id))
@@ -472,9 +492,22 @@ class Outcomes:
     def retry(self, job_id: str, due: float, *, reason: str, error: dict[str, Any],
               attempt_entry: dict[str, Any] | None, count_failure: bool = True,
               throttled_on: str | None = None) -> None:
-        """The job is due again at ``due``. ``throttled_on``: the account Meta throttled (counted in the console's
-        charts, in the same step)."""
-        pipe = self._begin(job_id, attempt_entry)
+        """The attempt failed and the job is due again at ``due``; nothing happens when the attempt is no longer
+        the job's attempt in flight (``_begin``). ``throttled_on``: the account Meta throttled (counted in the
+        console's charts, in the same step)."""
+        while True:
+            try:
+                self._retry(job_id, due, reason=reason, error=error, attempt_entry=attempt_entry,
+                            count_failure=count_failure, throttled_on=throttled_on)
+                return
+            except redis.WatchError:
+                continue  # the job changed meanwhile: look again
+
+    def _retry(self, job_id: str, due: float, *, reason: str, error: dict[str, Any],
+               attempt_entry: dict[str, Any] | None, count_failure: bool, throttled_on: str | None) -> None:
+        pipe = self._begin_fenced(job_id, attempt_entry)
+        if pipe is None:
+            return
         if throttled_on:
             series.count(pipe, throttled_on, "throttled", time.time())
         pipe.hset(job_key(job_id), mapping={"status": JobStatus.RETRYING.value, "next_attempt_at": due,
@@ -535,7 +568,19 @@ class Outcomes:
         """Finish a job as dead (or ``unknown``) and file it in the DLQ with every attempt.
 
         ``defaults`` fills in the record of a job that has none (a malformed raw ``send_task``); ``conversation``:
-        an ordered job's, whose next job may then go (in the same step; leave it out to hold the conversation)."""
+        an ordered job's, whose next job may then go (in the same step; leave it out to hold the conversation).
+        Nothing happens when ``attempt_entry``'s attempt is no longer the job's attempt in flight (``_begin``)."""
+        while True:
+            try:
+                self._dead(job_id, reason, error, attempt_entry, status=status, defaults=defaults,
+                           conversation=conversation)
+                return
+            except redis.WatchError:
+                continue  # the job changed meanwhile: look again
+
+    def _dead(self, job_id: str, reason: str, error: dict[str, Any] | None,
+              attempt_entry: dict[str, Any] | None, *, status: JobStatus, defaults: dict[str, Any] | None,
+              conversation: str | None) -> None:
         now = time.time()
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(job_key(job_id))
@@ -546,7 +591,10 @@ class Outcomes:
         for field, value in (defaults or {}).items():
             record.setdefault(field, value)
         attempts = [json.loads(a) for a in previous] + ([attempt_entry] if attempt_entry else [])
-        pipe = self._begin(job_id, attempt_entry)
+        fenced = self._begin_fenced(job_id, attempt_entry)
+        if fenced is None:
+            return
+        pipe = fenced
         fields: dict[EncodableT, EncodableT]  # redis-py's hset(mapping=...) takes no narrower dict
         fields = {"status": status.value, "inflight": "", "reason": reason, "dead_at": now, "updated_at": now}
         if error:

@@ -49,7 +49,9 @@ if opened and now >= opened + tonumber(ARGV[12]) then return {'window_closed', t
 
 -- An ordered job goes only from the head of its conversation. One behind a job still owed a send (or a dead one
 -- that holds the conversation) parks, holding no worker and no prefetch slot: the head's end makes it due.
-if KEYS[10] ~= 'igsend:conv:' then
+-- A job no longer in its conversation's set is done with as far as the order goes (a dead one replayed after it
+-- let the next go): it waits for no one, and no one's end would make it due.
+if KEYS[10] ~= 'igsend:conv:' and redis.call('ZSCORE', KEYS[10], job_id) then
   for _ = 1, 50 do
     local head = redis.call('ZRANGE', KEYS[10], 0, 0)[1]
     if not head or head == job_id then break end
@@ -102,5 +104,8 @@ redis.call('HSET', KEYS[1], 'status', 'sending', 'inflight', attempt, 'attempts'
            'inflight_at', now)  -- when the attempt began: what a reconciliation of its lost answer looks after
 redis.call('HDEL', KEYS[1], 'slot_at', 'next_attempt_at', 'reason')
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+-- This copy sends it: an entry it left in the delayed set (a retry or a parked slot that another copy reached
+-- first) is stale, and would only publish one more copy and list a job that is sending as waiting.
+redis.call('ZREM', KEYS[5], job_id)
 redis.call('ZADD', KEYS[8], now + tonumber(ARGV[2]) / 1000, job_id)  -- until an outcome is recorded
 return {'go', string.format('%.6f', math.max(0, slot - now)), tostring(attempt), rec[5] or tostring(now)}

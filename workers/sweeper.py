@@ -37,7 +37,9 @@ MOVING_KEY = f"{PREFIX}moving"
 UNACKED_KEY = "unacked"
 REPUBLISHED = "republished: message lost by the broker"
 #: Statuses of a job that is still owed a send; anything else (final, cancelled, expired) is dropped from the index.
-_OWED = ("queued", "retrying", "sending")
+#: A ``scheduled`` one is in the index only once the scheduler found it due and published it (claim_due.lua;
+#: admission, which ends that status, takes it out): its message lost, it is owed like any other.
+_OWED = ("queued", "scheduled", "retrying", "sending")
 
 
 @dataclass(frozen=True)

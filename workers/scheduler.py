@@ -35,6 +35,9 @@ from workers.sweeper import MOVING_KEY, Sweeper
 log = logging.getLogger("igsend.scheduler")
 
 LEADER_KEY = f"{PREFIX}scheduler:leader"
+#: Jobs a lane takes at least per turn when several lanes share the dispatcher's room (at most a chunk): turns of
+#: one or two jobs would make a Celery task of each, with a hundred busy accounts.
+SHARED_STEP = 10
 
 
 # KEYS: leader. ARGV: me, ttl_ms. Take or keep the lease; returns 1 when this process leads.
@@ -137,7 +140,7 @@ class Scheduler:
             return 0
         reply = self.claim_fair(keys=lanes.claim_keys(job_key(""), MOVING_KEY, PENDING_KEY),
                                 args=[min(room, self.batch), 1000, 4 * min(room, self.batch) + 100, lanes.LEAD,
-                                      self.chunk])
+                                      self.chunk, SHARED_STEP])
         handed = chunks.split(reply, self.chunk)
         if not handed:
             return 0

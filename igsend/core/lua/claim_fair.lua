@@ -10,7 +10,8 @@
 -- back from the paced set, rejoins there, so it neither jumps ahead of nor falls behind the lanes that kept theirs.
 -- A cancelled job taken here is harmless: the worker's admission reads its status and skips it.
 -- KEYS: ready, paced, tat, rate, vt, moving, pending, job key prefix, clock. ARGV: how many, wake at most, steps
--- at most, lead seconds, ids per step at most (less when several lanes are ready: their share of ARGV[1]).
+-- at most, lead seconds, ids per step at most (less when several lanes are ready: their share of ARGV[1], but
+-- at least ARGV[6]).
 -- Returns, for each step that took ids: the lane, how many, then the ids (in the order they were taken).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -30,9 +31,12 @@ end
 
 local out, taken, steps, served = {}, {}, 0, nil
 local wanted, most = tonumber(ARGV[1]), tonumber(ARGV[3])
--- with several lanes ready, each takes its share of this call's room per turn, so that turns stay fine-grained
+-- with several lanes ready, each takes its share of this call's room per turn, so that turns stay fine-grained,
+-- but no fewer than ARGV[6] ids (a chunk of one or two would cost a Celery task each)
 local sharing = redis.call('ZCARD', ready)
-if sharing > 1 then per_step = math.max(1, math.min(per_step, math.floor(wanted / sharing))) end
+if sharing > 1 then
+  per_step = math.max(math.min(per_step, tonumber(ARGV[6] or 1)), math.min(per_step, math.floor(wanted / sharing)))
+end
 while #taken < wanted and steps < most do
   steps = steps + 1
   local top = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')

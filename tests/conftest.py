@@ -176,12 +176,21 @@ def _wipe(r: redis_lib.Redis) -> None:
 
 
 def queue_depth(r: redis_lib.Redis) -> int:
-    """Messages waiting to be sent: on the igsend queue, across kombu's priority lists, and in the accounts'
-    lanes (igsend.core.lanes)."""
+    """Messages waiting to be sent: on the igsend queue, across kombu's priority lists (a chunk counts its jobs:
+    igsend.core.chunks), and in the accounts' lanes (igsend.core.lanes)."""
+    import json
+
     from igsend.core.celery_app import queue_keys
+    from igsend.core.chunks import job_ids_in
     from igsend.core.lanes import waiting_total
 
-    return sum(r.llen(key) for key in queue_keys()) + waiting_total(r)
+    def jobs(raw: str) -> int:
+        try:
+            return max(1, len(job_ids_in(json.loads(raw))))
+        except ValueError:  # not kombu's envelope: one message all the same
+            return 1
+
+    return sum(jobs(raw) for key in queue_keys() for raw in r.lrange(key, 0, -1)) + waiting_total(r)
 
 
 def received(sandbox: str, **params: str) -> list[dict]:

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 import producers
+from igsend.core.celery_app import get_app
 from tests.conftest import ALL_TOKENS, wait_until
 
 pytestmark = pytest.mark.usefixtures("worker", "clean")
@@ -48,22 +49,45 @@ def test_flower_refuses_anonymous_visitors(flower) -> None:
 
 
 def test_a_sent_message_shows_in_flower_with_token_free_details(flower, tmp_path) -> None:
+    """A producer's message goes out in its account's chunk (igsend.core.chunks): Flower shows the task
+    ``igsend.send_chunk`` with the account, the send class and how many jobs, and what became of them; the job's
+    own state is in its record (``igsend status``, the HTTP API). A raw client's ``igsend.send_message`` shows as
+    itself, with kind, recipient and account."""
     job = producers.send_text("flower-recipient", "watch me in Flower")
     job.result(timeout=30)
-    task = wait_until(lambda: requests.get(f"{flower}/api/task/info/{job.id}", auth=(USER, PASSWORD),
-                                           timeout=10).json(), timeout=20)
-    assert task["state"] == "SUCCESS" and task["name"] == "igsend.send_message"
-    assert "flower-recipient" in task["args"] and "'account': 'default'" in task["args"]
-    assert "'attempts': 1" in task["result"] and "message_id" in task["result"]
 
-    url = f"http://{USER}:{PASSWORD}@{flower.removeprefix('http://')}/task/{job.id}"
+    def chunk_task() -> dict | None:
+        tasks = requests.get(f"{flower}/api/tasks", params={"taskname": "igsend.send_chunk"}, auth=(USER, PASSWORD),
+                             timeout=10).json()
+        return next((dict(task, id=task_id) for task_id, task in tasks.items()
+                     if task.get("args") == "['default', 'text', 1]" and task.get("state") == "SUCCESS"), None)
+
+    task = wait_until(chunk_task, timeout=20)
+    assert task["name"] == "igsend.send_chunk" and task["kwargs"] == "{'jobs': '1 job ids'}"
+    assert "'delivered': 1" in task["result"] and "'account': 'default'" in task["result"]
+    assert "watch me" not in str(task)
+
+    raw = get_app().send_task("igsend.send_message", args=[{"kind": "text", "recipient": "flower-raw",
+                                                            "text": "raw one", "account": "default"}])
+    producers.Job(raw.id).result(timeout=30)
+    def single_task() -> dict | None:
+        info = requests.get(f"{flower}/api/task/info/{raw.id}", auth=(USER, PASSWORD), timeout=10)
+        return info.json() if info.ok and info.json().get("state") == "SUCCESS" else None
+
+    single = wait_until(single_task, timeout=20)
+    assert single["state"] == "SUCCESS" and single["name"] == "igsend.send_message"
+    assert "flower-raw" in single["args"] and "'account': 'default'" in single["args"]
+    assert "'attempts': 1" in single["result"] and "message_id" in single["result"]
+
+    task_id = task["id"]
+    url = f"http://{USER}:{PASSWORD}@{flower.removeprefix('http://')}/task/{task_id}"
     page = _chromium("--virtual-time-budget=5000", "--dump-dom", url, profile=tmp_path / "profile")
-    assert job.id in page.stdout, page.stderr[-2000:]
+    assert task_id in page.stdout, page.stderr[-2000:]
     assert "SUCCESS" in page.stdout
-    assert "flower-recipient" in page.stdout
+    assert "igsend.send_chunk" in page.stdout and "default" in page.stdout
     for token in ALL_TOKENS:
         assert token not in page.stdout
-        assert token not in str(task)
+        assert token not in str(task) and token not in str(single)
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "flower-task.png"

@@ -18,18 +18,20 @@ import redis as redis_lib
 import producers
 from igsend.core import records
 from igsend.core.celery_app import NEW_PRIORITY, get_app, publish, queue_keys
+from igsend.core.chunks import job_ids_in
 from igsend.core.store import INFLIGHT_KEY, NO_IDEMPOTENCY_KEY, PENDING_KEY, STATS_KEY, job_key
 from producers.enqueue import fingerprint
 from tests.conftest import environment, queue_depth, received, wait_until
 from workers.sweeper import REPUBLISHED, UNACKED_KEY, Sweeper
 
 
-def _pop_oldest(r: redis_lib.Redis) -> dict:
+def _pop_oldest(r: redis_lib.Redis, chunk: int = 1) -> dict:
     """What a worker's BRPOP does: take the oldest message off the queue (and, killed, record nothing); first, as
-    the scheduler's leader does, hand the new messages out of their lanes onto the queue (igsend.core.lanes)."""
+    the scheduler's leader does, hand the new messages out of their lanes onto the queue (igsend.core.lanes), in
+    chunks of ``chunk`` jobs (igsend.core.chunks)."""
     from workers.scheduler import Scheduler
 
-    while Scheduler(r, ahead=1000).dispatch():
+    while Scheduler(r, ahead=1000, chunk=chunk).dispatch():
         pass
     for key in queue_keys():
         raw = r.rpop(key)
@@ -41,7 +43,7 @@ def _pop_oldest(r: redis_lib.Redis) -> dict:
 def test_a_message_taken_and_never_recorded_is_republished(private_db: redis_lib.Redis) -> None:
     jobs = [producers.send_text(f"lost{i}", f"message {i}") for i in range(3)]
     lost = _pop_oldest(private_db)
-    assert lost["headers"]["id"] == jobs[0].id and queue_depth(private_db) == 2
+    assert job_ids_in(lost) == [jobs[0].id] and queue_depth(private_db) == 2
 
     result = Sweeper(private_db, lost_after=0).sweep()
     assert result.republished == [jobs[0].id]  # the two still queued are left alone
@@ -57,6 +59,42 @@ def test_a_message_in_a_workers_hands_is_not_republished(private_db: redis_lib.R
     private_db.hset(UNACKED_KEY, "tag-1", json.dumps([message, "", "igsend"]))  # kombu's record of it
     assert Sweeper(private_db, lost_after=0).sweep().republished == []
     assert queue_depth(private_db) == 0 and job.status().value == "queued"
+
+
+def test_a_chunk_taken_and_never_recorded_has_each_of_its_jobs_republished(private_db: redis_lib.Redis) -> None:
+    jobs = [producers.send_text(f"lost-chunk{i}", f"message {i}") for i in range(3)]
+    lost = _pop_oldest(private_db, chunk=50)  # the three, one igsend.send_chunk
+    assert lost["headers"]["task"] == "igsend.send_chunk" and job_ids_in(lost) == [job.id for job in jobs]
+    assert queue_depth(private_db) == 0
+
+    result = Sweeper(private_db, lost_after=0).sweep()
+    assert sorted(result.republished) == sorted(job.id for job in jobs)
+    assert queue_depth(private_db) == 3  # each one again, as igsend.send_message
+    assert Sweeper(private_db, lost_after=0).sweep().republished == []
+
+
+def test_a_chunk_in_a_workers_hands_is_not_republished(private_db: redis_lib.Redis) -> None:
+    jobs = [producers.send_text(f"taken-chunk{i}", f"message {i}") for i in range(3)]
+    message = _pop_oldest(private_db, chunk=50)
+    private_db.hset(UNACKED_KEY, "tag-1", json.dumps([message, "", "igsend"]))  # kombu's record of it
+    assert Sweeper(private_db, lost_after=0).sweep().republished == []
+    assert queue_depth(private_db) == 0 and {job.status().value for job in jobs} == {"queued"}
+
+
+def test_a_scheduled_message_lost_once_due_is_republished(private_db: redis_lib.Redis) -> None:
+    """A scheduled job the scheduler found due and published, whose message a worker killed between BRPOP and the
+    unacked write lost: still ``scheduled`` (admission never saw it), it is owed, not stale (ops/chaos found one
+    dropped as stale)."""
+    from workers.scheduler import Scheduler
+
+    job = producers.send_text("lost-scheduled", "later", send_at=time.time() + 0.6)
+    assert job.status().value == "scheduled"
+    wait_until(lambda: Scheduler(private_db).tick() > 0, timeout=10)  # due: published by the scheduler's leader
+    for key in queue_keys():
+        private_db.delete(key)  # ... and taken by a worker that died before recording it
+    assert job.status().value == "scheduled"
+    assert Sweeper(private_db, lost_after=0).sweep().republished == [job.id]
+    assert queue_depth(private_db) == 1
 
 
 def test_recent_losses_wait_for_lost_after(private_db: redis_lib.Redis) -> None:

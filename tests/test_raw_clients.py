@@ -24,6 +24,7 @@ from kombu import Connection
 
 import producers
 from igsend.core.celery_app import DUE_PRIORITY, PRIORITY_STEPS, QUEUE, TASK_NAME, get_app, publish, queue_keys
+from igsend.core.chunks import job_ids_in
 from producers import JobStatus
 from tests.conftest import received, wait_until
 
@@ -54,14 +55,15 @@ def send_with_kombu(broker_url: str, document: dict[str, Any], job_id: str) -> N
 # --- where a raw publish waits ---------------------------------------------------------------------------------
 
 def _pop_order(app: Celery) -> list[str]:
-    """Task ids in the order a worker would take them: kombu's own channel, which reads the priority lists in
-    ``priority_steps`` order as its BRPOP does (kombu redis.py ``_get`` / ``_brpop_start``)."""
+    """Job ids in the order a worker would take them (a chunk's, igsend.core.chunks, in its order): kombu's own
+    channel, which reads the priority lists in ``priority_steps`` order as its BRPOP does (kombu redis.py ``_get`` /
+    ``_brpop_start``)."""
     ids = []
     with app.connection_for_read() as connection:
         channel = connection.default_channel
         assert list(channel.priority_steps) == PRIORITY_STEPS  # igsend's layout reached the transport
         while (message := channel.basic_get(QUEUE, no_ack=True)) is not None:
-            ids.append(message.headers["id"])
+            ids.extend(job_ids_in({"headers": message.headers}))
     return ids
 
 

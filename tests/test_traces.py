@@ -130,7 +130,8 @@ def send(api: str, recipient: str, *, trace_id: str) -> str:
 def test_a_message_sent_through_the_api_with_a_traceparent_is_one_trace_across_api_and_worker(
         traced: str, collector: Collector) -> None:
     job_id = send(traced, "trace-one", trace_id=CALLER_TRACE)
-    wanted = {"igsend.enqueue", "igsend.send", "igsend.wait", "igsend.admit", "igsend.graph.post"}
+    # igsend.admit is the single path's (lua/admit.lua); a chunk's jobs are admitted together (lua/admit_chunk.lua)
+    wanted = {"igsend.enqueue", "igsend.send", "igsend.wait", "igsend.graph.post"}
     wait_until(lambda: wanted <= {s.name for s in collector.trace(CALLER_TRACE)}, timeout=30)
     spans = collector.trace(CALLER_TRACE)
     assert {s.service for s in spans} >= {"igsend-api", "igsend-worker"}
@@ -157,7 +158,8 @@ def test_a_retried_message_shows_each_attempt_and_its_wait_and_no_span_holds_a_s
     assert [p.attributes["http.response.status_code"] for p in posts] == [503, 200]
     assert posts[0].error and posts[0].attributes["graph.code"] == 2
     first, second = [s for s in spans if s.name == "igsend.send"]
-    assert (first.attributes["igsend.outcome"], second.attributes["igsend.outcome"]) == ("retrying", "delivered")
+    assert first.attributes["igsend.outcome"] in ("retrying", "transient")  # single path: status; chunk: verdict
+    assert second.attributes["igsend.outcome"] == "delivered"
     waits = [s for s in spans if s.name == "igsend.wait"]
     assert waits[-1].attributes["igsend.waited_for"] == "retry back-off or its time"
     for line in _span_list(spans):  # the closing note of issue 38 quotes this list

@@ -78,7 +78,8 @@ def test_a_local_file_sent_twice_is_uploaded_once(tmp_path: Path, sandbox: str, 
 
 
 def test_the_task_message_carries_a_hash_never_the_bytes(private_db) -> None:
-    """On a Redis no worker consumes, the queued message is what any consumer would get: the file's hash."""
+    """On a Redis no worker consumes, the queued message is what any consumer would get: a chunk naming the job
+    (igsend.core.chunks), whose record holds the file's hash."""
     big = PDF + b"%" + bytes(range(256)) * 400  # ~100 kB
     item = media_item("file", big, account="shop")
     assert set(item) == {"upload"} and len(item["upload"]) == 64
@@ -88,7 +89,10 @@ def test_the_task_message_carries_a_hash_never_the_bytes(private_db) -> None:
     [raw] = [m for key in queue_keys() for m in private_db.lrange(key, 0, -1)]
     envelope = json.loads(raw)
     body = json.loads(base64.b64decode(envelope["body"]))
-    assert body[0][0]["upload"] == item["upload"] and "data" not in json.dumps(body)
+    assert body[0] == ["shop", "text", 1] and "data" not in json.dumps(body)
+    [job_id] = body[1]["jobs"]
+    message = json.loads(private_db.hget(f"igsend:job:{job_id}", "message"))
+    assert message["upload"] == item["upload"] and "data" not in json.dumps(message)
     assert len(raw) < 4000 < len(big)
     filename, size = private_db.hmget(f"igsend:upload:shop:{item['upload']}", "filename", "size")
     assert filename == "upload.pdf" and int(size) == len(big)

@@ -11,7 +11,7 @@ from celery.signals import worker_ready, worker_shutdown
 from igsend.core import callbacks, tracing
 from igsend.core.celery_app import get_app
 from igsend.core.presence import Heartbeat
-from workers import raw, tasks  # noqa: F401 - tasks registers igsend.send_message
+from workers import chunked, raw, tasks  # noqa: F401 - they register igsend.send_message and igsend.send_chunk
 from workers.callbacks import CallbackSender
 from workers.liveness import LivenessStep
 from workers.metrics import serve_worker_metrics

@@ -26,8 +26,8 @@ from typing import cast
 
 import redis
 
-from igsend.core import lanes, records, series
-from igsend.core.celery_app import DUE_PRIORITY, NEW_PRIORITY, get_app, publish, queue_keys
+from igsend.core import chunks, lanes, records, series
+from igsend.core.celery_app import DUE_PRIORITY, get_app, publish
 from igsend.core.settings import get_settings
 from igsend.core.store import DELAYED_KEY, PENDING_KEY, PREFIX, get_redis, job_key
 from workers.sweeper import MOVING_KEY, Sweeper
@@ -35,6 +35,9 @@ from workers.sweeper import MOVING_KEY, Sweeper
 log = logging.getLogger("igsend.scheduler")
 
 LEADER_KEY = f"{PREFIX}scheduler:leader"
+#: Jobs a lane takes at least per turn when several lanes share the dispatcher's room (at most a chunk): turns of
+#: one or two jobs would make a Celery task of each, with a hundred busy accounts.
+SHARED_STEP = 10
 
 
 # KEYS: leader. ARGV: me, ttl_ms. Take or keep the lease; returns 1 when this process leads.
@@ -53,7 +56,8 @@ class Scheduler:
 
     def __init__(self, client: redis.Redis | None = None, *, interval: float = 0.02, batch: int = 500,
                  lease: float = 3.0, sweep_every: float = 5.0, lost_after: float | None = None,
-                 ahead: int | None = None, budgets: Mapping[tuple[str, str], float] | None = None):
+                 ahead: int | None = None, chunk: int | None = None,
+                 budgets: Mapping[tuple[str, str], float] | None = None):
         self.client = client or get_redis()
         self.sweeper = Sweeper(self.client, lost_after=lost_after or get_settings().lost_after)
         self.sweep_every = sweep_every
@@ -68,6 +72,8 @@ class Scheduler:
         #: How many messages the dispatcher keeps on the Celery queue: enough for the workers' next moment, few
         #: enough that a new account's reply is never far behind (IGSEND_DISPATCH_AHEAD).
         self.ahead = ahead or get_settings().dispatch_ahead
+        #: At most this many of one lane's messages go out as one Celery task (IGSEND_CHUNK)
+        self.chunk = chunk or get_settings().chunk
         #: (account, send class) -> messages/s of the accounts this process serves, recorded for the dispatcher
         #: again every sweep interval (after a Redis restart, a flush, or a change of the accounts file)
         self.budgets = dict(budgets or {})
@@ -126,17 +132,29 @@ class Scheduler:
         return len(ids) + dispatched
 
     def dispatch(self) -> int:
-        """Top the Celery queue up to ``ahead`` messages from the lanes (lua/claim_fair.lua). Returns how many."""
-        pipe = self.client.pipeline(transaction=False)
-        for key in queue_keys():
-            pipe.llen(key)
-        room = self.ahead - sum(pipe.execute())
-        if room <= 0:
+        """Hand out up to ``ahead`` messages from the lanes (lua/claim_fair.lua), a lane's share at a time as one
+        ``igsend.send_chunk`` task (igsend.core.chunks). Returns how many messages.
+
+        What counts against ``ahead`` is what was handed out and not yet reached a worker's admission (the
+        ``igsend:pending`` index): Celery's queue counts chunks, not messages, and a worker's prefetched chunks
+        must count too, or one process could hold thousands of one account's messages."""
+        room = self.ahead - int(self.client.zcard(PENDING_KEY))
+        if room < min(self.chunk, self.ahead):
+            # wait for a chunk's worth of room: handing out a few at a time would make chunks of a few, each a
+            # Celery task and a dispatcher step (at 500 messages/s a chunk's room frees in a tenth of a second)
             return 0
-        ids = self.claim_fair(keys=lanes.claim_keys(job_key(""), MOVING_KEY, PENDING_KEY),
-                              args=[min(room, self.batch), 1000, 4 * min(room, self.batch) + 100, lanes.LEAD])
-        self._republish(ids, priority=NEW_PRIORITY)
-        return len(ids)
+        reply = self.claim_fair(keys=lanes.claim_keys(job_key(""), MOVING_KEY, PENDING_KEY),
+                                args=[min(room, self.batch), 1000, 4 * min(room, self.batch) + 100, lanes.LEAD,
+                                      self.chunk, SHARED_STEP])
+        handed = chunks.split(reply, self.chunk)
+        if not handed:
+            return 0
+        app = get_app()
+        with app.producer_or_acquire() as producer:
+            for chunk in handed:
+                chunks.publish(app, producer, chunk)
+        chunks.unmove(self.client, MOVING_KEY, [job_id for chunk in handed for job_id in chunk.job_ids])
+        return sum(len(chunk.job_ids) for chunk in handed)
 
     def _republish(self, ids: list[str], *, priority: int = DUE_PRIORITY) -> None:
         if not ids:

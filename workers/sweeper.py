@@ -21,11 +21,11 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import redis
 
-from igsend.core import records
+from igsend.core import chunks, records
 from igsend.core.celery_app import DUE_PRIORITY, get_app, publish, queue_keys
 from igsend.core.settings import get_settings
 from igsend.core.store import INFLIGHT_KEY, PENDING_KEY, PREFIX, STATS_KEY, get_redis, job_key, lock_key
@@ -37,7 +37,8 @@ MOVING_KEY = f"{PREFIX}moving"
 UNACKED_KEY = "unacked"
 REPUBLISHED = "republished: message lost by the broker"
 #: Statuses of a job that is still owed a send; anything else (final, cancelled, expired) is dropped from the index.
-#: A scheduled job is published when due with its status still ``scheduled`` (lua/claim_due.lua): owed too.
+#: A ``scheduled`` one is in the index only once the scheduler found it due and published it (claim_due.lua;
+#: admission, which ends that status, takes it out): its message lost, it is owed like any other.
 _OWED = ("queued", "scheduled", "retrying", "sending")
 
 
@@ -69,12 +70,13 @@ class Sweeper:
         for key in keys:
             pipe.lindex(key, -1)  # kombu LPUSHes and BRPOPs: the right end is the oldest
         tails = [raw for raw in pipe.execute() if raw]
-        ids = [_task_id(raw) for raw in tails]
+        # a chunk (igsend.core.chunks) stands for its jobs, handed out in its order: its first is its oldest
+        ids = [job_id for raw in tails for job_id in _job_ids(raw)[:1]]
         if not ids:
             return now
         pipe = self.client.pipeline(transaction=False)
         for job_id in ids:
-            pipe.zscore(PENDING_KEY, job_id or "")
+            pipe.zscore(PENDING_KEY, job_id)
         scores: list[float | None] = pipe.execute()
         # A raw publish (or a message republished out of order) has no score here: assume it just arrived and
         # fall back on the age rule alone.
@@ -114,7 +116,7 @@ class Sweeper:
         ids = set()
         for raw in self.client.hvals(UNACKED_KEY):
             try:
-                ids.add(json.loads(raw)[0]["headers"]["id"])
+                ids.update(chunks.job_ids_in(json.loads(raw)[0]))
             except (ValueError, KeyError, IndexError, TypeError):
                 continue
         return ids
@@ -146,8 +148,8 @@ class Sweeper:
 
 
 
-def _task_id(raw: str) -> str | None:
+def _job_ids(raw: str) -> list[str]:
     try:
-        return cast(str | None, json.loads(raw)["headers"]["id"])
-    except (ValueError, KeyError, TypeError):
-        return None
+        return chunks.job_ids_in(json.loads(raw))
+    except ValueError:
+        return []

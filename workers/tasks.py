@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn, cast
 
@@ -168,9 +169,9 @@ class Request(CeleryRequest):
 
 @app.task(name=TASK_NAME, bind=True, throws=(DeadLettered,), Request=Request)
 def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexpected: Any) -> dict[str, Any]:
+    job_id = cast(str, self.request.id)  # a task being run always has its id
     if not tracing.on():
-        return _send(self, message, *extra, **unexpected)
-    job_id = cast(str, self.request.id)
+        return _send(context(), job_id, message, extra, unexpected)
     # The trace the job was queued in (its record keeps the producer's traceparent), and since when it waited.
     parent, created, due, attempts = context().redis.hmget(job_key(job_id), "traceparent", "created_at",
                                                            "next_attempt_at", "attempts")
@@ -182,7 +183,7 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
         tracing.waited("igsend.wait", since, time.time(),
                        **{"igsend.waited_for": "retry back-off or its time" if due else "the queue"})
         try:
-            result = _send(self, message, *extra, **unexpected)
+            result = _send(context(), job_id, message, extra, unexpected)
         except Ignore:
             status = context().redis.hget(job_key(job_id), "status")
             current.set_attribute("igsend.outcome", str(status or "done"))
@@ -197,10 +198,10 @@ def send_message(self: Task[..., Any], message: Any = None, *extra: Any, **unexp
         return result
 
 
-def _send(self: Task[..., Any], message: Any = None, *extra: Any, **unexpected: Any) -> dict[str, Any]:
-    """The task's body: validate, get admitted, POST once, record what happened."""
-    job_id = cast(str, self.request.id)  # a task being run always has its id
-    ctx = context()
+def _send(ctx: _Context, job_id: str, message: Any, extra: tuple[Any, ...] = (),
+          unexpected: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One job, whole: validate, admit (lua/admit.lua), POST once, record. Returns what Flower shows as the task's
+    result; raises Ignore (nothing more to do here) or DeadLettered."""
     try:
         if extra:
             raise InvalidMessage({"_schema": [f"igsend.send_message takes one argument, the message document "
@@ -253,9 +254,27 @@ def _send(self: Task[..., Any], message: Any = None, *extra: Any, **unexpected: 
             ORDER_WAITS.labels(msg["account"]).inc()
         raise Ignore()  # parked, held, deferred, early, busy, done: another copy or the scheduler has it
 
-    if admission.wait > 0:
+    posted = _post(ctx, job_id, msg, account, send_class, admission.attempt, admission.wait)
+    return _conclude(ctx, job_id, msg, account, send_class, admission.attempt, admission.created_at, posted)
+
+
+@dataclass
+class _Posted:
+    """One POST's answer, classified."""
+
+    verdict: Verdict
+    entry: dict[str, Any]
+    started: float
+    headers: dict[str, str]
+    body: Any
+
+
+def _post(ctx: _Context, job_id: str, msg: dict[str, Any], account: Account, send_class: str, attempt: int,
+          wait: float) -> _Posted:
+    """The one POST of an admitted attempt (after ``wait`` seconds: its rate slot), classified, logged, counted."""
+    if wait > 0:
         RATE_WAITS.labels(msg["account"], "inline").inc()
-        time.sleep(admission.wait)
+        time.sleep(wait)
     started = time.time()
     headers: dict[str, str] = {}
     body: Any = None
@@ -279,26 +298,37 @@ def _send(self: Task[..., Any], message: Any = None, *extra: Any, **unexpected: 
                                              "with the new one", verdict.http_status, verdict.code, verdict.subcode)
     verdict = verdict.scrubbed(ctx.secrets)
 
-    entry = {"attempt": admission.attempt, "at": started, "latency_ms": round(latency * 1000, 1),
+    entry = {"attempt": attempt, "at": started, "latency_ms": round(latency * 1000, 1),
              "outcome": verdict.outcome.value, **{k: v for k, v in verdict.error().items() if k != "class"}}
     ATTEMPTS.labels(msg["account"], msg["kind"], verdict.outcome.value, str(verdict.code or "")).inc()
     GRAPH_LATENCY.labels(msg["account"]).observe(latency)
-    _log_attempt(ctx, job_id, msg, admission.attempt, verdict, latency)
+    _log_attempt(ctx, job_id, msg, attempt, verdict, latency)
+    return _Posted(verdict, entry, started, headers, body)
 
+
+def _delivered_result(msg: dict[str, Any], body: Any) -> dict[str, Any]:
+    result = {"recipient_id": body["recipient_id"]}
+    if body.get("message_id"):
+        result["message_id"] = body["message_id"]
+    if "comment_id" in msg:
+        result["comment_id"] = msg["comment_id"]
+    return result
+
+
+def _conclude(ctx: _Context, job_id: str, msg: dict[str, Any], account: Account, send_class: str, attempt: int,
+              created_at: float, posted: _Posted) -> dict[str, Any]:
+    """Record what the POST came to. Returns the task's result for a delivery; raises Ignore or DeadLettered."""
+    verdict, entry = posted.verdict, posted.entry
     if verdict.outcome is Outcome.DELIVERED:
-        result = {"recipient_id": body["recipient_id"]}
-        if body.get("message_id"):
-            result["message_id"] = body["message_id"]
-        if "comment_id" in msg:
-            result["comment_id"] = msg["comment_id"]
+        result = _delivered_result(msg, posted.body)
         _record_delivered(ctx, job_id, result, entry, forget=reset_keys(msg["account"]),
                           conversation=conversation_of(msg), account=msg["account"])
         FINISHED.labels(msg["account"], msg["kind"], "delivered").inc()
         # What Flower shows as the task's result: Meta's answer plus who/what/how many tries; no secrets.
-        return {**result, "account": msg["account"], "kind": msg["kind"], "attempts": admission.attempt}
+        return {**result, "account": msg["account"], "kind": msg["kind"], "attempts": attempt}
     if verdict.outcome is Outcome.UNKNOWN and ctx.settings.unknown_outcome == "reconcile":
-        return _reconcile(ctx, job_id, msg, account, send_class, verdict, entry, started=started)
-    _handle_failure(ctx, job_id, msg, verdict, entry, headers, admission.created_at)
+        return _reconcile(ctx, job_id, msg, account, send_class, verdict, entry, started=posted.started)
+    _handle_failure(ctx, job_id, msg, verdict, entry, posted.headers, created_at)
     raise Ignore()
 
 

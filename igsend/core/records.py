@@ -462,18 +462,8 @@ class Outcomes:
         an ordered job's, whose next job may then go (in the same transaction); ``account``: the sending
         account, under which Meta's message id leads back to the job (igsend/core/sent.py) for as long as the
         record lasts."""
-        now = time.time()
-        message_id = result.get("message_id") or ""
-        index = sent.sent_key(account, now) if account and message_id else sent.NO_INDEX_KEY
-        charts = [series.series_key(account, now), series.series_key(series.EVERY_ACCOUNT, now)] if account \
-            else [series.NO_SERIES_KEY] * 2
-        keys = [job_key(job_id), attempts_key(job_id), done_key(job_id), lock_key(job_id), INFLIGHT_KEY,
-                OUTCOMES_KEY, DLQ_KEY, DLQ_INDEX_KEY, index, *charts, *(forget or [])]
-        args = [job_id, result["recipient_id"], message_id, json.dumps(attempt_entry, ensure_ascii=False), now,
-                self.delivered_ttl, self.stream_max, sent.keep_seconds(self.delivered_ttl),
-                sent.digest(message_id) if message_id else "", sent.MESSAGE_ID_PREFIX, sent.compact_job_id(job_id),
-                series.KEEP_SECONDS, series.offset(now, "delivered"), series.latency_offset(now, 0.0),
-                *series.LATENCY_BOUNDS[:-1]]
+        keys, args = self._finish_call(job_id, result, attempt_entry, account=account, forget=forget,
+                                       now=time.time())
         if not self.replica_acks and conversation is None:
             self._finish(keys=keys, args=args)
             return
@@ -488,6 +478,42 @@ class Outcomes:
             return
         wait_for_replicas(pipe, self.replica_acks, self.replica_timeout)
         check_replicas(pipe.execute()[-1], self.replica_acks, self.replica_timeout, f"job {job_id}'s delivered record")
+
+    def _finish_call(self, job_id: str, result: dict[str, Any], attempt_entry: dict[str, Any], *,
+                     account: str | None, forget: list[str] | None, now: float) -> tuple[list[str], list[Any]]:
+        """lua/finish.lua's KEYS and ARGV for one delivered job."""
+        message_id = result.get("message_id") or ""
+        index = sent.sent_key(account, now) if account and message_id else sent.NO_INDEX_KEY
+        charts = [series.series_key(account, now), series.series_key(series.EVERY_ACCOUNT, now)] if account \
+            else [series.NO_SERIES_KEY] * 2
+        keys = [job_key(job_id), attempts_key(job_id), done_key(job_id), lock_key(job_id), INFLIGHT_KEY,
+                OUTCOMES_KEY, DLQ_KEY, DLQ_INDEX_KEY, index, *charts, *(forget or [])]
+        args = [job_id, result["recipient_id"], message_id, json.dumps(attempt_entry, ensure_ascii=False), now,
+                self.delivered_ttl, self.stream_max, sent.keep_seconds(self.delivered_ttl),
+                sent.digest(message_id) if message_id else "", sent.MESSAGE_ID_PREFIX, sent.compact_job_id(job_id),
+                series.KEEP_SECONDS, series.offset(now, "delivered"), series.latency_offset(now, 0.0),
+                *series.LATENCY_BOUNDS[:-1]]
+        return keys, args
+
+    def delivered_many(self, items: list[tuple[str, dict[str, Any], dict[str, Any]]], *, account: str,
+                       forget: list[str] | None = None) -> None:
+        """:meth:`delivered` for several jobs of ``account`` that are not ordered: ``(job id, result, attempt
+        entry)`` each, one lua/finish.lua call each (its KEYS and ARGV as :meth:`delivered` passes them), in one
+        pipelined round trip; ``forget`` goes with the last. With IGSEND_REDIS_REPLICA_ACKS, one WAIT after them."""
+        if not items:
+            return
+        now = time.time()
+        pipe = self.client.pipeline(transaction=False)
+        for position, (job_id, result, attempt_entry) in enumerate(items):
+            keys, args = self._finish_call(job_id, result, attempt_entry, account=account, now=now,
+                                           forget=forget if position == len(items) - 1 else None)
+            self._finish(keys=keys, args=args, client=pipe)
+        if self.replica_acks:
+            wait_for_replicas(pipe, self.replica_acks, self.replica_timeout)
+            check_replicas(pipe.execute()[-1], self.replica_acks, self.replica_timeout,
+                           f"{len(items)} delivered records")
+            return
+        pipe.execute()
 
     def retry(self, job_id: str, due: float, *, reason: str, error: dict[str, Any],
               attempt_entry: dict[str, Any] | None, count_failure: bool = True,

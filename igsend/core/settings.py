@@ -100,6 +100,9 @@ class Settings:
     #: Messages the dispatcher keeps on the Celery queue ahead of the workers (igsend.core.lanes): a new account's
     #: reply waits behind at most these and what the workers hold.
     dispatch_ahead: int = 200
+    #: At most this many of one account's messages of one send class go to a worker as one Celery task,
+    #: ``igsend.send_chunk`` (IGSEND_CHUNK; igsend.core.chunks): Celery's per-task cost is paid once per chunk.
+    chunk: int = 50
     #: Seconds a published job may be missing from the broker (not queued, not in a worker's hands) before the
     #: sweeper publishes it again (IGSEND_LOST_AFTER): a lost message is sent within this plus 5 s.
     lost_after: float = 60.0
@@ -181,6 +184,7 @@ class Settings:
             task_events=(env.get("IGSEND_TASK_EVENTS") or "1") not in ("0", "false", "no", "off"),
             send_deadline=_positive("IGSEND_SEND_DEADLINE", cls.send_deadline),
             dispatch_ahead=max(1, _count("IGSEND_DISPATCH_AHEAD", cls.dispatch_ahead)),
+            chunk=max(1, _count("IGSEND_CHUNK", cls.chunk)),
             lost_after=_positive("IGSEND_LOST_AFTER", cls.lost_after),
             redis_master=redis_master,
             replica_acks=_count("IGSEND_REDIS_REPLICA_ACKS", cls.replica_acks),

@@ -24,7 +24,10 @@ if KEYS[2]:sub(-1) ~= ':' then
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-if redis.call('HEXISTS', KEYS[1], 'conversation') == 1 then
+-- the record's fields are the ones just written: read them from ARGV rather than ask Redis again
+local field = {}
+for i = 5, #ARGV - 1, 2 do field[ARGV[i]] = ARGV[i + 1] end
+if field['conversation'] then
   local place = redis.call('INCR', KEYS[6])
   redis.call('ZADD', KEYS[5], place, ARGV[1])
   for i = 5, 6 do  -- a quiet conversation leaves nothing behind: both keys live as long as its longest job
@@ -46,7 +49,7 @@ if redis.call('HEXISTS', KEYS[1], 'conversation') == 1 then
     return {2, ARGV[1]}
   end
 end
-local due = redis.call('HGET', KEYS[1], 'next_attempt_at')
+local due = field['next_attempt_at']
 if due then
   redis.call('ZADD', KEYS[4], due, ARGV[1])
   return {2, ARGV[1]}
@@ -57,8 +60,9 @@ if KEYS[7] then
   -- dispatcher's clock (the score last served), so it is served in the next round, not after the backlogs' history
   -- nor ahead of a lane resting in the paced set.
   local lane = KEYS[7]
-  redis.call('RPUSH', lane .. ':' .. (redis.call('HGET', KEYS[1], 'priority') or 'normal'), ARGV[1])
-  if not redis.call('ZSCORE', KEYS[8], lane) and not redis.call('ZSCORE', KEYS[9], lane) then
+  -- a list that had work already belongs to a lane in the ready or the paced set: only a first one may need adding
+  local length = redis.call('RPUSH', lane .. ':' .. (field['priority'] or 'normal'), ARGV[1])
+  if length == 1 and not redis.call('ZSCORE', KEYS[8], lane) and not redis.call('ZSCORE', KEYS[9], lane) then
     redis.call('ZADD', KEYS[8], tonumber(redis.call('GET', KEYS[10]) or 0), lane)
   end
   return {3, ARGV[1]}

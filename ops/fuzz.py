@@ -40,7 +40,7 @@ def fuzz_api(args: argparse.Namespace) -> int:
             api = start_command("api", ["api", "--port", str(port), "--workers", "1"],
                                 env={"IGSEND_REDIS_URL": redis.url, "IGSEND_API_KEYS": f"{KEY}:send+read+operate"},
                                 ready_url=f"http://127.0.0.1:{port}/openapi.json", log_path=work / "api.log")
-            print(f"igsend api http://127.0.0.1:{port} (log {work / 'api.log'}, kept until the end)", flush=True)
+            print(f"igsend api http://127.0.0.1:{port} (log {work / 'api.log'}, removed at the end)", flush=True)
             outcome = run_schemathesis(f"http://127.0.0.1:{port}", KEY, examples=args.examples, seed=args.seed,
                                        report=work / "report.json", extra=args.st_args, echo=True,
                                        timeout=args.timeout)

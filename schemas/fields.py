@@ -72,6 +72,18 @@ class Str(fields.String):
         return value
 
 
+class StrictBoolean(fields.Boolean):
+    """JSON's true or false, nothing else: marshmallow's Boolean with ``truthy={True}`` still takes 1 and 0 (and
+    1.0), which compare and hash equal to True and False."""
+
+    default_error_messages = {"invalid": "must be true or false"}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 class Identifier(Str):
     """An opaque Graph id (IGSID, post id, account name): a bounded run of safe characters."""
 

@@ -13,7 +13,17 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validates, valid
 
 from igsend.core.errors import InvalidMessage as InvalidMessage  # re-exported: the contract's error
 from igsend.core.lanes import PRIORITIES
-from schemas.fields import Chars, HttpUrl, Identifier, PastMoment, SendAt, Str, Utf8Text, count_between
+from schemas.fields import (
+    Chars,
+    HttpUrl,
+    Identifier,
+    PastMoment,
+    SendAt,
+    Str,
+    StrictBoolean,
+    Utf8Text,
+    count_between,
+)
 
 TEXT_MAX_BYTES = 1000
 
@@ -155,9 +165,8 @@ class MessageSchema(BaseSchema):
     last_user_message_at = PastMoment(metadata={
         "description": "when the person last wrote to the account (ISO 8601 with a time zone, or Unix seconds), for "
                        "the 24-hour window when igsend's webhooks do not know it", "example": "2026-12-03T08:10:00Z"})
-    ordered = fields.Boolean(truthy={True}, falsy={False}, error_messages={"invalid": "must be true or false"},
-                             metadata={"description": "POST it only after the account's earlier ordered messages "
-                                                      "to this recipient are delivered, dead or cancelled"})
+    ordered = StrictBoolean(metadata={"description": "POST it only after the account's earlier ordered messages to "
+                                                    "this recipient are delivered, dead or cancelled"})
 
 
 def _message_id(description: str, **kwargs: Any) -> Identifier:

@@ -155,6 +155,15 @@ def test_a_broken_body_key_is_refused_beside_the_header(client) -> None:
     assert same.status_code == 202
 
 
+@pytest.mark.parametrize("value", [0, 1, 0.0, 1.0, "true"])
+def test_ordered_is_true_or_false_only(value) -> None:
+    """ST201 (ops/fuzz, coverage phase): `"ordered": 0` was accepted, the document saying boolean: marshmallow's
+    Boolean(truthy={True}, falsy={False}) takes 0 and 1, equal to False and True."""
+    with pytest.raises(Exception, match="ordered: must be true or false"):
+        load_message({"kind": "text", "recipient": "r1", "text": "hi", "ordered": value})
+    assert load_message({"kind": "text", "recipient": "r1", "text": "hi", "ordered": False})["ordered"] is False
+
+
 def test_a_sent_job_and_a_dead_letter_link_to_their_operations(document) -> None:
     """Schemathesis reached GET/DELETE /v1/messages/{job_id} and the replay only with ids it guessed (404, so
     its warnings said "only 401/403"): the answers that name a job link to the operations taking its id."""

@@ -13,7 +13,17 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validates, valid
 
 from igsend.core.errors import InvalidMessage as InvalidMessage  # re-exported: the contract's error
 from igsend.core.lanes import PRIORITIES
-from schemas.fields import Chars, HttpUrl, Identifier, PastMoment, SendAt, Str, Utf8Text, count_between
+from schemas.fields import (
+    Chars,
+    HttpUrl,
+    Identifier,
+    PastMoment,
+    SendAt,
+    Str,
+    StrictBoolean,
+    Utf8Text,
+    count_between,
+)
 
 TEXT_MAX_BYTES = 1000
 
@@ -59,26 +69,60 @@ BUTTON_TITLE_CHARS = 20
 BUTTON_TEXT_CHARS = 640
 MAX_PRODUCTS = 10
 
+#: An idempotency key: 1-200 printable ASCII characters (the header Idempotency-Key of the HTTP API too).
+MAX_IDEMPOTENCY_KEY = 200
+IDEMPOTENCY_KEY_PATTERN = "^[ -~]*$"
+
 # The seed documents "love"; Instagram-Login accounts also take any single emoji (since 2025-12).
 DEFAULT_REACTION = "love"
+
+
+#: What an emoji is made of: symbol code points, optionally joined (ZWJ), styled (variation selectors, skin
+#: tones) or tagged; ranges of code points, first and last.
+EMOJI_JOINERS = ((0x200D, 0x200D), (0x20E3, 0x20E3), (0xFE0E, 0xFE0F), (0x1F3FB, 0x1F3FF), (0xE0020, 0xE007F))
+EMOJI_SYMBOLS = ((0x00A9, 0x00A9), (0x00AE, 0x00AE), (0x2190, 0x2BFF), (0x3030, 0x303D), (0x1F000, 0x10FFFF))
+MAX_EMOJI_CHARS = 12
+
+
+def _in(ranges: tuple[tuple[int, int], ...], code: int) -> bool:
+    return any(low <= code <= high for low, high in ranges)
 
 
 def _is_emoji(value: str) -> bool:
     # An emoji is a short run of symbol code points, optionally joined (ZWJ) or styled (variation selectors,
     # skin tones); this accepts the emoji users send without pulling in an emoji database.
-    if not 1 <= len(value) <= 12:
+    if not 1 <= len(value) <= MAX_EMOJI_CHARS:
         return False
-    joiners = {0x200D, 0xFE0E, 0xFE0F, 0x20E3}
     has_symbol = False
     for char in value:
         code = ord(char)
-        if code in joiners or 0x1F3FB <= code <= 0x1F3FF or 0xE0020 <= code <= 0xE007F:
+        if _in(EMOJI_JOINERS, code):
             continue
-        if code >= 0x1F000 or 0x2190 <= code <= 0x2BFF or 0x3030 <= code <= 0x303D or code in (0x00A9, 0x00AE):
+        if _in(EMOJI_SYMBOLS, code):
             has_symbol = True
             continue
         return False
     return has_symbol
+
+
+def _char_class(ranges: tuple[tuple[int, int], ...], *, minus: tuple[tuple[int, int], ...] = ()) -> str:
+    """A regular-expression class of ``ranges`` less ``minus``, its characters written as themselves."""
+    spans: list[tuple[int, int]] = []
+    for low, high in ranges:
+        for cut_low, cut_high in sorted(minus):
+            if cut_low > high or cut_high < low:
+                continue
+            if low < cut_low:
+                spans.append((low, cut_low - 1))
+            low = cut_high + 1
+        if low <= high:
+            spans.append((low, high))
+    return "[" + "".join(chr(low) if low == high else f"{chr(low)}-{chr(high)}" for low, high in spans) + "]"
+
+
+#: The reactions ``_is_emoji`` takes, as a pattern: joiners, one symbol, then symbols and joiners (and 'love').
+REACTION_PATTERN = (f"^(?:love|{_char_class(EMOJI_JOINERS)}*{_char_class(EMOJI_SYMBOLS, minus=EMOJI_JOINERS)}"
+                    f"{_char_class(EMOJI_SYMBOLS + EMOJI_JOINERS)}*)$")
 
 
 class BaseSchema(Schema):
@@ -90,11 +134,12 @@ class BaseSchema(Schema):
     kind = fields.String(required=True, metadata={"description": "message kind", "enum": list(KINDS)})
     account = Identifier(load_default="default", what="account name",
                          metadata={"description": "name of the sending account (a worker-side setting)"})
-    idempotency_key = Str(load_default=None, allow_none=True, max_input=200,
-                          metadata={"description": "same key + account within the window = same job"})
+    idempotency_key = Str(load_default=None, allow_none=True, max_input=MAX_IDEMPOTENCY_KEY,
+                          metadata={"description": "same key + account within the window = same job",
+                                    "minLength": 1, "pattern": IDEMPOTENCY_KEY_PATTERN})
     send_at = SendAt(metadata={"description": "when to send: ISO 8601 with a time zone, or Unix seconds; at most "
                                "a year ahead; a time past means now. Status `scheduled` until then",
-                               "type": "string", "example": "2026-12-01T09:00:00Z"})
+                               "example": "2026-12-01T09:00:00Z"})
     priority = fields.String(
         error_messages={"invalid": "must be normal or bulk"},
         metadata={"description": "`normal` (the default: replies) or `bulk` (campaigns): an account's normal "
@@ -109,7 +154,7 @@ class BaseSchema(Schema):
     def _key_is_printable(self, data: dict[str, Any], **kwargs: Any) -> None:
         key = data.get("idempotency_key")
         if key is not None and (not key or not key.isascii() or not key.isprintable()):
-            raise ValidationError("must be 1-200 printable ASCII characters", "idempotency_key")
+            raise ValidationError(f"must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters", "idempotency_key")
 
 
 class MessageSchema(BaseSchema):
@@ -119,11 +164,9 @@ class MessageSchema(BaseSchema):
                            metadata={"description": "the recipient's Instagram-scoped ID"})
     last_user_message_at = PastMoment(metadata={
         "description": "when the person last wrote to the account (ISO 8601 with a time zone, or Unix seconds), for "
-                       "the 24-hour window when igsend's webhooks do not know it", "type": "string",
-        "example": "2026-12-03T08:10:00Z"})
-    ordered = fields.Boolean(truthy={True}, falsy={False}, error_messages={"invalid": "must be true or false"},
-                             metadata={"description": "POST it only after the account's earlier ordered messages "
-                                                      "to this recipient are delivered, dead or cancelled"})
+                       "the 24-hour window when igsend's webhooks do not know it", "example": "2026-12-03T08:10:00Z"})
+    ordered = StrictBoolean(metadata={"description": "POST it only after the account's earlier ordered messages to "
+                                                    "this recipient are delivered, dead or cancelled"})
 
 
 def _message_id(description: str, **kwargs: Any) -> Identifier:
@@ -148,6 +191,9 @@ class ContentSchema(MessageSchema):
 
 
 SOURCES = ("url", "attachment_id", "upload")
+#: The OpenAPI document's form of a schema's own rules (its ``@validates_schema`` checks), which apispec cannot
+#: read from the code: producers.api.openapi adds a schema's ``OPENAPI_RULES`` to its component.
+ONE_SOURCE = {"oneOf": [{"required": [source]} for source in SOURCES]}
 
 
 def _one_source(data: dict[str, Any]) -> None:
@@ -184,16 +230,13 @@ class TextSchema(ContentSchema):
 
 
 class LinkSchema(ContentSchema):
-    url = HttpUrl(required=True, metadata={"description": "an http(s) URL sent as the message text"})
-
-    @validates_schema
-    def _fits_in_text(self, data: dict[str, Any], **kwargs: Any) -> None:
-        size = len(data.get("url", "").encode("utf-8"))
-        if size > TEXT_MAX_BYTES:
-            raise ValidationError(f"must be at most {TEXT_MAX_BYTES} UTF-8 bytes (got {size})", "url")
+    url = HttpUrl(required=True, max_bytes=TEXT_MAX_BYTES,
+                  metadata={"description": "an http(s) URL sent as the message text"})
 
 
 class MediaSchema(ContentSchema):
+    OPENAPI_RULES = ONE_SOURCE
+
     attachment_id = _attachment_id()
     upload = _upload()
 
@@ -229,7 +272,8 @@ class UnreactSchema(MessageSchema):
 
 class ReactSchema(UnreactSchema):
     reaction = Str(load_default=DEFAULT_REACTION, max_input=32,
-                   metadata={"description": "'love' (documented) or a single emoji (Instagram Login)"})
+                   metadata={"description": "'love' (documented) or a single emoji (Instagram Login)",
+                             "maxLength": MAX_EMOJI_CHARS, "pattern": REACTION_PATTERN})
 
     @validates_schema
     def _known_reaction(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -248,6 +292,8 @@ class ItemSchema(Schema):
 
 
 class ImageItemSchema(ItemSchema):
+    OPENAPI_RULES = ONE_SOURCE
+
     url = HttpUrl(extensions=IMAGE_FORMATS, media="image",
                   metadata={"description": f"public http(s) URL of the image ({', '.join(IMAGE_FORMATS)})"})
     attachment_id = _attachment_id()
@@ -293,6 +339,10 @@ class QuickRepliesSchema(ContentSchema):
 class ButtonSchema(ItemSchema):
     """A ``web_url`` button opens ``url``; a ``postback`` button sends ``payload`` to your webhook."""
 
+    OPENAPI_RULES = {"oneOf": [
+        {"properties": {"type": {"enum": [kind]}}, "required": [needed], "not": {"required": [refused]}}
+        for kind, needed, refused in (("web_url", "url", "payload"), ("postback", "payload", "url"))]}
+
     type = Str(required=True, max_input=64, metadata={"enum": ["web_url", "postback"]})
     title = Chars(required=True, max_chars=BUTTON_TITLE_CHARS, metadata={
         "description": f"the button's label, at most {BUTTON_TITLE_CHARS} characters"})
@@ -324,7 +374,13 @@ class DefaultActionSchema(ItemSchema):
             raise ValidationError(f"must be web_url (got {value[:40]!r})")
 
 
+#: What an element needs besides its title: one of these at least.
+ELEMENT_CONTENT = ("subtitle", "image_url", "default_action", "buttons")
+
+
 class ElementSchema(ItemSchema):
+    OPENAPI_RULES = {"anyOf": [{"required": [name]} for name in ELEMENT_CONTENT]}
+
     title = Chars(required=True, max_chars=ELEMENT_TEXT_CHARS)
     subtitle = Chars(max_chars=ELEMENT_TEXT_CHARS)
     image_url = HttpUrl(extensions=IMAGE_FORMATS, media="image")
@@ -334,7 +390,7 @@ class ElementSchema(ItemSchema):
 
     @validates_schema
     def _more_than_a_title(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if not {"subtitle", "image_url", "default_action", "buttons"} & data.keys():
+        if not set(ELEMENT_CONTENT) & data.keys():
             raise ValidationError("needs at least one of subtitle, image_url, default_action or buttons besides "
                                   "its title")
 

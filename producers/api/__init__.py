@@ -72,6 +72,7 @@ def create_app(*, api_keys: list[str] | None = None, require_keys: bool = True,
     openapi.add_components(api)  # first: the document lists them before the blueprints' schemas
     api.register_blueprint(blp)  # /v1: messages, and dead letters nested in it
     api.register_blueprint(health_blp)
+    openapi.add_schema_rules(api)  # last: every schema has its component now
     app.register_blueprint(webhooks)  # Meta's, not the apps': outside the OpenAPI document
     # the operator's console (HTML, session login): keys authenticate the JSON blueprints, so CSRF skips them
     init_console(app, keys, throttle=throttled, login_throttle=login_throttle,

@@ -11,7 +11,16 @@ from igsend.core import routing
 from igsend.core.errors import ReplayRefused
 from producers.api.auth import scope
 from producers.api.errors import common_errors, fails
-from producers.api.jobs import LAST_ERROR, LOCATION, STORED_MESSAGE, AttemptSchema, JobIdSchema, JobSchema, checked_id
+from producers.api.jobs import (
+    LAST_ERROR,
+    LOCATION,
+    STORED_MESSAGE,
+    AttemptSchema,
+    JobIdSchema,
+    JobSchema,
+    checked_id,
+    links,
+)
 from producers.api_keys import OPERATE
 
 #: Nested in the /v1 blueprint (producers.api): its routes are under /v1 and documented under its tag, messages.
@@ -33,7 +42,8 @@ class DeadLetterQuerySchema(Schema):
 
 
 @dead_letters.route("/dead-letters", methods=["GET"])
-@dead_letters.doc(operationId="listDeadLetters")
+@dead_letters.doc(operationId="listDeadLetters",
+                  responses={200: {"links": links("/0/id", "replayDeadLetter", "getMessage")}})
 @dead_letters.arguments(DeadLetterQuerySchema, location="query")
 @dead_letters.response(200, DeadLetterSchema(many=True))
 @common_errors(dead_letters)
@@ -52,7 +62,7 @@ def list_dead_letters(query: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @dead_letters.route("/dead-letters/<job_id>/replay", methods=["POST"])
-@dead_letters.doc(operationId="replayDeadLetter")
+@dead_letters.doc(operationId="replayDeadLetter", responses={202: {"links": links("/id", "getMessage")}})
 @dead_letters.response(202, JobIdSchema, description="queued again under its job id; poll the Location",
                        headers=LOCATION)
 @fails(dead_letters, 404, "no such dead letter")

@@ -9,7 +9,7 @@ from typing import Any, cast
 import flask_smorest
 from flask import jsonify
 from marshmallow import Schema, fields
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from producers.api.openapi import ref
 
@@ -44,6 +44,10 @@ class Api(flask_smorest.Api):
 
     def handle_http_exception(self, error: HTTPException) -> tuple[dict[str, Any], int, dict[str, str]]:
         payload, code, headers = super().handle_http_exception(error)
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            # RFC 9110 15.5.6: a 405 names the methods the resource has (werkzeug's own answer would; the Error
+            # shape's must too)
+            headers.setdefault("Allow", ", ".join(sorted(error.valid_methods)))
         if code == 413 and "message" not in payload:
             payload["message"] = f"the body is larger than {MAX_BODY_BYTES} bytes: split the batch"
         payload.setdefault("message", error.description or error.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from flask_smorest import abort
 from marshmallow import Schema, fields
@@ -20,6 +21,13 @@ STORED_MESSAGE = {"type": "object", "description": "the message document (see Me
 #: The last error (an ErrorDetail), or null. Not allow_none=True: apispec documents that as "ErrorDetail or any
 #: object", which generators turn into an untyped class.
 LAST_ERROR = {"allOf": [ref("ErrorDetail")], "nullable": True, "description": "the last error, if any"}
+
+
+def links(where: str, *operations: str) -> dict[str, Any]:
+    """OpenAPI links from an answer naming a job id at ``where`` (a JSON pointer into the body) to ``operations``
+    (their operationIds), each taking it as ``job_id``: what a client, or Schemathesis's stateful phase, does next."""
+    return {operation: {"operationId": operation, "parameters": {"job_id": f"$response.body#{where}"},
+                        "description": "the job this answer names"} for operation in operations}
 
 
 def checked_id(job_id: str) -> str:

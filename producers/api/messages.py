@@ -27,11 +27,21 @@ from producers import (
 )
 from producers.api.auth import scope
 from producers.api.errors import body_errors, common_errors, fails
-from producers.api.jobs import LAST_ERROR, LOCATION, STORED_MESSAGE, AttemptSchema, JobIdSchema, JobSchema, checked_id
+from producers.api.jobs import (
+    LAST_ERROR,
+    LOCATION,
+    STORED_MESSAGE,
+    AttemptSchema,
+    JobIdSchema,
+    JobSchema,
+    checked_id,
+    links,
+)
 from producers.api.openapi import MAX_BATCH, json_request, ref
 from producers.api.redis_check import check_redis
 from producers.api_keys import OPERATE, READ, SEND
 from producers.jobs import NOT_FOUND_GRACE
+from schemas.messages import IDEMPOTENCY_KEY_PATTERN, MAX_IDEMPOTENCY_KEY, load_message
 
 #: The /v1 blueprint: the messages' routes, and dead letters nested in it (producers.api.dead_letters).
 blp = Blueprint("messages", __name__, url_prefix="/v1", description="Send messages and read their outcome")
@@ -129,9 +139,12 @@ def _redis_first() -> None:
 
 @blp.route("/messages", methods=["POST"])
 @blp.doc(operationId="sendMessage", requestBody=json_request("Message"), parameters=[{
-    "in": "header", "name": "Idempotency-Key", "required": False, "schema": {"type": "string", "maxLength": 200},
+    "in": "header", "name": "Idempotency-Key", "required": False,
+    "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": IDEMPOTENCY_KEY_PATTERN},
     "description": "the same key for the same account returns the original job within the window; the same key "
-                   "with a different message answers 409"}])
+                   "with a different message answers 409. Empty: no key. It wins over the body's "
+                   "`idempotency_key`, which must still keep its rules"}],
+        responses={202: {"links": links("/id", "getMessage", "cancelMessage")}})
 @blp.response(202, QueuedSchema, description="queued (or, for a repeated Idempotency-Key, already queued); poll "
                                              "the Location; warnings say when no worker is running", headers=LOCATION)
 @fails(blp, 409, "the Idempotency-Key already names a different message; nothing was queued")
@@ -142,8 +155,14 @@ def _redis_first() -> None:
 def post_message() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Queue one message."""
     document = _json_body()
-    if isinstance(document, dict) and request.headers.get("Idempotency-Key"):
-        document = {**document, "idempotency_key": request.headers["Idempotency-Key"]}
+    header = request.headers.get("Idempotency-Key")
+    if isinstance(document, dict) and header:
+        if "idempotency_key" in document:
+            try:  # the header wins, but the body is still held to its rules: a broken field is not ignored
+                load_message(document)
+            except InvalidMessage as exc:
+                _refused(exc)
+        document = {**document, "idempotency_key": header}
     try:
         job = send(document)
     except InvalidMessage as exc:  # UnknownAccount too: 422 naming the field `account`

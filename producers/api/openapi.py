@@ -57,9 +57,19 @@ FIELD_ERRORS_COMPONENT: dict[str, Any] = {
     "description": "field -> what is wrong with it (a nested field or list item: the same structure again)",
     "additionalProperties": {"anyOf": [{"type": "array", "items": {"type": "string"}}, ref("FieldErrors")]},
 }
+#: A batch: up to MAX_BATCH items, each judged on its own. An item may be any JSON value: a valid Message is
+#: queued, anything else (a broken message, a number, null) is answered `invalid` by index in the 200's results,
+#: and the other items are still queued. So an item is declared as any value, its description naming Message,
+#: not as a Message: the document and the answer agree on what is valid. (``anyOf: [Message, {}]`` says the same
+#: but makes Schemathesis's coverage phase build hundreds of batches of every kind: minutes per run.)
 BATCH_REQUEST_COMPONENT: dict[str, Any] = {
     "type": "object", "required": ["messages"],
-    "properties": {"messages": {"type": "array", "maxItems": MAX_BATCH, "items": ref("Message")}},
+    "properties": {"messages": {
+        "type": "array", "maxItems": MAX_BATCH,
+        "description": "the messages, each judged on its own: a valid Message is queued, any other item is "
+                       "answered `invalid` (with its errors) in `results` at its index, and never stops the others",
+        "items": {"description": "a Message; anything else (a message that breaks a rule, or not an object) is "
+                                 "answered invalid at its index"}}},
 }
 
 
@@ -85,10 +95,42 @@ def settings(keys: bool) -> dict[str, Any]:
     }
 
 
+def _field_rules(converter: Any, field: fields.Field[Any], ret: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """The rules of igsend's own field types (``schemas.fields``: lengths, patterns, control characters, URLs,
+    moments), as each states them in ``json_schema()``; a field's own ``metadata`` wins over them."""
+    rules_of = getattr(field, "json_schema", None)
+    if rules_of is None:
+        return {}
+    rules: dict[str, Any] = rules_of()
+    if "anyOf" in rules:
+        ret.pop("type", None)  # the alternatives carry their types
+    return {name: value for name, value in rules.items() if name not in field.metadata}
+
+
+#: Where a component states its schema's own rules (JSON Schema's ``oneOf``/``anyOf`` of ``required``): an extension,
+#: not the keywords themselves, because generators turn an object with a top-level ``oneOf`` into a union of
+#: anonymous types or skip it (openapi-python-client drops ImageMessage). Fuzzers read it
+#: (igsend/local/fuzz_hooks.py).
+RULES_EXTENSION = "x-igsend-rules"
+
+
+def add_schema_rules(api: Any) -> None:
+    """Add to each component the rules its schema states as ``OPENAPI_RULES`` (its ``@validates_schema`` checks in
+    JSON Schema's words, under RULES_EXTENSION); after every blueprint, once every schema has its component."""
+    schemas = api.spec.components.schemas
+    named = [(key[0], name) for key, name in api.ma_plugin.converter.refs.items()]
+    named += [(schema, schema.__name__) for schema in DOCUMENT_SCHEMAS.values()]
+    for schema, name in named:
+        rules = getattr(schema, "OPENAPI_RULES", None)
+        if rules and name in schemas:
+            schemas[name][RULES_EXTENSION] = rules
+
+
 def add_components(api: Any) -> None:
     """The components referred to by name, on ``api``'s spec before any blueprint's (their order is the
     document's), and message fields documented without the defaults the server fills in."""
     api.ma_plugin.converter.add_attribute_function(_server_default)
+    api.ma_plugin.converter.add_attribute_function(_field_rules)
     for schema in DOCUMENT_SCHEMAS.values():
         api.spec.components.schema(schema.__name__, schema=schema)
     api.spec.components.schema("ErrorDetail", schema=ErrorDetailSchema)

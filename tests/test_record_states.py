@@ -291,11 +291,12 @@ def record_machine(server: Server) -> type[RuleBasedStateMachine]:
             for key in queue_keys():
                 raw = self.r.rpop(key)
                 if raw:
-                    job = self.by_id(json.loads(cast(str, raw))["headers"]["id"])
-                    assert job is not None, raw
-                    if job not in self.seen:
-                        self.seen.append(job)
-                    self.admit(job, resend_orphans=resend_orphans)
+                    for job_id in jobs_of(cast(str, raw)):  # a chunk's jobs, one after another
+                        job = self.by_id(job_id)
+                        assert job is not None, raw
+                        if job not in self.seen:
+                            self.seen.append(job)
+                        self.admit(job, resend_orphans=resend_orphans)
                     return
 
         @precondition(lambda self: self.seen)
@@ -432,7 +433,7 @@ def record_machine(server: Server) -> type[RuleBasedStateMachine]:
                 lanes += cast(list[str], self.r.lrange(key, 0, -1))
             queued: list[str] = []
             for key in queue_keys():
-                queued += [json.loads(raw)["headers"]["id"] for raw in cast(list[str], self.r.lrange(key, 0, -1))]
+                queued += [job_id for raw in cast(list[str], self.r.lrange(key, 0, -1)) for job_id in jobs_of(raw)]
             by_id = {job.id: job for job in self.jobs}
 
             assert dlq_index == dlq_entries == {j.id for j in self.jobs if j.status in ("dead", "unknown")}, \
@@ -509,6 +510,13 @@ def run(server: Server, *, examples: int, steps: int, restarts: bool = True, ran
 
 
 @pytest.mark.timeout(1200)  # a failure is shrunk to its fewest steps, which takes minutes; a pass about 15 s
+def jobs_of(raw: str) -> list[str]:
+    """The job ids a Celery message on igsend's queue stands for: an igsend.send_chunk's (its ``igsend_jobs``
+    header), or the one job of an igsend.send_message."""
+    headers = json.loads(raw)["headers"]
+    return list(headers.get("igsend_jobs") or [headers["id"]])
+
+
 def test_the_job_records_state_machine(own_redis: Server) -> None:
     """CI's bounded run (derandomized: the same examples every run); ``ops/fuzz_records.py`` runs more."""
     run(own_redis, examples=60, steps=40)

@@ -350,3 +350,54 @@ def test_each_inbound_event_becomes_the_callback_event_of_its_kind(fields: dict[
     if event is not None:
         assert event["webhook_id"] == "msg_i1-0" and event["at"] == 1000.5
         assert "raw" not in event.get("inbound", {})
+
+
+@pytest.mark.parametrize(("status", "headers", "expect"), [
+    (410, {}, "disabled"),  # Gone: the endpoint is disabled, the event kept as failed
+    (429, {"Retry-After": "120"}, "retry in 120 s"),  # Retry-After honoured on 429/503
+    (302, {"Location": "/elsewhere"}, "retry in 5 s"),  # a redirect is not followed: a failed try, the schedule
+])
+def test_an_endpoints_answer_decides_the_next_try(redis_url: str, status: int, headers: dict[str, str],
+                                                  expect: str) -> None:
+    from workers.callbacks import EndpointSender
+
+    client = redis_lib.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/15", decode_responses=True)  # its own
+    client.flushdb()
+    paths: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            paths.append(self.path)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = callbacks.Endpoint(name="crm", url=f"http://127.0.0.1:{server.server_address[1]}/hook",
+                                      secret=SECRET, allow_http=True, allow_private=True)
+        now = 1_000_000.0
+        sender = EndpointSender(client, endpoint, threading.Event(), threading.Event(), clock=lambda: now)
+        client.rpush(callbacks.key("crm", "queue"), json.dumps({"webhook_id": "msg_1", "type": "test", "job": "j1",
+                                                                "account": "shop", "at": now}))
+        assert sender.pass_once()
+        assert paths == ["/hook"]  # once, and never to /elsewhere
+        state = callbacks.state(client, "crm")
+        if expect == "disabled":
+            assert state["state"] == "disabled" and "410" in state["disabled_reason"]
+            assert [e["webhook_id"] for e in callbacks.failed_events(client, "crm")] == ["msg_1"]
+            assert not sender.pass_once()  # a disabled endpoint is sent nothing more
+        else:
+            seconds = float(expect.split()[2])
+            assert client.zscore(callbacks.key("crm", "waiting"), "j1") == now + seconds
+            assert state["retries"] == 1 and state["failed"] == 0
+        assert client.llen(callbacks.key("crm", "sending")) == 0
+    finally:
+        server.shutdown()
+        client.flushdb()

@@ -3,6 +3,7 @@ backlog, and what a waiting message costs in Redis memory, in its lane against o
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -25,6 +26,7 @@ def bench_dispatch(small: bool) -> int:
     message handed out (the script, reading the record, the Celery publish), and bytes per waiting message."""
     from igsend.core import lanes
     from igsend.core.celery_app import queue_keys
+    from igsend.core.chunks import job_ids_in
     from igsend.core.store import get_redis
     from producers import send_many
     from workers.scheduler import Scheduler
@@ -61,7 +63,9 @@ def bench_dispatch(small: bool) -> int:
                     handed += moved
                 cpu = time.process_time() - cpu0
                 usec, _ = _eval_usec(client)
-                queued = sum(int(client.llen(key)) for key in queue_keys())
+                # jobs on the Celery queue: a chunk (igsend.core.chunks) names its jobs in a header
+                queued = sum(len(job_ids_in(json.loads(raw))) for key in queue_keys()
+                             for raw in client.lrange(key, 0, -1))
                 on_queue = int(client.info("memory")["used_memory"]) - baseline
                 if handed != total or queued != total or waiting != total:
                     print(f"expected {total} waiting, handed out and queued; got {waiting}, {handed}, {queued}")

@@ -312,9 +312,15 @@ def _every_part(url: str, admin: redis_lib.Redis, sandbox: str, flower: str) -> 
     lengths = requests.get(f"{flower}/api/queues/length", auth=FLOWER_AUTH, timeout=30).json()
     assert [queue["name"] for queue in lengths["active_queues"]] == ["igsend"], lengths
     # (a task sent well after Flower started: its event receiver binds a moment after its health check answers)
-    task = wait_until(lambda: (answer := requests.get(f"{flower}/api/task/info/{job_id}", auth=FLOWER_AUTH,
-                                                      timeout=10)).ok and answer.json(), timeout=60)
-    assert task["state"] == "SUCCESS"
+    # (the API's message went out in its account's chunk, igsend.send_chunk: igsend.core.chunks)
+    def chunk_task() -> dict | None:
+        tasks = requests.get(f"{flower}/api/tasks", params={"taskname": "igsend.send_chunk"}, auth=FLOWER_AUTH,
+                             timeout=10)
+        return next((task for task in tasks.json().values() if task.get("state") == "SUCCESS"), None) \
+            if tasks.ok else None
+
+    task = wait_until(chunk_task, timeout=60)
+    assert task["state"] == "SUCCESS" and task["args"].startswith("['default', 'text', ")
 
     # The worker's sweeper has read the queue lists' oldest messages (it alone uses LINDEX; stats reset at start),
     # and so does one pass here; the metrics exporter reads the queue lists and INFO memory.

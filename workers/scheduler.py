@@ -27,7 +27,7 @@ from typing import cast
 import redis
 
 from igsend.core import chunks, lanes, records, series
-from igsend.core.celery_app import DUE_PRIORITY, get_app, publish
+from igsend.core.celery_app import DUE_PRIORITY, NEW_PRIORITY, get_app, publish
 from igsend.core.settings import get_settings
 from igsend.core.store import DELAYED_KEY, PENDING_KEY, PREFIX, get_redis, job_key
 from workers.sweeper import MOVING_KEY, Sweeper
@@ -149,6 +149,13 @@ class Scheduler:
         handed = chunks.split(reply, self.chunk)
         if not handed:
             return 0
+        if get_settings().replica_acks:
+            # IGSEND_REDIS_REPLICA_ACKS: one igsend.send_message per job, as before chunks. A producer whose write
+            # the replicas did not confirm takes back its jobs still on the queue by their messages (producers/
+            # enqueue.py); a failover test (tests/test_failover.py) showed jobs in a chunk escaping that and sent
+            # twice with the caller's retry, a case not yet understood.
+            self._republish([job_id for chunk in handed for job_id in chunk.job_ids], priority=NEW_PRIORITY)
+            return sum(len(chunk.job_ids) for chunk in handed)
         app = get_app()
         with app.producer_or_acquire() as producer:
             for chunk in handed:

@@ -16,7 +16,7 @@ import pytest
 import requests
 import responses
 
-from workers.accounts import Account, AccountError, load_accounts
+from workers.accounts import DEFAULT_API_VERSION, Account, AccountError, load_accounts
 from workers.errors import Outcome, classify_error, classify_transport
 from workers.graph import GraphClient
 from workers.logs import RedactTokens, redact
@@ -162,7 +162,7 @@ def test_accounts_from_env_and_file(tmp_path) -> None:
     assert load_accounts({}) == {}
     default = load_accounts({"IGSEND_ACCESS_TOKEN": "tok-default-123"})["default"]
     assert (default.id, default.login, default.messages_url) == (
-        "me", "instagram", "https://graph.instagram.com/v25.0/me/messages")
+        "me", "instagram", f"https://graph.instagram.com/{DEFAULT_API_VERSION}/me/messages")
     page = load_accounts({"IGSEND_ACCESS_TOKEN": "t", "IGSEND_LOGIN": "facebook", "IGSEND_ACCOUNT_ID": "99",
                           "IGSEND_API_VERSION": "v26.0"})["default"]
     assert page.messages_url == "https://graph.facebook.com/v26.0/99/messages"

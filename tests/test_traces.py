@@ -104,6 +104,7 @@ def traced(redis_url: str, sandbox: str, accounts_file: Path, collector: Collect
     redis_lib.Redis.from_url(url).flushdb()
     otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
     logs = tmp_path_factory.mktemp("traces")
+    _logs.append(logs)
     worker = start_worker(env=worker_env(url, sandbox, accounts_file, **otel), log_path=logs / "worker.log",
                           concurrency=4)
     port = free_port()
@@ -114,6 +115,14 @@ def traced(redis_url: str, sandbox: str, accounts_file: Path, collector: Collect
     api.stop()
     worker.stop()
     redis_lib.Redis.from_url(url).flushdb()
+
+
+_logs: list[Path] = []
+
+
+def traced_logs() -> Path:
+    """Where the ``traced`` processes write their logs."""
+    return _logs[-1]
 
 
 def send(api: str, recipient: str, *, trace_id: str) -> str:
@@ -144,6 +153,9 @@ def test_a_message_sent_through_the_api_with_a_traceparent_is_one_trace_across_a
     assert post.attributes["http.response.status_code"] == 200
     [enqueue] = [s for s in spans if s.name == "igsend.enqueue"]
     assert enqueue.service == "igsend-api" and enqueue.attributes["igsend.job_id"] == job_id
+    # the worker's log lines written inside the job's span carry its trace (text format: a suffix)
+    worker_log = Path(traced_logs()) / "worker.log"
+    wait_until(lambda: f"trace_id={CALLER_TRACE}" in worker_log.read_text(errors="replace"), timeout=10)
 
 
 def test_a_retried_message_shows_each_attempt_and_its_wait_and_no_span_holds_a_secret(

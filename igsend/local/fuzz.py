@@ -39,6 +39,8 @@ def seed_dead_letters(count: int) -> list[str]:
                  "http_status": 400, "class": "permanent"}
         attempt = {"attempt": 1, "at": 1.0e9, "outcome": "permanent", "http_status": 400, "code": 100,
                    "subcode": 2018001, "message": "No matching user found", "fbtrace_id": "AbCdEf123"}
+        # admitted and POSTed, as a worker's would be: an outcome applies only to the attempt in flight
+        get_redis().hset(f"igsend:job:{job.id}", mapping={"status": "sending", "inflight": 1})
         Outcomes(get_redis(), record_ttl=3600).dead(job.id, "permanent: no matching user", error, attempt)
         ids.append(job.id)
     return ids

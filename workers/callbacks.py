@@ -34,6 +34,7 @@ from igsend.core.callbacks import Endpoint, key
 from igsend.core.store import PREFIX, get_redis
 from workers.callback_http import RefusedAddress, session
 from workers.logs import redact
+from workers.scheduler import LEASE_SCRIPT
 from workers.usage import retry_after
 
 log = logging.getLogger("igsend.callbacks")
@@ -67,15 +68,6 @@ return #items
 _RELEASE = """
 if redis.call('LLEN', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[1])
-  return 1
-end
-return 0
-"""
-# KEYS: lease. ARGV: me, ttl ms. Takes or keeps it; 1 when this process holds it.
-_LEAD = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
 return 0
@@ -302,7 +294,7 @@ class CallbackSender:
         self.me = f"callbacks-{uuid.uuid4().hex}"
         self.leading = threading.Event()
         self._stop = threading.Event()
-        self._lead = self.client.register_script(_LEAD)
+        self._lead = self.client.register_script(LEASE_SCRIPT)
         self.senders = [EndpointSender(self.client, endpoint, self.leading, self._stop, interval=interval)
                         for endpoint in self.endpoints.values()]
         self._thread = threading.Thread(target=self._run, name="igsend-callbacks", daemon=True)

@@ -40,8 +40,9 @@ LEADER_KEY = f"{PREFIX}scheduler:leader"
 SHARED_STEP = 10
 
 
-# KEYS: leader. ARGV: me, ttl_ms. Take or keep the lease; returns 1 when this process leads.
-_LEAD = """
+# KEYS: the lease. ARGV: me, ttl_ms. Take or keep the lease; returns 1 when this process holds it. Shared by the
+# scheduler's leader and the callbacks' sender (workers/callbacks.py).
+LEASE_SCRIPT = """
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -78,7 +79,7 @@ class Scheduler:
         #: again every sweep interval (after a Redis restart, a flush, or a change of the accounts file)
         self.budgets = dict(budgets or {})
         self._last_budgets = 0.0
-        self.lead = self.client.register_script(_LEAD)
+        self.lead = self.client.register_script(LEASE_SCRIPT)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._leading = False

@@ -220,6 +220,31 @@ def test_metas_message_id_leads_back_to_its_job_while_the_record_lasts_in_one_sh
     assert sent.job_of(private_db, "default", "mid.lookalike", delivered_ttl=86400) is None
 
 
+def test_the_sent_hash_and_the_days_series_expire_whatever_the_minutes_first_delivery_was(
+        graph: FakeGraph, private_db: redis_lib.Redis) -> None:
+    """Their TTLs are set once a minute, not at every delivery: a minute that begins with a delivery Meta gives no
+    message id (a typing indicator) still leaves no key without a TTL."""
+    from igsend.core import sent, series
+
+    graph.answer("typist", GraphResponse(200, {"recipient_id": "typist"}, {}, 0.01))
+    for stale in private_db.keys("igsend:series:*") + private_db.keys("igsend:sent:*"):
+        private_db.delete(stale)
+    typing = producers.sender_action("typist", "typing_on")
+    texts = [producers.send_text("typist", "one"), producers.send_text("typist", "two")]
+    for job in (typing, *texts):
+        attempt(job)
+    written = private_db.keys("igsend:sent:*") + private_db.keys("igsend:series:*")
+    assert [key for key in written if key.startswith("igsend:sent:")]
+    assert series.series_key("default", time.time()) in written
+    for key in written:
+        assert private_db.ttl(key) > 0, key
+    longest_record = max(private_db.ttl(f"igsend:done:{job.id}") for job in texts)
+    for index in (key for key in written if key.startswith("igsend:sent:")):
+        assert private_db.ttl(index) > longest_record
+        assert sent.job_of(private_db, "default", texts[1].info()["result"]["message_id"],
+                           delivered_ttl=86400) == texts[1].id
+
+
 def test_each_outcome_is_counted_in_the_per_minute_series_of_its_account_and_of_every_account(
         graph: FakeGraph, private_db: redis_lib.Redis) -> None:
     from igsend.core import series

@@ -51,13 +51,9 @@ redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[1], 'status'
 -- Meta's answer says delivered, so it leaves the DLQ.
 redis.call('HDEL', KEYS[7], ARGV[1])
 redis.call('ZREM', KEYS[8], ARGV[1])
--- Meta's message id leads back to this job: a read receipt or a reaction finds it, and a reconciliation of
--- another job never takes it.
-if KEYS[9] ~= 'igsend:sent:' then
-  redis.call('HSET', KEYS[9], ARGV[9], ARGV[11])
-  redis.call('EXPIRE', KEYS[9], ARGV[8])
-end
 -- The console's charts: delivered this minute, and how long from queued to Meta's answer.
+-- A day's string needs its TTL set now and then, not at every delivery (a command fewer per message and key):
+-- at the minute's first delivery, which the minute's count tells.
 if KEYS[10] ~= 'igsend:series:' then
   local bucket = 0
   for i = 15, #ARGV do
@@ -66,8 +62,19 @@ if KEYS[10] ~= 'igsend:series:' then
   end
   local latency = tonumber(ARGV[14]) + 16 * bucket
   for i = 10, 11 do
-    redis.call('BITFIELD', KEYS[i], 'OVERFLOW', 'SAT', 'INCRBY', 'u16', ARGV[13], 1, 'INCRBY', 'u16', latency, 1)
-    redis.call('EXPIRE', KEYS[i], ARGV[12])
+    local counts = redis.call('BITFIELD', KEYS[i], 'OVERFLOW', 'SAT', 'INCRBY', 'u16', ARGV[13], 1,
+                              'INCRBY', 'u16', latency, 1)
+    if counts[1] == 1 then redis.call('EXPIRE', KEYS[i], ARGV[12]) end
+  end
+end
+-- Meta's message id leads back to this job: a read receipt or a reaction finds it, and a reconciliation of
+-- another job never takes it. The hash's TTL outlives its entries by an hour (sent.keep_seconds), so setting it
+-- at the first entry of each minute keeps every entry as long as its record: the same HSET writes a field
+-- for the minute ('m' and the minute of the hour; a digest is 12 characters), and answers 2 when it is new.
+if KEYS[9] ~= 'igsend:sent:' then
+  local minute = 'm' .. math.floor(now / 60) % 60
+  if redis.call('HSET', KEYS[9], ARGV[9], ARGV[11], minute, '') == 2 then
+    redis.call('EXPIRE', KEYS[9], ARGV[8])
   end
 end
 for i = 12, #KEYS do redis.call('DEL', KEYS[i]) end

@@ -199,14 +199,15 @@ def bench_throughput(small: bool) -> int:
     bare = ceiling["cpu_per_1000"]
     print(f"bare POST CPU/msg (ceiling, client side)   = {bare:.2f} ms")
     print(f"featureless Celery / bare POST (CPU/msg)   = {featureless['cpu_per_1000'] / bare:.2f}x")
-    print(f"igsend / bare POST (CPU/msg)               = {igsend['cpu_per_1000'] / bare:.2f}x   (target <= 1.7x)")
+    print(f"igsend / bare POST (CPU/msg)               = {igsend['cpu_per_1000'] / bare:.2f}x   (target <= 1.4x)")
     print(f"igsend / featureless Celery (CPU/msg)      = {igsend['cpu_per_1000'] / featureless['cpu_per_1000']:.2f}x")
     print(f"tracing on / off (CPU/msg)                 = {traced['cpu_per_1000'] / igsend['cpu_per_1000']:.2f}x   "
           "(OTLP/HTTP to a local sink, every trace kept)")
     print(f"igsend/naive   = {igsend['rate'] / naive['rate']:.1f}x   (target >= 25x)")
-    print(f"igsend/ceiling = {igsend['rate'] / ceiling['rate'] * 100:.0f}%   (target >= 60%)")
+    print(f"igsend/ceiling = {igsend['rate'] / ceiling['rate'] * 100:.0f}%   (target >= 65%)")
     for line in format_redis(redis_figures):
         print(line)
+    print("  (targets, issue 36: <= 23.4 commands and <= 0.24 s of Redis CPU per 1,000 delivered messages)")
     print(f"enqueue: send_many {many:,.0f} msgs/s vs send_text loop {loop:,.0f} msgs/s "
           f"= {many / loop:.1f}x   (target send_many >= 5,000/s)")
     print(f"worker peak RSS {igsend['rss_mb']:.0f} MB (target < 300 MB)")

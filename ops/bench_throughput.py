@@ -183,18 +183,25 @@ def bench_throughput(small: bool) -> int:
                     by_accounts.append(row)
                     print(format_row(row), flush=True)
             reset_sandbox(sandbox)
-            with otlp_sink() as collector, igsend_worker(tmp, redis_url, sandbox, processes=processes,
-                                                         log_name="igsend-worker-traced.log",
-                                                         extra={"OTEL_EXPORTER_OTLP_ENDPOINT": collector}) as worker:
-                traced = run_igsend([worker.process.pid], sandbox, names[:1], count,
-                                    "igsend, tracing on (default sampler)")
-                print(format_row(traced), flush=True)
+            sampled = []
+            for label, sampler in (("igsend, tracing on (default sampler)", {}),
+                                   ("igsend, tracing on, 10 % sampled", {
+                                       "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                                       "OTEL_TRACES_SAMPLER_ARG": "0.1"})):
+                reset_sandbox(sandbox)
+                log_name = f"igsend-worker-traced{len(sampled)}.log"
+                with otlp_sink() as collector, igsend_worker(
+                        tmp, redis_url, sandbox, processes=processes, log_name=log_name,
+                        extra={"OTEL_EXPORTER_OTLP_ENDPOINT": collector, **sampler}) as worker:
+                    sampled.append(run_igsend([worker.process.pid], sandbox, names[:1], count, label))
+                    print(format_row(sampled[-1]), flush=True)
+            traced, traced_tenth = sampled
             many, loop = bench_enqueue(2000 if small else 20000)
 
     naive, ceiling, featureless, igsend = rows
     print()
     print(f"{'variant':<32} {'msgs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU s/1k':>9} {'peak RSS MB':>12}")
-    for row in rows + by_accounts + [traced]:
+    for row in rows + by_accounts + sampled:
         print(format_row(row))
     bare = ceiling["cpu_per_1000"]
     print(f"bare POST CPU/msg (ceiling, client side)   = {bare:.2f} ms")
@@ -203,6 +210,8 @@ def bench_throughput(small: bool) -> int:
     print(f"igsend / featureless Celery (CPU/msg)      = {igsend['cpu_per_1000'] / featureless['cpu_per_1000']:.2f}x")
     print(f"tracing on / off (CPU/msg)                 = {traced['cpu_per_1000'] / igsend['cpu_per_1000']:.2f}x   "
           "(OTLP/HTTP to a local sink, every trace kept)")
+    print(f"tracing 10 % sampled / off (CPU/msg)       = "
+          f"{traced_tenth['cpu_per_1000'] / igsend['cpu_per_1000']:.2f}x   (parentbased_traceidratio 0.1)")
     print(f"igsend/naive   = {igsend['rate'] / naive['rate']:.1f}x   (target >= 25x)")
     print(f"igsend/ceiling = {igsend['rate'] / ceiling['rate'] * 100:.0f}%   (target >= 65%)")
     for line in format_redis(redis_figures):

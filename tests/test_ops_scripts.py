@@ -51,6 +51,7 @@ def test_throughput_bench_small_runs() -> None:
     assert "featureless Celery" in run.stdout and "igsend / bare POST (CPU/msg)" in run.stdout
     assert "redis per delivered message" in run.stdout
     assert "tracing on / off (CPU/msg)" in run.stdout  # traces cost what they cost, measured beside the rest
+    assert "tracing 10 % sampled / off (CPU/msg)" in run.stdout
 
 
 @pytest.mark.scenario

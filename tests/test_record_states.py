@@ -6,7 +6,8 @@ job, and after every step holds Redis to a model of what each job must be:
 
 - **rules**: create (``producers.send_text``: plain, ``ordered=True``, ``send_at`` an hour ahead), the
   dispatcher (``Scheduler.dispatch``) and the scheduler's tick (due jobs, the lanes), a worker taking the next copy
-  off the Celery queue and admitting it (``Admitter.admit``), a stale copy admitted again (redelivery), the
+  off the Celery queue and admitting it (a chunk's jobs together, ``lua/admit_chunk.lua`` as ``igsend.send_chunk``
+  does, or each through ``Admitter.admit``), a stale copy admitted again (redelivery), the
   POST answered (``Outcomes.delivered``), refused (``Outcomes.dead``), transient (``Outcomes.retry``, due now or
   in an hour), a worker lost mid-POST (its lock gone, its in-flight entry left), a lock that expires under a
   live worker (which records its outcome late, also after its attempt was classified lost), an orphaned attempt
@@ -37,6 +38,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -54,6 +56,9 @@ FINAL = frozenset({"delivered", "dead", "unknown", "cancelled"})
 CANCELLABLE = frozenset({"queued", "scheduled", "retrying"})
 #: Statuses a job may have while its id waits in igsend:delayed.
 DELAYABLE = frozenset({"scheduled", "retrying", "queued"})
+#: The account a chunk's jobs are admitted for (producers' default account; Instagram Login): what
+#: workers.chunked._admit reads of a workers.accounts.Account.
+CHUNK_ACCOUNT: Any = SimpleNamespace(name="default", login="instagram", rate=lambda send_class: RATE)
 
 
 class Server:
@@ -140,6 +145,7 @@ def record_machine(server: Server) -> type[RuleBasedStateMachine]:
         job_key,
         lock_key,
     )
+    from workers import chunked
     from workers.admission import Action, Admitter
     from workers.scheduler import Scheduler
     from workers.sweeper import MOVING_KEY, Sweeper
@@ -151,6 +157,9 @@ def record_machine(server: Server) -> type[RuleBasedStateMachine]:
             self.r.flushdb()
             self.client = get_redis()
             self.admitter = Admitter(self.client, lock_ttl=30.0)
+            # what workers.chunked._admit reads of a worker's context: its Redis, settings and admitter
+            self.chunk_context = SimpleNamespace(redis=self.client, admitter=self.admitter,
+                                                 settings=SimpleNamespace(lock_ttl=lambda send_class: 30.0))
             self.outcomes = Outcomes(self.client, record_ttl=7 * 24 * 3600)
             self.scheduler = Scheduler(self.client, lost_after=60.0)
             self.jobs: list[Job] = []
@@ -205,10 +214,7 @@ def record_machine(server: Server) -> type[RuleBasedStateMachine]:
                 f"({admission.detail}), the model expected {expected}")
             self.note(job, f"admit:{admission.action.value}")
             if admission.action is Action.GO:
-                assert not job.inflight and job.status not in FINAL  # as expected_admission says; spelled out
-                job.inflight, job.status, job.due = True, "sending", None
-                job.posts += 1
-                self.workers.append(Worker(job, admission.attempt))
+                self.went(job, admission.attempt)
             elif admission.action is Action.WAITING:
                 heads = {other.id for other in self.predecessors_alive(job)}
                 assert admission.detail in heads, (admission.detail, heads)
@@ -230,6 +236,34 @@ def record_machine(server: Server) -> type[RuleBasedStateMachine]:
                     job.status = "unknown"
                     self.end_in_conversation(job)
                     self.note(job, "orphan:unknown")
+
+        def went(self, job: Job, attempt: int) -> None:
+            """Admission said GO: the job's attempt ``attempt`` is in flight, held by a live worker."""
+            assert not job.inflight and job.status not in FINAL  # as expected_admission says; spelled out
+            job.inflight, job.status, job.due = True, "sending", None
+            job.posts += 1
+            self.workers.append(Worker(job, attempt))
+
+        def admit_chunk(self, jobs: list[Job], *, resend_orphans: bool) -> None:
+            """A chunk's jobs admitted together as workers.chunked does (lua/admit_chunk.lua); a job it leaves to
+            the single path goes through :meth:`admit` (lua/admit.lua) right after."""
+            now = self.now()
+            answers = chunked._admit(self.chunk_context, CHUNK_ACCOUNT, "text", [job.id for job in jobs])
+            for job, (job_id, _, go) in zip(jobs, answers, strict=True):
+                assert job_id == job.id and go is not None, (job_id, go)  # never parked: RATE is unbounded
+                expected = self.expected_admission(job, now)
+                plain = job.status == "queued" and not job.in_conversation and not job.inflight
+                if go == chunked.SINGLE:
+                    assert not (plain and expected is Action.GO), (
+                        f"job {job.id} ({job.status}, history {job.history}): a plain job left to the single path")
+                    self.note(job, "chunk:single")
+                    self.admit(job, resend_orphans=resend_orphans)
+                    continue
+                assert expected is Action.GO and plain, (
+                    f"job {job.id} ({job.status}, history {job.history}): the chunk admitted it to send, "
+                    f"the model expected {expected}")
+                self.note(job, "chunk:go")
+                self.went(job, go[1])
 
         def record(self, worker: Worker, outcome: str) -> None:
             """The worker records what its POST came to, as workers.tasks does."""
@@ -285,18 +319,26 @@ def record_machine(server: Server) -> type[RuleBasedStateMachine]:
         def tick(self) -> None:
             self.scheduler.tick()
 
-        @rule(resend_orphans=st.booleans())
-        def take(self, resend_orphans: bool) -> None:
-            """A worker takes the next copy off the Celery queue (kombu pops the right end) and admits it."""
+        @rule(resend_orphans=st.booleans(), together=st.booleans())
+        def take(self, resend_orphans: bool, together: bool) -> None:
+            """A worker takes the next copy off the Celery queue (kombu pops the right end) and admits it: a
+            chunk's jobs ``together`` (lua/admit_chunk.lua, as igsend.send_chunk does) or one after another (as
+            a stale copy's single path does)."""
             for key in queue_keys():
                 raw = self.r.rpop(key)
                 if raw:
-                    for job_id in jobs_of(cast(str, raw)):  # a chunk's jobs, one after another
+                    jobs = []
+                    for job_id in jobs_of(cast(str, raw)):
                         job = self.by_id(job_id)
                         assert job is not None, raw
                         if job not in self.seen:
                             self.seen.append(job)
-                        self.admit(job, resend_orphans=resend_orphans)
+                        jobs.append(job)
+                    if together:
+                        self.admit_chunk(jobs, resend_orphans=resend_orphans)
+                    else:
+                        for job in jobs:
+                            self.admit(job, resend_orphans=resend_orphans)
                     return
 
         @precondition(lambda self: self.seen)

@@ -3,6 +3,8 @@ sandbox, the order in which Meta's stand-in received the messages counted, never
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis as redis_lib
 import requests
@@ -44,6 +46,28 @@ def test_another_accounts_backlog_does_not_hold_a_reply(worker, clean, sandbox: 
     before, _ = _position(sandbox, "reply-b")
     assert before <= 200 + 16 + 50, before  # ahead + the worker's threads + a tick's worth; FIFO: 800
     wait_until(lambda: len(received(sandbox)) == 801, timeout=120)  # and the campaign still goes out in full
+
+
+@pytest.mark.scenario  # many processes and seconds; the outcome does not hang on Python's version
+def test_a_scheduled_campaign_that_comes_due_does_not_hold_another_accounts_reply(worker, clean, r: redis_lib.Redis,
+                                                                                   sandbox: str) -> None:
+    """Shop's 800 texts scheduled for one moment: when they come due they join shop's lane (its head), so
+    default's reply sent then waits behind what the dispatcher handed out, not behind the 800, which the Celery
+    queue's due list used to put ahead of every new message."""
+    from igsend.core.store import DELAYED_KEY
+
+    _slow_graph(sandbox)
+    due = time.time() + 2
+    campaign = producers.send_many(_texts("shop", "nine-", 800, send_at=due))  # type: ignore[arg-type]
+    assert len(campaign.queued) == 800 and r.zcard(DELAYED_KEY) == 800
+    wait_until(lambda: r.zcard(DELAYED_KEY) == 0, timeout=60)  # all came due and left the delayed set
+    reply = producers.send_text("reply-nine", "hello", account="default")
+    assert reply.result(timeout=120)["recipient_id"] == "reply-nine"
+    before, order = _position(sandbox, "reply-nine")
+    assert before <= 200 + 16 + 50, before  # ahead + the worker's threads + a tick's worth; the due list: ~800
+    assert all(recipient.startswith("nine-") for recipient in order[:before])
+    wait_until(lambda: len(received(sandbox)) == 801, timeout=120)  # and the campaign still goes out in full
+    assert received(sandbox)[0]["received_at"] >= due - 0.05  # not before its time
 
 
 @pytest.mark.scenario  # many processes and seconds; the outcome does not hang on Python's version

@@ -82,17 +82,17 @@ def test_a_chunk_in_a_workers_hands_is_not_republished(private_db: redis_lib.Red
 
 
 def test_a_scheduled_message_lost_once_due_is_republished(private_db: redis_lib.Redis) -> None:
-    """A scheduled job the scheduler found due and published, whose message a worker killed between BRPOP and the
-    unacked write lost: still ``scheduled`` (admission never saw it), it is owed, not stale (ops/chaos found one
-    dropped as stale)."""
+    """A scheduled job the scheduler found due and handed out (through its lane: ``queued`` from then on), whose
+    message a worker killed between BRPOP and the unacked write lost: admission never saw it, so it is owed, not
+    stale (ops/chaos found one dropped as stale)."""
     from workers.scheduler import Scheduler
 
     job = producers.send_text("lost-scheduled", "later", send_at=time.time() + 0.6)
     assert job.status().value == "scheduled"
-    wait_until(lambda: Scheduler(private_db).tick() > 0, timeout=10)  # due: published by the scheduler's leader
+    wait_until(lambda: Scheduler(private_db).tick() > 0, timeout=10)  # due: handed out by the scheduler's leader
     for key in queue_keys():
         private_db.delete(key)  # ... and taken by a worker that died before recording it
-    assert job.status().value == "scheduled"
+    assert job.status().value == "queued"
     assert Sweeper(private_db, lost_after=0).sweep().republished == [job.id]
     assert queue_depth(private_db) == 1
 

@@ -252,14 +252,15 @@ def record_machine(server: Server) -> type[RuleBasedStateMachine]:
             for job, (job_id, _, go) in zip(jobs, answers, strict=True):
                 assert job_id == job.id and go is not None, (job_id, go)  # never parked: RATE is unbounded
                 expected = self.expected_admission(job, now)
-                plain = job.status == "queued" and not job.in_conversation and not job.inflight
+                # never admitted before, not ordered: what the chunk's script exists to send
+                fresh = job.conversation is None and set(job.history) <= {"created", "due:lane"}
                 if go == chunked.SINGLE:
-                    assert not (plain and expected is Action.GO), (
-                        f"job {job.id} ({job.status}, history {job.history}): a plain job left to the single path")
+                    assert not (fresh and expected is Action.GO), (
+                        f"job {job.id} ({job.status}, history {job.history}): a fresh job left to the single path")
                     self.note(job, "chunk:single")
                     self.admit(job, resend_orphans=resend_orphans)
                     continue
-                assert expected is Action.GO and plain, (
+                assert expected is Action.GO and job.status == "queued" and job.conversation is None, (
                     f"job {job.id} ({job.status}, history {job.history}): the chunk admitted it to send, "
                     f"the model expected {expected}")
                 self.note(job, "chunk:go")
@@ -317,7 +318,15 @@ def record_machine(server: Server) -> type[RuleBasedStateMachine]:
 
         @rule()
         def tick(self) -> None:
+            before = self.now()
             self.scheduler.tick()
+            for job in self.jobs:
+                # a scheduled job that came due goes to its account's lane, queued (lua/lane_due.lua); an
+                # ordered one keeps waiting for its predecessor, or goes to the due list when it is the head
+                if job.status == "scheduled" and job.due is not None and job.due <= before \
+                        and job.conversation is None:
+                    job.status, job.due = "queued", None
+                    self.note(job, "due:lane")
 
         @rule(resend_orphans=st.booleans(), together=st.booleans())
         def take(self, resend_orphans: bool, together: bool) -> None:

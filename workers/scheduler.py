@@ -11,7 +11,8 @@ such a second copy harmless.
 
 The same leader is the dispatcher of new messages (igsend.core.lanes): each tick it tops the Celery queue up to
 ``ahead`` messages from the lanes, fairly across accounts and at each account's budget, through the same moving
-list.
+list. A scheduled job that comes due joins its account's lane too (lua/lane_due.lua), so a campaign scheduled for
+one moment takes its turn like any backlog; retries, booked rate slots and ordered jobs go to the due list.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from igsend.core import chunks, lanes, records, series
 from igsend.core.celery_app import DUE_PRIORITY, NEW_PRIORITY, get_app, publish
 from igsend.core.settings import get_settings
 from igsend.core.store import DELAYED_KEY, PENDING_KEY, PREFIX, get_redis, job_key
+from schemas import SEND_CLASS
 from workers.sweeper import MOVING_KEY, Sweeper
 
 log = logging.getLogger("igsend.scheduler")
@@ -69,6 +71,7 @@ class Scheduler:
         self.lease_ms = int(lease * 1000)
         self.me = uuid.uuid4().hex
         self.claim = records.script(self.client, "claim_due")
+        self.lane_due = records.script(self.client, "lane_due")
         self.claim_fair = records.script(self.client, "claim_fair")
         #: How many messages the dispatcher keeps on the Celery queue: enough for the workers' next moment, few
         #: enough that a new account's reply is never far behind (IGSEND_DISPATCH_AHEAD).
@@ -121,7 +124,7 @@ class Scheduler:
         if not leading:
             return 0
         ids = self.claim(keys=[DELAYED_KEY, MOVING_KEY, PENDING_KEY], args=[self.batch])
-        self._republish(ids)
+        self._republish(self._into_lanes(ids))
         dispatched = self.dispatch()
         if time.monotonic() - self._last_sweep >= self.sweep_every:
             self._last_sweep = time.monotonic()
@@ -163,6 +166,26 @@ class Scheduler:
                 chunks.publish(app, producer, chunk)
         chunks.unmove(self.client, MOVING_KEY, [job_id for chunk in handed for job_id in chunk.job_ids])
         return sum(len(chunk.job_ids) for chunk in handed)
+
+    def _into_lanes(self, ids: list[str]) -> list[str]:
+        """Move the scheduled jobs among the due ``ids`` to their accounts' lanes (lua/lane_due.lua), so
+        a campaign that comes due at once takes its turn with the other accounts' messages. Returns the ids left to
+        publish to the due list: retries, booked rate slots, ordered jobs, expired records."""
+        if not ids:
+            return ids
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(job_key(job_id), "account", "kind")
+        keys = [MOVING_KEY, PENDING_KEY, lanes.READY_KEY, lanes.PACED_KEY, lanes.CLOCK_KEY]
+        candidates = []
+        for job_id, (account, kind) in zip(ids, pipe.execute(), strict=True):
+            if account and kind in SEND_CLASS:
+                keys += [job_key(job_id), lanes.lane_key(account, SEND_CLASS[kind])]
+                candidates.append(job_id)
+        if not candidates:
+            return ids
+        moved = set(self.lane_due(keys=keys, args=candidates))
+        return [job_id for job_id in ids if job_id not in moved]
 
     def _republish(self, ids: list[str], *, priority: int = DUE_PRIORITY) -> None:
         if not ids:

@@ -7,7 +7,8 @@ and ``bulk``. Producers push into it (lua/create_job.lua); the scheduler's leade
 handed out, so every lane with work gets its turn; a lane that had none starts at the score last served), bulk only
 when the lane's normal list is empty, and keeps the Celery queue at most ``IGSEND_DISPATCH_AHEAD`` deep. A lane
 that has used its budget waits in the paced set, scored by when it may go again: a throttled backlog costs nothing
-per message until then. Raw Celery clients, retries and scheduled jobs still go to the Celery queue directly.
+per message until then. Scheduled jobs join their lane when they come due (lua/lane_due.lua); raw Celery clients'
+messages, retries and ordered conversations' next messages still go to the Celery queue directly.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +39,9 @@ PACKAGES = ["igsend", "producers", "schemas", "sandbox", "workers"]
 #: module -> the test files run against its mutants (fast ones: no worker process, no sandbox)
 MODULES: dict[str, list[str]] = {
     "workers/errors.py": ["tests/test_errors.py", "tests/test_taxonomy.py"],
+    # against the suite's own Redis (tests/conftest.py), one started by each mutant's test run
+    "workers/admission.py": ["tests/test_admission.py"],
+    "igsend/core/lanes.py": ["tests/test_lanes.py"],
 }
 
 #: mutmut's exit codes (mutmut.stats.status_by_exit_code) that mean a test caught the mutant
@@ -105,6 +109,24 @@ def excluded_mutants(module: str, folder: Path) -> int:
     return counts[0] - counts[1]
 
 
+def stop_leftovers(scratch: Path) -> None:
+    """A mutant's test run that was killed (a timeout) leaves the Redis it started running: stop each process
+    whose command line names the run's scratch folder."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if str(scratch) in cmdline:
+            try:
+                os.kill(int(proc.name), signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            print(f"  stopped a leftover process {proc.name}: {cmdline.replace(chr(0), ' ')[:120]}", flush=True)
+
+
 def run(module: str, tests: list[str], max_children: int) -> Score:
     from mutmut.mutation.data import SourceFileMutationData
     from mutmut.stats import status_by_exit_code
@@ -113,10 +135,18 @@ def run(module: str, tests: list[str], max_children: int) -> Score:
     log = folder / "mutmut.log"
     print(f"{module}: mutmut run against {' '.join(tests)} (log {log.relative_to(ROOT)})", flush=True)
     mutmut = Path(sys.executable).parent / "mutmut"
+    # the tests' temporary folders (and so the --dir of every Redis they start) under the module's folder
+    scratch = folder / "tmp"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
     started = time.monotonic()
-    with log.open("w", encoding="utf-8") as out:
-        done = subprocess.run([str(mutmut), "run", "--max-children", str(max_children)], cwd=folder, stdout=out,
-                              stderr=subprocess.STDOUT, check=False)
+    try:
+        with log.open("w", encoding="utf-8") as out:
+            done = subprocess.run([str(mutmut), "run", "--max-children", str(max_children)], cwd=folder,
+                                  stdout=out, stderr=subprocess.STDOUT, check=False,
+                                  env={**os.environ, "TMPDIR": str(scratch)})
+    finally:
+        stop_leftovers(scratch)
     seconds = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"{module}: mutmut exited {done.returncode}; the end of {log}:\n"

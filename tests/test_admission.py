@@ -10,7 +10,16 @@ import pytest
 
 from igsend.core import records, tracing
 from igsend.core.inbound import last_wrote_key
-from igsend.core.store import DELAYED_KEY, INFLIGHT_KEY, PENDING_KEY, account_key, held_key, job_key, lock_key
+from igsend.core.store import (
+    DELAYED_KEY,
+    INFLIGHT_KEY,
+    PENDING_KEY,
+    account_key,
+    done_key,
+    held_key,
+    job_key,
+    lock_key,
+)
 from tests.conftest import queue_depth
 from workers.admission import Admitter
 from workers.scheduler import MOVING_KEY, Scheduler
@@ -201,11 +210,19 @@ def test_a_booked_slot_used_more_than_a_quarter_second_late_is_booked_anew(r) ->
     assert admitter.admit("too-late", MESSAGE, "text", 1.0).action == "parked"  # the next free slot instead
 
 
-def test_each_send_class_has_a_budget_of_its_own(admitter, r) -> None:
+def test_each_account_and_send_class_has_a_budget_of_its_own(admitter, r) -> None:
     assert admitter.admit("t1", MESSAGE, "text", 1.0).action == "go"
     media = {**MESSAGE, "kind": "image", "url": "https://example.com/a.png"}
     assert admitter.admit("m1", media, "media", 1.0).action == "go"  # a text's slot does not hold up a media send
+    assert admitter.admit("o1", {**MESSAGE, "account": "other"}, "text", 1.0).action == "go"  # nor another account's
     assert admitter.admit("t2", MESSAGE, "text", 1.0).action == "parked"
+
+
+def test_a_delivered_job_compacted_to_its_done_key_is_never_sent_again(admitter, r) -> None:
+    r.set(done_key("compacted"), "{}")  # what igsend.core.records keeps of a delivered job
+    decision = admitter.admit("compacted", MESSAGE, "text", 100.0)
+    assert (decision.action, decision.detail) == ("done", "delivered")
+    assert not r.exists(lock_key("compacted"))
 
 
 def test_a_raw_jobs_record_keeps_its_message_as_written(admitter, r) -> None:

@@ -13,7 +13,9 @@ there and runs the tests that reach each mutated function. Every run starts from
 
 A mutant is killed when a test fails on it (or it times out); any other end (survived, no test reaches it) counts
 against the score. Equivalent mutants, which no test could tell from the original, are kept out with
-``# pragma: no mutate`` on their line and listed with the reason in docs/development.md; the table counts them.
+``# pragma: no mutate`` on their line when every mutant of that line is one, else named in EQUIVALENT below (by
+the line the mutant writes) and left out of the score; docs/development.md lists both with the reasons, and the
+table counts them.
 Not run by CI, nor by any test: a full run takes minutes per module.
 """
 
@@ -44,6 +46,22 @@ MODULES: dict[str, list[str]] = {
     "igsend/core/lanes.py": ["tests/test_lanes.py"],
 }
 
+#: Equivalent mutants on lines that also carry mutants a test kills (a ``# pragma: no mutate`` there would hide those
+#: too): module -> (the mutated line as mutmut writes it, stripped; why no test can tell it from the original).
+#: A survivor whose diff adds that line is counted as excluded, not as a survivor; docs/development.md lists them.
+EQUIVALENT: dict[str, list[tuple[str, str]]] = {
+    "workers/admission.py": [
+        ('message.get("last_user_message_at") or "XXXX"]',
+         "admit.lua reads the caller's last_user_message_at with tonumber(): '' and 'XXXX' are both no time"),
+        ("args[5] = json.dumps(message, ensure_ascii=None)",
+         "ensure_ascii=None is falsy, as False is: json.dumps writes the same text"),
+        ("return self.script(keys=keys, args=args), 1",
+         "only when replica_acks is 0, and no count of confirmations is below 0"),
+        ("pipe = self.client.pipeline(transaction=None)",
+         "transaction=None is falsy, as False is: the same pipeline without MULTI"),
+    ],
+}
+
 #: mutmut's exit codes (mutmut.stats.status_by_exit_code) that mean a test caught the mutant
 KILLED = {"killed", "timeout", "caught by type check"}
 
@@ -51,19 +69,26 @@ KILLED = {"killed", "timeout", "caught by type check"}
 @dataclass
 class Score:
     module: str
-    mutants: int
+    mutants: int  # what mutmut made and ran (the pragma'd lines make none)
     killed: int
-    excluded: int
+    pragma: int  # kept out by ``# pragma: no mutate``
+    equivalent: list[str]  # made and not killed, but listed in EQUIVALENT (name: reason)
     seconds: float
     survivors: list[str]
 
     @property
+    def excluded(self) -> int:
+        return self.pragma + len(self.equivalent)
+
+    @property
     def survived(self) -> int:
-        return self.mutants - self.killed
+        return self.mutants - self.killed - len(self.equivalent)
 
     @property
     def percent(self) -> float:
-        return 100.0 * self.killed / self.mutants if self.mutants else 100.0
+        """Killed, of the mutants that are not equivalent."""
+        judged = self.mutants - len(self.equivalent)
+        return 100.0 * self.killed / judged if judged else 100.0
 
 
 def slug(module: str) -> str:
@@ -111,15 +136,16 @@ def excluded_mutants(module: str, folder: Path) -> int:
 
 def stop_leftovers(scratch: Path) -> None:
     """A mutant's test run that was killed (a timeout) leaves the Redis it started running: stop each process
-    whose command line names the run's scratch folder."""
+    working in the run's scratch folder (redis-server changes into its --dir, and rewrites its command line)."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
+            cwd = os.readlink(proc / "cwd")
             cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if str(scratch) in cmdline:
+        if cwd.startswith(str(scratch)) or str(scratch) in cmdline:
             try:
                 os.kill(int(proc.name), signal.SIGTERM)
             except ProcessLookupError:
@@ -162,8 +188,25 @@ def run(module: str, tests: list[str], max_children: int) -> Score:
     if not statuses:
         raise SystemExit(f"{module}: mutmut recorded no mutant (see {log})")
     killed = sum(status in KILLED for status in statuses.values())
-    survivors = sorted(f"{name} ({status})" for name, status in statuses.items() if status not in KILLED)
-    return Score(module, len(statuses), killed, excluded_mutants(module, folder), seconds, survivors)
+    equivalent, survivors = [], []
+    for name, status in sorted(statuses.items()):
+        if status in KILLED:
+            continue
+        reason = equivalent_because(module, folder, name)
+        if reason:
+            equivalent.append(f"{name}: {reason}")
+        else:
+            survivors.append(f"{name} ({status})")
+    return Score(module, len(statuses), killed, excluded_mutants(module, folder), equivalent, seconds, survivors)
+
+
+def equivalent_because(module: str, folder: Path, name: str) -> str | None:
+    """Why the mutant ``name`` is equivalent, if its diff adds a line EQUIVALENT lists for the module."""
+    mutmut = Path(sys.executable).parent / "mutmut"
+    shown = subprocess.run([str(mutmut), "show", name], cwd=folder, capture_output=True, text=True, check=False)
+    added = {line[1:].strip() for line in shown.stdout.splitlines() if line.startswith("+") and
+             not line.startswith("+++")}
+    return next((reason for line, reason in EQUIVALENT.get(module, []) if line in added), None)
 
 
 def table(scores: list[Score], total_seconds: float) -> str:
@@ -196,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{score.module}: {len(score.survivors)} not killed")
             for name in score.survivors:
                 print(f"  {name}")
+            for line in score.equivalent:
+                print(f"  equivalent, not counted: {line}")
     return 0
 
 

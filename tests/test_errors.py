@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 import requests
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ProtocolError, ProxyError
 
 from workers.accounts import Account
 from workers.errors import Outcome, Verdict, classify_answer, classify_error, classify_transport
 from workers.graph import GraphClient
 
 T, X, P, B, U = Outcome.TRANSIENT, Outcome.THROTTLED, Outcome.PERMANENT, Outcome.ACCOUNT_BROKEN, Outcome.UNKNOWN
+D = Outcome.DELIVERED
 
 THROTTLE_CODES = [4, 17, 32, 341, 613, 80001, 80002, 80006]
 INVALID_DATA_SUBCODES = [2018001, 2534014, 2534015, 2018008, 2018047, 2018074, 2018109, 2018294, 2534025]
@@ -121,15 +122,26 @@ def test_errors_that_may_be_the_accounts_setup_are_suspect(code: int, subcode: i
     assert classify_error(400, graph_error(code, subcode)).suspect is suspect
 
 
-@pytest.mark.parametrize(("code", "message", "outcome", "suspect"), [
-    (2, "An unexpected error has occurred. Please retry your request later.", T, False),
-    (2, "The user has blocked the business from messaging them", P, False),
-    (1, "Permissions error: the app does not have permission for this action", P, True),
-    (2, "(#2) Service temporarily unavailable. Requires instagram_manage_messages permission", P, True),
+@pytest.mark.parametrize(("code", "message", "outcome", "suspect", "reason"), [
+    (2, "An unexpected error has occurred. Please retry your request later.", T, False, "temporary service error"),
+    (1, "An unknown error occurred", T, False, "unknown error, retry later"),
+    (2, "The user has blocked the business from messaging them", P, False, "the person blocked the account"),
+    (1, "Permissions error: the app does not have permission for this action", P, True, "permission error"),
+    (2, "(#2) Service temporarily unavailable. Requires instagram_manage_messages permission", P, True,
+     "permission error"),
+    (2, "This person BLOCKED you", P, False, "the person blocked the account"),  # whatever the letter case
 ])
-def test_codes_1_and_2_read_the_message(code: int, message: str, outcome: Outcome, suspect: bool) -> None:
+def test_codes_1_and_2_read_the_message(code: int, message: str, outcome: Outcome, suspect: bool,
+                                        reason: str) -> None:
     verdict = classify_error(400, graph_error(code, message=message))
-    assert (verdict.outcome, verdict.suspect) == (outcome, suspect)
+    assert (verdict.outcome, verdict.suspect, verdict.reason) == (outcome, suspect, reason)
+    assert verdict.bounded is (outcome is T)  # "wait and retry": a few attempts; a refusal is not retried
+
+
+@pytest.mark.parametrize("code", [1, 2])
+def test_codes_1_and_2_without_a_message_wait_and_retry(code: int) -> None:
+    verdict = classify_error(500, {"error": {"code": code}})
+    assert (verdict.outcome, verdict.bounded, verdict.suspect, verdict.message) == (T, True, False, None)
 
 
 @pytest.mark.parametrize("body", [None, {}, {"ok": True}, {"message_id": "m"}, {"recipient_id": ""}, "", [1]])
@@ -144,11 +156,67 @@ def test_2xx_with_recipient_id_is_delivered() -> None:
     assert classify_answer(200, {"recipient_id": "1", "message_id": "m"}).outcome is Outcome.DELIVERED
 
 
-@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("status", [300, 301, 302, 303, 307, 308, 399])
 def test_a_redirect_is_its_own_class_and_holds_the_account(status: int) -> None:
     verdict = classify_answer(status, None, location="http://elsewhere.example/v25.0/me/messages")
     assert verdict.outcome is B and verdict.error()["class"] == "redirect"
-    assert "elsewhere.example" in verdict.reason and "graph_url" in verdict.reason
+    assert verdict.http_status == status
+    assert verdict.reason == (f"the Graph API answered HTTP {status} (a redirect to "
+                              "http://elsewhere.example/v25.0/me/messages); igsend never follows redirects on a POST: "
+                              "check the account's graph_url")
+
+
+def test_a_redirect_without_a_location_says_so() -> None:
+    verdict = classify_answer(302, {"recipient_id": "1"})
+    assert (verdict.outcome, verdict.label, verdict.http_status) == (B, "redirect", 302)
+    assert verdict.reason == ("the Graph API answered HTTP 302 (a redirect); igsend never follows redirects on a "
+                              "POST: check the account's graph_url")
+
+
+def test_a_redirects_location_is_cut_at_200_characters() -> None:
+    location = "http://elsewhere.example/" + "x" * 300
+    reason = classify_answer(301, None, location=location).reason
+    assert f"(a redirect to {location[:200]});" in reason
+
+
+@pytest.mark.parametrize(("status", "outcome", "label"), [(199, T, None), (200, D, None), (299, D, None),
+                                                          (300, B, "redirect"), (399, B, "redirect"), (400, T, None)])
+def test_the_2xx_and_3xx_boundaries(status: int, outcome: Outcome, label: str | None) -> None:
+    # the same body at each edge: a 300 answer is a redirect, not a delivery, and 400 is an error, not a redirect
+    verdict = classify_answer(status, {"recipient_id": "1", "message_id": "m"})
+    assert (verdict.outcome, verdict.label, verdict.http_status) == (outcome, label, status)
+
+
+@pytest.mark.parametrize("status", [200, 201])
+def test_a_2xx_carrying_a_graph_error_is_that_error(status: int) -> None:
+    verdict = classify_answer(status, graph_error(190, 463))
+    assert (verdict.outcome, verdict.code, verdict.subcode, verdict.http_status) == (B, 190, 463, status)
+
+
+def test_a_4xx_answer_is_classified_by_its_graph_error() -> None:
+    verdict = classify_answer(400, graph_error(100, 2018001, message="No matching user found"))
+    assert verdict == Verdict(P, "no matching user", 400, 100, 2018001, "No matching user found", "AbCdEfGhIjK")
+
+
+# (HTTP status, body, the verdict an operator reads in the job record: outcome, reason, attempt budget bounded)
+PLAIN_ANSWERS: list[tuple[int, Any, Outcome, str, bool]] = [
+    (200, {"recipient_id": "1", "message_id": "m"}, D, "accepted by Meta", False),
+    (201, {"recipient_id": "1"}, D, "accepted by Meta", False),
+    (200, {"message_id": "m"}, U, "HTTP 200 without a recipient_id: Meta may have sent it; not resent", False),
+    (204, None, U, "HTTP 204 without a recipient_id: Meta may have sent it; not resent", False),
+    (429, "Too Many Requests", X, "HTTP 429 without a Graph error", False),
+    (500, None, T, "HTTP 500 without a Graph error", False),
+    (503, {"error": "upstream"}, T, "HTTP 503 without a Graph error", False),
+    (404, "<html>Not Found</html>", T, "HTTP 404 with an unexpected body", True),
+    (499, {}, T, "HTTP 499 with an unexpected body", True),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "outcome", "reason", "bounded"), PLAIN_ANSWERS,
+                         ids=[f"{status}-{outcome}" for status, _, outcome, _, _ in PLAIN_ANSWERS])
+def test_answers_without_a_graph_error_say_why_and_keep_the_status(status: int, body: Any, outcome: Outcome,
+                                                                   reason: str, bounded: bool) -> None:
+    assert classify_answer(status, body) == Verdict(outcome, reason, status, bounded=bounded)
 
 
 @pytest.mark.parametrize("body", [None, "", "Too Many Requests", {}])
@@ -166,8 +234,49 @@ def test_scrubbed_blanks_configured_and_token_shaped_secrets() -> None:
     configured = "plain-configured-secret-99"
     shaped = "EAA" + "Z" * 40
     verdict = classify_error(400, graph_error(190, message=f"token {configured} and {shaped} invalid"))
-    clean = verdict.scrubbed([configured]).error()["message"]
-    assert configured not in clean and shaped not in clean and "[redacted]" in clean
+    clean = verdict.scrubbed(["", configured]).error()["message"]
+    assert clean == "token [redacted] and [redacted] invalid"
+
+
+def test_scrubbed_keeps_a_verdict_with_nothing_to_blank_as_it_is() -> None:
+    verdict = classify_error(400, graph_error(100, message="No matching user found"))
+    assert verdict.scrubbed(["plain-configured-secret-99"]) is verdict
+    bare = classify_error(502, None)
+    assert bare.scrubbed(["plain-configured-secret-99"]) is bare
+
+
+@pytest.mark.parametrize(("status", "code", "is_transient", "reason", "bounded"), [
+    (400, 77777, True, "Meta marked the error transient", False),
+    (500, 77777, None, "Meta marked the error transient", False),  # a 5xx is Meta's trouble, not the message's
+    (503, 77777, False, "Meta marked the error transient", False),
+    (499, 77777, None, "unrecognised Graph error", True),
+    (400, 77777, False, "unrecognised Graph error", True),
+])
+def test_unrecognised_codes_are_retried_in_full_only_when_meta_says_transient(
+        status: int, code: int, is_transient: bool | None, reason: str, bounded: bool) -> None:
+    verdict = classify_error(status, graph_error(code, is_transient=is_transient))
+    assert (verdict.outcome, verdict.reason, verdict.bounded) == (T, reason, bounded)
+    assert (verdict.code, verdict.http_status, verdict.fbtrace_id) == (code, status, "AbCdEfGhIjK")
+
+
+def test_codes_200_to_299_without_a_row_read_like_code_10() -> None:
+    # permission missing, or a refusal about one person: the message only, counted toward the circuit breaker
+    assert classify_error(403, graph_error(230)).reason == classify_error(403, graph_error(10)).reason
+    verdict = classify_error(403, graph_error(230))
+    assert (verdict.outcome, verdict.suspect, verdict.bounded, verdict.http_status) == (P, True, False, 403)
+
+
+def test_a_graph_error_without_a_code_is_unrecognised() -> None:
+    verdict = classify_error(400, {"error": {"message": "Something went wrong", "type": "OAuthException"}})
+    assert (verdict.outcome, verdict.bounded, verdict.suspect, verdict.code) == (T, True, False, None)
+
+
+@pytest.mark.parametrize(("code", "subcode", "outcome"), [(100, 190, P), (99999, 190, T), (99999, 368, T),
+                                                          (99999, 2534068, P)])
+def test_only_a_subcode_documented_on_its_own_decides_under_any_code(code: int, subcode: int,
+                                                                     outcome: Outcome) -> None:
+    # subcode 190 is not error 190 (an invalid token): only subcodes above 100,000 stand on their own (2534068)
+    assert classify_error(400, graph_error(code, subcode)).outcome is outcome
 
 
 def test_codes_sent_as_strings_are_read_as_numbers() -> None:
@@ -221,8 +330,10 @@ def test_verdict_error_carries_the_details() -> None:
 
 
 def test_verdict_error_falls_back_to_the_reason_and_truncates_long_messages() -> None:
-    bare = classify_error(400, {"error": {"code": 190, "error_subcode": 463}}).error()
-    assert bare["message"]  # the taxonomy's reason stands in
+    verdict = classify_error(400, {"error": {"code": 190, "error_subcode": 463}})
+    assert verdict.message is None
+    bare = verdict.error()
+    assert bare["message"] == verdict.reason == "access token invalid or expired"  # the taxonomy's reason stands in
     assert bare["fbtrace_id"] is None
     assert bare["class"] == "account_broken"
     long = classify_error(400, graph_error(100, message="x" * 5000)).error()
@@ -386,3 +497,77 @@ def test_server_closing_without_an_answer_is_unknown(closing_server: OneShotServ
 
 def test_chunked_encoding_error_is_unknown() -> None:
     assert classify_transport(requests.exceptions.ChunkedEncodingError()).outcome is U
+
+
+@pytest.mark.parametrize(("exc", "outcome", "reason"), [
+    (requests.ConnectTimeout(), T, "could not connect to the Graph API (ConnectTimeout)"),
+    (requests.ReadTimeout(), U, "request sent but no answer came back (ReadTimeout)"),
+    (requests.ConnectionError(), U, "request sent but no answer came back (ConnectionError)"),
+    (requests.exceptions.ContentDecodingError(), U, "transport failure after sending (ContentDecodingError)"),
+    (requests.exceptions.TooManyRedirects(), U, "transport failure after sending (TooManyRedirects)"),
+])
+def test_transport_verdicts_name_the_exception(exc: requests.RequestException, outcome: Outcome,
+                                               reason: str) -> None:
+    assert classify_transport(exc) == Verdict(outcome, reason)
+
+
+def _refused() -> NewConnectionError:
+    return NewConnectionError(None, "Failed to establish a new connection: [Errno 111] Connection refused")
+
+
+def _raised_from(exc: requests.RequestException, cause: BaseException) -> requests.RequestException:
+    try:
+        raise exc from cause
+    except requests.RequestException as caught:
+        return caught
+
+
+def _raised_while_handling(exc: requests.RequestException, handled: BaseException) -> requests.RequestException:
+    try:
+        try:
+            raise handled
+        except type(handled):
+            raise exc  # noqa: B904 - the implicit __context__ is the point
+    except requests.RequestException as caught:
+        return caught
+
+
+def _looping() -> requests.ConnectionError:
+    # an exception chain that comes back to where it started (a __context__ cycle)
+    first, second = requests.ConnectionError("first"), RuntimeError("second")
+    first.__context__, second.__context__ = second, first
+    return first
+
+
+def _reasons_looping_back() -> requests.ConnectionError:
+    # urllib3-style .reason links that point back at each other; the connect failure hangs off the second's cause
+    first, second = MaxRetryError(None, "/x"), MaxRetryError(None, "/x")
+    first.reason, second.reason = second, first
+    second.__cause__ = _refused()
+    return requests.ConnectionError(first)
+
+
+# How requests and urllib3 nest the exception that says "never connected": as an argument, as urllib3's .reason
+# (also several .reason links deep, behind a proxy), as __cause__ or __context__. Anything else is UNKNOWN.
+CHAINS: list[tuple[str, Callable[[], requests.RequestException], Outcome]] = [
+    ("argument", lambda: requests.ConnectionError(_refused()), T),
+    ("reason", lambda: requests.ConnectionError(MaxRetryError(None, "/x", _refused())), T),
+    ("reason-behind-a-proxy", lambda: requests.exceptions.ProxyError(
+        MaxRetryError(None, "/x", ProxyError("Unable to connect to proxy", _refused()))), T),
+    ("cause", lambda: _raised_from(requests.ConnectionError("refused"), _refused()), T),
+    ("context", lambda: _raised_while_handling(requests.ConnectionError("refused"), ConnectTimeoutError("slow")), T),
+    ("reasons-looping-back", _reasons_looping_back, T),
+    ("sent-then-dropped", lambda: requests.ConnectionError(
+        MaxRetryError(None, "/x", ProtocolError("Connection aborted.", ConnectionResetError(104, "reset")))), U),
+    ("sent-then-dropped-cause", lambda: _raised_from(requests.ConnectionError("aborted"), ProtocolError("aborted")),
+     U),
+    ("chain-looping", _looping, U),
+]
+
+
+@pytest.mark.parametrize(("make", "outcome"), [(make, outcome) for _, make, outcome in CHAINS],
+                         ids=[name for name, _, _ in CHAINS])
+@pytest.mark.timeout(10)
+def test_the_exception_chain_is_walked_for_a_connect_failure(make: Callable[[], requests.RequestException],
+                                                             outcome: Outcome) -> None:
+    assert classify_transport(make()).outcome is outcome

@@ -115,7 +115,7 @@ class Admitter:
                                     "sent, due again in a second")
         if action is Action.GO:
             return Admission(action, wait=float(reply[1]), attempt=int(reply[2]), created_at=float(reply[3]))
-        return Admission(action, detail=reply[1] if len(reply) > 1 else "")
+        return Admission(action, detail=reply[1])  # every reply but need_message carries one (admit.lua)
 
     def _run(self, keys: list[str], args: list[Any]) -> tuple[list[Any], int]:
         """The script's reply, and how many replicas confirmed its writes (0 unless replica_acks asks)."""

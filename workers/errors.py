@@ -58,6 +58,8 @@ RULES: list[tuple[int, int | None, Outcome, str]] = [
     *[(code, None, Outcome.THROTTLED, "rate limited") for code in sorted(THROTTLE_CODES)],
 ]
 _PERMISSION_RANGE = range(200, 300)  # 200-299: permission errors, some of them about one recipient
+#: the code-only rows whose code is a subcode documented on its own: they match that subcode under any code
+_BARE_SUBCODES = {code for code, subcode, _, _ in RULES if subcode is None and code > 100_000}
 
 # Permanent errors that may be the account's setup rather than the message (a token for the wrong host,
 # a bad appsecret_proof, a removed permission): one alone dead-letters its message; the same one for several
@@ -146,7 +148,7 @@ def classify_error(http_status: int, body: Any) -> Verdict:
                "fbtrace_id": error.get("fbtrace_id")}
     for rule_code, rule_subcode, outcome, reason in RULES:
         if (code == rule_code and rule_subcode in (None, subcode)) or (
-                rule_subcode is None and rule_code > 100_000 and subcode == rule_code):
+                rule_code in _BARE_SUBCODES and subcode == rule_code):
             return _refine(Verdict(outcome, reason, **details), code, subcode, message)
     if code is not None and code in _PERMISSION_RANGE:
         return Verdict(Outcome.PERMANENT, "permission missing, or a refusal about this recipient", suspect=True,
@@ -157,17 +159,20 @@ def classify_error(http_status: int, body: Any) -> Verdict:
 
 
 def _refine(verdict: Verdict, code: int | None, subcode: int | None, message: str | None) -> Verdict:
-    text = (message or "").lower()
     if code in (1, 2) and verdict.outcome is Outcome.TRANSIENT:
         # "Wait and retry", except when Meta's text says it is a block or a permission (GRAPH_API_NOTES).
-        if any(word in text for word in _BLOCKED_WORDS):
+        if _mentions(message, _BLOCKED_WORDS):
             return replace(verdict, outcome=Outcome.PERMANENT, reason="the person blocked the account")
-        if any(word in text for word in _PERMISSION_WORDS):
+        if _mentions(message, _PERMISSION_WORDS):
             return replace(verdict, outcome=Outcome.PERMANENT, reason="permission error", suspect=True)
         return replace(verdict, bounded=True)
     if verdict.outcome is Outcome.PERMANENT and subcode is None and code in _SUSPECT_CODES:
         return replace(verdict, suspect=True)
     return verdict
+
+
+def _mentions(message: str | None, words: tuple[str, ...]) -> bool:
+    return message is not None and any(word in message.lower() for word in words)
 
 
 def classify_transport(exc: requests.RequestException) -> Verdict:
@@ -193,7 +198,7 @@ def _caused_by(exc: BaseException, types: tuple[type[BaseException], ...]) -> bo
                 return True
             current = reason
             continue
-        for arg in getattr(current, "args", ()):
+        for arg in current.args:
             if isinstance(arg, BaseException) and isinstance(arg, types):
                 return True
             if isinstance(arg, BaseException) and _caused_by(arg, types):
@@ -204,6 +209,6 @@ def _caused_by(exc: BaseException, types: tuple[type[BaseException], ...]) -> bo
 
 def _int(value: Any) -> int | None:
     try:
-        return int(value) if value is not None else None
+        return int(value)  # int(None) is a TypeError too
     except (TypeError, ValueError):
         return None

@@ -14,7 +14,7 @@ messages, retries and ordered conversations' next messages still go to the Celer
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from igsend.core.store import PREFIX
 
@@ -54,10 +54,10 @@ def set_rates(client: Any, rates: Mapping[tuple[str, str], float]) -> None:
 def waiting(client: Any) -> dict[str, dict[str, int]]:
     """``{account: {"text/normal": 12, "text/bulk": 20000, ...}}``: what waits in each lane with work (the ready
     and paced ones), by send class and priority. Two list lengths per lane with work, in one round trip."""
-    lanes = [*cast(list[str], client.zrange(READY_KEY, 0, -1)), *cast(list[str], client.zrange(PACED_KEY, 0, -1))]
+    lanes: list[str] = [*client.zrange(READY_KEY, 0, -1), *client.zrange(PACED_KEY, 0, -1)]
     if not lanes:
         return {}
-    pipe = client.pipeline(transaction=False)
+    pipe = client.pipeline(transaction=False)  # pragma: no mutate (MULTI or not: the same lengths)
     for lane in lanes:
         for priority in PRIORITIES:
             pipe.llen(f"{lane}:{priority}")

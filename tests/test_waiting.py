@@ -97,6 +97,35 @@ def test_result_wakes_on_the_end_without_a_command_per_poll_interval(tmp_path) -
     print(f"commands while waiting: {calls}; over the whole wait and cancel: {_delta(before, after)}")
 
 
+@pytest.mark.parametrize("ends_with_a_waiter", [True, False], ids=["a-waiter", "nobody-waiting"])
+def test_redis_going_away_wakes_the_waiters_and_is_no_news_when_none_wait(tmp_path, caplog,
+                                                                          ends_with_a_waiter: bool) -> None:
+    """A waiter is woken (it reads its status itself) and the failed read logged; with nobody waiting, a Redis
+    stopped under the blocked reader (a process and its Redis stopping together, as `igsend demo` ends) logs
+    nothing and the reader ends."""
+    from igsend.local.embedded_redis import start_redis
+
+    def readers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("igsend-outcomes-reader")}
+
+    server = start_redis(tmp_path / "redis")
+    with environment(IGSEND_REDIS_URL=server.url):
+        reader = waiting.reader()
+        event = reader.register("some-job")
+        wait_until(lambda: reader.reads > 0, timeout=GUARD)  # the reader blocks in XREAD
+        if not ends_with_a_waiter:
+            reader.unregister("some-job", event)
+        before = readers()
+        server.stop()
+        if ends_with_a_waiter:
+            assert event.wait(GUARD)  # woken: Redis is away, the waiter reads its status itself
+            reader.unregister("some-job", event)
+            wait_until(lambda: "reading igsend:outcomes failed" in caplog.text, timeout=GUARD)
+        wait_until(lambda: not (before & readers()), timeout=GUARD)  # the reader ends once nobody waits
+        if not ends_with_a_waiter:
+            assert "reading igsend:outcomes failed" not in caplog.text
+
+
 def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
     found = {}
     for key, value in after.items():

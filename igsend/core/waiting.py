@@ -120,6 +120,10 @@ class _Reader:
                 self.reads += 1
                 answer = cast(list[Any], client.xread({OUTCOMES_KEY: cursor}, count=BATCH, block=BLOCK_MS))
             except Exception as exc:  # Redis away: every waiter reads its status itself; read on from here later
+                with self._lock:
+                    if not self._waiters:  # nobody waits any more (a process stopping with its Redis): no news
+                        self._thread = None
+                        return
                 log.warning("reading %s failed (%s); waking every waiter", OUTCOMES_KEY, exc)
                 self._wake_all()
                 time.sleep(ERROR_PAUSE)

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,32 @@ def receiver() -> Iterator[Receiver]:
     receiver = Receiver()
     yield receiver
     receiver.server.shutdown()
+
+
+@contextmanager
+def endpoint_answering(status: int = 204, headers: dict[str, str] | None = None) -> Iterator[tuple[str, list[str]]]:
+    """A local endpoint answering every POST with ``status`` (and ``headers``): its base URL, and the paths it was
+    sent, in order."""
+    paths: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            paths.append(self.path)
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", paths
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -270,31 +297,17 @@ def test_an_endpoint_on_a_loopback_address_is_refused_without_allow_private() ->
     from workers.callback_http import reachable, session
     from workers.callbacks import send_once
 
-    hits: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            hits.append(self.path)
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with endpoint_answering() as (base, hits):
+        port = base.rsplit(":", 1)[1]
         for host in ("127.0.0.1", "localhost"):  # a name that resolves to loopback is refused as well
-            endpoint = callbacks.Endpoint(name="local", url=f"http://{host}:{server.server_address[1]}/x",
-                                          secret=SECRET, allow_http=True)
+            endpoint = callbacks.Endpoint(name="local", url=f"http://{host}:{port}/x", secret=SECRET,
+                                          allow_http=True)
             answer = send_once(session(allow_private=False), endpoint, "msg_1", json.dumps({"type": "test"}))
             assert not answer.ok and answer.error.startswith("refused: ") and "allow_private" in answer.error
         assert hits == []  # nothing was sent
-        allowed = callbacks.Endpoint(name="local", url=f"http://127.0.0.1:{server.server_address[1]}/x",
-                                     secret=SECRET, allow_http=True, allow_private=True)
+        allowed = callbacks.Endpoint(name="local", url=f"{base}/x", secret=SECRET, allow_http=True,
+                                     allow_private=True)
         assert send_once(session(allow_private=True), allowed, "msg_2", "{}").ok and hits == ["/x"]
-    finally:
-        server.shutdown()
     assert [reachable(a) for a in ("8.8.8.8", "10.0.0.1", "169.254.169.254", "::1", "::ffff:127.0.0.1",
                                    "100.64.0.1", "2606:4700::1111")] == [True, False, False, False, False, False,
                                                                           True]
@@ -363,41 +376,25 @@ def test_an_endpoints_answer_decides_the_next_try(redis_url: str, status: int, h
 
     client = redis_lib.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/15", decode_responses=True)  # its own
     client.flushdb()
-    paths: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            paths.append(self.path)
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        endpoint = callbacks.Endpoint(name="crm", url=f"http://127.0.0.1:{server.server_address[1]}/hook",
-                                      secret=SECRET, allow_http=True, allow_private=True)
-        now = 1_000_000.0
-        sender = EndpointSender(client, endpoint, threading.Event(), threading.Event(), clock=lambda: now)
-        client.rpush(callbacks.key("crm", "queue"), json.dumps({"webhook_id": "msg_1", "type": "test", "job": "j1",
-                                                                "account": "shop", "at": now}))
-        assert sender.pass_once()
-        assert paths == ["/hook"]  # once, and never to /elsewhere
-        state = callbacks.state(client, "crm")
-        if expect == "disabled":
-            assert state["state"] == "disabled" and "410" in state["disabled_reason"]
-            assert [e["webhook_id"] for e in callbacks.failed_events(client, "crm")] == ["msg_1"]
-            assert not sender.pass_once()  # a disabled endpoint is sent nothing more
-        else:
-            seconds = float(expect.split()[2])
-            assert client.zscore(callbacks.key("crm", "waiting"), "j1") == now + seconds
-            assert state["retries"] == 1 and state["failed"] == 0
-        assert client.llen(callbacks.key("crm", "sending")) == 0
+        with endpoint_answering(status, headers) as (base, paths):
+            endpoint = callbacks.Endpoint(name="crm", url=f"{base}/hook", secret=SECRET, allow_http=True,
+                                          allow_private=True)
+            now = 1_000_000.0
+            sender = EndpointSender(client, endpoint, threading.Event(), threading.Event(), clock=lambda: now)
+            client.rpush(callbacks.key("crm", "queue"), json.dumps({"webhook_id": "msg_1", "type": "test", "job": "j1",
+                                                                    "account": "shop", "at": now}))
+            assert sender.pass_once()
+            assert paths == ["/hook"]  # once, and never to /elsewhere
+            state = callbacks.state(client, "crm")
+            if expect == "disabled":
+                assert state["state"] == "disabled" and "410" in state["disabled_reason"]
+                assert [e["webhook_id"] for e in callbacks.failed_events(client, "crm")] == ["msg_1"]
+                assert not sender.pass_once()  # a disabled endpoint is sent nothing more
+            else:
+                seconds = float(expect.split()[2])
+                assert client.zscore(callbacks.key("crm", "waiting"), "j1") == now + seconds
+                assert state["retries"] == 1 and state["failed"] == 0
+            assert client.llen(callbacks.key("crm", "sending")) == 0
     finally:
-        server.shutdown()
         client.flushdb()

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+from celery.signals import before_task_publish
 
 import producers
 from igsend.core import chunks
@@ -122,13 +123,41 @@ def test_the_arguments_flower_shows_are_account_class_and_count() -> None:
     assert ast.literal_eval(chunks.argsrepr("team|eu", "private_reply", 3)) == ["team|eu", "private_reply", 3]
 
 
+@pytest.mark.parametrize("account", ["o'brien", "two\nlines"], ids=["quote", "newline"])
+def test_a_published_chunks_arguments_read_back_whatever_the_account_is_called(private_db: redis_lib.Redis,
+                                                                             account: str) -> None:
+    """Python's repr, one line that reads back as the arguments (Celery's own shortened repr writes a quote
+    escaped inside single quotes and a newline as is)."""
+    app = get_app()
+    with app.producer_or_acquire() as producer:
+        chunks.publish(app, producer, chunks.Chunk(account, "text", ["j1", "j2"]))
+    [envelope] = _queued(private_db)
+    shown = envelope["headers"]["argsrepr"]
+    assert shown == repr([account, "text", 2]) and "\n" not in shown
+    assert ast.literal_eval(shown) == [account, "text", 2]
+
+
 def test_a_published_chunk_is_one_send_chunk_task_naming_its_jobs(private_db: redis_lib.Redis) -> None:
     app = get_app()
     chunk = chunks.Chunk("shop", "media", ["job-1", "job-2", "job-3"])
-    with app.producer_or_acquire() as producer:
-        task_id = chunks.publish(app, producer, chunk)
+    published: list[tuple[Any, dict[str, Any]]] = []
+
+    def seen(sender: Any = None, **fields: Any) -> None:
+        published.append((sender, fields))
+
+    before_task_publish.connect(seen, weak=False)
+    try:
+        with app.producer_or_acquire() as producer:
+            task_id = chunks.publish(app, producer, chunk)
+    finally:
+        before_task_publish.disconnect(seen)
     # one message, on the bare list of the queue (the normal backlog), and nothing else written: no declaration
     assert private_db.keys("*") == [QUEUE]
+    # what a tracing integration listening to Celery's publish signal sees: the chunk task's name; and the publish
+    # declares no queue (the workers do; kombu remembers a declaration per process, so the Redis keys above would
+    # not show one made again here)
+    assert [(sender, fields["headers"]["id"], fields["declare"]) for sender, fields in published] == [
+        ("igsend.send_chunk", task_id, [])]
     [envelope] = _queued(private_db)
     headers = envelope["headers"]
     assert task_id.startswith("chunk-") and len(task_id) == len("chunk-") + 36

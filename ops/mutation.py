@@ -44,6 +44,7 @@ MODULES: dict[str, list[str]] = {
     # against the suite's own Redis (tests/conftest.py), one started by each mutant's test run
     "workers/admission.py": ["tests/test_admission.py"],
     "igsend/core/lanes.py": ["tests/test_lanes.py"],
+    "igsend/core/chunks.py": ["tests/test_chunk_units.py"],
 }
 
 #: Equivalent mutants on lines that also carry mutants a test kills (a ``# pragma: no mutate`` there would hide those
@@ -59,6 +60,17 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
          "only when replica_acks is 0, and no count of confirmations is below 0"),
         ("pipe = self.client.pipeline(transaction=None)",
          "transaction=None is falsy, as False is: the same pipeline without MULTI"),
+    ],
+    "igsend/core/chunks.py": [
+        ("app.amqp.send_task_message(producer, CHUNK_TASK_NAME, message, queue=None, priority=NEW_PRIORITY, "
+         "declare=[])",
+         "Celery sends a message without a queue to task_default_queue, which is QUEUE: the same list"),
+        ("app.amqp.send_task_message(producer, CHUNK_TASK_NAME, message, priority=NEW_PRIORITY, declare=[])",
+         "Celery sends a message without a queue to task_default_queue, which is QUEUE: the same list"),
+        ("app.amqp.send_task_message(producer, CHUNK_TASK_NAME, message, queue=QUEUE, priority=None, declare=[])",
+         "kombu gives a message without a priority 0 (priority or default_priority), and NEW_PRIORITY is 0"),
+        ("app.amqp.send_task_message(producer, CHUNK_TASK_NAME, message, queue=QUEUE, declare=[])",
+         "kombu gives a message without a priority 0 (priority or default_priority), and NEW_PRIORITY is 0"),
     ],
 }
 

@@ -7,6 +7,7 @@ fields holding JSON strings. The token never goes in the URL ("Graph API / Secur
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -159,6 +160,44 @@ def test_no_appsecret_proof_without_a_secret(client: GraphClient, mocked: respon
     assert account.appsecret_proof() is None
     client.send(account, {"recipient": {"id": "1"}, "message": {"text": "hi"}})
     assert "appsecret_proof" not in _only_call(mocked).request.url
+
+
+@pytest.mark.parametrize(("make", "url"), [(ig_account, IG_URL), (fb_account, FB_URL)])
+def test_the_next_post_after_a_token_is_replaced_carries_the_new_token_and_its_proof(
+        client: GraphClient, mocked: responses.RequestsMock, make, url: str) -> None:
+    # each account's POST is prepared once per token (GraphClient._prepared): a token file's new token must not
+    # leave the old one, or its proof, on the account's next messages
+    mocked.post(url, json=OK)
+    old = make(app_secret=APP_SECRET)
+    new = dataclasses.replace(old, token=old.token[:-4] + "zzzz")
+    for account in (old, old, new, new):
+        client.send(account, {"recipient": {"id": "1"}, "message": {"text": "hi"}})
+    sent = [(call.request.headers["Authorization"], _query(call.request.url)["appsecret_proof"][0])
+            for call in mocked.calls]
+    assert sent == [(f"Bearer {account.token}", account.appsecret_proof()) for account in (old, old, new, new)]
+    assert old.appsecret_proof() != new.appsecret_proof()
+
+
+def test_each_account_posts_with_its_own_token_whatever_the_order(client: GraphClient,
+                                                                  mocked: responses.RequestsMock) -> None:
+    mocked.post(IG_URL, json=OK)
+    mocked.post(FB_URL, json=OK)
+    for account in (ig_account(), fb_account(), ig_account(), fb_account()):
+        client.send(account, {"recipient": {"id": "1"}, "message": {"text": "hi"}})
+    assert [(urlsplit(call.request.url).netloc, call.request.headers["Authorization"]) for call in mocked.calls] == [
+        ("graph.instagram.com", f"Bearer {IG_TOKEN}"), ("graph.facebook.com", f"Bearer {PAGE_TOKEN}")] * 2
+
+
+def test_a_cookie_graph_sets_never_goes_out_with_a_message(client: GraphClient,
+                                                           mocked: responses.RequestsMock) -> None:
+    mocked.post(IG_URL, json=OK, headers={"Set-Cookie": "datr=abc123; Path=/; Domain=.instagram.com"})
+    mocked.get(f"https://graph.instagram.com/v25.0/{IG_ID}/conversations", json={"data": []},
+               headers={"Set-Cookie": "sb=xyz789; Path=/; Domain=.instagram.com"})
+    client.send(ig_account(), {"recipient": {"id": "1"}, "message": {"text": "hi"}})
+    client.get(ig_account(), f"{IG_ID}/conversations", {"platform": "instagram"}, deadline=5)
+    client.send(ig_account(), {"recipient": {"id": "1"}, "message": {"text": "again"}})
+    assert [call.request.headers.get("Cookie") for call in mocked.calls if call.request.method == "POST"] == [
+        None, None]
 
 
 def test_appsecret_proof_known_vector() -> None:

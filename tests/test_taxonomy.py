@@ -15,11 +15,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import responses
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from workers.accounts import DEFAULT_API_VERSION, Account, AccountError, load_accounts
 from workers.errors import Outcome, classify_error, classify_transport
 from workers.graph import GraphClient
-from workers.logs import RedactTokens, redact
+from workers.logs import _AFTER_MARKER, _TOKEN_SHAPED, RedactTokens, redact
 from workers.retry import RetryPolicy, throttle_wait
 from workers.usage import Usage, read_usage, retry_after
 
@@ -179,6 +181,28 @@ def test_accounts_from_env_and_file(tmp_path) -> None:
     with pytest.raises(AccountError) as caught:
         load_accounts({"IGSEND_ACCOUNTS_FILE": str(path)})
     assert "leaky-token-value" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("authorization: BEARER\tabc.def-1234", "authorization: BEARER\t[redacted]"),
+    # (?i) folds as str.casefold(): a long s and a Kelvin sign still name the parameter
+    ("GET /x?acce\u017f\u017f_to\u212aen=abc123&y=1", "GET /x?acce\u017f\u017f_to\u212aen=[redacted]&y=1"),
+    ("debug INPUT_TOKEN=abc123", "debug INPUT_TOKEN=[redacted]"),
+    ("IGQ" + "w" * 30 + " and IGA" + "v" * 30, "[redacted] and [redacted]"),
+    ("send job=0123 account=IG-shop kind=text outcome=delivered", "send job=0123 account=IG-shop kind=text "
+                                                                   "outcome=delivered"),
+])
+def test_redaction_whatever_the_case(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["Bearer ", "bEaReR\n", "access_token=", "Input_Token=", "acce\u017f\u017f_to\u212aen=",
+                                 "EAA", "IGQ", "IGA", "IG", "x" * 20, "&", " ", "\u0130"]) | st.text(), max_size=8)
+       .map("".join))
+def test_redaction_skips_no_text_the_patterns_would_match(text: str) -> None:
+    # redact() runs each pattern only on text holding its literal part: the same result as running both always
+    assert redact(text) == _TOKEN_SHAPED.sub("[redacted]", _AFTER_MARKER.sub(r"\1[redacted]", text))
 
 
 def test_redaction() -> None:

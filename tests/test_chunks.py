@@ -26,7 +26,7 @@ def _task_totals() -> dict[str, int]:
 
 
 @pytest.mark.usefixtures("worker", "clean")
-def test_a_chunk_delivers_every_job_once_in_few_tasks(sandbox: str) -> None:
+def test_a_chunk_delivers_every_job_once_in_few_tasks(sandbox: str, worker_log) -> None:
     before = _task_totals()
     batch = producers.send_many([{"kind": "text", "recipient": f"chunk{i}", "text": f"chunked {i}"}
                                  for i in range(120)])
@@ -41,6 +41,11 @@ def test_a_chunk_delivers_every_job_once_in_few_tasks(sandbox: str) -> None:
     assert 3 <= chunk_tasks <= 60, chunk_tasks  # at most 50 a chunk; far fewer tasks than messages
     record = batch.queued[0].info()
     assert record["status"] == "delivered" and record["attempts"] == 1
+    # the chunk's thread writes the POST threads' lines: still one per POST, with its outcome
+    lines = worker_log.read_text().splitlines()
+    for job in batch.queued:
+        mine = [line for line in lines if f"send job={job.id} " in line]
+        assert len(mine) == 1 and "attempt=1 outcome=delivered" in mine[0], mine
 
 
 def test_a_chunks_name_and_arguments_say_account_and_count_never_ids_text_or_token() -> None:

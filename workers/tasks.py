@@ -267,11 +267,14 @@ class _Posted:
     started: float
     headers: dict[str, str]
     body: Any
+    #: seconds from the POST to its answer (or to its failure)
+    latency: float
 
 
 def _post(ctx: _Context, job_id: str, msg: dict[str, Any], account: Account, send_class: str, attempt: int,
-          wait: float) -> _Posted:
-    """The one POST of an admitted attempt (after ``wait`` seconds: its rate slot), classified, logged, counted."""
+          wait: float, *, log: bool = True) -> _Posted:
+    """The one POST of an admitted attempt (after ``wait`` seconds: its rate slot), classified, counted, and logged
+    (``log``; else the caller logs it with :func:`_log_attempt`)."""
     if wait > 0:
         RATE_WAITS.labels(msg["account"], "inline").inc()
         time.sleep(wait)
@@ -302,8 +305,9 @@ def _post(ctx: _Context, job_id: str, msg: dict[str, Any], account: Account, sen
              "outcome": verdict.outcome.value, **{k: v for k, v in verdict.error().items() if k != "class"}}
     ATTEMPTS.labels(msg["account"], msg["kind"], verdict.outcome.value, str(verdict.code or "")).inc()
     GRAPH_LATENCY.labels(msg["account"]).observe(latency)
-    _log_attempt(ctx, job_id, msg, attempt, verdict, latency)
-    return _Posted(verdict, entry, started, headers, body)
+    if log:
+        _log_attempt(ctx, job_id, msg, attempt, verdict, latency)
+    return _Posted(verdict, entry, started, headers, body, latency)
 
 
 def _delivered_result(msg: dict[str, Any], body: Any) -> dict[str, Any]:

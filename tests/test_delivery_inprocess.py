@@ -25,7 +25,7 @@ from celery.result import EagerResult
 import producers
 from igsend.core import dlq
 from igsend.core.account_state import mark_healthy, state
-from igsend.core.store import DELAYED_KEY, INFLIGHT_KEY, STATS_KEY, held_key, job_key, lock_key
+from igsend.core.store import DELAYED_KEY, INFLIGHT_KEY, OUTCOMES_KEY, STATS_KEY, held_key, job_key, lock_key
 from producers import Job
 from tests.conftest import ACCOUNT_ID, SHOP_TOKEN, TOKEN, reset_client_caches
 from workers import tasks
@@ -189,6 +189,36 @@ def test_a_delivery_records_the_result_and_one_attempt(graph: FakeGraph, private
     assert not private_db.exists(lock_key(job.id))
     assert private_db.zscore(INFLIGHT_KEY, job.id) is None
     assert private_db.zscore(DELAYED_KEY, job.id) is None
+
+
+def test_a_chunks_deliveries_are_recorded_once_each_after_redis_lost_its_scripts(
+        graph: FakeGraph, private_db: redis_lib.Redis) -> None:
+    # The chunk records its deliveries with EVALSHA in one pipeline: after a restart, a failover or SCRIPT FLUSH,
+    # Redis answers NOSCRIPT to each call and has run none; they go again once the script is loaded, once each.
+    from workers import chunked
+
+    jobs = [producers.send_text(f"flushed{i}", "hello") for i in range(6)]
+    tasks.context()  # the worker's scripts, loaded
+    private_db.script_flush()
+    counts = chunked.deliver(tasks.context(), "default", "text", [job.id for job in jobs])
+    assert counts == {"delivered": 6, "other": 0}
+    assert [job.status().value for job in jobs] == ["delivered"] * 6
+    assert graph.count() == 6
+    stream = [fields["id"] for _, fields in private_db.xrange(OUTCOMES_KEY) if fields["status"] == "delivered"]
+    assert sorted(stream) == sorted(job.id for job in jobs)  # one outcome each: none recorded twice
+
+
+def test_a_chunks_record_that_redis_refuses_fails_loudly(graph: FakeGraph, private_db: redis_lib.Redis) -> None:
+    # any answer but NOSCRIPT is an error of the write: raised (the chunk's caller records them one by one)
+    from workers import chunked
+
+    job = producers.send_text("refused", "hello")
+    ctx = tasks.context()
+    entry = {"attempt": 1, "at": time.time(), "latency_ms": 1.0, "outcome": "delivered"}
+    private_db.set(job_key(job.id), "not a hash")  # WRONGTYPE inside finish.lua
+    with pytest.raises(redis_lib.ResponseError, match="WRONGTYPE"):
+        ctx.outcomes.delivered_many([(job.id, {"recipient_id": "1"}, entry)], account="default")
+    assert chunked.deliver(ctx, "default", "text", []) == {"delivered": 0, "other": 0}
 
 
 def test_a_redelivered_delivered_job_is_done_without_a_second_post(graph: FakeGraph,

@@ -500,20 +500,30 @@ class Outcomes:
         """:meth:`delivered` for several jobs of ``account`` that are not ordered: ``(job id, result, attempt
         entry)`` each, one lua/finish.lua call each (its KEYS and ARGV as :meth:`delivered` passes them), in one
         pipelined round trip; ``forget`` goes with the last. With IGSEND_REDIS_REPLICA_ACKS, one WAIT after them."""
-        if not items:
-            return
         now = time.time()
-        pipe = self.client.pipeline(transaction=False)
-        for position, (job_id, result, attempt_entry) in enumerate(items):
-            keys, args = self._finish_call(job_id, result, attempt_entry, account=account, now=now,
-                                           forget=forget if position == len(items) - 1 else None)
-            self._finish(keys=keys, args=args, client=pipe)
-        if self.replica_acks:
-            wait_for_replicas(pipe, self.replica_acks, self.replica_timeout)
-            check_replicas(pipe.execute()[-1], self.replica_acks, self.replica_timeout,
-                           f"{len(items)} delivered records")
-            return
-        pipe.execute()
+        calls = [self._finish_call(job_id, result, attempt_entry, account=account, now=now,
+                                   forget=forget if position == len(items) - 1 else None)
+                 for position, (job_id, result, attempt_entry) in enumerate(items)]
+        while calls:
+            # EVALSHA itself, not the Script through the pipeline: redis-py would ask SCRIPT EXISTS first, a round
+            # trip more for each pipeline. A call Redis answers NOSCRIPT (its scripts lost to a restart, a failover
+            # or SCRIPT FLUSH) ran nothing: it goes again once the script is loaded.
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(self._finish.sha, len(keys), *keys, *args)
+            if self.replica_acks:
+                wait_for_replicas(pipe, self.replica_acks, self.replica_timeout)
+            replies = pipe.execute(raise_on_error=False)
+            for reply in replies:
+                if isinstance(reply, Exception) and not isinstance(reply, redis.exceptions.NoScriptError):
+                    raise reply
+            if self.replica_acks:
+                check_replicas(replies[-1], self.replica_acks, self.replica_timeout,
+                               f"{len(calls)} delivered records")
+            calls = [call for call, reply in zip(calls, replies, strict=False)
+                     if isinstance(reply, redis.exceptions.NoScriptError)]
+            if calls:
+                self.client.script_load(self._finish.script)
 
     def retry(self, job_id: str, due: float, *, reason: str, error: dict[str, Any],
               attempt_entry: dict[str, Any] | None, count_failure: bool = True,

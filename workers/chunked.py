@@ -73,6 +73,9 @@ class _Lanes:
         self.free = size
         self.lock = threading.Lock()
         self.waiting: deque[tuple[object, threading.Condition]] = deque()  # chunks admitting, oldest first
+        #: free permits the oldest chunk waits for: a permit given back wakes it only once there are that many
+        #: (gathering 16 would otherwise wake it 15 times for nothing, a thread switch each)
+        self.awaited = 1
         self.pool = ThreadPoolExecutor(size, thread_name_prefix="igsend-post")
 
     def join(self) -> object:
@@ -86,6 +89,8 @@ class _Lanes:
             for index, (entry, _) in enumerate(self.waiting):
                 if entry is token:
                     del self.waiting[index]
+                    if index == 0:
+                        self.awaited = 1  # what the next chunk waits for first
                     break
             self._wake()
 
@@ -101,8 +106,10 @@ class _Lanes:
                     return 0
                 condition.wait(left)
             gather_until = time.monotonic() + ADMIT_GATHER
-            while self.free < min(enough, wanted) and (left := gather_until - time.monotonic()) > 0:
+            self.awaited = min(enough, wanted)
+            while self.free < self.awaited and (left := gather_until - time.monotonic()) > 0:
                 condition.wait(left)
+            self.awaited = 1
             taken = min(wanted, self.free)
             self.free -= taken
             return taken
@@ -114,7 +121,7 @@ class _Lanes:
                 self._wake()
 
     def _wake(self) -> None:
-        if self.waiting:
+        if self.waiting and self.free >= self.awaited:
             self.waiting[0][1].notify()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -150,7 +151,10 @@ def bench_enqueue(count: int) -> tuple[float, float]:
     return many, loop
 
 
-def bench_throughput(small: bool) -> int:
+def bench_throughput(small: bool, rounds: int = 1) -> int:
+    """The table; with ``rounds`` > 1, then that many more pairs of rows, the bare POST and igsend on its defaults
+    one after the other, and the median of their ratios: the bare POST's own cost moves with the machine's load
+    between the rows of one run (0.75-1.31 ms so far), and a pair measured minutes apart compares two loads."""
     count = 300 if small else 5000
     naive_count = 60 if small else 5000
     rows = []
@@ -196,6 +200,19 @@ def bench_throughput(small: bool) -> int:
                     sampled.append(run_igsend([worker.process.pid], sandbox, names[:1], count, label))
                     print(format_row(sampled[-1]), flush=True)
             traced, traced_tenth = sampled
+            pairs = []
+            if rounds > 1:
+                with igsend_worker(tmp, redis_url, sandbox, processes=processes,
+                                   log_name="igsend-worker-rounds.log") as worker:
+                    for index in range(1, rounds):
+                        reset_sandbox(sandbox)
+                        bare_row = run_ceiling(sandbox, token, count)
+                        reset_sandbox(sandbox)
+                        igsend_row = run_igsend([worker.process.pid], sandbox, names[:1], count,
+                                                f"igsend (defaults), round {index + 1}")
+                        pairs.append((bare_row["cpu_per_1000"], igsend_row["cpu_per_1000"]))
+                        print(f"round {index + 1}: bare POST {pairs[-1][0]:.2f} ms, igsend {pairs[-1][1]:.2f} ms = "
+                              f"{pairs[-1][1] / pairs[-1][0]:.2f}x", flush=True)
             many, loop = bench_enqueue(2000 if small else 20000)
 
     naive, ceiling, featureless, igsend = rows
@@ -207,6 +224,10 @@ def bench_throughput(small: bool) -> int:
     print(f"bare POST CPU/msg (ceiling, client side)   = {bare:.2f} ms")
     print(f"featureless Celery / bare POST (CPU/msg)   = {featureless['cpu_per_1000'] / bare:.2f}x")
     print(f"igsend / bare POST (CPU/msg)               = {igsend['cpu_per_1000'] / bare:.2f}x   (target <= 1.4x)")
+    if pairs:
+        ratios = sorted([igsend["cpu_per_1000"] / bare] + [mine / theirs for theirs, mine in pairs])
+        print(f"igsend / bare POST over {len(ratios)} rounds (the table's, then each pair): "
+              f"{', '.join(f'{ratio:.2f}x' for ratio in ratios)}; median = {statistics.median(ratios):.2f}x")
     print(f"igsend / featureless Celery (CPU/msg)      = {igsend['cpu_per_1000'] / featureless['cpu_per_1000']:.2f}x")
     print(f"tracing on / off (CPU/msg)                 = {traced['cpu_per_1000'] / igsend['cpu_per_1000']:.2f}x   "
           "(OTLP/HTTP to a local sink, every trace kept)")

@@ -4,6 +4,8 @@
                                  # at Meta's real budgets, 20 s of traffic each
     ops/bench throughput         # naive Celery vs a bare thread pool vs featureless Celery vs igsend, 5,000
                                  # messages at 100 ms; CPU per message, Redis commands/bytes/CPU per message
+                                 # (--rounds 5: then four more pairs of the bare POST and igsend, and the median
+                                 # of the five CPU ratios)
     ops/bench sizing             # igsend worker --processes 1, 2, 4: msgs/s and CPU per message
     ops/bench sweep              # the lost-message sweep's cost over 100,000 queued messages
     ops/bench memory             # Redis bytes and keys each message leaves behind: delivered, dead, waiting
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="scaled-down counts, targets not enforced (CI)")
     parser.add_argument("--groups", action="store_true", help="console: two Redis groups (IGSEND_GROUPS)")
     parser.add_argument("--rounds", type=int, default=1, help="callbacks: then N-1 more pairs of rows without "
-                        "callbacks and with the endpoint that never answers, alternating")
+                        "callbacks and with the endpoint that never answers, alternating; throughput: then N-1 more "
+                        "pairs of the bare POST and igsend, and the median of the CPU ratios")
     args = parser.parse_args(argv)
     if args.which == "rate":
         code = bench_rate(args.small)
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         return bench_waiters(args.small)
     if args.which == "callbacks":
         return bench_callbacks(args.small, args.rounds)
-    return bench_throughput(args.small)
+    return bench_throughput(args.small, args.rounds)
 
 
 if __name__ == "__main__":

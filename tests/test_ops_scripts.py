@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,9 +45,13 @@ def test_sweep_bench_small_finds_the_lost_and_only_them() -> None:
 
 @pytest.mark.scenario
 def test_throughput_bench_small_runs() -> None:
-    run = _run("benchmarks.py", "throughput", "--small", timeout=400)
+    run = _run("benchmarks.py", "throughput", "--small", "--rounds", "2", timeout=500)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "igsend/naive" in run.stdout and "send_many" in run.stdout
+    # --rounds 2: one more pair of the bare POST and igsend, and the median of the two ratios
+    assert len(re.findall(r"^round 2: bare POST [0-9.]+ ms, igsend [0-9.]+ ms = [0-9.]+x$", run.stdout, re.M)) == 1
+    assert re.search(r"over 2 rounds \(the table's, then each pair\): [0-9.]+x, [0-9.]+x; median = [0-9.]+x",
+                     run.stdout)
     # the floors each change is measured against, and what Redis does per message
     assert "featureless Celery" in run.stdout and "igsend / bare POST (CPU/msg)" in run.stdout
     assert "redis per delivered message" in run.stdout

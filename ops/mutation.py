@@ -45,6 +45,7 @@ MODULES: dict[str, list[str]] = {
     "workers/admission.py": ["tests/test_admission.py"],
     "igsend/core/lanes.py": ["tests/test_lanes.py"],
     "igsend/core/chunks.py": ["tests/test_chunk_units.py"],
+    "workers/reconcile.py": ["tests/test_reconcile_units.py"],  # Meta's Conversations API through `responses`
 }
 
 #: Equivalent mutants on lines that also carry mutants a test kills (a ``# pragma: no mutate`` there would hide those

@@ -73,6 +73,20 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
         ("app.amqp.send_task_message(producer, CHUNK_TASK_NAME, message, queue=QUEUE, declare=[])",
          "kombu gives a message without a priority 0 (priority or default_priority), and NEW_PRIORITY is 0"),
     ],
+    "workers/reconcile.py": [
+        ("if age >= MAX_AGE:",
+         "age is time.time() - started, read once: a float never exactly MAX_AGE (540.0)"),
+        ("if asked_at > horizon:",
+         "asked_at is time.time() when the look began: a float never exactly the horizon"),
+        ("if horizon - time.time() >= MAX_INLINE_WAIT:",
+         "time.time() is read there: the horizon is never exactly MAX_INLINE_WAIT (2.0 s) away"),
+        ("index = int(self._claim(keys=sent.recent_keys(account.name, within=MAX_AGE - CLOCK_SKEW),",
+         "recent_keys() works in whole hours: 538 s instead of 542 s leaves out the previous hour's hash only "
+         "while the clock reads 538-542 s past an hour, which a test cannot choose"),
+        ("self.client.pexpire(lock_key(job_id), int((max(1.0, seconds) + DEADLINE_MARGIN) * 1000))",
+         "_hold() is given a slot's wait + GET_DEADLINE (5 s), or the wait to a horizon + MAX_INLINE_WAIT + "
+         "GET_DEADLINE (7 s, less the last look's time): under 1 s only after a look of 6 s or more"),
+    ],
 }
 
 #: mutmut's exit codes (mutmut.stats.status_by_exit_code) that mean a test caught the mutant

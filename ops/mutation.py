@@ -46,6 +46,7 @@ MODULES: dict[str, list[str]] = {
     "igsend/core/lanes.py": ["tests/test_lanes.py"],
     "igsend/core/chunks.py": ["tests/test_chunk_units.py"],
     "workers/reconcile.py": ["tests/test_reconcile_units.py"],  # Meta's Conversations API through `responses`
+    "workers/scheduler.py": ["tests/test_scheduler_units.py"],
 }
 
 #: Equivalent mutants on lines that also carry mutants a test kills (a ``# pragma: no mutate`` there would hide those

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -64,7 +65,7 @@ class Scheduler:
         self.client = client or get_redis()
         self.sweeper = Sweeper(self.client, lost_after=lost_after or get_settings().lost_after)
         self.sweep_every = sweep_every
-        self._last_sweep = 0.0
+        self._last_sweep = -math.inf  # never: the first tick sweeps
         self._charted_minute = 0
         self.interval = interval
         self.batch = batch
@@ -81,7 +82,7 @@ class Scheduler:
         #: (account, send class) -> messages/s of the accounts this process serves, recorded for the dispatcher
         #: again every sweep interval (after a Redis restart, a flush, or a change of the accounts file)
         self.budgets = dict(budgets or {})
-        self._last_budgets = 0.0
+        self._last_budgets = -math.inf  # never: the first tick records them
         self.lead = self.client.register_script(LEASE_SCRIPT)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -124,7 +125,8 @@ class Scheduler:
         if not leading:
             return 0
         ids = self.claim(keys=[DELAYED_KEY, MOVING_KEY, PENDING_KEY], args=[self.batch])
-        self._republish(self._into_lanes(ids))
+        due = self._into_lanes(ids)  # the scheduled ones among them join their lanes, to be dispatched below
+        self._republish(due)
         dispatched = self.dispatch()
         if time.monotonic() - self._last_sweep >= self.sweep_every:
             self._last_sweep = time.monotonic()
@@ -133,7 +135,7 @@ class Scheduler:
             self._charted_minute = int(time.time() // 60)
             series.set_waiting(self.client, {account: sum(classes.values())
                                              for account, classes in lanes.waiting(self.client).items()}, time.time())
-        return len(ids) + dispatched
+        return len(due) + dispatched
 
     def dispatch(self) -> int:
         """Hand out up to ``ahead`` messages from the lanes (lua/claim_fair.lua), a lane's share at a time as one

@@ -193,8 +193,8 @@ def test_the_scheduler_s_thread_moves_jobs_until_stopped(r: redis_lib.Redis) -> 
     before = set(threading.enumerate())
     scheduler.start()
     try:
-        [thread] = [t for t in threading.enumerate() if t not in before]
-        assert thread.name == "igsend-scheduler"  # as py-spy and faulthandler name it
+        # named for py-spy and faulthandler's dumps
+        [thread] = [t for t in threading.enumerate() if t not in before and t.name == "igsend-scheduler"]
         assert thread.daemon  # never keeps a worker process from exiting
         first = due_job(r)
         wait_until(lambda: handed_out(r) == [(DUE_PRIORITY, SEND_MESSAGE, [first])], timeout=30)

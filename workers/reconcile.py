@@ -137,8 +137,7 @@ def comparable_text(message: dict[str, Any]) -> str | None:
     kind whose message has no text of its own (attachments, stickers, posts, templates, reactions, actions)."""
     if "comment_id" in message or message.get("kind") not in ("text", "link", "quick_replies"):
         return None
-    content = graph_body(message).get("message")
-    text = content.get("text") if isinstance(content, dict) else None
+    text = graph_body(message)["message"].get("text")  # these kinds' message object is {"text": ...} and more
     return text if isinstance(text, str) and text.strip() else None
 
 
@@ -224,7 +223,7 @@ class Reconciler:
                 conversation, messages, asked_at = self._messages(graph, job_id, account, recipient,
                                                                     conversation)
                 ids = candidates(messages, text=text, recipient=recipient, since=since, until=until)
-                mine = self._claim_first(job_id, account, ids) if ids else None
+                mine = self._claim_first(job_id, account, ids)
                 if mine is not None:
                     return Reconciliation(Found.DELIVERED, "found at Meta by the Conversations API", mine)
                 if not reaches_back(messages, since):
@@ -295,6 +294,9 @@ class Reconciler:
         return body
 
     def _claim_first(self, job_id: str, account: Account, ids: list[str]) -> str | None:
+        """The first of ``ids`` no other job holds, now this job's; None when there is none (or no id at all)."""
+        if not ids:
+            return None  # no candidate: nothing to ask Redis
         index = int(self._claim(keys=sent.recent_keys(account.name, within=MAX_AGE + CLOCK_SKEW),
                                 args=[sent.compact_job_id(job_id), self.keep, *map(sent.digest, ids)]))
         return ids[index - 1] if index else None

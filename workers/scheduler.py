@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -64,8 +65,8 @@ class Scheduler:
         self.client = client or get_redis()
         self.sweeper = Sweeper(self.client, lost_after=lost_after or get_settings().lost_after)
         self.sweep_every = sweep_every
-        self._last_sweep = 0.0
-        self._charted_minute = 0
+        self._last_sweep = -math.inf  # never: the first tick sweeps
+        self._charted_minute = 0.0  # pragma: no mutate (no tick runs in 1970's first minutes: the first one charts)
         self.interval = interval
         self.batch = batch
         self.lease_ms = int(lease * 1000)
@@ -81,7 +82,7 @@ class Scheduler:
         #: (account, send class) -> messages/s of the accounts this process serves, recorded for the dispatcher
         #: again every sweep interval (after a Redis restart, a flush, or a change of the accounts file)
         self.budgets = dict(budgets or {})
-        self._last_budgets = 0.0
+        self._last_budgets = -math.inf  # never: the first tick records them
         self.lead = self.client.register_script(LEASE_SCRIPT)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -93,8 +94,8 @@ class Scheduler:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)  # pragma: no mutate (its loop ends within a tick once _stop is set)
         if self._leading:
             try:
                 self.client.delete(LEADER_KEY)
@@ -107,7 +108,7 @@ class Scheduler:
                 moved = self.tick()
             except Exception:  # keep moving after a Redis restart or a broker hiccup
                 log.exception("scheduler tick failed; retrying")
-                moved = 0
+                moved = 0  # pragma: no mutate (only whether the loop waits self.interval more, after its 1 s)
                 self._stop.wait(1.0)
             if not moved:
                 self._stop.wait(self.interval)
@@ -124,16 +125,17 @@ class Scheduler:
         if not leading:
             return 0
         ids = self.claim(keys=[DELAYED_KEY, MOVING_KEY, PENDING_KEY], args=[self.batch])
-        self._republish(self._into_lanes(ids))
+        due = self._into_lanes(ids)  # the scheduled ones among them join their lanes, to be dispatched below
+        self._republish(due)
         dispatched = self.dispatch()
         if time.monotonic() - self._last_sweep >= self.sweep_every:
             self._last_sweep = time.monotonic()
             self.sweeper.sweep()  # messages the broker lost, and moves a crash left half done
-        if int(time.time() // 60) != self._charted_minute:  # the console's charts: what waits, once a minute
-            self._charted_minute = int(time.time() // 60)
+        if time.time() // 60 != self._charted_minute:  # the console's charts: what waits, once a minute
+            self._charted_minute = time.time() // 60
             series.set_waiting(self.client, {account: sum(classes.values())
                                              for account, classes in lanes.waiting(self.client).items()}, time.time())
-        return len(ids) + dispatched
+        return len(due) + dispatched
 
     def dispatch(self) -> int:
         """Hand out up to ``ahead`` messages from the lanes (lua/claim_fair.lua), a lane's share at a time as one
@@ -171,8 +173,6 @@ class Scheduler:
         """Move the scheduled jobs among the due ``ids`` to their accounts' lanes (lua/lane_due.lua), so
         a campaign that comes due at once takes its turn with the other accounts' messages. Returns the ids left to
         publish to the due list: retries, booked rate slots, ordered jobs, expired records."""
-        if not ids:
-            return ids
         pipe = self.client.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(job_key(job_id), "account", "kind")
@@ -199,8 +199,5 @@ class Scheduler:
             for job_id, raw in zip(ids, messages, strict=True):
                 if raw:  # a record that expired has nothing left to send
                     publish(app, producer, job_id, json.loads(raw), priority=priority)
-        pipe = self.client.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.lrem(MOVING_KEY, 1, job_id)
-        pipe.execute()
+        chunks.unmove(self.client, MOVING_KEY, ids)  # one entry each, as dispatch() takes its chunks' ids off
 

@@ -84,6 +84,8 @@ EQUIVALENT: dict[str, list[tuple[str, str]]] = {
          "under a microsecond earlier (micros < 10**6): finer than any test can read Redis's clock"),
         ("if self.dlq_archive and size >= self.dlq_max:",
          "at the cap, archive_oldest(..., 0, ...) sends ZPOPMIN key 0, which pops nothing: the same DLQ"),
+        ("replies = pipe.execute(raise_on_error=None)",
+         "raise_on_error=None is falsy, as False is: every reply comes back, errors included"),
     ],
     "workers/reconcile.py": [
         ("if age >= MAX_AGE:",

@@ -431,6 +431,30 @@ def test_delivered_many_forgets_the_breaker_in_the_step_of_the_last_job(r: redis
     assert r.get("igsend:breaker:shop") == "open"
 
 
+def test_delivered_many_records_each_job_once_after_redis_lost_its_scripts(r: redis_lib.Redis,
+                                                                          outcomes: Outcomes) -> None:
+    """A restart, a failover or SCRIPT FLUSH leaves Redis without lua/finish.lua: each EVALSHA of the batch is
+    answered NOSCRIPT and runs nothing; they go again once the script is loaded, once each."""
+    job_ids = [create(r) for _ in range(3)]
+    r.script_flush()
+    outcomes.delivered_many([(job_id, {"recipient_id": "r1"}, entry(1, "delivered")) for job_id in job_ids],
+                            account="shop")
+    assert records.statuses(r, job_ids) == [JobStatus.DELIVERED] * 3
+    assert [e["id"] for e in stream(r)] == job_ids  # one outcome each, in order
+    assert r.script_exists(outcomes._finish.sha) == [True]
+
+
+def test_delivered_many_raises_what_redis_refuses_other_than_a_missing_script(r: redis_lib.Redis,
+                                                                             outcomes: Outcomes) -> None:
+    recorded, refused = create(r), create(r)
+    r.delete(job_key(refused))
+    r.set(job_key(refused), "not a hash")  # WRONGTYPE inside lua/finish.lua
+    with pytest.raises(redis_lib.ResponseError, match="WRONGTYPE"):
+        outcomes.delivered_many([(job_id, {"recipient_id": "r1"}, entry(1, "delivered")) for job_id in
+                                 (recorded, refused)], account="shop")
+    assert records.status_of(r, recorded) is JobStatus.DELIVERED  # the batch's other calls ran
+
+
 # --- replica acknowledgements -------------------------------------------------------------------------------------
 
 

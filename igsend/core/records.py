@@ -535,7 +535,7 @@ class Outcomes:
             if self.replica_acks:
                 check_replicas(replies[-1], self.replica_acks, self.replica_timeout,
                                f"{len(calls)} delivered records")
-            calls = [call for call, reply in zip(calls, replies, strict=False)
+            calls = [calls[index] for index, reply in enumerate(replies[:len(calls)])
                      if isinstance(reply, redis.exceptions.NoScriptError)]
             if calls:
                 self.client.script_load(self._finish.script)

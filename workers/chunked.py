@@ -224,7 +224,7 @@ def deliver(ctx: _Context, account_name: str, send_class: str, job_ids: list[str
                             submit("single", job_id, _single, ctx, lanes, job_id, msg)
                             continue
                         submit("plain", (job_id, msg, go), _send_admitted, ctx, lanes, job_id, msg, account,
-                               send_class, go, not log_here)
+                               send_class, go)
             if position >= len(job_ids):
                 lanes.leave(token)  # the next chunk may admit
             if not futures:
@@ -336,17 +336,17 @@ def _admit_script(ctx: _Context) -> Any:
 
 
 def _send_admitted(ctx: _Context, lanes: _Lanes, job_id: str, msg: dict[str, Any], account: Account,
-                   send_class: str, go: tuple[float, int, float], log: bool) -> _Posted:
+                   send_class: str, go: tuple[float, int, float]) -> _Posted:
     try:
-        if not tracing.on():
-            return _post(ctx, job_id, msg, account, send_class, go[1], go[0], log=log)
+        if not tracing.on():  # deliver() writes its line, on the chunk's thread
+            return _post(ctx, job_id, msg, account, send_class, go[1], go[0], log=False)
         # the job's own trace (its record keeps the producer's traceparent): its wait, and the POST of this run
         parent = ctx.redis.hget(job_key(job_id), "traceparent")
         attributes = {"igsend.job_id": job_id, "igsend.account": account.name, "igsend.kind": str(msg.get("kind")),
                       "igsend.attempt": go[1], "igsend.admitted_in_chunk": True}
         with tracing.span("igsend.send", parent=str(parent) if parent else None, attributes=attributes) as current:
             tracing.waited("igsend.wait", go[2], time.time(), **{"igsend.waited_for": "the queue"})
-            posted = _post(ctx, job_id, msg, account, send_class, go[1], go[0], log=log)
+            posted = _post(ctx, job_id, msg, account, send_class, go[1], go[0])
             current.set_attribute("igsend.outcome", posted.verdict.outcome.value)
             return posted
     finally:

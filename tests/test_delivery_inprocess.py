@@ -208,19 +208,6 @@ def test_a_chunks_deliveries_are_recorded_once_each_after_redis_lost_its_scripts
     assert sorted(stream) == sorted(job.id for job in jobs)  # one outcome each: none recorded twice
 
 
-def test_a_chunks_record_that_redis_refuses_fails_loudly(graph: FakeGraph, private_db: redis_lib.Redis) -> None:
-    # any answer but NOSCRIPT is an error of the write: raised (the chunk's caller records them one by one)
-    from workers import chunked
-
-    job = producers.send_text("refused", "hello")
-    ctx = tasks.context()
-    entry = {"attempt": 1, "at": time.time(), "latency_ms": 1.0, "outcome": "delivered"}
-    private_db.set(job_key(job.id), "not a hash")  # WRONGTYPE inside finish.lua
-    with pytest.raises(redis_lib.ResponseError, match="WRONGTYPE"):
-        ctx.outcomes.delivered_many([(job.id, {"recipient_id": "1"}, entry)], account="default")
-    assert chunked.deliver(ctx, "default", "text", []) == {"delivered": 0, "other": 0}
-
-
 def test_a_redelivered_delivered_job_is_done_without_a_second_post(graph: FakeGraph,
                                                                    private_db: redis_lib.Redis) -> None:
     job, _ = send("bob")
